@@ -1,0 +1,205 @@
+//! The `lorafit` binary: a thin clap front end over lorafit-core.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use lorafit_core::estimate::{self, Estimate};
+use lorafit_core::plan::{Plan, Settings, Zero};
+use lorafit_core::{catalog, export};
+
+/// Will a fine-tune fit, how long will it take, what will it cost.
+#[derive(Parser, Debug)]
+#[command(name = "lorafit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Estimate peak GPU memory, time and cost of a LLaMA-Factory config (Contract 2).
+    Estimate {
+        /// LLaMA-Factory YAML (the file `llamafactory-cli train` takes).
+        config: PathBuf,
+        /// Override a key: `--set lora_rank=16` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the config back as LLaMA-Factory YAML (and the DeepSpeed JSON it names).
+    Export {
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Also write lorafit's own keys (gpu, num_gpus, …), which LLaMA-Factory rejects.
+        #[arg(long)]
+        lorafit_keys: bool,
+        /// Print the DeepSpeed JSON for the config's ZeRO stage instead.
+        #[arg(long)]
+        deepspeed: bool,
+    },
+    /// List the model catalog.
+    Models,
+    /// List the GPU catalog with prices.
+    Gpus,
+}
+
+fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let mut s = Settings::from_yaml(&text).with_context(|| format!("in {}", path.display()))?;
+    for a in sets {
+        s.set_assignment(a)?;
+    }
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(s)
+}
+
+/// The plan plus what only the binary can read: a model directory's config.json and a DeepSpeed file.
+fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Option<String>)> {
+    let mut plan = settings.plan()?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let model_dir = [PathBuf::from(&plan.model), base.join(&plan.model)].into_iter().find(|p| p.is_dir());
+    let config_json = match model_dir {
+        Some(dir) => {
+            let f = dir.join("config.json");
+            Some(std::fs::read_to_string(&f).with_context(|| {
+                format!("model_name_or_path `{}` is a directory but {} cannot be read", plan.model, f.display())
+            })?)
+        }
+        None => None,
+    };
+    if let Some(ds) = plan.deepspeed.clone() {
+        let file = [PathBuf::from(&ds), base.join(&ds)].into_iter().find(|p| p.is_file());
+        plan.zero = match file {
+            Some(f) => {
+                let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                Zero::from_deepspeed_json(&text).with_context(|| format!("in {}", f.display()))?
+            }
+            None => match Zero::from_llamafactory_name(&ds) {
+                Some(z) => z,
+                None => bail!(
+                    "deepspeed: `{ds}` is neither a readable file nor one of LLaMA-Factory's ds_z{{0,2,3}}[_offload]_config.json"
+                ),
+            },
+        };
+    }
+    Ok((plan, config_json))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn duration(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 7200.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
+    println!("model        {} ({} parameters, {} trainable = {:.3} %)", e.model, e.total_params, e.trainable_params,
+        100.0 * e.trainable_params as f64 / e.total_params.max(1) as f64);
+    let method = match (plan.method, plan.quant) {
+        (_, Some(q)) => format!("QLoRA {}-bit", q.bits),
+        (m, None) => format!("{m:?}"),
+    };
+    println!("method       {method}, batch {} × {} tokens, grad. accumulation {}, {} GPU(s)",
+        plan.batch_size, plan.cutoff_len, plan.grad_accum, plan.num_gpus);
+    println!();
+    println!("per-GPU memory at the peak ({:?})", e.peak_phase);
+    let b = &e.breakdown;
+    for (name, v) in [
+        ("weights", b.weights), ("adapter", b.adapter), ("gradients", b.gradients), ("optimizer", b.optimizer),
+        ("activations", b.activations), ("logits", b.logits), ("overhead", b.overhead),
+    ] {
+        let bar = "█".repeat(((v as f64 / e.peak_reserved_bytes.max(1) as f64) * 40.0).round() as usize);
+        println!("  {name:<12} {:>12}  {bar}", gib(v));
+    }
+    println!("  {:<12} {:>12}  (nvidia-smi; torch max_memory_allocated {}, reserved {})", "peak", gib(e.peak_reserved_bytes),
+        gib(e.peak_allocated_bytes), gib(e.torch_reserved_bytes));
+    if e.cpu_offload_bytes > 0 {
+        println!("  host RAM for offload: {}", gib(e.cpu_offload_bytes));
+    }
+    println!();
+    match (&e.gpu, e.fits, e.gpu_memory_bytes) {
+        (Some(g), Some(f), Some(m)) => {
+            println!("fits on {g} ({}): {}", gib(m), if f { "yes" } else { "NO" });
+            if let Some(bs) = estimate::largest_batch(arch, plan, m) {
+                println!("  largest per_device_train_batch_size that fits: {bs}");
+            }
+            if let Some(cl) = estimate::longest_cutoff(arch, plan, m) {
+                println!("  longest cutoff_len that fits: {cl}");
+            }
+        }
+        _ => println!("fits: set `gpu` (e.g. --set gpu=RTX-4090) to check"),
+    }
+    println!("speed        {:.0} tokens/s, {:.2} s per optimizer step (MFU {:.0} %)", e.tokens_per_second, e.step_seconds, e.mfu * 100.0);
+    match (e.total_steps, e.total_seconds) {
+        (Some(n), Some(s)) => println!("run          {n} steps, {}", duration(s)),
+        _ => println!("run          set dataset_tokens, max_samples or max_steps for the total time"),
+    }
+    if let Some(c) = e.cost_usd {
+        println!("cost         ${c:.2} at ${:.2}/GPU-hour", e.price_per_hour.unwrap_or(0.0));
+        for p in &e.costs {
+            println!("  {:<32} {:<11} ${:>8.2}/h  ${:>10.2}  ({}, {})", p.provider, p.kind, p.usd_per_hour, p.cost_usd, p.source, p.as_of);
+        }
+    }
+    for w in &e.warnings {
+        println!("note: {w}");
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Estimate { config, set, json } => {
+            let settings = load_settings(&config, &set)?;
+            let (plan, config_json) = load_plan(&config, &settings)?;
+            let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
+            let e = estimate::estimate(&arch, source, &plan)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print_table(&e, &plan, &arch);
+            }
+        }
+        Command::Export { config, set, lorafit_keys, deepspeed } => {
+            let settings = load_settings(&config, &set)?;
+            if deepspeed {
+                let (plan, _) = load_plan(&config, &settings)?;
+                println!("{}", export::to_deepspeed_json(&plan.zero));
+            } else {
+                print!("{}", export::to_llamafactory_yaml(&settings, lorafit_keys));
+            }
+        }
+        Command::Models => {
+            for m in catalog::models() {
+                let p = m.arch().map(|a| a.total_params()).unwrap_or(0);
+                println!("{:<48} {:<20} {:>7.2} B", m.id, m.family, p as f64 / 1e9);
+            }
+        }
+        Command::Gpus => {
+            for g in catalog::gpus() {
+                let price = g.cheapest_price().map(|p| format!("from ${:.2}/h ({})", p.usd_per_hour, p.provider)).unwrap_or_default();
+                println!("{:<14} {:<40} {:>9} {:>6.0} TFLOPS  {price}", g.id, g.name, gib(g.memory_bytes()), g.bf16_tflops);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,146 @@
+//! The model and GPU catalogs, compiled in from `data/models.json` (Hugging Face config.json
+//! blocks) and `data/gpus.json` (memory, bf16 TFLOPS, bandwidth, prices with their sources).
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::ModelArch;
+use crate::error::Error;
+
+/// One catalog model: its HF id and its `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogModel {
+    pub id: String,
+    pub family: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub config: serde_json::Value,
+}
+
+impl CatalogModel {
+    /// The parsed architecture (catalog entries are checked by a test to parse).
+    pub fn arch(&self) -> Result<ModelArch, Error> {
+        ModelArch::from_config_value(&self.config)
+    }
+}
+
+/// One listed price of a GPU-hour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Price {
+    pub provider: String,
+    pub usd_per_hour: f64,
+    /// on-demand, spot or marketplace.
+    pub kind: String,
+    /// Where the price was read.
+    pub source: String,
+    /// The date that page gave for it.
+    pub as_of: String,
+}
+
+/// One GPU type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Gpu {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Total memory as nvidia-smi reports it (MiB).
+    pub memory_mib: u64,
+    pub memory_source: String,
+    /// Dense bf16 (fp16 where no bf16) tensor-core peak.
+    pub bf16_tflops: f64,
+    pub memory_bandwidth_gbps: f64,
+    /// Whether the card has bf16 tensor cores.
+    pub bf16: bool,
+    #[serde(default)]
+    pub prices: Vec<Price>,
+}
+
+impl Gpu {
+    /// Total device memory in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib * 1024 * 1024
+    }
+    /// The cheapest listed price, if any.
+    pub fn cheapest_price(&self) -> Option<&Price> {
+        self.prices.iter().min_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour))
+    }
+}
+
+#[derive(Deserialize)]
+struct ModelsFile {
+    models: Vec<CatalogModel>,
+}
+
+#[derive(Deserialize)]
+struct GpusFile {
+    gpus: Vec<Gpu>,
+}
+
+/// All catalog models.
+pub fn models() -> &'static [CatalogModel] {
+    static M: OnceLock<Vec<CatalogModel>> = OnceLock::new();
+    M.get_or_init(|| {
+        serde_json::from_str::<ModelsFile>(include_str!("../data/models.json"))
+            .map(|f| f.models)
+            .unwrap_or_default()
+    })
+}
+
+/// All catalog GPUs.
+pub fn gpus() -> &'static [Gpu] {
+    static G: OnceLock<Vec<Gpu>> = OnceLock::new();
+    G.get_or_init(|| {
+        serde_json::from_str::<GpusFile>(include_str!("../data/gpus.json")).map(|f| f.gpus).unwrap_or_default()
+    })
+}
+
+fn norm(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
+}
+
+fn suggestions<'a>(id: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let needle = norm(id);
+    let tail = needle.rsplit('/').next().unwrap_or(&needle).to_string();
+    let close: Vec<&str> = names
+        .filter(|n| {
+            let n = norm(n);
+            !tail.is_empty() && (n.contains(&tail) || tail.contains(n.rsplit('/').next().unwrap_or(&n)))
+        })
+        .take(5)
+        .collect();
+    if close.is_empty() { String::new() } else { format!("; did you mean: {}?", close.join(", ")) }
+}
+
+/// Find a catalog model by HF id or alias (case-insensitive).
+pub fn find_model(id: &str) -> Result<&'static CatalogModel, Error> {
+    let n = norm(id);
+    models()
+        .iter()
+        .find(|m| norm(&m.id) == n || m.aliases.iter().any(|a| norm(a) == n))
+        .ok_or_else(|| Error::Unknown {
+            kind: "model",
+            id: id.to_string(),
+            hint: {
+                let s = suggestions(id, models().iter().map(|m| m.id.as_str()));
+                if s.is_empty() {
+                    "; give a catalog id (`lorafit models` lists them) or a directory holding config.json".into()
+                } else {
+                    s
+                }
+            },
+        })
+}
+
+/// Find a GPU by id or alias (case-insensitive).
+pub fn find_gpu(id: &str) -> Result<&'static Gpu, Error> {
+    let n = norm(id);
+    gpus().iter().find(|g| norm(&g.id) == n || g.aliases.iter().any(|a| norm(a) == n)).ok_or_else(|| {
+        Error::Unknown {
+            kind: "gpu",
+            id: id.to_string(),
+            hint: format!("; allowed: {}", gpus().iter().map(|g| g.id.as_str()).collect::<Vec<_>>().join(", ")),
+        }
+    })
+}

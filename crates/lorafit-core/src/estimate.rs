@@ -1,0 +1,285 @@
+//! Contract 2: the whole estimate of one configuration — memory per GPU, time, cost, whether it
+//! fits — plus the searches users ask for (largest batch / cutoff_len that fits, cheapest GPU).
+
+use serde::Serialize;
+
+use crate::arch::ModelArch;
+use crate::catalog::{self, Gpu, Price};
+use crate::error::Error;
+use crate::memory::{self, Breakdown, Memory, Phase};
+use crate::plan::Plan;
+use crate::throughput::{self, StepTime};
+
+/// Where the model's shape came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    Catalog,
+    ConfigJson,
+    ParamCount,
+}
+
+/// The price one run costs at one provider.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderCost {
+    pub provider: String,
+    pub kind: String,
+    pub usd_per_hour: f64,
+    pub cost_usd: f64,
+    pub source: String,
+    pub as_of: String,
+}
+
+/// Contract 2's object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub model: String,
+    pub model_source: ModelSource,
+    pub total_params: u64,
+    pub trainable_params: u64,
+    pub peak_allocated_bytes: u64,
+    pub peak_reserved_bytes: u64,
+    pub torch_reserved_bytes: u64,
+    pub breakdown: Breakdown,
+    pub peak_phase: Phase,
+    pub cpu_offload_bytes: u64,
+    pub gpu: Option<String>,
+    pub gpu_memory_bytes: Option<u64>,
+    pub num_gpus: u64,
+    pub fits: Option<bool>,
+    pub flops_per_token: f64,
+    pub mfu: f64,
+    pub tokens_per_step: u64,
+    pub tokens_per_second: f64,
+    pub step_seconds: f64,
+    pub total_steps: Option<u64>,
+    pub total_seconds: Option<f64>,
+    pub price_per_hour: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub costs: Vec<ProviderCost>,
+    pub warnings: Vec<String>,
+}
+
+/// Parse `7B`, `1.5b`, `500M` or a plain integer as a parameter count.
+pub fn parse_param_count(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last()? {
+        'b' | 'B' => (&t[..t.len() - 1], 1e9),
+        'm' | 'M' => (&t[..t.len() - 1], 1e6),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v.is_finite() && v > 0.0).then(|| (v * mult).round() as u64)
+}
+
+/// Resolve `model_name_or_path`: a `config.json` text the caller read wins, then the catalog,
+/// then a raw parameter count such as `7B`.
+pub fn resolve_model(plan: &Plan, config_json: Option<&str>) -> Result<(ModelArch, ModelSource), Error> {
+    if let Some(text) = config_json {
+        return Ok((ModelArch::from_config_json(text)?, ModelSource::ConfigJson));
+    }
+    match catalog::find_model(&plan.model) {
+        Ok(m) => Ok((m.arch()?, ModelSource::Catalog)),
+        Err(e) => match parse_param_count(&plan.model) {
+            Some(n) => Ok((ModelArch::from_param_count(n)?, ModelSource::ParamCount)),
+            None => Err(e),
+        },
+    }
+}
+
+fn gpu_of(plan: &Plan) -> Result<Option<&'static Gpu>, Error> {
+    plan.gpu.as_deref().map(catalog::find_gpu).transpose()
+}
+
+/// Optimizer steps of the run, when the data size is known.
+pub fn total_steps(plan: &Plan, tokens_per_step: u64) -> Option<u64> {
+    if let Some(m) = plan.max_steps {
+        return Some(m);
+    }
+    let epochs = plan.num_train_epochs;
+    if let Some(tok) = plan.dataset_tokens {
+        return Some(((tok as f64 * epochs) / tokens_per_step.max(1) as f64).ceil() as u64);
+    }
+    plan.max_samples.map(|n| {
+        let per_step = plan.batch_size as f64 * plan.grad_accum as f64 * plan.num_gpus.max(1) as f64;
+        ((n as f64 * epochs) / per_step).ceil() as u64
+    })
+}
+
+/// Memory only (cheap; used by the searches).
+pub fn memory(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
+    memory::estimate(arch, plan)
+}
+
+/// The full estimate of `plan` for `arch`.
+pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Estimate, Error> {
+    let mem = memory::estimate(arch, plan)?;
+    let gpu = gpu_of(plan)?;
+    let mut warnings = Vec::new();
+    let tflops = match gpu {
+        Some(g) => {
+            if !g.bf16 && plan.precision == crate::plan::Precision::Mixed16 && !plan.fp16 {
+                warnings.push(format!("{} has no bf16: use fp16: true", g.name));
+            }
+            g.bf16_tflops
+        }
+        None => catalog::find_gpu("H100-SXM").map(|g| g.bf16_tflops).unwrap_or(989.0),
+    };
+    if gpu.is_none() {
+        warnings.push("no `gpu` given: time assumes an H100 SXM and nothing is checked for fit".into());
+    }
+    if let Some(maxpos) = arch.max_position_embeddings {
+        if plan.cutoff_len > maxpos {
+            warnings.push(format!(
+                "cutoff_len {} exceeds the model's max_position_embeddings {maxpos}",
+                plan.cutoff_len
+            ));
+        }
+    }
+    let st: StepTime = throughput::step_time(arch, plan, tflops);
+    let steps = total_steps(plan, st.tokens_per_step);
+    let total_seconds = steps.map(|n| n as f64 * st.step_seconds);
+    let gpu_hours = total_seconds.map(|s| s / 3600.0 * plan.num_gpus.max(1) as f64);
+    let costs: Vec<ProviderCost> = match (gpu, gpu_hours) {
+        (Some(g), Some(hours)) => g
+            .prices
+            .iter()
+            .map(|p: &Price| ProviderCost {
+                provider: p.provider.clone(),
+                kind: p.kind.clone(),
+                usd_per_hour: p.usd_per_hour,
+                cost_usd: p.usd_per_hour * hours,
+                source: p.source.clone(),
+                as_of: p.as_of.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let price_per_hour = plan.price_per_hour.or_else(|| gpu.and_then(Gpu::cheapest_price).map(|p| p.usd_per_hour));
+    let cost_usd = match (price_per_hour, gpu_hours) {
+        (Some(p), Some(h)) => Some(p * h),
+        _ => None,
+    };
+    Ok(Estimate {
+        model: plan.model.clone(),
+        model_source: source,
+        total_params: mem.total_params,
+        trainable_params: mem.trainable_params,
+        peak_allocated_bytes: mem.peak_allocated_bytes,
+        peak_reserved_bytes: mem.peak_reserved_bytes,
+        torch_reserved_bytes: mem.torch_reserved_bytes,
+        breakdown: mem.breakdown,
+        peak_phase: mem.phase,
+        cpu_offload_bytes: mem.cpu_offload_bytes,
+        gpu: gpu.map(|g| g.id.clone()),
+        gpu_memory_bytes: gpu.map(Gpu::memory_bytes),
+        num_gpus: plan.num_gpus,
+        fits: gpu.map(|g| mem.peak_reserved_bytes <= g.memory_bytes()),
+        flops_per_token: st.flops_per_token,
+        mfu: st.mfu,
+        tokens_per_step: st.tokens_per_step,
+        tokens_per_second: st.tokens_per_second,
+        step_seconds: st.step_seconds,
+        total_steps: steps,
+        total_seconds,
+        price_per_hour,
+        cost_usd,
+        costs,
+        warnings,
+    })
+}
+
+fn fits(arch: &ModelArch, plan: &Plan, budget: u64) -> bool {
+    memory::estimate(arch, plan).is_ok_and(|m| m.peak_reserved_bytes <= budget)
+}
+
+/// The largest `per_device_train_batch_size` (≤ 4096) whose peak fits in `budget_bytes`.
+pub fn largest_batch(arch: &ModelArch, plan: &Plan, budget_bytes: u64) -> Option<u64> {
+    let at = |b: u64| {
+        let mut p = plan.clone();
+        p.batch_size = b;
+        fits(arch, &p, budget_bytes)
+    };
+    largest_true(1, 4096, at)
+}
+
+/// The largest `cutoff_len` (a multiple of 128, ≤ 1,048,576) whose peak fits in `budget_bytes`.
+pub fn longest_cutoff(arch: &ModelArch, plan: &Plan, budget_bytes: u64) -> Option<u64> {
+    let at = |k: u64| {
+        let mut p = plan.clone();
+        p.cutoff_len = k * 128;
+        fits(arch, &p, budget_bytes)
+    };
+    largest_true(1, 8192, at).map(|k| k * 128)
+}
+
+/// Binary search for the largest x in [lo, hi] with `f(x)` (memory is monotone in it).
+fn largest_true(lo: u64, hi: u64, f: impl Fn(u64) -> bool) -> Option<u64> {
+    if !f(lo) {
+        return None;
+    }
+    let (mut good, mut bad) = (lo, hi + 1);
+    if f(hi) {
+        return Some(hi);
+    }
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if f(mid) { good = mid } else { bad = mid }
+    }
+    Some(good)
+}
+
+/// One way to run the configuration on rented GPUs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuOption {
+    pub gpu: String,
+    pub num_gpus: u64,
+    pub peak_reserved_bytes: u64,
+    pub fits: bool,
+    pub total_seconds: Option<f64>,
+    pub usd_per_hour: Option<f64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// Every catalog GPU at 1, 2, 4 and 8 per node, cheapest first (by total cost when the data size
+/// is known, else by $/hour); options that do not fit come last.
+pub fn gpu_options(arch: &ModelArch, plan: &Plan) -> Vec<GpuOption> {
+    let mut out = Vec::new();
+    for g in catalog::gpus() {
+        for n in [1u64, 2, 4, 8] {
+            let mut p = plan.clone();
+            p.gpu = Some(g.id.clone());
+            p.num_gpus = n;
+            if n > 1 && !p.zero.deepspeed {
+                // Across GPUs people shard with ZeRO-3 (LLaMA-Factory's ds_z3_config.json).
+                p.zero = crate::plan::Zero { stage: 3, offload_optimizer: false, offload_param: false, deepspeed: true };
+            }
+            let Ok(m) = memory::estimate(arch, &p) else { continue };
+            let st = throughput::step_time(arch, &p, g.bf16_tflops);
+            let secs = total_steps(&p, st.tokens_per_step).map(|s| s as f64 * st.step_seconds);
+            let price = g.cheapest_price().map(|p| p.usd_per_hour);
+            let fit = m.peak_reserved_bytes <= g.memory_bytes();
+            out.push(GpuOption {
+                gpu: g.id.clone(),
+                num_gpus: n,
+                peak_reserved_bytes: m.peak_reserved_bytes,
+                fits: fit,
+                total_seconds: secs,
+                usd_per_hour: price.map(|x| x * n as f64),
+                cost_usd: match (price, secs) {
+                    (Some(pr), Some(s)) => Some(pr * n as f64 * s / 3600.0),
+                    _ => None,
+                },
+            });
+            if fit {
+                break; // more GPUs of the same type only cost more for the same tokens
+            }
+        }
+    }
+    let key = |o: &GpuOption| (!o.fits, o.cost_usd.or(o.usd_per_hour).unwrap_or(f64::INFINITY));
+    out.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+    });
+    out
+}

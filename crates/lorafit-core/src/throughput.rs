@@ -1,0 +1,94 @@
+//! Time per step from FLOPs and a model-utilisation (MFU) curve calibrated on our H100
+//! measurements of the PyTorch + PEFT stack, scaled to other GPUs by their bf16 peak.
+
+use serde::Serialize;
+
+use crate::arch::ModelArch;
+use crate::plan::{Method, Plan, Precision};
+
+/// Achieved MFU of transformers + PEFT LoRA with gradient checkpointing on an H100, by hidden
+/// size: measured points (hidden size, MFU) from `data/validation/measured_h100.jsonl`, linearly
+/// interpolated, flat outside. Calibrated: small models are dominated by kernel launches and the
+/// logits, large ones approach the usual 35–40 %.
+pub const MFU_BY_HIDDEN: &[(f64, f64)] =
+    &[(896.0, 0.045), (1536.0, 0.105), (2048.0, 0.135), (3072.0, 0.19), (3584.0, 0.28), (4096.0, 0.30), (8192.0, 0.38)];
+
+/// FLOPs and time of one optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepTime {
+    /// Model FLOPs per trained token (forward, backward and recomputation).
+    pub flops_per_token: f64,
+    /// Tokens processed per optimizer step across all GPUs.
+    pub tokens_per_step: u64,
+    pub step_seconds: f64,
+    /// Tokens per second across all GPUs.
+    pub tokens_per_second: f64,
+    /// MFU assumed.
+    pub mfu: f64,
+}
+
+fn interp(table: &[(f64, f64)], x: f64) -> f64 {
+    let first = table[0];
+    let last = table[table.len() - 1];
+    if x <= first.0 {
+        return first.1;
+    }
+    if x >= last.0 {
+        return last.1;
+    }
+    for w in table.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x <= x1 {
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+        }
+    }
+    last.1
+}
+
+/// Forward FLOPs per token: 2 per active matmul weight (lm_head included) + causal attention.
+pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
+    let matmul = (arch.active_params() - arch.embedding_params() - arch.num_layers * arch.layer_norm_params()) as f64
+        + if arch.tie_word_embeddings { arch.embedding_params() as f64 } else { 0.0 };
+    // QKᵀ and AV: 2·2·s·q_dim per token per layer, halved by the causal mask.
+    let attn = 2.0 * seq_len as f64 * arch.q_dim() as f64 * arch.num_layers as f64;
+    2.0 * matmul + attn
+}
+
+/// The step time of `plan` on a GPU with `bf16_tflops` peak.
+pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64) -> StepTime {
+    let fwd = forward_flops_per_token(arch, plan.cutoff_len);
+    let recompute = if plan.gradient_checkpointing { 1.0 } else { 0.0 };
+    let passes = match plan.method {
+        // backward = input grads + weight grads.
+        Method::Full => 3.0 + recompute,
+        // frozen weights: backward computes input grads only.
+        Method::Lora => 2.0 + recompute,
+        Method::Freeze => {
+            let frac = (plan.freeze_trainable_layers.unsigned_abs().min(arch.num_layers) as f64)
+                / arch.num_layers as f64;
+            1.0 + frac * (2.0 + recompute)
+        }
+    };
+    let flops_per_token = fwd * passes;
+    let mut mfu = interp(MFU_BY_HIDDEN, arch.hidden_size as f64);
+    if plan.quant.is_some() {
+        // bitsandbytes dequantizes every weight in every pass; measured 1.0–1.6× slower, worst on small models.
+        let h = arch.hidden_size as f64;
+        mfu /= 1.0 + 0.55 * ((4096.0 - h) / 2048.0).clamp(0.0, 1.0);
+    }
+    if plan.precision == Precision::Fp32 {
+        // TF32 tensor cores: about half the bf16 rate.
+        mfu *= 0.5;
+    }
+    let per_gpu = plan.batch_size.saturating_mul(plan.cutoff_len).saturating_mul(plan.grad_accum);
+    let tokens_per_step = per_gpu.saturating_mul(plan.num_gpus.max(1));
+    let per_gpu_tokens = per_gpu as f64;
+    let step_seconds = per_gpu_tokens * flops_per_token / (bf16_tflops * 1e12 * mfu);
+    StepTime {
+        flops_per_token,
+        tokens_per_step,
+        step_seconds,
+        tokens_per_second: tokens_per_step as f64 / step_seconds,
+        mfu,
+    }
+}

@@ -1,0 +1,123 @@
+//! The measured points lorafit is validated against (`data/validation/*.jsonl`) and the error
+//! statistics docs/validation.md reports. Pure: callers pass the file text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::baselines;
+use crate::error::Error;
+use crate::estimate;
+use crate::plan::{Settings, Val};
+
+/// What was measured on the GPU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    pub peak_allocated_bytes: u64,
+    pub peak_reserved_bytes: u64,
+    /// nvidia-smi used − torch reserved (CUDA context and kernels).
+    pub context_bytes: u64,
+    pub tokens_per_second: f64,
+    pub trainable_params: u64,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    pub id: String,
+    /// `tune` (coefficients were fitted on these) or `holdout` (never used for fitting).
+    pub split: String,
+    pub source: String,
+    /// LLaMA-Factory keys of the run.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub measured: Measured,
+}
+
+/// A point with lorafit's and the baselines' answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub point: Point,
+    pub trainable_params: u64,
+    pub est_allocated: u64,
+    /// nvidia-smi equivalent: reserved + context.
+    pub est_smi: u64,
+    pub meas_smi: u64,
+    pub est_tokens_per_second: f64,
+    pub llamafactory_bytes: f64,
+    pub gpu_poor_bytes: f64,
+}
+
+impl Compared {
+    /// Relative error of max_memory_allocated.
+    pub fn err_allocated(&self) -> f64 {
+        self.est_allocated as f64 / self.point.measured.peak_allocated_bytes as f64 - 1.0
+    }
+    /// Relative error of the nvidia-smi figure (reserved + context).
+    pub fn err_smi(&self) -> f64 {
+        self.est_smi as f64 / self.meas_smi as f64 - 1.0
+    }
+    pub fn err_tokens(&self) -> f64 {
+        self.est_tokens_per_second / self.point.measured.tokens_per_second - 1.0
+    }
+    pub fn err_llamafactory(&self) -> f64 {
+        self.llamafactory_bytes / self.meas_smi as f64 - 1.0
+    }
+    pub fn err_gpu_poor(&self) -> f64 {
+        self.gpu_poor_bytes / self.meas_smi as f64 - 1.0
+    }
+}
+
+/// Parse a JSONL file of points.
+pub fn parse_points(text: &str) -> Result<Vec<Point>, Error> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| Error::Syntax(format!("validation line {}: {e}", n + 1))))
+        .collect()
+}
+
+fn json_to_val(v: &serde_json::Value) -> Option<Val> {
+    Some(match v {
+        serde_json::Value::Bool(b) => Val::Bool(*b),
+        serde_json::Value::Number(n) => n.as_i64().map(Val::Int).unwrap_or(Val::Float(n.as_f64()?)),
+        serde_json::Value::String(s) => Val::Str(s.clone()),
+        _ => return None,
+    })
+}
+
+/// Estimate one point (its GPU: an H100).
+pub fn compare(p: &Point) -> Result<Compared, Error> {
+    let mut s = Settings::default();
+    for (k, v) in &p.config {
+        if let Some(val) = json_to_val(v) {
+            s.set(k, val)?;
+        }
+    }
+    s.set("gpu", Val::Str("H100-SXM".into()))?;
+    let plan = s.plan()?;
+    let (arch, source) = estimate::resolve_model(&plan, None)?;
+    let e = estimate::estimate(&arch, source, &plan)?;
+    Ok(Compared {
+        trainable_params: e.trainable_params,
+        est_allocated: e.peak_allocated_bytes,
+        est_smi: e.peak_reserved_bytes,
+        meas_smi: p.measured.peak_reserved_bytes + p.measured.context_bytes,
+        est_tokens_per_second: e.tokens_per_second,
+        llamafactory_bytes: baselines::llamafactory_rule_bytes(&arch, &plan),
+        gpu_poor_bytes: baselines::gpu_poor_bytes(&arch, &plan),
+        point: p.clone(),
+    })
+}
+
+/// Median and maximum of |x|.
+pub fn median_max(errors: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    let mut v: Vec<f64> = errors.into_iter().map(f64::abs).collect();
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (med, v[n - 1])
+}
+
+/// The H100 points bundled with the crate.
+pub const MEASURED_H100: &str = include_str!("../data/validation/measured_h100.jsonl");

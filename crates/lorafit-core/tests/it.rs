@@ -1,0 +1,452 @@
+//! lorafit-core's one integration-test binary: parameter counts, config parsing and its errors,
+//! the validation against measured GPU memory, exports, and property tests.
+
+use lorafit_core::arch::ModelArch;
+use lorafit_core::estimate::{self, ModelSource};
+use lorafit_core::plan::{Settings, Val, Zero};
+use lorafit_core::{catalog, export, validation};
+
+fn settings(yaml: &str) -> Settings {
+    Settings::from_yaml(yaml).expect("test YAML parses")
+}
+
+fn est(yaml: &str) -> lorafit_core::Estimate {
+    let plan = settings(yaml).plan().expect("plan");
+    let (arch, src) = estimate::resolve_model(&plan, None).expect("model");
+    estimate::estimate(&arch, src, &plan).expect("estimate")
+}
+
+// ---------------------------------------------------------------- parameter counts
+
+fn check_params(id: &str, expected: u64) {
+    let m = catalog::find_model(id).unwrap_or_else(|e| panic!("{id}: {e}"));
+    assert_eq!(m.arch().expect("arch").total_params(), expected, "{id}");
+}
+
+#[test]
+fn parameter_counts_match_published_totals() {
+    // Published totals (model cards / issue 2).
+    check_params("meta-llama/Llama-2-7b-hf", 6_738_415_616);
+    check_params("meta-llama/Llama-3.1-8B", 8_030_261_248);
+    check_params("mistralai/Mistral-7B-v0.1", 7_241_732_096);
+    check_params("Qwen/Qwen2.5-7B", 7_615_616_512);
+    check_params("meta-llama/Llama-2-13b-hf", 13_015_864_320);
+    check_params("meta-llama/Llama-2-70b-hf", 68_976_648_192);
+    check_params("meta-llama/Meta-Llama-3-70B", 70_553_706_496);
+    check_params("mistralai/Mixtral-8x7B-v0.1", 46_702_792_704);
+    check_params("google/gemma-7b", 8_537_680_896);
+    check_params("google/gemma-2b", 2_506_172_416);
+    check_params("microsoft/Phi-3-mini-4k-instruct", 3_821_079_552);
+    check_params("Qwen/Qwen3-8B", 8_190_735_360);
+    check_params("Qwen/Qwen3-0.6B", 596_049_920);
+    check_params("google/gemma-2-9b", 9_241_705_984);
+    check_params("google/gemma-2-2b", 2_614_341_888);
+    check_params("Qwen/Qwen3-30B-A3B", 30_532_122_624);
+}
+
+#[test]
+fn parameter_counts_match_torch_on_the_gpu_runs() {
+    // sum(p.numel()) that PyTorch reported for full fine-tuning in the H100 measurements.
+    check_params("Qwen/Qwen2.5-0.5B", 494_032_768);
+    check_params("meta-llama/Llama-3.2-1B", 1_235_814_400);
+    check_params("Qwen/Qwen2.5-1.5B", 1_543_714_304);
+    check_params("meta-llama/Llama-3.2-3B", 3_212_749_824);
+}
+
+#[test]
+fn catalog_is_complete_and_parses() {
+    let models = catalog::models();
+    assert!(models.len() >= 40, "{} models", models.len());
+    for m in models {
+        let a = m.arch().unwrap_or_else(|e| panic!("{}: {e}", m.id));
+        assert!(a.total_params() > 100_000_000, "{}", m.id);
+    }
+    for fam in ["Llama 2", "Llama 3.1", "Llama 3.2", "Llama 3.3", "Qwen2", "Qwen2.5", "Qwen3", "Mistral", "Mixtral",
+        "DeepSeek-R1-Distill", "Gemma", "Phi-3", "Yi"] {
+        assert!(models.iter().any(|m| m.family == fam), "missing family {fam}");
+    }
+    let gpus = catalog::gpus();
+    assert!(gpus.len() >= 10);
+    let priced: Vec<_> = gpus.iter().filter(|g| !g.prices.is_empty()).collect();
+    assert!(priced.len() >= 10);
+    for g in &priced {
+        for p in &g.prices {
+            assert!(p.source.starts_with("https://") && !p.as_of.is_empty() && p.usd_per_hour > 0.0, "{}", g.id);
+        }
+    }
+    let providers: std::collections::BTreeSet<_> = priced.iter().flat_map(|g| g.prices.iter().map(|p| &p.provider)).collect();
+    assert!(providers.len() >= 3, "{providers:?}");
+}
+
+#[test]
+fn trainable_params_match_peft_counts() {
+    // PEFT's trainable counts from the H100 runs, for LoRA rank 8 on all linear layers.
+    for p in validation::parse_points(validation::MEASURED_H100).expect("points") {
+        let c = validation::compare(&p).expect("compare");
+        assert_eq!(c.trainable_params, p.measured.trainable_params, "{}", p.id);
+    }
+}
+
+// ---------------------------------------------------------------- config.json parsing
+
+#[test]
+fn rope_scaling_and_v5_rope_parameters_both_parse() {
+    let v4 = r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_hidden_layers":32,
+        "num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,"rope_theta":500000.0,
+        "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+        "original_max_position_embeddings":8192}}"#;
+    let v5 = r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_hidden_layers":32,
+        "num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,
+        "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,
+        "high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#;
+    let a = ModelArch::from_config_json(v4).expect("v4");
+    let b = ModelArch::from_config_json(v5).expect("v5");
+    assert_eq!(a.rope_scaling, b.rope_scaling);
+    assert_eq!(a.rope_theta, Some(500000.0));
+    assert_eq!(b.rope_theta, Some(500000.0));
+    assert_eq!(a.total_params(), 8_030_261_248);
+}
+
+#[test]
+fn qwen2_biases_and_tied_embeddings_count() {
+    let a = catalog::find_model("Qwen/Qwen2.5-0.5B").expect("m").arch().expect("a");
+    assert!(a.qkv_bias && a.tie_word_embeddings);
+    assert_eq!(a.lm_head_params(), 0);
+    assert_eq!(a.kv_dim(), 128); // GQA: 2 kv heads × 64
+}
+
+fn check_config_err(json: &str, needle: &str) {
+    let e = ModelArch::from_config_json(json).expect_err(json).to_string();
+    assert!(e.contains(needle), "error `{e}` should mention `{needle}`");
+}
+
+#[test]
+fn bad_config_json_is_a_clear_error() {
+    check_config_err("{", "not valid JSON");
+    check_config_err("[1]", "JSON object");
+    check_config_err(r#"{"model_type":"llama"}"#, "`hidden_size` is missing");
+    check_config_err(r#"{"model_type":"bert","hidden_size":1}"#, "not supported");
+    check_config_err(
+        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":1,"num_hidden_layers":2,"num_attention_heads":32,"num_key_value_heads":5,"vocab_size":10}"#,
+        "multiple of num_key_value_heads",
+    );
+    check_config_err(
+        r#"{"model_type":"llama","hidden_size":-3,"intermediate_size":1,"num_hidden_layers":2,"num_attention_heads":32,"vocab_size":10}"#,
+        "non-negative integer",
+    );
+    check_config_err(
+        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":1,"num_hidden_layers":2000000,"num_attention_heads":32,"vocab_size":10}"#,
+        "absurd",
+    );
+    check_config_err(
+        r#"{"model_type":"llama","hidden_size":64,"intermediate_size":1,"num_hidden_layers":2,"num_attention_heads":2,"vocab_size":10,"rope_scaling":{"rope_type":"weird","factor":2}}"#,
+        "rope_type `weird`",
+    );
+}
+
+// ---------------------------------------------------------------- Contract 1 keys
+
+fn check_settings_err(yaml: &str, needle: &str) {
+    let e = match Settings::from_yaml(yaml).and_then(|s| s.plan()) {
+        Ok(_) => panic!("`{yaml}` should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(needle), "error `{e}` should mention `{needle}`");
+}
+
+#[test]
+fn bad_values_name_the_key_and_what_is_allowed() {
+    let m = "model_name_or_path: Qwen/Qwen2.5-7B\n";
+    check_settings_err(&format!("{m}per_device_train_batch_size: 0"), "per_device_train_batch_size: 0");
+    check_settings_err(&format!("{m}per_device_train_batch_size: 0"), "from 1 to");
+    check_settings_err(&format!("{m}lora_rank: 1000000000"), "lora_rank");
+    check_settings_err(&format!("{m}cutoff_len: -5"), "cutoff_len");
+    check_settings_err(&format!("{m}finetuning_type: ful"), "one of full, freeze, lora");
+    check_settings_err(&format!("{m}quantization_bit: 3"), "quantization_bit");
+    check_settings_err(&format!("{m}learning_rate: .nan"), "learning_rate");
+    check_settings_err(&format!("{m}finetuning_type: full\nquantization_bit: 4"), "quantization_bit needs finetuning_type: lora");
+    check_settings_err(&format!("{m}bf16: true\nfp16: true"), "bf16 and fp16");
+    check_settings_err(&format!("{m}gpu: TPU-v9"), "unknown gpu `TPU-v9`");
+    check_settings_err(&format!("{m}bf16: maybe"), "true or false");
+    check_settings_err("lora_rank: 8", "`model_name_or_path` is required");
+    check_settings_err("- a\n- b", "mapping");
+    check_settings_err("model_name_or_path: [", "does not parse");
+}
+
+#[test]
+fn unknown_models_and_absurd_sizes_are_errors() {
+    let plan = settings("model_name_or_path: nobody/Nothing-7B").plan().expect("plan");
+    let e = estimate::resolve_model(&plan, None).expect_err("unknown").to_string();
+    assert!(e.contains("unknown model `nobody/Nothing-7B`"), "{e}");
+    let plan = settings("model_name_or_path: 1000000B").plan().expect("plan");
+    let e = estimate::resolve_model(&plan, None).expect_err("10^15").to_string();
+    assert!(e.contains("between 1e6 and 2e12"), "{e}");
+    // A raw parameter count works.
+    let plan = settings("model_name_or_path: 7B").plan().expect("plan");
+    let (a, src) = estimate::resolve_model(&plan, None).expect("7B");
+    assert_eq!(src, ModelSource::ParamCount);
+    let p = a.total_params() as f64;
+    assert!((p / 7e9 - 1.0).abs() < 0.1, "{p}");
+    // Rank larger than the model's hidden size.
+    let plan = settings("model_name_or_path: Qwen/Qwen2.5-0.5B\nlora_rank: 4096").plan().expect("plan");
+    let (a, _) = estimate::resolve_model(&plan, None).expect("m");
+    let e = estimate::memory(&a, &plan).expect_err("rank").to_string();
+    assert!(e.contains("lora_rank") && e.contains("hidden size 896"), "{e}");
+    // A target the model does not have.
+    let plan = settings("model_name_or_path: Qwen/Qwen2.5-0.5B\nlora_target: q_proj,qkv").plan().expect("plan");
+    let e = estimate::memory(&a, &plan).expect_err("target").to_string();
+    assert!(e.contains("`lora_target: qkv`"), "{e}");
+}
+
+#[test]
+fn unknown_keys_warn_and_set_overrides() {
+    let mut s = settings("model_name_or_path: Qwen/Qwen2.5-7B\nmy_custom_key: 3\nreport_to: none\nlora_rank: 8");
+    assert_eq!(s.warnings, vec!["unknown key `my_custom_key` ignored".to_string()]);
+    s.set_assignment("lora_rank=32").expect("set");
+    s.set_assignment("quantization_bit=4").expect("set");
+    assert!(s.set_assignment("lora_rank").is_err());
+    let p = s.plan().expect("plan");
+    assert_eq!(p.lora_rank, 32);
+    assert_eq!(p.lora_alpha, 64.0);
+    assert_eq!(p.quant.map(|q| q.bits), Some(4));
+}
+
+#[test]
+fn deepspeed_files_and_names() {
+    assert_eq!(
+        Zero::from_llamafactory_name("examples/deepspeed/ds_z3_offload_config.json"),
+        Some(Zero { stage: 3, offload_optimizer: true, offload_param: true, deepspeed: true })
+    );
+    assert_eq!(Zero::from_llamafactory_name("ds_z2_config.json").map(|z| z.stage), Some(2));
+    assert_eq!(Zero::from_llamafactory_name("my.json"), None);
+    let z = Zero::from_deepspeed_json(r#"{"zero_optimization":{"stage":2,"offload_optimizer":{"device":"cpu"}}}"#).expect("ds");
+    assert!(z.stage == 2 && z.offload_optimizer && !z.offload_param);
+    assert!(Zero::from_deepspeed_json(r#"{"zero_optimization":{"stage":7}}"#).is_err());
+    // Round trip through our own export.
+    let z3 = Zero { stage: 3, offload_optimizer: true, offload_param: true, deepspeed: true };
+    assert_eq!(Zero::from_deepspeed_json(&export::to_deepspeed_json(&z3)).expect("rt"), z3);
+    assert_eq!(export::deepspeed_file_name(&z3), "ds_z3_offload_config.json");
+}
+
+// ---------------------------------------------------------------- exports
+
+const FULL_YAML: &str = "model_name_or_path: Qwen/Qwen2.5-7B-Instruct
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 16
+lora_alpha: 32
+lora_target: q_proj,v_proj
+quantization_bit: 4
+quantization_type: nf4
+dataset: alpaca_zh_demo,identity
+template: qwen
+cutoff_len: 1024
+per_device_train_batch_size: 2
+gradient_accumulation_steps: 8
+learning_rate: 1.0e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+output_dir: saves/qwen 7b/lora
+gpu: RTX-4090
+price_per_hour: 0.5
+";
+
+#[test]
+fn yaml_export_round_trips() {
+    let s = settings(FULL_YAML);
+    let back = export::yaml_round_trip(&s).expect("round trip");
+    assert_eq!(back, s);
+    let lf = export::to_llamafactory_yaml(&s, false);
+    assert!(!lf.contains("gpu:") && !lf.contains("price_per_hour"), "{lf}");
+    assert!(lf.contains("quantization_bit: 4\n"), "{lf}");
+    assert!(lf.contains("learning_rate: 0.0001\n"), "{lf}");
+    let cmd = export::to_train_command(&s, "cfg.yaml");
+    assert!(cmd.starts_with("lorafit train cfg.yaml --set model_name_or_path=Qwen/Qwen2.5-7B-Instruct"), "{cmd}");
+    assert!(cmd.contains("'output_dir=saves/qwen 7b/lora'"), "{cmd}");
+}
+
+#[test]
+fn share_link_query_round_trips_and_survives_hostile_links() {
+    let s = settings(FULL_YAML);
+    let q = export::to_query(&s);
+    let (back, warnings) = export::from_query(&q);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(back, s);
+    let (s2, w) = export::from_query(
+        "model_name_or_path=Qwen%2FQwen2.5-7B&lora_rank=-3&cutoff_len=abc&evil=%3Cscript%3Ealert(1)%3C%2Fscript%3E&gpu=%E0%A4&per_device_train_batch_size=4",
+    );
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert_eq!(s2.get("per_device_train_batch_size"), Some(&Val::Int(4)));
+    assert_eq!(s2.get("lora_rank"), None);
+    assert!(s2.plan().is_ok());
+}
+
+// ---------------------------------------------------------------- estimates
+
+#[test]
+fn breakdown_adds_up_and_json_has_contract_fields() {
+    let e = est(FULL_YAML);
+    assert_eq!(e.breakdown.total(), e.peak_reserved_bytes);
+    assert!(e.peak_allocated_bytes < e.torch_reserved_bytes && e.torch_reserved_bytes < e.peak_reserved_bytes);
+    let v = serde_json::to_value(&e).expect("json");
+    for k in ["total_params", "trainable_params", "peak_allocated_bytes", "peak_reserved_bytes", "breakdown",
+        "step_seconds", "total_seconds", "cost_usd", "fits"] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    for k in ["weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead"] {
+        assert!(v["breakdown"].get(k).is_some(), "missing breakdown.{k}");
+    }
+    assert_eq!(e.fits, Some(true));
+}
+
+#[test]
+fn method_ordering_matches_intuition() {
+    let common = "model_name_or_path: meta-llama/Llama-3.1-8B\nper_device_train_batch_size: 1\ncutoff_len: 2048\n";
+    let base = format!("{common}bf16: true\n");
+    let full = est(&format!("{base}finetuning_type: full")).peak_reserved_bytes;
+    let pure = est(&format!("{common}finetuning_type: full\npure_bf16: true")).peak_reserved_bytes;
+    let freeze = est(&format!("{base}finetuning_type: freeze")).peak_reserved_bytes;
+    let lora = est(&format!("{base}finetuning_type: lora")).peak_reserved_bytes;
+    let qlora = est(&format!("{base}finetuning_type: lora\nquantization_bit: 4")).peak_reserved_bytes;
+    let q8 = est(&format!("{base}finetuning_type: lora\nquantization_bit: 8")).peak_reserved_bytes;
+    assert!(full > pure && pure > freeze && freeze > lora && lora > q8 && q8 > qlora, "{full} {pure} {freeze} {lora} {q8} {qlora}");
+    // ZeRO-3 over 8 GPUs shrinks full fine-tuning per GPU; offload shrinks it more and needs host RAM.
+    let z3 = est(&format!("{base}finetuning_type: full\ndeepspeed: ds_z3_config.json\nnum_gpus: 8"));
+    let z3o = est(&format!("{base}finetuning_type: full\ndeepspeed: ds_z3_offload_config.json\nnum_gpus: 8"));
+    assert!(z3.peak_reserved_bytes * 3 < full, "{} vs {full}", z3.peak_reserved_bytes);
+    assert!(z3o.peak_reserved_bytes < z3.peak_reserved_bytes && z3o.cpu_offload_bytes > 100_000_000_000);
+    // Inference: weights + KV cache, far below training.
+    let inf = est(&format!("{base}do_train: false")).peak_reserved_bytes;
+    assert!(inf < lora && inf > 16_000_000_000, "{inf}");
+}
+
+#[test]
+fn searches_find_the_largest_batch_and_cutoff() {
+    let plan = settings("model_name_or_path: Qwen/Qwen2.5-7B\nquantization_bit: 4\nbf16: true\ncutoff_len: 1024\nper_device_train_batch_size: 1").plan().expect("p");
+    let (a, _) = estimate::resolve_model(&plan, None).expect("m");
+    let budget = catalog::find_gpu("RTX-4090").expect("g").memory_bytes();
+    let b = estimate::largest_batch(&a, &plan, budget).expect("some batch fits");
+    let mut p = plan.clone();
+    p.batch_size = b;
+    assert!(estimate::memory(&a, &p).expect("m").peak_reserved_bytes <= budget);
+    p.batch_size = b + 1;
+    assert!(estimate::memory(&a, &p).expect("m").peak_reserved_bytes > budget);
+    let c = estimate::longest_cutoff(&a, &plan, budget).expect("some cutoff fits");
+    assert!(c >= 1024 && c % 128 == 0, "{c}");
+    // 70B full fine-tuning never fits one 24 GB card.
+    let big = settings("model_name_or_path: meta-llama/Llama-3.1-70B\nfinetuning_type: full\nbf16: true").plan().expect("p");
+    let (a70, _) = estimate::resolve_model(&big, None).expect("m");
+    assert_eq!(estimate::largest_batch(&a70, &big, budget), None);
+    let opts = estimate::gpu_options(&a, &plan);
+    assert!(opts[0].fits && opts.last().is_some());
+}
+
+// ---------------------------------------------------------------- validation (the headline)
+
+#[test]
+fn validation_against_h100_measurements() {
+    let points = validation::parse_points(validation::MEASURED_H100).expect("points");
+    assert!(points.len() >= 30);
+    let compared: Vec<_> = points.iter().map(|p| validation::compare(p).expect("compare")).collect();
+    for split in ["tune", "holdout"] {
+        let c: Vec<_> = compared.iter().filter(|c| c.point.split == split).collect();
+        assert!(!c.is_empty());
+        let (med_a, max_a) = validation::median_max(c.iter().map(|c| c.err_allocated()));
+        let (med_s, max_s) = validation::median_max(c.iter().map(|c| c.err_smi()));
+        println!("{split}: allocated median {:.1}% max {:.1}%; nvidia-smi median {:.1}% max {:.1}%",
+            med_a * 100.0, max_a * 100.0, med_s * 100.0, max_s * 100.0);
+        assert!(med_a <= 0.10 && med_s <= 0.10, "{split}: median error over 10 %");
+        assert!(max_a <= 0.25 && max_s <= 0.25, "{split}: a point is off by more than 25 %");
+    }
+    // Throughput is secondary; keep it honest.
+    let (med_t, max_t) = validation::median_max(compared.iter().map(|c| c.err_tokens()));
+    println!("tokens/s: median {:.1}% max {:.1}%", med_t * 100.0, max_t * 100.0);
+    assert!(med_t <= 0.25, "tokens/s median error {med_t}");
+    // And the calculators we beat are far worse on the same points.
+    let (med_lf, _) = validation::median_max(compared.iter().map(|c| c.err_llamafactory()));
+    let (med_gp, _) = validation::median_max(compared.iter().map(|c| c.err_gpu_poor()));
+    let (med_us, _) = validation::median_max(compared.iter().map(|c| c.err_smi()));
+    println!("median |error| vs nvidia-smi: lorafit {:.1}%, LLaMA-Factory table {:.1}%, gpu_poor {:.1}%",
+        med_us * 100.0, med_lf * 100.0, med_gp * 100.0);
+    assert!(med_us * 3.0 < med_lf && med_us * 3.0 < med_gp);
+}
+
+// ---------------------------------------------------------------- properties
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn plan_for(model: &str, method: u8, b: u64, s: u64, r: u64, gc: bool) -> lorafit_core::Plan {
+        let mut st = Settings::default();
+        st.set("model_name_or_path", Val::Str(model.into())).expect("m");
+        let ft = ["full", "freeze", "lora", "lora"][method as usize % 4];
+        st.set("finetuning_type", Val::Str(ft.into())).expect("ft");
+        if method % 4 == 3 {
+            st.set("quantization_bit", Val::Int(4)).expect("q");
+        }
+        st.set("bf16", Val::Bool(true)).expect("bf16");
+        st.set("per_device_train_batch_size", Val::Int(b as i64)).expect("b");
+        st.set("cutoff_len", Val::Int(s as i64)).expect("s");
+        st.set("lora_rank", Val::Int(r as i64)).expect("r");
+        st.set("disable_gradient_checkpointing", Val::Bool(!gc)).expect("gc");
+        st.plan().expect("plan")
+    }
+
+    fn peak(model: &str, p: &lorafit_core::Plan) -> u64 {
+        let (a, _) = estimate::resolve_model(p, None).unwrap_or_else(|e| panic!("{model}: {e}"));
+        estimate::memory(&a, p).expect("memory").peak_reserved_bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn monotone_in_batch_length_and_rank(idx in 0usize..52, method in 0u8..4, b in 1u64..64, s in 1u64..16384,
+                                              r in 1u64..128, gc: bool) {
+            let models = catalog::models();
+            let m = &models[idx % models.len()].id;
+            let p = plan_for(m, method, b, s, r, gc);
+            let base = peak(m, &p);
+            prop_assert!(peak(m, &plan_for(m, method, b + 1, s, r, gc)) >= base);
+            prop_assert!(peak(m, &plan_for(m, method, b, s + 64, r, gc)) >= base);
+            prop_assert!(peak(m, &plan_for(m, method, b, s, r + 8, gc)) >= base);
+            prop_assert!(peak(m, &plan_for(m, method, b, s, r, false)) >= peak(m, &plan_for(m, method, b, s, r, true)));
+        }
+
+        #[test]
+        fn monotone_in_model_size(fam in 0usize..4, i in 0usize..8, method in 0u8..4, b in 1u64..16, s in 1u64..8192, gc: bool) {
+            // Each family's sizes share vocabulary and shape rules, so bigger must never need less.
+            let families: [&[&str]; 4] = [
+                &["Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-14B", "Qwen/Qwen2.5-32B", "Qwen/Qwen2.5-72B"],
+                &["meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "meta-llama/Llama-2-70b-hf"],
+                &["Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B", "Qwen/Qwen3-8B", "Qwen/Qwen3-14B", "Qwen/Qwen3-32B"],
+                &["meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-70B", "meta-llama/Llama-3.1-405B"],
+            ];
+            let f = families[fam];
+            let (small, large) = (f[i % (f.len() - 1)], f[i % (f.len() - 1) + 1]);
+            prop_assert!(peak(large, &plan_for(large, method, b, s, 8, gc)) >= peak(small, &plan_for(small, method, b, s, 8, gc)),
+                "{} < {}", large, small);
+        }
+
+        #[test]
+        fn no_overflow_nan_or_panic_across_the_input_range(idx in 0usize..52, method in 0u8..4,
+                b in 1u64..=65536, s in 1u64..=10_000_000, r in 1u64..=8192, gc: bool, n in 1i64..=4096, ga in 1i64..=65536) {
+            let models = catalog::models();
+            let m = &models[idx % models.len()].id;
+            let mut p = plan_for(m, method, b, s, r, gc);
+            p.num_gpus = n as u64;
+            p.grad_accum = ga as u64;
+            let (a, src) = estimate::resolve_model(&p, None).expect("m");
+            if let Ok(e) = estimate::estimate(&a, src, &p) {
+                prop_assert!(e.peak_reserved_bytes >= e.peak_allocated_bytes);
+                prop_assert!(e.step_seconds.is_finite() && e.step_seconds > 0.0);
+                prop_assert!(e.tokens_per_second.is_finite());
+                prop_assert_eq!(e.breakdown.total(), e.peak_reserved_bytes);
+            }
+        }
+    }
+}
