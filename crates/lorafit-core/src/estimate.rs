@@ -87,6 +87,18 @@ pub fn resolve_model(plan: &Plan, config_json: Option<&str>) -> Result<(ModelArc
     }
 }
 
+/// Parameters one GPU's optimizer updates (ZeRO ≥ 1 shards them; offload moves them to the CPU).
+fn optimizer_params(plan: &Plan, trainable: u64) -> f64 {
+    let z = plan.zero;
+    if z.deepspeed && z.offload_optimizer {
+        0.0
+    } else if z.deepspeed && z.stage >= 1 {
+        trainable as f64 / plan.num_gpus.max(1) as f64
+    } else {
+        trainable as f64
+    }
+}
+
 fn gpu_of(plan: &Plan) -> Result<Option<&'static Gpu>, Error> {
     plan.gpu.as_deref().map(catalog::find_gpu).transpose()
 }
@@ -116,14 +128,14 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
     let mem = memory::estimate(arch, plan)?;
     let gpu = gpu_of(plan)?;
     let mut warnings = Vec::new();
-    let tflops = match gpu {
+    let (tflops, bandwidth) = match gpu {
         Some(g) => {
             if !g.bf16 && plan.precision == crate::plan::Precision::Mixed16 && !plan.fp16 {
                 warnings.push(format!("{} has no bf16: use fp16: true", g.name));
             }
-            g.bf16_tflops
+            (g.bf16_tflops, g.memory_bandwidth_gbps)
         }
-        None => catalog::find_gpu("H100-SXM").map(|g| g.bf16_tflops).unwrap_or(989.0),
+        None => catalog::find_gpu("H100-SXM").map(|g| (g.bf16_tflops, g.memory_bandwidth_gbps)).unwrap_or((989.0, 3350.0)),
     };
     if gpu.is_none() {
         warnings.push("no `gpu` given: time assumes an H100 SXM and nothing is checked for fit".into());
@@ -136,7 +148,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             ));
         }
     }
-    let st: StepTime = throughput::step_time(arch, plan, tflops);
+    let st: StepTime = throughput::step_time(arch, plan, tflops, bandwidth, optimizer_params(plan, mem.trainable_params));
     let steps = total_steps(plan, st.tokens_per_step);
     let total_seconds = steps.map(|n| n as f64 * st.step_seconds);
     let gpu_hours = total_seconds.map(|s| s / 3600.0 * plan.num_gpus.max(1) as f64);
@@ -255,7 +267,7 @@ pub fn gpu_options(arch: &ModelArch, plan: &Plan) -> Vec<GpuOption> {
                 p.zero = crate::plan::Zero { stage: 3, offload_optimizer: false, offload_param: false, deepspeed: true };
             }
             let Ok(m) = memory::estimate(arch, &p) else { continue };
-            let st = throughput::step_time(arch, &p, g.bf16_tflops);
+            let st = throughput::step_time(arch, &p, g.bf16_tflops, g.memory_bandwidth_gbps, optimizer_params(&p, m.trainable_params));
             let secs = total_steps(&p, st.tokens_per_step).map(|s| s as f64 * st.step_seconds);
             let price = g.cheapest_price().map(|p| p.usd_per_hour);
             let fit = m.peak_reserved_bytes <= g.memory_bytes();

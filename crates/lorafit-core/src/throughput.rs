@@ -13,6 +13,18 @@ use crate::plan::{Method, Plan, Precision};
 pub const MFU_BY_HIDDEN: &[(f64, f64)] =
     &[(896.0, 0.045), (1536.0, 0.105), (2048.0, 0.135), (3072.0, 0.19), (3584.0, 0.28), (4096.0, 0.30), (8192.0, 0.38)];
 
+/// Seconds per trainable parameter the optimizer step (plus autocast's weight casts, clipping and
+/// zeroing) takes on an H100 (3.35 TB/s): memory-bound elementwise passes. Calibrated on the
+/// full-fine-tuning points; scaled by memory bandwidth for other GPUs.
+pub fn optimizer_seconds_per_param(opt: crate::plan::Optimizer) -> f64 {
+    use crate::plan::Optimizer::*;
+    match opt {
+        AdamwTorch => 55e-12,
+        Sgd => 15e-12,
+        Adamw8bit | PagedAdamw8bit | Adafactor => 100e-12,
+    }
+}
+
 /// FLOPs and time of one optimizer step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepTime {
@@ -54,8 +66,9 @@ pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
     2.0 * matmul + attn
 }
 
-/// The step time of `plan` on a GPU with `bf16_tflops` peak.
-pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64) -> StepTime {
+/// The step time of `plan` on a GPU with `bf16_tflops` peak and `bandwidth_gbps` memory bandwidth.
+/// `trainable_params` is per GPU (after ZeRO sharding of the optimizer).
+pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64, bandwidth_gbps: f64, trainable_params: f64) -> StepTime {
     let fwd = forward_flops_per_token(arch, plan.cutoff_len);
     let recompute = if plan.gradient_checkpointing { 1.0 } else { 0.0 };
     let passes = match plan.method {
@@ -63,14 +76,31 @@ pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64) -> StepTime {
         Method::Full => 3.0 + recompute,
         // frozen weights: backward computes input grads only.
         Method::Lora => 2.0 + recompute,
+        // LLaMA-Factory makes the embedding output require grad, so input gradients flow through
+        // every layer; only the trainable layers add weight gradients.
         Method::Freeze => {
             let frac = (plan.freeze_trainable_layers.unsigned_abs().min(arch.num_layers) as f64)
                 / arch.num_layers as f64;
-            1.0 + frac * (2.0 + recompute)
+            2.0 + recompute + frac
         }
     };
     let flops_per_token = fwd * passes;
     let mut mfu = interp(MFU_BY_HIDDEN, arch.hidden_size as f64);
+    match plan.method {
+        // The curve was measured with LoRA on all 7 linear modules; each wrapped module adds two thin
+        // matmuls, a scale and an add per pass (calibrated: q/v-only runs 1.55× faster).
+        Method::Lora => {
+            let n = if plan.lora_target.iter().any(|t| t == "all") {
+                arch.all_lora_targets().len()
+            } else {
+                plan.lora_target.len()
+            } as f64;
+            mfu *= (1.0 + 0.11 * 7.0) / (1.0 + 0.11 * n);
+        }
+        // Frozen layers run plain bf16 matmuls with no adapter overhead. Calibrated.
+        Method::Freeze => mfu *= 1.6,
+        Method::Full => {}
+    }
     if plan.quant.is_some() {
         // bitsandbytes dequantizes every weight in every pass; measured 1.0–1.6× slower, worst on small models.
         let h = arch.hidden_size as f64;
@@ -83,7 +113,18 @@ pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64) -> StepTime {
     let per_gpu = plan.batch_size.saturating_mul(plan.cutoff_len).saturating_mul(plan.grad_accum);
     let tokens_per_step = per_gpu.saturating_mul(plan.num_gpus.max(1));
     let per_gpu_tokens = per_gpu as f64;
-    let step_seconds = per_gpu_tokens * flops_per_token / (bf16_tflops * 1e12 * mfu);
+    let optimizer_seconds =
+        trainable_params * optimizer_seconds_per_param(plan.optimizer) * 3350.0 / bandwidth_gbps.max(1.0);
+    // Eager attention writes and reads the b·heads·s² scores (bf16 + fp32 softmax + grads): memory-bound.
+    let eager_seconds = if plan.attention == crate::plan::Attention::Eager {
+        let scores = (plan.batch_size * arch.num_attention_heads) as f64 * (plan.cutoff_len as f64).powi(2);
+        (24.0 + 8.0 * recompute) * scores * arch.num_layers as f64 * plan.grad_accum as f64
+            / (bandwidth_gbps.max(1.0) * 1e9)
+    } else {
+        0.0
+    };
+    let step_seconds =
+        per_gpu_tokens * flops_per_token / (bf16_tflops * 1e12 * mfu) + optimizer_seconds + eager_seconds;
     StepTime {
         flops_per_token,
         tokens_per_step,
