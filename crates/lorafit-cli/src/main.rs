@@ -153,6 +153,18 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
             println!("  {:<32} {:<11} ${:>8.2}/h  ${:>10.2}  ({}, {})", p.provider, p.kind, p.usd_per_hour, p.cost_usd, p.source, p.as_of);
         }
     }
+    let options: Vec<_> = estimate::gpu_options(arch, plan).into_iter().filter(|o| o.fits).take(5).collect();
+    if !options.is_empty() {
+        println!();
+        println!("cheapest GPUs that fit (cheapest listed price; >1 GPU assumes ZeRO-3)");
+        for o in options {
+            let cost = match (o.cost_usd, o.total_seconds) {
+                (Some(c), Some(s)) => format!("${c:.2} for {}", duration(s)),
+                _ => o.usd_per_hour.map(|p| format!("${p:.2}/h")).unwrap_or_else(|| "no price listed".into()),
+            };
+            println!("  {:>2} × {:<14} peak {:>10}  {cost}", o.num_gpus, o.gpu, gib(o.peak_reserved_bytes));
+        }
+    }
     for w in &e.warnings {
         println!("note: {w}");
     }
