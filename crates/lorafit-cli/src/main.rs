@@ -48,7 +48,8 @@ enum Command {
 }
 
 fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     let mut s = Settings::from_yaml(&text).with_context(|| format!("in {}", path.display()))?;
     for a in sets {
         s.set_assignment(a)?;
@@ -63,21 +64,30 @@ fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
 fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Option<String>)> {
     let mut plan = settings.plan()?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let model_dir = [PathBuf::from(&plan.model), base.join(&plan.model)].into_iter().find(|p| p.is_dir());
+    let model_dir = [PathBuf::from(&plan.model), base.join(&plan.model)]
+        .into_iter()
+        .find(|p| p.is_dir());
     let config_json = match model_dir {
         Some(dir) => {
             let f = dir.join("config.json");
             Some(std::fs::read_to_string(&f).with_context(|| {
-                format!("model_name_or_path `{}` is a directory but {} cannot be read", plan.model, f.display())
+                format!(
+                    "model_name_or_path `{}` is a directory but {} cannot be read",
+                    plan.model,
+                    f.display()
+                )
             })?)
         }
         None => None,
     };
     if let Some(ds) = plan.deepspeed.clone() {
-        let file = [PathBuf::from(&ds), base.join(&ds)].into_iter().find(|p| p.is_file());
+        let file = [PathBuf::from(&ds), base.join(&ds)]
+            .into_iter()
+            .find(|p| p.is_file());
         plan.zero = match file {
             Some(f) => {
-                let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
                 Zero::from_deepspeed_json(&text).with_context(|| format!("in {}", f.display()))?
             }
             None => match Zero::from_llamafactory_name(&ds) {
@@ -106,26 +116,44 @@ fn duration(secs: f64) -> String {
 }
 
 fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
-    println!("model        {} ({} parameters, {} trainable = {:.3} %)", e.model, e.total_params, e.trainable_params,
-        100.0 * e.trainable_params as f64 / e.total_params.max(1) as f64);
+    println!(
+        "model        {} ({} parameters, {} trainable = {:.3} %)",
+        e.model,
+        e.total_params,
+        e.trainable_params,
+        100.0 * e.trainable_params as f64 / e.total_params.max(1) as f64
+    );
     let method = match (plan.method, plan.quant) {
         (_, Some(q)) => format!("QLoRA {}-bit", q.bits),
         (m, None) => format!("{m:?}"),
     };
-    println!("method       {method}, batch {} × {} tokens, grad. accumulation {}, {} GPU(s)",
-        plan.batch_size, plan.cutoff_len, plan.grad_accum, plan.num_gpus);
+    println!(
+        "method       {method}, batch {} × {} tokens, grad. accumulation {}, {} GPU(s)",
+        plan.batch_size, plan.cutoff_len, plan.grad_accum, plan.num_gpus
+    );
     println!();
     println!("per-GPU memory at the peak ({:?})", e.peak_phase);
     let b = &e.breakdown;
     for (name, v) in [
-        ("weights", b.weights), ("adapter", b.adapter), ("gradients", b.gradients), ("optimizer", b.optimizer),
-        ("activations", b.activations), ("logits", b.logits), ("overhead", b.overhead),
+        ("weights", b.weights),
+        ("adapter", b.adapter),
+        ("gradients", b.gradients),
+        ("optimizer", b.optimizer),
+        ("activations", b.activations),
+        ("logits", b.logits),
+        ("overhead", b.overhead),
     ] {
-        let bar = "█".repeat(((v as f64 / e.peak_reserved_bytes.max(1) as f64) * 40.0).round() as usize);
+        let bar =
+            "█".repeat(((v as f64 / e.peak_reserved_bytes.max(1) as f64) * 40.0).round() as usize);
         println!("  {name:<12} {:>12}  {bar}", gib(v));
     }
-    println!("  {:<12} {:>12}  (nvidia-smi; torch max_memory_allocated {}, reserved {})", "peak", gib(e.peak_reserved_bytes),
-        gib(e.peak_allocated_bytes), gib(e.torch_reserved_bytes));
+    println!(
+        "  {:<12} {:>12}  (nvidia-smi; torch max_memory_allocated {}, reserved {})",
+        "peak",
+        gib(e.peak_reserved_bytes),
+        gib(e.peak_allocated_bytes),
+        gib(e.torch_reserved_bytes)
+    );
     if e.cpu_offload_bytes > 0 {
         println!("  host RAM for offload: {}", gib(e.cpu_offload_bytes));
     }
@@ -142,27 +170,52 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         }
         _ => println!("fits: set `gpu` (e.g. --set gpu=RTX-4090) to check"),
     }
-    println!("speed        {:.0} tokens/s, {:.2} s per optimizer step (MFU {:.0} %)", e.tokens_per_second, e.step_seconds, e.mfu * 100.0);
+    println!(
+        "speed        {:.0} tokens/s, {:.2} s per optimizer step (MFU {:.0} %)",
+        e.tokens_per_second,
+        e.step_seconds,
+        e.mfu * 100.0
+    );
     match (e.total_steps, e.total_seconds) {
         (Some(n), Some(s)) => println!("run          {n} steps, {}", duration(s)),
-        _ => println!("run          set dataset_tokens, max_samples or max_steps for the total time"),
-    }
-    if let Some(c) = e.cost_usd {
-        println!("cost         ${c:.2} at ${:.2}/GPU-hour", e.price_per_hour.unwrap_or(0.0));
-        for p in &e.costs {
-            println!("  {:<32} {:<11} ${:>8.2}/h  ${:>10.2}  ({}, {})", p.provider, p.kind, p.usd_per_hour, p.cost_usd, p.source, p.as_of);
+        _ => {
+            println!("run          set dataset_tokens, max_samples or max_steps for the total time")
         }
     }
-    let options: Vec<_> = estimate::gpu_options(arch, plan).into_iter().filter(|o| o.fits).take(5).collect();
+    if let Some(c) = e.cost_usd {
+        println!(
+            "cost         ${c:.2} at ${:.2}/GPU-hour",
+            e.price_per_hour.unwrap_or(0.0)
+        );
+        for p in &e.costs {
+            println!(
+                "  {:<32} {:<11} ${:>8.2}/h  ${:>10.2}  ({}, {})",
+                p.provider, p.kind, p.usd_per_hour, p.cost_usd, p.source, p.as_of
+            );
+        }
+    }
+    let options: Vec<_> = estimate::gpu_options(arch, plan)
+        .into_iter()
+        .filter(|o| o.fits)
+        .take(5)
+        .collect();
     if !options.is_empty() {
         println!();
         println!("cheapest GPUs that fit (cheapest listed price; >1 GPU assumes ZeRO-3)");
         for o in options {
             let cost = match (o.cost_usd, o.total_seconds) {
                 (Some(c), Some(s)) => format!("${c:.2} for {}", duration(s)),
-                _ => o.usd_per_hour.map(|p| format!("${p:.2}/h")).unwrap_or_else(|| "no price listed".into()),
+                _ => o
+                    .usd_per_hour
+                    .map(|p| format!("${p:.2}/h"))
+                    .unwrap_or_else(|| "no price listed".into()),
             };
-            println!("  {:>2} × {:<14} peak {:>10}  {cost}", o.num_gpus, o.gpu, gib(o.peak_reserved_bytes));
+            println!(
+                "  {:>2} × {:<14} peak {:>10}  {cost}",
+                o.num_gpus,
+                o.gpu,
+                gib(o.peak_reserved_bytes)
+            );
         }
     }
     for w in &e.warnings {
@@ -184,7 +237,12 @@ fn run() -> Result<()> {
                 print_table(&e, &plan, &arch);
             }
         }
-        Command::Export { config, set, lorafit_keys, deepspeed } => {
+        Command::Export {
+            config,
+            set,
+            lorafit_keys,
+            deepspeed,
+        } => {
             let settings = load_settings(&config, &set)?;
             if deepspeed {
                 let (plan, _) = load_plan(&config, &settings)?;
@@ -201,8 +259,17 @@ fn run() -> Result<()> {
         }
         Command::Gpus => {
             for g in catalog::gpus() {
-                let price = g.cheapest_price().map(|p| format!("from ${:.2}/h ({})", p.usd_per_hour, p.provider)).unwrap_or_default();
-                println!("{:<14} {:<40} {:>9} {:>6.0} TFLOPS  {price}", g.id, g.name, gib(g.memory_bytes()), g.bf16_tflops);
+                let price = g
+                    .cheapest_price()
+                    .map(|p| format!("from ${:.2}/h ({})", p.usd_per_hour, p.provider))
+                    .unwrap_or_default();
+                println!(
+                    "{:<14} {:<40} {:>9} {:>6.0} TFLOPS  {price}",
+                    g.id,
+                    g.name,
+                    gib(g.memory_bytes()),
+                    g.bf16_tflops
+                );
             }
         }
     }

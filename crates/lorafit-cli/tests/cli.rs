@@ -14,15 +14,26 @@ fn lorafit(args: &[&str]) -> Output {
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = lorafit(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
 
 fn fails_with(args: &[&str], needle: &str) {
     let out = lorafit(args);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?} should fail cleanly; stderr: {err}");
-    assert!(err.contains(needle), "stderr `{err}` should mention `{needle}`");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} should fail cleanly; stderr: {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr `{err}` should mention `{needle}`"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -35,23 +46,43 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn every_example_estimates_with_contract_fields() {
-    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")).expect("examples") {
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples"))
+        .expect("examples")
+    {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let p = path.to_string_lossy().to_string();
             let v = json(&["estimate", &p, "--json"]);
-            for k in ["total_params", "trainable_params", "peak_allocated_bytes", "peak_reserved_bytes", "step_seconds", "fits"] {
+            for k in [
+                "total_params",
+                "trainable_params",
+                "peak_allocated_bytes",
+                "peak_reserved_bytes",
+                "step_seconds",
+                "fits",
+            ] {
                 assert!(v.get(k).is_some(), "{p}: {k}");
             }
             let b = &v["breakdown"];
-            let sum: u64 = ["weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead"]
-                .iter()
-                .map(|k| b[k].as_u64().expect("bytes are integers"))
-                .sum();
+            let sum: u64 = [
+                "weights",
+                "adapter",
+                "gradients",
+                "optimizer",
+                "activations",
+                "logits",
+                "overhead",
+            ]
+            .iter()
+            .map(|k| b[k].as_u64().expect("bytes are integers"))
+            .sum();
             assert_eq!(sum, v["peak_reserved_bytes"].as_u64().expect("u64"), "{p}");
             // The table form works too.
             let out = lorafit(&["estimate", &p]);
-            assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("per-GPU memory"));
+            assert!(
+                out.status.success()
+                    && String::from_utf8_lossy(&out.stdout).contains("per-GPU memory")
+            );
         }
     }
 }
@@ -59,9 +90,21 @@ fn every_example_estimates_with_contract_fields() {
 #[test]
 fn set_overrides_the_file() {
     let a = json(&["estimate", "examples/qwen2.5-7b-qlora-4090.yaml", "--json"]);
-    let b = json(&["estimate", "examples/qwen2.5-7b-qlora-4090.yaml", "--json", "--set", "per_device_train_batch_size=8"]);
+    let b = json(&[
+        "estimate",
+        "examples/qwen2.5-7b-qlora-4090.yaml",
+        "--json",
+        "--set",
+        "per_device_train_batch_size=8",
+    ]);
     assert!(b["peak_reserved_bytes"].as_u64() > a["peak_reserved_bytes"].as_u64());
-    let c = json(&["estimate", "examples/qwen2.5-7b-qlora-4090.yaml", "--json", "--set", "gpu=H100-SXM"]);
+    let c = json(&[
+        "estimate",
+        "examples/qwen2.5-7b-qlora-4090.yaml",
+        "--json",
+        "--set",
+        "gpu=H100-SXM",
+    ]);
     assert_eq!(c["gpu"], "H100-SXM");
 }
 
@@ -73,7 +116,11 @@ fn a_model_directory_with_config_json_is_read() {
         "rope_theta":1000000.0,"max_position_embeddings":32768,"torch_dtype":"bfloat16"}"#;
     std::fs::write(d.join("config.json"), cfg).expect("write");
     let yaml = d.join("run.yaml");
-    std::fs::write(&yaml, format!("model_name_or_path: {}\nbf16: true\n", d.display())).expect("write");
+    std::fs::write(
+        &yaml,
+        format!("model_name_or_path: {}\nbf16: true\n", d.display()),
+    )
+    .expect("write");
     let v = json(&["estimate", &yaml.to_string_lossy(), "--json"]);
     assert_eq!(v["total_params"], 494_032_768u64);
     assert_eq!(v["model_source"], "config_json");
@@ -86,13 +133,24 @@ fn a_model_directory_with_config_json_is_read() {
 #[test]
 fn deepspeed_json_files_are_read() {
     let d = scratch("ds");
-    std::fs::write(d.join("ds.json"), r#"{"zero_optimization":{"stage":3,"offload_optimizer":{"device":"cpu"}}}"#).expect("w");
+    std::fs::write(
+        d.join("ds.json"),
+        r#"{"zero_optimization":{"stage":3,"offload_optimizer":{"device":"cpu"}}}"#,
+    )
+    .expect("w");
     let yaml = d.join("run.yaml");
     std::fs::write(&yaml, "model_name_or_path: Qwen/Qwen2.5-7B\nfinetuning_type: full\nbf16: true\ndeepspeed: ds.json\nnum_gpus: 4\nper_device_train_batch_size: 1\n").expect("w");
     let v = json(&["estimate", &yaml.to_string_lossy(), "--json"]);
     assert!(v["cpu_offload_bytes"].as_u64().expect("u64") > 0);
-    std::fs::write(&yaml, "model_name_or_path: Qwen/Qwen2.5-7B\nfinetuning_type: full\ndeepspeed: missing.json\n").expect("w");
-    fails_with(&["estimate", &yaml.to_string_lossy()], "neither a readable file");
+    std::fs::write(
+        &yaml,
+        "model_name_or_path: Qwen/Qwen2.5-7B\nfinetuning_type: full\ndeepspeed: missing.json\n",
+    )
+    .expect("w");
+    fails_with(
+        &["estimate", &yaml.to_string_lossy()],
+        "neither a readable file",
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -100,21 +158,42 @@ fn deepspeed_json_files_are_read() {
 fn bad_input_is_a_clear_error() {
     fails_with(&["estimate", "no/such/file.yaml"], "cannot read config");
     let ex = "examples/qwen2.5-7b-qlora-4090.yaml";
-    fails_with(&["estimate", ex, "--set", "per_device_train_batch_size=0"], "per_device_train_batch_size: 0");
-    fails_with(&["estimate", ex, "--set", "finetuning_type=full"], "quantization_bit needs finetuning_type: lora");
-    fails_with(&["estimate", ex, "--set", "model_name_or_path=acme/NoSuchModel-7B"], "unknown model");
+    fails_with(
+        &["estimate", ex, "--set", "per_device_train_batch_size=0"],
+        "per_device_train_batch_size: 0",
+    );
+    fails_with(
+        &["estimate", ex, "--set", "finetuning_type=full"],
+        "quantization_bit needs finetuning_type: lora",
+    );
+    fails_with(
+        &[
+            "estimate",
+            ex,
+            "--set",
+            "model_name_or_path=acme/NoSuchModel-7B",
+        ],
+        "unknown model",
+    );
     fails_with(&["estimate", ex, "--set", "gpu=RTX-9999"], "unknown gpu");
     fails_with(&["estimate", ex, "--set", "lora_rank"], "key=value");
     let d = scratch("badyaml");
     std::fs::write(d.join("bad.yaml"), "model_name_or_path: [unclosed").expect("w");
-    fails_with(&["estimate", &d.join("bad.yaml").to_string_lossy()], "does not parse");
+    fails_with(
+        &["estimate", &d.join("bad.yaml").to_string_lossy()],
+        "does not parse",
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
 fn unknown_keys_only_warn() {
     let d = scratch("unknown");
-    std::fs::write(d.join("u.yaml"), "model_name_or_path: Qwen/Qwen2.5-0.5B\nsomething_new: 1\n").expect("w");
+    std::fs::write(
+        d.join("u.yaml"),
+        "model_name_or_path: Qwen/Qwen2.5-0.5B\nsomething_new: 1\n",
+    )
+    .expect("w");
     let out = lorafit(&["estimate", &d.join("u.yaml").to_string_lossy(), "--json"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key `something_new` ignored"));
@@ -125,8 +204,15 @@ fn unknown_keys_only_warn() {
 fn export_writes_llamafactory_yaml_and_deepspeed() {
     let out = lorafit(&["export", "examples/qwen2.5-7b-qlora-4090.yaml"]);
     let y = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && y.contains("quantization_bit: 4") && !y.contains("gpu:"), "{y}");
-    let out = lorafit(&["export", "examples/qwen2.5-1.5b-full-zero3.yaml", "--deepspeed"]);
+    assert!(
+        out.status.success() && y.contains("quantization_bit: 4") && !y.contains("gpu:"),
+        "{y}"
+    );
+    let out = lorafit(&[
+        "export",
+        "examples/qwen2.5-1.5b-full-zero3.yaml",
+        "--deepspeed",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["zero_optimization"]["stage"], 3);
 }

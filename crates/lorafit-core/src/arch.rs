@@ -16,13 +16,21 @@ pub enum RopeScaling {
     /// Plain RoPE.
     None,
     /// Llama 3.1 style frequency-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: u64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: u64,
+    },
     /// Linear position interpolation.
     Linear { factor: f64 },
     /// Dynamic NTK.
     Dynamic { factor: f64 },
     /// YaRN.
-    Yarn { factor: f64, original_max_position_embeddings: Option<u64> },
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: Option<u64>,
+    },
 }
 
 /// Sparse mixture-of-experts MLP (every layer), mixtral style.
@@ -52,7 +60,11 @@ impl Linear {
     }
     /// Bias parameters of all copies.
     pub fn bias_params(&self) -> u64 {
-        if self.bias { self.out_features * self.count } else { 0 }
+        if self.bias {
+            self.out_features * self.count
+        } else {
+            0
+        }
     }
 }
 
@@ -87,16 +99,22 @@ fn get_u64(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) => Ok(Some(v)),
-            None => Err(Error::ModelConfig(format!("`{key}` must be a non-negative integer, got {n}"))),
+            None => Err(Error::ModelConfig(format!(
+                "`{key}` must be a non-negative integer, got {n}"
+            ))),
         },
-        Some(other) => Err(Error::ModelConfig(format!("`{key}` must be a non-negative integer, got {other}"))),
+        Some(other) => Err(Error::ModelConfig(format!(
+            "`{key}` must be a non-negative integer, got {other}"
+        ))),
     }
 }
 
 fn req_u64(obj: &serde_json::Map<String, Value>, key: &str) -> Result<u64, Error> {
     let v = get_u64(obj, key)?.ok_or_else(|| Error::ModelConfig(format!("`{key}` is missing")))?;
     if v == 0 {
-        return Err(Error::ModelConfig(format!("`{key}` must be at least 1, got 0")));
+        return Err(Error::ModelConfig(format!(
+            "`{key}` must be at least 1, got 0"
+        )));
     }
     Ok(v)
 }
@@ -121,13 +139,21 @@ fn parse_rope(obj: &serde_json::Map<String, Value>) -> Result<(RopeScaling, Opti
         (_, Some(v @ Value::Object(_))) => Some(v),
         _ => None,
     };
-    let Some(Value::Object(rs)) = block else { return Ok((RopeScaling::None, theta)) };
+    let Some(Value::Object(rs)) = block else {
+        return Ok((RopeScaling::None, theta));
+    };
     if theta.is_none() {
         theta = get_f64(rs, "rope_theta");
     }
-    let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let kind = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let factor = || {
-        get_f64(rs, "factor").ok_or_else(|| Error::ModelConfig(format!("rope scaling `{kind}` needs a numeric `factor`")))
+        get_f64(rs, "factor").ok_or_else(|| {
+            Error::ModelConfig(format!("rope scaling `{kind}` needs a numeric `factor`"))
+        })
     };
     let scaling = match kind {
         "default" => RopeScaling::None,
@@ -135,7 +161,8 @@ fn parse_rope(obj: &serde_json::Map<String, Value>) -> Result<(RopeScaling, Opti
             factor: factor()?,
             low_freq_factor: get_f64(rs, "low_freq_factor").unwrap_or(1.0),
             high_freq_factor: get_f64(rs, "high_freq_factor").unwrap_or(4.0),
-            original_max_position_embeddings: get_u64(rs, "original_max_position_embeddings")?.unwrap_or(8192),
+            original_max_position_embeddings: get_u64(rs, "original_max_position_embeddings")?
+                .unwrap_or(8192),
         },
         "linear" => RopeScaling::Linear { factor: factor()? },
         "dynamic" => RopeScaling::Dynamic { factor: factor()? },
@@ -153,29 +180,49 @@ fn parse_rope(obj: &serde_json::Map<String, Value>) -> Result<(RopeScaling, Opti
 }
 
 /// Model types this crate understands.
-pub const SUPPORTED_MODEL_TYPES: &[&str] =
-    &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "mixtral", "qwen3_moe"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "phi3",
+    "mixtral",
+    "qwen3_moe",
+];
 
 impl ModelArch {
     /// Parse the text of a Hugging Face `config.json`.
     pub fn from_config_json(text: &str) -> Result<Self, Error> {
-        let v: Value =
-            serde_json::from_str(text).map_err(|e| Error::ModelConfig(format!("config.json is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::ModelConfig(format!("config.json is not valid JSON: {e}")))?;
         Self::from_config_value(&v)
     }
 
     /// Parse an already-decoded `config.json`.
     pub fn from_config_value(v: &Value) -> Result<Self, Error> {
         let Value::Object(top) = v else {
-            return Err(Error::ModelConfig("config.json must be a JSON object".into()));
+            return Err(Error::ModelConfig(
+                "config.json must be a JSON object".into(),
+            ));
         };
-        let top_type = top.get("model_type").and_then(Value::as_str).unwrap_or_default();
+        let top_type = top
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         // Multimodal wrappers (gemma3, llava-style) keep the language model in `text_config`.
         let obj = match top.get("text_config") {
             Some(Value::Object(tc)) if top.get("hidden_size").is_none() => tc,
             _ => top,
         };
-        let mut model_type = obj.get("model_type").and_then(Value::as_str).unwrap_or(top_type).to_string();
+        let mut model_type = obj
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or(top_type)
+            .to_string();
         if model_type.is_empty() {
             return Err(Error::ModelConfig("`model_type` is missing".into()));
         }
@@ -191,7 +238,8 @@ impl ModelArch {
         let hidden_size = req_u64(obj, "hidden_size")?;
         let num_layers = req_u64(obj, "num_hidden_layers")?;
         let num_attention_heads = req_u64(obj, "num_attention_heads")?;
-        let num_key_value_heads = get_u64(obj, "num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let num_key_value_heads =
+            get_u64(obj, "num_key_value_heads")?.unwrap_or(num_attention_heads);
         let vocab_size = req_u64(obj, "vocab_size")?;
         let intermediate_size = req_u64(obj, "intermediate_size")?;
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
@@ -218,7 +266,9 @@ impl ModelArch {
             ("head_dim", head_dim),
         ] {
             if v > MAX_DIM {
-                return Err(Error::ModelConfig(format!("`{k}` = {v} is absurd; at most {MAX_DIM} is accepted")));
+                return Err(Error::ModelConfig(format!(
+                    "`{k}` = {v} is absurd; at most {MAX_DIM} is accepted"
+                )));
             }
         }
         if num_layers > MAX_LAYERS {
@@ -228,7 +278,10 @@ impl ModelArch {
         }
         let tie_word_embeddings = get_bool(obj, "tie_word_embeddings")
             .or_else(|| get_bool(top, "tie_word_embeddings"))
-            .unwrap_or(matches!(model_type.as_str(), "gemma" | "gemma2" | "gemma3_text"));
+            .unwrap_or(matches!(
+                model_type.as_str(),
+                "gemma" | "gemma2" | "gemma3_text"
+            ));
         let qkv_bias = match model_type.as_str() {
             "qwen2" => true,
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
@@ -246,18 +299,22 @@ impl ModelArch {
             }),
             _ => None,
         };
-        if let Some(m) = &moe {
-            if m.experts_per_token > m.num_experts || m.num_experts > 4096 {
-                return Err(Error::ModelConfig(format!(
-                    "num_experts_per_tok ({}) must not exceed the number of experts ({}, at most 4096)",
-                    m.experts_per_token, m.num_experts
-                )));
-            }
+        if let Some(m) = &moe
+            && (m.experts_per_token > m.num_experts || m.num_experts > 4096)
+        {
+            return Err(Error::ModelConfig(format!(
+                "num_experts_per_tok ({}) must not exceed the number of experts ({}, at most 4096)",
+                m.experts_per_token, m.num_experts
+            )));
         }
         let (rope_scaling, rope_theta) = parse_rope(obj)?;
         Ok(ModelArch {
             qk_norm: matches!(model_type.as_str(), "qwen3" | "qwen3_moe" | "gemma3_text"),
-            norms_per_layer: if matches!(model_type.as_str(), "gemma2" | "gemma3_text") { 4 } else { 2 },
+            norms_per_layer: if matches!(model_type.as_str(), "gemma2" | "gemma3_text") {
+                4
+            } else {
+                2
+            },
             fused_projections: model_type == "phi3",
             model_type,
             hidden_size,
@@ -289,9 +346,18 @@ impl ModelArch {
     /// The linear modules of one decoder layer, with HF names.
     pub fn layer_linears(&self) -> Vec<Linear> {
         let (h, q, kv) = (self.hidden_size, self.q_dim(), self.kv_dim());
-        let lin = |name, in_features, out_features, bias, count| Linear { name, in_features, out_features, bias, count };
+        let lin = |name, in_features, out_features, bias, count| Linear {
+            name,
+            in_features,
+            out_features,
+            bias,
+            count,
+        };
         let mut v = if self.fused_projections {
-            vec![lin("qkv_proj", h, q + 2 * kv, false, 1), lin("o_proj", q, h, false, 1)]
+            vec![
+                lin("qkv_proj", h, q + 2 * kv, false, 1),
+                lin("o_proj", q, h, false, 1),
+            ]
         } else {
             vec![
                 lin("q_proj", h, q, self.qkv_bias, 1),
@@ -332,7 +398,11 @@ impl ModelArch {
     /// Names `lora_target: all` expands to (LLaMA-Factory: every linear layer except lm_head; the
     /// MoE router is left out).
     pub fn all_lora_targets(&self) -> Vec<&'static str> {
-        self.layer_linears().into_iter().filter(|l| l.name != "gate").map(|l| l.name).collect()
+        self.layer_linears()
+            .into_iter()
+            .filter(|l| l.name != "gate")
+            .map(|l| l.name)
+            .collect()
     }
 
     /// Norm (and q/k-norm) parameters of one decoder layer.
@@ -342,12 +412,21 @@ impl ModelArch {
 
     /// Parameters of one decoder layer.
     pub fn layer_params(&self) -> u64 {
-        self.layer_linears().iter().map(|l| l.weight_params() + l.bias_params()).sum::<u64>() + self.layer_norm_params()
+        self.layer_linears()
+            .iter()
+            .map(|l| l.weight_params() + l.bias_params())
+            .sum::<u64>()
+            + self.layer_norm_params()
     }
 
     /// Linear weight parameters of all decoder layers (what 4/8-bit quantization compresses).
     pub fn layer_linear_weight_params(&self) -> u64 {
-        self.num_layers * self.layer_linears().iter().map(Linear::weight_params).sum::<u64>()
+        self.num_layers
+            * self
+                .layer_linears()
+                .iter()
+                .map(Linear::weight_params)
+                .sum::<u64>()
     }
 
     /// Embedding table parameters.
@@ -357,12 +436,19 @@ impl ModelArch {
 
     /// lm_head parameters (0 when tied to the embeddings).
     pub fn lm_head_params(&self) -> u64 {
-        if self.tie_word_embeddings { 0 } else { self.vocab_size * self.hidden_size }
+        if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * self.hidden_size
+        }
     }
 
     /// Exact total parameter count, as `sum(p.numel() for p in model.parameters())` reports it.
     pub fn total_params(&self) -> u64 {
-        self.num_layers * self.layer_params() + self.embedding_params() + self.lm_head_params() + self.hidden_size
+        self.num_layers * self.layer_params()
+            + self.embedding_params()
+            + self.lm_head_params()
+            + self.hidden_size
     }
 
     /// Parameters active for one token (MoE: only the routed experts).
@@ -371,7 +457,8 @@ impl ModelArch {
             None => self.total_params(),
             Some(m) => {
                 let expert = 3 * self.hidden_size * m.expert_intermediate_size;
-                self.total_params() - self.num_layers * (m.num_experts - m.experts_per_token) * expert
+                self.total_params()
+                    - self.num_layers * (m.num_experts - m.experts_per_token) * expert
             }
         }
     }

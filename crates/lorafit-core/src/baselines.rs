@@ -40,8 +40,16 @@ pub fn gpu_poor_bytes(arch: &ModelArch, plan: &Plan) -> f64 {
     let s = plan.cutoff_len as f64;
     let b = plan.batch_size as f64;
     let qlora = plan.quant.is_some();
-    let model = if qlora { params * fb / 4.0 } else { params * fb };
-    let attn = s * h * 3.0 * fb + s * h * 2.0 * fb + s * s * heads * fb + s * s * heads * 4.0 + s * s * heads * fb
+    let model = if qlora {
+        params * fb / 4.0
+    } else {
+        params * fb
+    };
+    let attn = s * h * 3.0 * fb
+        + s * h * 2.0 * fb
+        + s * s * heads * fb
+        + s * s * heads * 4.0
+        + s * s * heads * fb
         + 3.0 * s * h * fb;
     let ffn = 2.0 * h * s * fb + fb * 5.0 * s * i + i * s * fb;
     let norm = s * 8.0 + s * h * fb * 6.0;

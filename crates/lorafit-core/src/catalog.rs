@@ -64,7 +64,9 @@ impl Gpu {
     }
     /// The cheapest listed price, if any.
     pub fn cheapest_price(&self) -> Option<&Price> {
-        self.prices.iter().min_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour))
+        self.prices
+            .iter()
+            .min_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour))
     }
 }
 
@@ -92,7 +94,9 @@ pub fn models() -> &'static [CatalogModel] {
 pub fn gpus() -> &'static [Gpu] {
     static G: OnceLock<Vec<Gpu>> = OnceLock::new();
     G.get_or_init(|| {
-        serde_json::from_str::<GpusFile>(include_str!("../data/gpus.json")).map(|f| f.gpus).unwrap_or_default()
+        serde_json::from_str::<GpusFile>(include_str!("../data/gpus.json"))
+            .map(|f| f.gpus)
+            .unwrap_or_default()
     })
 }
 
@@ -106,11 +110,16 @@ fn suggestions<'a>(id: &str, names: impl Iterator<Item = &'a str>) -> String {
     let close: Vec<&str> = names
         .filter(|n| {
             let n = norm(n);
-            !tail.is_empty() && (n.contains(&tail) || tail.contains(n.rsplit('/').next().unwrap_or(&n)))
+            !tail.is_empty()
+                && (n.contains(&tail) || tail.contains(n.rsplit('/').next().unwrap_or(&n)))
         })
         .take(5)
         .collect();
-    if close.is_empty() { String::new() } else { format!("; did you mean: {}?", close.join(", ")) }
+    if close.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean: {}?", close.join(", "))
+    }
 }
 
 /// Find a catalog model by HF id or alias (case-insensitive).
@@ -136,11 +145,19 @@ pub fn find_model(id: &str) -> Result<&'static CatalogModel, Error> {
 /// Find a GPU by id or alias (case-insensitive).
 pub fn find_gpu(id: &str) -> Result<&'static Gpu, Error> {
     let n = norm(id);
-    gpus().iter().find(|g| norm(&g.id) == n || g.aliases.iter().any(|a| norm(a) == n)).ok_or_else(|| {
-        Error::Unknown {
+    gpus()
+        .iter()
+        .find(|g| norm(&g.id) == n || g.aliases.iter().any(|a| norm(a) == n))
+        .ok_or_else(|| Error::Unknown {
             kind: "gpu",
             id: id.to_string(),
-            hint: format!("; allowed: {}", gpus().iter().map(|g| g.id.as_str()).collect::<Vec<_>>().join(", ")),
-        }
-    })
+            hint: format!(
+                "; allowed: {}",
+                gpus()
+                    .iter()
+                    .map(|g| g.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }

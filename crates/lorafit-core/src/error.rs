@@ -8,7 +8,11 @@ pub enum Error {
     ModelConfig(String),
     /// A configuration key with a value outside what it allows.
     #[error("`{key}: {value}` is not allowed: {allowed}")]
-    BadValue { key: String, value: String, allowed: String },
+    BadValue {
+        key: String,
+        value: String,
+        allowed: String,
+    },
     /// Two keys that cannot be used together.
     #[error("conflicting keys: {0}")]
     Conflict(String),
@@ -17,14 +21,26 @@ pub enum Error {
     Missing(String),
     /// A model or GPU id that is not in the catalog.
     #[error("unknown {kind} `{id}`{hint}")]
-    Unknown { kind: &'static str, id: String, hint: String },
+    Unknown {
+        kind: &'static str,
+        id: String,
+        hint: String,
+    },
     /// The configuration text itself does not parse.
     #[error("configuration: {0}")]
     Syntax(String),
 }
 
 impl Error {
-    pub(crate) fn bad(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Self {
-        Error::BadValue { key: key.to_string(), value: value.to_string(), allowed: allowed.into() }
+    pub(crate) fn bad(
+        key: &str,
+        value: impl std::fmt::Display,
+        allowed: impl Into<String>,
+    ) -> Self {
+        Error::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
     }
 }

@@ -74,7 +74,10 @@ pub fn parse_param_count(s: &str) -> Option<u64> {
 
 /// Resolve `model_name_or_path`: a `config.json` text the caller read wins, then the catalog,
 /// then a raw parameter count such as `7B`.
-pub fn resolve_model(plan: &Plan, config_json: Option<&str>) -> Result<(ModelArch, ModelSource), Error> {
+pub fn resolve_model(
+    plan: &Plan,
+    config_json: Option<&str>,
+) -> Result<(ModelArch, ModelSource), Error> {
     if let Some(text) = config_json {
         return Ok((ModelArch::from_config_json(text)?, ModelSource::ConfigJson));
     }
@@ -113,7 +116,8 @@ pub fn total_steps(plan: &Plan, tokens_per_step: u64) -> Option<u64> {
         return Some(((tok as f64 * epochs) / tokens_per_step.max(1) as f64).ceil() as u64);
     }
     plan.max_samples.map(|n| {
-        let per_step = plan.batch_size as f64 * plan.grad_accum as f64 * plan.num_gpus.max(1) as f64;
+        let per_step =
+            plan.batch_size as f64 * plan.grad_accum as f64 * plan.num_gpus.max(1) as f64;
         ((n as f64 * epochs) / per_step).ceil() as u64
     })
 }
@@ -135,20 +139,29 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             }
             (g.bf16_tflops, g.memory_bandwidth_gbps)
         }
-        None => catalog::find_gpu("H100-SXM").map(|g| (g.bf16_tflops, g.memory_bandwidth_gbps)).unwrap_or((989.0, 3350.0)),
+        None => catalog::find_gpu("H100-SXM")
+            .map(|g| (g.bf16_tflops, g.memory_bandwidth_gbps))
+            .unwrap_or((989.0, 3350.0)),
     };
     if gpu.is_none() {
-        warnings.push("no `gpu` given: time assumes an H100 SXM and nothing is checked for fit".into());
+        warnings
+            .push("no `gpu` given: time assumes an H100 SXM and nothing is checked for fit".into());
     }
-    if let Some(maxpos) = arch.max_position_embeddings {
-        if plan.cutoff_len > maxpos {
-            warnings.push(format!(
-                "cutoff_len {} exceeds the model's max_position_embeddings {maxpos}",
-                plan.cutoff_len
-            ));
-        }
+    if let Some(maxpos) = arch.max_position_embeddings
+        && plan.cutoff_len > maxpos
+    {
+        warnings.push(format!(
+            "cutoff_len {} exceeds the model's max_position_embeddings {maxpos}",
+            plan.cutoff_len
+        ));
     }
-    let st: StepTime = throughput::step_time(arch, plan, tflops, bandwidth, optimizer_params(plan, mem.trainable_params));
+    let st: StepTime = throughput::step_time(
+        arch,
+        plan,
+        tflops,
+        bandwidth,
+        optimizer_params(plan, mem.trainable_params),
+    );
     let steps = total_steps(plan, st.tokens_per_step);
     let total_seconds = steps.map(|n| n as f64 * st.step_seconds);
     let gpu_hours = total_seconds.map(|s| s / 3600.0 * plan.num_gpus.max(1) as f64);
@@ -167,7 +180,9 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             .collect(),
         _ => Vec::new(),
     };
-    let price_per_hour = plan.price_per_hour.or_else(|| gpu.and_then(Gpu::cheapest_price).map(|p| p.usd_per_hour));
+    let price_per_hour = plan
+        .price_per_hour
+        .or_else(|| gpu.and_then(Gpu::cheapest_price).map(|p| p.usd_per_hour));
     let cost_usd = match (price_per_hour, gpu_hours) {
         (Some(p), Some(h)) => Some(p * h),
         _ => None,
@@ -264,10 +279,23 @@ pub fn gpu_options(arch: &ModelArch, plan: &Plan) -> Vec<GpuOption> {
             p.num_gpus = n;
             if n > 1 && !p.zero.deepspeed {
                 // Across GPUs people shard with ZeRO-3 (LLaMA-Factory's ds_z3_config.json).
-                p.zero = crate::plan::Zero { stage: 3, offload_optimizer: false, offload_param: false, deepspeed: true };
+                p.zero = crate::plan::Zero {
+                    stage: 3,
+                    offload_optimizer: false,
+                    offload_param: false,
+                    deepspeed: true,
+                };
             }
-            let Ok(m) = memory::estimate(arch, &p) else { continue };
-            let st = throughput::step_time(arch, &p, g.bf16_tflops, g.memory_bandwidth_gbps, optimizer_params(&p, m.trainable_params));
+            let Ok(m) = memory::estimate(arch, &p) else {
+                continue;
+            };
+            let st = throughput::step_time(
+                arch,
+                &p,
+                g.bf16_tflops,
+                g.memory_bandwidth_gbps,
+                optimizer_params(&p, m.trainable_params),
+            );
             let secs = total_steps(&p, st.tokens_per_step).map(|s| s as f64 * st.step_seconds);
             let price = g.cheapest_price().map(|p| p.usd_per_hour);
             let fit = m.peak_reserved_bytes <= g.memory_bytes();
@@ -288,7 +316,12 @@ pub fn gpu_options(arch: &ModelArch, plan: &Plan) -> Vec<GpuOption> {
             }
         }
     }
-    let key = |o: &GpuOption| (!o.fits, o.cost_usd.or(o.usd_per_hour).unwrap_or(f64::INFINITY));
+    let key = |o: &GpuOption| {
+        (
+            !o.fits,
+            o.cost_usd.or(o.usd_per_hour).unwrap_or(f64::INFINITY),
+        )
+    };
     out.sort_by(|a, b| {
         let (ka, kb) = (key(a), key(b));
         ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))

@@ -11,14 +11,20 @@ fn yaml_value(v: &Val) -> String {
         Val::Int(i) => i.to_string(),
         Val::Float(f) => {
             let s = format!("{f:?}");
-            if s.contains('e') && !s.contains('.') { s.replacen('e', ".0e", 1) } else { s }
+            if s.contains('e') && !s.contains('.') {
+                s.replacen('e', ".0e", 1)
+            } else {
+                s
+            }
         }
         Val::Str(s) => {
             // Enum values such as quantization_bit are numbers in LLaMA-Factory's YAML.
             if s.parse::<i64>().is_ok() {
                 return s.clone();
             }
-            serde_yaml::to_string(s).map(|t| t.trim_end().to_string()).unwrap_or_else(|_| format!("{s:?}"))
+            serde_yaml::to_string(s)
+                .map(|t| t.trim_end().to_string())
+                .unwrap_or_else(|_| format!("{s:?}"))
         }
     }
 }
@@ -77,11 +83,21 @@ pub fn to_deepspeed_json(zero: &Zero) -> String {
 
 /// The file name LLaMA-Factory ships for a stage (`ds_z3_offload_config.json`, …).
 pub fn deepspeed_file_name(zero: &Zero) -> String {
-    format!("ds_z{}{}_config.json", zero.stage, if zero.offload_optimizer { "_offload" } else { "" })
+    format!(
+        "ds_z{}{}_config.json",
+        zero.stage,
+        if zero.offload_optimizer {
+            "_offload"
+        } else {
+            ""
+        }
+    )
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -136,7 +152,11 @@ fn pct_decode(s: &str) -> Option<String> {
 
 /// The share link's query string (without `?`): Contract 1 keys, canonical order.
 pub fn to_query(settings: &Settings) -> String {
-    settings.iter().map(|(k, _, v)| format!("{k}={}", pct_encode(&v.to_string()))).collect::<Vec<_>>().join("&")
+    settings
+        .iter()
+        .map(|(k, _, v)| format!("{k}={}", pct_encode(&v.to_string())))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Read a share link's query string. Good keys are applied; every bad field (unknown key, bad
@@ -144,10 +164,18 @@ pub fn to_query(settings: &Settings) -> String {
 pub fn from_query(query: &str) -> (Settings, Vec<String>) {
     let mut s = Settings::default();
     let mut warnings = Vec::new();
-    for part in query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()).take(200) {
+    for part in query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(200)
+    {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         let (Some(k), Some(v)) = (pct_decode(k), pct_decode(v)) else {
-            warnings.push(format!("ignored a badly encoded parameter `{}`", part.chars().take(60).collect::<String>()));
+            warnings.push(format!(
+                "ignored a badly encoded parameter `{}`",
+                part.chars().take(60).collect::<String>()
+            ));
             continue;
         };
         if let Err(e) = s.set(&k, crate::plan::parse_text_value(&v)) {

@@ -64,9 +64,17 @@ pub struct Breakdown {
 impl Breakdown {
     /// Sum of the parts.
     pub fn total(&self) -> u64 {
-        [self.weights, self.adapter, self.gradients, self.optimizer, self.activations, self.logits, self.overhead]
-            .iter()
-            .fold(0u64, |a, b| a.saturating_add(*b))
+        [
+            self.weights,
+            self.adapter,
+            self.gradients,
+            self.optimizer,
+            self.activations,
+            self.logits,
+            self.overhead,
+        ]
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(*b))
     }
 }
 
@@ -98,7 +106,11 @@ pub struct Memory {
 }
 
 fn sat(x: f64) -> u64 {
-    if x.is_nan() || x <= 0.0 { 0 } else { x.min(u64::MAX as f64) as u64 }
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else {
+        x.min(u64::MAX as f64) as u64
+    }
 }
 
 /// Shapes of the trainable tensors: (rows, cols) per tensor, for the optimizer's per-tensor costs.
@@ -131,7 +143,10 @@ pub fn lora_modules(arch: &ModelArch, plan: &Plan) -> Result<Vec<crate::arch::Li
                 return Err(Error::bad(
                     "lora_target",
                     t,
-                    format!("`all` or module names of this model: {}", arch.all_lora_targets().join(", ")),
+                    format!(
+                        "`all` or module names of this model: {}",
+                        arch.all_lora_targets().join(", ")
+                    ),
                 ));
             }
         }
@@ -144,7 +159,11 @@ pub fn adapter_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
     let r = plan.lora_rank;
     let per_layer: u64 = lora_modules(arch, plan)?
         .iter()
-        .map(|l| l.count * (r * (l.in_features + l.out_features) + if plan.use_dora { l.out_features } else { 0 }))
+        .map(|l| {
+            l.count
+                * (r * (l.in_features + l.out_features)
+                    + if plan.use_dora { l.out_features } else { 0 })
+        })
         .sum();
     Ok(per_layer * arch.num_layers)
 }
@@ -152,9 +171,15 @@ pub fn adapter_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
 fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
     let h = arch.hidden_size as f64;
     let linears = arch.layer_linears();
-    let layer_factored: f64 = linears.iter().map(|l| (l.count * (l.in_features + l.out_features)) as f64).sum::<f64>()
+    let layer_factored: f64 = linears
+        .iter()
+        .map(|l| (l.count * (l.in_features + l.out_features)) as f64)
+        .sum::<f64>()
         + arch.layer_norm_params() as f64;
-    let largest_linear = linears.iter().map(|l| (l.in_features * l.out_features) as f64).fold(0.0, f64::max);
+    let largest_linear = linears
+        .iter()
+        .map(|l| (l.in_features * l.out_features) as f64)
+        .fold(0.0, f64::max);
     Ok(match plan.method {
         Method::Full => Trainable {
             params: arch.total_params() as f64,
@@ -177,9 +202,17 @@ fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
             let r = plan.lora_rank as f64;
             Trainable {
                 params: adapter_params(arch, plan)? as f64,
-                largest: mods.iter().map(|l| r * l.in_features.max(l.out_features) as f64).fold(0.0, f64::max),
+                largest: mods
+                    .iter()
+                    .map(|l| r * l.in_features.max(l.out_features) as f64)
+                    .fold(0.0, f64::max),
                 factored: arch.num_layers as f64
-                    * mods.iter().map(|l| l.count as f64 * (2.0 * r + (l.in_features + l.out_features) as f64)).sum::<f64>(),
+                    * mods
+                        .iter()
+                        .map(|l| {
+                            l.count as f64 * (2.0 * r + (l.in_features + l.out_features) as f64)
+                        })
+                        .sum::<f64>(),
                 embedding_trainable: false,
             }
         }
@@ -191,12 +224,20 @@ fn quantized_bytes(arch: &ModelArch, bits: u8, double_quant: bool) -> f64 {
     let n = arch.layer_linear_weight_params() as f64;
     if bits == 8 {
         // LLM.int8: int8 weights + one fp32 scale per output row.
-        let rows: f64 =
-            arch.num_layers as f64 * arch.layer_linears().iter().map(|l| (l.count * l.out_features) as f64).sum::<f64>();
+        let rows: f64 = arch.num_layers as f64
+            * arch
+                .layer_linears()
+                .iter()
+                .map(|l| (l.count * l.out_features) as f64)
+                .sum::<f64>();
         n + 4.0 * rows
     } else {
         let blocks = n / 64.0;
-        let scales = if double_quant { blocks + 4.0 * blocks / 256.0 } else { 4.0 * blocks };
+        let scales = if double_quant {
+            blocks + 4.0 * blocks / 256.0
+        } else {
+            4.0 * blocks
+        };
         0.5 * n + scales
     }
 }
@@ -204,23 +245,36 @@ fn quantized_bytes(arch: &ModelArch, bits: u8, double_quant: bool) -> f64 {
 /// Validate the numbers that must make sense for this model.
 fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
     if plan.is_lora() {
-        let min_dim = arch.hidden_size.min(arch.head_dim * arch.num_key_value_heads);
+        let min_dim = arch
+            .hidden_size
+            .min(arch.head_dim * arch.num_key_value_heads);
         if plan.lora_rank > arch.hidden_size {
             return Err(Error::bad(
                 "lora_rank",
                 plan.lora_rank,
-                format!("at most the hidden size {} of this model (usually 8–256; smallest target dim {min_dim})", arch.hidden_size),
+                format!(
+                    "at most the hidden size {} of this model (usually 8–256; smallest target dim {min_dim})",
+                    arch.hidden_size
+                ),
             ));
         }
     }
     if plan.method == Method::Freeze && plan.freeze_trainable_layers == 0 {
-        return Err(Error::bad("freeze_trainable_layers", 0, "a non-zero number of layers"));
+        return Err(Error::bad(
+            "freeze_trainable_layers",
+            0,
+            "a non-zero number of layers",
+        ));
     }
     if plan.quant.is_some_and(|q| q.bits == 8 && q.fp4) {
-        return Err(Error::Conflict("quantization_type fp4 applies to quantization_bit 4 only".into()));
+        return Err(Error::Conflict(
+            "quantization_type fp4 applies to quantization_bit 4 only".into(),
+        ));
     }
     if plan.zero.offload_param && plan.zero.stage != 3 {
-        return Err(Error::Conflict("parameter offload needs ZeRO stage 3".into()));
+        return Err(Error::Conflict(
+            "parameter offload needs ZeRO stage 3".into(),
+        ));
     }
     Ok(())
 }
@@ -239,7 +293,11 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let stage = if ds { plan.zero.stage } else { 0 };
 
     // Bytes per element of the compute dtype, of frozen weights, and of trainable parameters.
-    let cb = if plan.precision == Precision::Fp32 { 4.0 } else { 2.0 };
+    let cb = if plan.precision == Precision::Fp32 {
+        4.0
+    } else {
+        2.0
+    };
     let wb = cb;
     let tb = match plan.precision {
         Precision::PureBf16 => 2.0,
@@ -279,12 +337,30 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let state_per_param = match plan.optimizer {
         Optimizer::AdamwTorch if ds && mixed => 12.0, // fp32 master + m + v
         Optimizer::AdamwTorch => 2.0 * tb,
-        Optimizer::Adamw8bit | Optimizer::PagedAdamw8bit => 2.0 + if ds && mixed { 4.0 } else { 0.0 },
-        Optimizer::Sgd => if ds && mixed { 4.0 } else { 0.0 },
-        Optimizer::Adafactor => if ds && mixed { 4.0 } else { 0.0 },
+        Optimizer::Adamw8bit | Optimizer::PagedAdamw8bit => {
+            2.0 + if ds && mixed { 4.0 } else { 0.0 }
+        }
+        Optimizer::Sgd => {
+            if ds && mixed {
+                4.0
+            } else {
+                0.0
+            }
+        }
+        Optimizer::Adafactor => {
+            if ds && mixed {
+                4.0
+            } else {
+                0.0
+            }
+        }
     };
     let mut states = state_per_param * t
-        + if plan.optimizer == Optimizer::Adafactor { 4.0 * tr.factored } else { 0.0 };
+        + if plan.optimizer == Optimizer::Adafactor {
+            4.0 * tr.factored
+        } else {
+            0.0
+        };
     let mut opt_temp = if ds {
         0.0
     } else {
@@ -322,16 +398,27 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let fp32_residual = plan.method == Method::Full && (tb == 4.0);
     let res_bytes = if fp32_residual { 4.0 } else { cb };
     let scale = cb / 2.0;
-    let mut per_token_layer = scale * (ACT_PER_HIDDEN * h + ACT_PER_INTERMEDIATE * arch.active_intermediate() as f64)
-        + if fp32_residual { ACT_FP32_RESIDUAL_PER_HIDDEN * h } else { 0.0 };
+    let mut per_token_layer = scale
+        * (ACT_PER_HIDDEN * h + ACT_PER_INTERMEDIATE * arch.active_intermediate() as f64)
+        + if fp32_residual {
+            ACT_FP32_RESIDUAL_PER_HIDDEN * h
+        } else {
+            0.0
+        };
     if plan.is_lora() && plan.lora_dropout > 0.0 {
         // PEFT's dropout saves a dropped copy of each target's input and its mask.
-        let ins: f64 = lora_modules(arch, plan)?.iter().map(|l| l.in_features as f64).sum();
+        let ins: f64 = lora_modules(arch, plan)?
+            .iter()
+            .map(|l| l.in_features as f64)
+            .sum();
         per_token_layer += ins * (cb + 1.0);
     }
     if plan.use_dora && plan.is_lora() {
         // DoRA computes the dense weight norm per module and keeps the base output for the rescale.
-        let outs: f64 = lora_modules(arch, plan)?.iter().map(|l| l.out_features as f64).sum();
+        let outs: f64 = lora_modules(arch, plan)?
+            .iter()
+            .map(|l| l.out_features as f64)
+            .sum();
         per_token_layer += outs * cb;
     }
     let act_layer = tokens * per_token_layer;
@@ -344,25 +431,48 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     // require grad, so autograd records the whole stack.
     let active_layers = arch.num_layers as f64;
     // fp32 compute: the logits are fp32 already (no extra copy) but every buffer is twice as wide.
-    let logit_bytes = if cb == 4.0 { 14.0 } else { LOGIT_BYTES_PER_ELEMENT };
+    let logit_bytes = if cb == 4.0 {
+        14.0
+    } else {
+        LOGIT_BYTES_PER_ELEMENT
+    };
     let logits = logit_bytes * tokens * arch.vocab_size as f64;
     let (activations, logit_part) = if plan.gradient_checkpointing {
         let ckpt = active_layers * tokens * h * res_bytes;
         let recompute = act_layer + attn_layer;
-        if logits >= recompute { (ckpt, logits) } else { (ckpt + recompute, 0.0) }
+        if logits >= recompute {
+            (ckpt, logits)
+        } else {
+            (ckpt + recompute, 0.0)
+        }
     } else {
         (active_layers * (act_layer + attn_layer), logits)
     };
 
     let persistent = base + adapter + states;
-    let accum_grads = if plan.grad_accum > 1 { grads + ddp_buckets } else { 0.0 };
-    let tied_extra = if tr.embedding_trainable && arch.tie_word_embeddings { tb * arch.embedding_params() as f64 } else { 0.0 };
+    let accum_grads = if plan.grad_accum > 1 {
+        grads + ddp_buckets
+    } else {
+        0.0
+    };
+    let tied_extra = if tr.embedding_trainable && arch.tie_word_embeddings {
+        tb * arch.embedding_params() as f64
+    } else {
+        0.0
+    };
     let fwd = persistent + cast + accum_grads + activations + logit_part;
-    let end_bwd = persistent + grads + ddp_buckets + tied_extra / if stage >= 2 { n_gpu } else { 1.0 };
+    let end_bwd =
+        persistent + grads + ddp_buckets + tied_extra / if stage >= 2 { n_gpu } else { 1.0 };
     let opt = persistent + grads + ddp_buckets + opt_temp;
-    let (phase, peak) = [(Phase::ForwardBackward, fwd), (Phase::EndOfBackward, end_bwd), (Phase::OptimizerStep, opt)]
-        .into_iter()
-        .fold((Phase::ForwardBackward, f64::MIN), |acc, x| if x.1 > acc.1 { x } else { acc });
+    let (phase, peak) = [
+        (Phase::ForwardBackward, fwd),
+        (Phase::EndOfBackward, end_bwd),
+        (Phase::OptimizerStep, opt),
+    ]
+    .into_iter()
+    .fold((Phase::ForwardBackward, f64::MIN), |acc, x| {
+        if x.1 > acc.1 { x } else { acc }
+    });
     let allocated = peak + ALLOCATED_OVERHEAD_BYTES;
     let transient = (peak - persistent).max(0.0);
     let reserved = allocated + RESERVED_SLACK_FRACTION * transient + RESERVED_SLACK_BYTES;
@@ -398,7 +508,11 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
 
 /// Inference: weights + KV cache for batch × cutoff_len tokens + one layer's transient + last-token logits.
 fn inference(arch: &ModelArch, plan: &Plan) -> Memory {
-    let cb = if plan.precision == Precision::Fp32 { 4.0 } else { 2.0 };
+    let cb = if plan.precision == Precision::Fp32 {
+        4.0
+    } else {
+        2.0
+    };
     let total = arch.total_params() as f64;
     let weights = match plan.quant {
         Some(q) => {
@@ -409,13 +523,20 @@ fn inference(arch: &ModelArch, plan: &Plan) -> Memory {
     } / plan.num_gpus.max(1) as f64;
     let b = plan.batch_size as f64;
     let s = plan.cutoff_len as f64;
-    let kv = 2.0 * arch.num_layers as f64 * arch.kv_dim() as f64 * cb * b * s / plan.num_gpus.max(1) as f64;
-    let transient = b * s * (4.0 * arch.hidden_size as f64 + 2.0 * arch.active_intermediate() as f64) * cb
-        + if plan.attention == Attention::Eager { b * arch.num_attention_heads as f64 * s * s * 6.0 } else { 0.0 };
+    let kv = 2.0 * arch.num_layers as f64 * arch.kv_dim() as f64 * cb * b * s
+        / plan.num_gpus.max(1) as f64;
+    let transient =
+        b * s * (4.0 * arch.hidden_size as f64 + 2.0 * arch.active_intermediate() as f64) * cb
+            + if plan.attention == Attention::Eager {
+                b * arch.num_attention_heads as f64 * s * s * 6.0
+            } else {
+                0.0
+            };
     let logits = b * arch.vocab_size as f64 * 4.0 * 2.0;
     let peak = weights + kv + transient + logits;
     let allocated = peak + ALLOCATED_OVERHEAD_BYTES;
-    let reserved = allocated + RESERVED_SLACK_FRACTION * (transient + logits) + RESERVED_SLACK_BYTES;
+    let reserved =
+        allocated + RESERVED_SLACK_FRACTION * (transient + logits) + RESERVED_SLACK_BYTES;
     let smi = sat(reserved + CUDA_CONTEXT_BYTES);
     let mut bd = Breakdown {
         weights: sat(weights),

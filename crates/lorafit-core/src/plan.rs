@@ -61,76 +61,387 @@ const LO: Origin = Origin::Lorafit;
 const BIG: i64 = 1 << 40;
 
 /// Optimizers understood (`adamw_torch_fused`/`adamw_bnb_8bit` are the HF spellings of the same).
-pub const OPTIMIZERS: &[&str] =
-    &["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "sgd", "adafactor"];
+pub const OPTIMIZERS: &[&str] = &[
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_8bit",
+    "adamw_bnb_8bit",
+    "paged_adamw_8bit",
+    "sgd",
+    "adafactor",
+];
 
 const KEYS: &[KeyDef] = &[
-    KeyDef { name: "model_name_or_path", kind: Kind::Str, origin: LF, help: "catalog id or a directory with config.json" },
-    KeyDef { name: "adapter_name_or_path", kind: Kind::Str, origin: LF, help: "PEFT adapter to start from" },
-    KeyDef { name: "stage", kind: Kind::Enum(&["sft", "pt"]), origin: LF, help: "training stage" },
-    KeyDef { name: "do_train", kind: Kind::Bool, origin: LF, help: "false estimates inference instead of training" },
-    KeyDef { name: "finetuning_type", kind: Kind::Enum(&["full", "freeze", "lora"]), origin: LF, help: "full, freeze or lora" },
-    KeyDef { name: "freeze_trainable_layers", kind: Kind::Int(-4096, 4096), origin: LF, help: "freeze: train the last N layers (negative: the first N)" },
-    KeyDef { name: "lora_rank", kind: Kind::Int(1, 8192), origin: LF, help: "LoRA rank r" },
-    KeyDef { name: "lora_alpha", kind: Kind::Float(1e-6, 1e9), origin: LF, help: "LoRA alpha (default 2 × rank)" },
-    KeyDef { name: "lora_dropout", kind: Kind::Float(0.0, 0.999), origin: LF, help: "dropout on the LoRA input" },
-    KeyDef { name: "lora_target", kind: Kind::Str, origin: LF, help: "`all` or a comma list of module names" },
-    KeyDef { name: "use_rslora", kind: Kind::Bool, origin: LF, help: "rank-stabilised scaling alpha/√r" },
-    KeyDef { name: "use_dora", kind: Kind::Bool, origin: LF, help: "weight-decomposed LoRA" },
-    KeyDef { name: "quantization_bit", kind: Kind::Enum(&["4", "8"]), origin: LF, help: "4 or 8 (QLoRA)" },
-    KeyDef { name: "quantization_type", kind: Kind::Enum(&["nf4", "fp4"]), origin: LF, help: "4-bit data type" },
-    KeyDef { name: "double_quantization", kind: Kind::Bool, origin: LF, help: "quantize the absmax scales too" },
-    KeyDef { name: "dataset", kind: Kind::Str, origin: LF, help: "dataset name(s) in dataset_info.json, or a file" },
-    KeyDef { name: "dataset_dir", kind: Kind::Str, origin: LF, help: "folder of dataset_info.json" },
-    KeyDef { name: "template", kind: Kind::Str, origin: LF, help: "chat template" },
-    KeyDef { name: "cutoff_len", kind: Kind::Int(1, 10_000_000), origin: LF, help: "tokens per sample after truncation" },
-    KeyDef { name: "max_samples", kind: Kind::Int(1, BIG), origin: LF, help: "use at most this many samples" },
-    KeyDef { name: "packing", kind: Kind::Bool, origin: LF, help: "pack samples into cutoff_len sequences" },
-    KeyDef { name: "per_device_train_batch_size", kind: Kind::Int(1, 65_536), origin: LF, help: "micro-batch per GPU" },
-    KeyDef { name: "gradient_accumulation_steps", kind: Kind::Int(1, 65_536), origin: LF, help: "micro-batches per optimizer step" },
-    KeyDef { name: "learning_rate", kind: Kind::Float(0.0, 10.0), origin: LF, help: "peak learning rate" },
-    KeyDef { name: "num_train_epochs", kind: Kind::Float(1e-9, 1e6), origin: LF, help: "epochs over the dataset" },
-    KeyDef { name: "max_steps", kind: Kind::Int(-1, BIG), origin: LF, help: "optimizer steps (-1: from epochs)" },
-    KeyDef { name: "lr_scheduler_type", kind: Kind::Enum(&["constant", "linear", "cosine", "constant_with_warmup"]), origin: LF, help: "learning-rate schedule" },
-    KeyDef { name: "warmup_steps", kind: Kind::Int(0, BIG), origin: LF, help: "warm-up steps" },
-    KeyDef { name: "warmup_ratio", kind: Kind::Float(0.0, 1.0), origin: LF, help: "warm-up as a fraction of the steps" },
-    KeyDef { name: "max_grad_norm", kind: Kind::Float(0.0, 1e9), origin: LF, help: "global-norm clipping (0: none)" },
-    KeyDef { name: "weight_decay", kind: Kind::Float(0.0, 10.0), origin: LF, help: "AdamW weight decay" },
-    KeyDef { name: "adam_beta1", kind: Kind::Float(0.0, 0.999_999_9), origin: LF, help: "AdamW β1" },
-    KeyDef { name: "adam_beta2", kind: Kind::Float(0.0, 0.999_999_9), origin: LF, help: "AdamW β2" },
-    KeyDef { name: "adam_epsilon", kind: Kind::Float(0.0, 1.0), origin: LF, help: "AdamW ε" },
-    KeyDef { name: "optim", kind: Kind::Enum(OPTIMIZERS), origin: LF, help: "optimizer" },
-    KeyDef { name: "bf16", kind: Kind::Bool, origin: LF, help: "bf16 mixed precision" },
-    KeyDef { name: "fp16", kind: Kind::Bool, origin: LF, help: "fp16 mixed precision" },
-    KeyDef { name: "pure_bf16", kind: Kind::Bool, origin: LF, help: "bf16 weights, gradients and optimizer states" },
-    KeyDef { name: "flash_attn", kind: Kind::Enum(&["auto", "disabled", "sdpa", "fa2"]), origin: LF, help: "attention kernel (disabled = eager)" },
-    KeyDef { name: "disable_gradient_checkpointing", kind: Kind::Bool, origin: LF, help: "keep all activations" },
-    KeyDef { name: "deepspeed", kind: Kind::Str, origin: LF, help: "DeepSpeed JSON (ds_z{0,2,3}[_offload]_config.json understood)" },
-    KeyDef { name: "seed", kind: Kind::Int(0, u32::MAX as i64), origin: LF, help: "random seed" },
-    KeyDef { name: "logging_steps", kind: Kind::Int(1, BIG), origin: LF, help: "log every N steps" },
-    KeyDef { name: "save_steps", kind: Kind::Int(1, BIG), origin: LF, help: "checkpoint every N steps" },
-    KeyDef { name: "output_dir", kind: Kind::Str, origin: LF, help: "where outputs go" },
-    KeyDef { name: "resume_from_checkpoint", kind: Kind::StrOrBool, origin: LF, help: "checkpoint to resume" },
-    KeyDef { name: "plot_loss", kind: Kind::Bool, origin: LF, help: "write training_loss.png" },
-    KeyDef { name: "gpu", kind: Kind::Str, origin: LO, help: "GPU catalog id" },
-    KeyDef { name: "num_gpus", kind: Kind::Int(1, 4096), origin: LO, help: "data-parallel GPUs" },
-    KeyDef { name: "shuffle", kind: Kind::Bool, origin: LO, help: "shuffle samples (false keeps file order)" },
-    KeyDef { name: "backend", kind: Kind::Enum(&["ndarray", "wgpu", "cuda"]), origin: LO, help: "lorafit train backend" },
-    KeyDef { name: "dataset_tokens", kind: Kind::Int(0, 1 << 50), origin: LO, help: "tokens per epoch, for time and cost" },
-    KeyDef { name: "price_per_hour", kind: Kind::Float(0.0, 1e6), origin: LO, help: "USD per GPU-hour" },
+    KeyDef {
+        name: "model_name_or_path",
+        kind: Kind::Str,
+        origin: LF,
+        help: "catalog id or a directory with config.json",
+    },
+    KeyDef {
+        name: "adapter_name_or_path",
+        kind: Kind::Str,
+        origin: LF,
+        help: "PEFT adapter to start from",
+    },
+    KeyDef {
+        name: "stage",
+        kind: Kind::Enum(&["sft", "pt"]),
+        origin: LF,
+        help: "training stage",
+    },
+    KeyDef {
+        name: "do_train",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "false estimates inference instead of training",
+    },
+    KeyDef {
+        name: "finetuning_type",
+        kind: Kind::Enum(&["full", "freeze", "lora"]),
+        origin: LF,
+        help: "full, freeze or lora",
+    },
+    KeyDef {
+        name: "freeze_trainable_layers",
+        kind: Kind::Int(-4096, 4096),
+        origin: LF,
+        help: "freeze: train the last N layers (negative: the first N)",
+    },
+    KeyDef {
+        name: "lora_rank",
+        kind: Kind::Int(1, 8192),
+        origin: LF,
+        help: "LoRA rank r",
+    },
+    KeyDef {
+        name: "lora_alpha",
+        kind: Kind::Float(1e-6, 1e9),
+        origin: LF,
+        help: "LoRA alpha (default 2 × rank)",
+    },
+    KeyDef {
+        name: "lora_dropout",
+        kind: Kind::Float(0.0, 0.999),
+        origin: LF,
+        help: "dropout on the LoRA input",
+    },
+    KeyDef {
+        name: "lora_target",
+        kind: Kind::Str,
+        origin: LF,
+        help: "`all` or a comma list of module names",
+    },
+    KeyDef {
+        name: "use_rslora",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "rank-stabilised scaling alpha/√r",
+    },
+    KeyDef {
+        name: "use_dora",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "weight-decomposed LoRA",
+    },
+    KeyDef {
+        name: "quantization_bit",
+        kind: Kind::Enum(&["4", "8"]),
+        origin: LF,
+        help: "4 or 8 (QLoRA)",
+    },
+    KeyDef {
+        name: "quantization_type",
+        kind: Kind::Enum(&["nf4", "fp4"]),
+        origin: LF,
+        help: "4-bit data type",
+    },
+    KeyDef {
+        name: "double_quantization",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "quantize the absmax scales too",
+    },
+    KeyDef {
+        name: "dataset",
+        kind: Kind::Str,
+        origin: LF,
+        help: "dataset name(s) in dataset_info.json, or a file",
+    },
+    KeyDef {
+        name: "dataset_dir",
+        kind: Kind::Str,
+        origin: LF,
+        help: "folder of dataset_info.json",
+    },
+    KeyDef {
+        name: "template",
+        kind: Kind::Str,
+        origin: LF,
+        help: "chat template",
+    },
+    KeyDef {
+        name: "cutoff_len",
+        kind: Kind::Int(1, 10_000_000),
+        origin: LF,
+        help: "tokens per sample after truncation",
+    },
+    KeyDef {
+        name: "max_samples",
+        kind: Kind::Int(1, BIG),
+        origin: LF,
+        help: "use at most this many samples",
+    },
+    KeyDef {
+        name: "packing",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "pack samples into cutoff_len sequences",
+    },
+    KeyDef {
+        name: "per_device_train_batch_size",
+        kind: Kind::Int(1, 65_536),
+        origin: LF,
+        help: "micro-batch per GPU",
+    },
+    KeyDef {
+        name: "gradient_accumulation_steps",
+        kind: Kind::Int(1, 65_536),
+        origin: LF,
+        help: "micro-batches per optimizer step",
+    },
+    KeyDef {
+        name: "learning_rate",
+        kind: Kind::Float(0.0, 10.0),
+        origin: LF,
+        help: "peak learning rate",
+    },
+    KeyDef {
+        name: "num_train_epochs",
+        kind: Kind::Float(1e-9, 1e6),
+        origin: LF,
+        help: "epochs over the dataset",
+    },
+    KeyDef {
+        name: "max_steps",
+        kind: Kind::Int(-1, BIG),
+        origin: LF,
+        help: "optimizer steps (-1: from epochs)",
+    },
+    KeyDef {
+        name: "lr_scheduler_type",
+        kind: Kind::Enum(&["constant", "linear", "cosine", "constant_with_warmup"]),
+        origin: LF,
+        help: "learning-rate schedule",
+    },
+    KeyDef {
+        name: "warmup_steps",
+        kind: Kind::Int(0, BIG),
+        origin: LF,
+        help: "warm-up steps",
+    },
+    KeyDef {
+        name: "warmup_ratio",
+        kind: Kind::Float(0.0, 1.0),
+        origin: LF,
+        help: "warm-up as a fraction of the steps",
+    },
+    KeyDef {
+        name: "max_grad_norm",
+        kind: Kind::Float(0.0, 1e9),
+        origin: LF,
+        help: "global-norm clipping (0: none)",
+    },
+    KeyDef {
+        name: "weight_decay",
+        kind: Kind::Float(0.0, 10.0),
+        origin: LF,
+        help: "AdamW weight decay",
+    },
+    KeyDef {
+        name: "adam_beta1",
+        kind: Kind::Float(0.0, 0.999_999_9),
+        origin: LF,
+        help: "AdamW β1",
+    },
+    KeyDef {
+        name: "adam_beta2",
+        kind: Kind::Float(0.0, 0.999_999_9),
+        origin: LF,
+        help: "AdamW β2",
+    },
+    KeyDef {
+        name: "adam_epsilon",
+        kind: Kind::Float(0.0, 1.0),
+        origin: LF,
+        help: "AdamW ε",
+    },
+    KeyDef {
+        name: "optim",
+        kind: Kind::Enum(OPTIMIZERS),
+        origin: LF,
+        help: "optimizer",
+    },
+    KeyDef {
+        name: "bf16",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "bf16 mixed precision",
+    },
+    KeyDef {
+        name: "fp16",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "fp16 mixed precision",
+    },
+    KeyDef {
+        name: "pure_bf16",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "bf16 weights, gradients and optimizer states",
+    },
+    KeyDef {
+        name: "flash_attn",
+        kind: Kind::Enum(&["auto", "disabled", "sdpa", "fa2"]),
+        origin: LF,
+        help: "attention kernel (disabled = eager)",
+    },
+    KeyDef {
+        name: "disable_gradient_checkpointing",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "keep all activations",
+    },
+    KeyDef {
+        name: "deepspeed",
+        kind: Kind::Str,
+        origin: LF,
+        help: "DeepSpeed JSON (ds_z{0,2,3}[_offload]_config.json understood)",
+    },
+    KeyDef {
+        name: "seed",
+        kind: Kind::Int(0, u32::MAX as i64),
+        origin: LF,
+        help: "random seed",
+    },
+    KeyDef {
+        name: "logging_steps",
+        kind: Kind::Int(1, BIG),
+        origin: LF,
+        help: "log every N steps",
+    },
+    KeyDef {
+        name: "save_steps",
+        kind: Kind::Int(1, BIG),
+        origin: LF,
+        help: "checkpoint every N steps",
+    },
+    KeyDef {
+        name: "output_dir",
+        kind: Kind::Str,
+        origin: LF,
+        help: "where outputs go",
+    },
+    KeyDef {
+        name: "resume_from_checkpoint",
+        kind: Kind::StrOrBool,
+        origin: LF,
+        help: "checkpoint to resume",
+    },
+    KeyDef {
+        name: "plot_loss",
+        kind: Kind::Bool,
+        origin: LF,
+        help: "write training_loss.png",
+    },
+    KeyDef {
+        name: "gpu",
+        kind: Kind::Str,
+        origin: LO,
+        help: "GPU catalog id",
+    },
+    KeyDef {
+        name: "num_gpus",
+        kind: Kind::Int(1, 4096),
+        origin: LO,
+        help: "data-parallel GPUs",
+    },
+    KeyDef {
+        name: "shuffle",
+        kind: Kind::Bool,
+        origin: LO,
+        help: "shuffle samples (false keeps file order)",
+    },
+    KeyDef {
+        name: "backend",
+        kind: Kind::Enum(&["ndarray", "wgpu", "cuda"]),
+        origin: LO,
+        help: "lorafit train backend",
+    },
+    KeyDef {
+        name: "dataset_tokens",
+        kind: Kind::Int(0, 1 << 50),
+        origin: LO,
+        help: "tokens per epoch, for time and cost",
+    },
+    KeyDef {
+        name: "price_per_hour",
+        kind: Kind::Float(0.0, 1e6),
+        origin: LO,
+        help: "USD per GPU-hour",
+    },
 ];
 
 /// LLaMA-Factory / transformers keys that do not change an estimate: accepted silently.
 const IGNORED: &[&str] = &[
-    "trust_remote_code", "overwrite_cache", "overwrite_output_dir", "preprocessing_num_workers",
-    "dataloader_num_workers", "report_to", "ddp_timeout", "val_size", "per_device_eval_batch_size",
-    "eval_strategy", "evaluation_strategy", "eval_steps", "save_only_model", "save_total_limit", "run_name",
-    "do_eval", "do_predict", "lora_bias", "additional_target", "plot_loss_keys", "include_num_input_tokens_seen",
-    "logging_dir", "tokenized_path", "streaming", "buffer_size", "mix_strategy", "eval_dataset", "media_dir",
-    "image_max_pixels", "video_max_pixels", "enable_thinking", "neat_packing", "train_on_prompt",
-    "mask_history", "resize_vocab", "use_fast_tokenizer", "rope_scaling", "upcast_layernorm",
-    "upcast_lmhead_output", "use_unsloth", "use_liger_kernel", "enable_liger_kernel", "ddp_find_unused_parameters",
-    "save_strategy", "logging_strategy", "push_to_hub", "hub_model_id", "max_new_tokens",
+    "trust_remote_code",
+    "overwrite_cache",
+    "overwrite_output_dir",
+    "preprocessing_num_workers",
+    "dataloader_num_workers",
+    "report_to",
+    "ddp_timeout",
+    "val_size",
+    "per_device_eval_batch_size",
+    "eval_strategy",
+    "evaluation_strategy",
+    "eval_steps",
+    "save_only_model",
+    "save_total_limit",
+    "run_name",
+    "do_eval",
+    "do_predict",
+    "lora_bias",
+    "additional_target",
+    "plot_loss_keys",
+    "include_num_input_tokens_seen",
+    "logging_dir",
+    "tokenized_path",
+    "streaming",
+    "buffer_size",
+    "mix_strategy",
+    "eval_dataset",
+    "media_dir",
+    "image_max_pixels",
+    "video_max_pixels",
+    "enable_thinking",
+    "neat_packing",
+    "train_on_prompt",
+    "mask_history",
+    "resize_vocab",
+    "use_fast_tokenizer",
+    "rope_scaling",
+    "upcast_layernorm",
+    "upcast_lmhead_output",
+    "use_unsloth",
+    "use_liger_kernel",
+    "enable_liger_kernel",
+    "ddp_find_unused_parameters",
+    "save_strategy",
+    "logging_strategy",
+    "push_to_hub",
+    "hub_model_id",
+    "max_new_tokens",
 ];
 
 fn keydef(name: &str) -> Option<&'static KeyDef> {
@@ -169,7 +480,11 @@ fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
                 Val::Str(s) => s.trim().parse::<i64>().map_err(|_| bad(&v))?,
                 _ => return Err(bad(&v)),
             };
-            if (lo..=hi).contains(&i) { Ok(Val::Int(i)) } else { Err(bad(&v)) }
+            if (lo..=hi).contains(&i) {
+                Ok(Val::Int(i))
+            } else {
+                Err(bad(&v))
+            }
         }
         Kind::Float(lo, hi) => {
             let f = match &v {
@@ -178,7 +493,11 @@ fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
                 Val::Str(s) => s.trim().parse::<f64>().map_err(|_| bad(&v))?,
                 Val::Bool(_) => return Err(bad(&v)),
             };
-            if f.is_finite() && f >= lo && f <= hi { Ok(Val::Float(f)) } else { Err(bad(&v)) }
+            if f.is_finite() && f >= lo && f <= hi {
+                Ok(Val::Float(f))
+            } else {
+                Err(bad(&v))
+            }
         }
         Kind::Enum(allowed) => {
             let s = match &v {
@@ -188,7 +507,11 @@ fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
                 Val::Float(f) => f.to_string(),
             };
             // YAML reads `flash_attn: disabled` fine, but `quantization_bit: 4` as an int: both normalise here.
-            if allowed.contains(&s.as_str()) { Ok(Val::Str(s)) } else { Err(bad(&v)) }
+            if allowed.contains(&s.as_str()) {
+                Ok(Val::Str(s))
+            } else {
+                Err(bad(&v))
+            }
         }
         Kind::Str => match v {
             Val::Str(s) if !s.trim().is_empty() && s.len() <= 4096 => Ok(Val::Str(s)),
@@ -232,12 +555,24 @@ fn yaml_scalar(key: &str, v: &serde_yaml::Value) -> Result<Option<Val>, Error> {
                 match it {
                     Y::String(s) => parts.push(s.clone()),
                     Y::Number(n) => parts.push(n.to_string()),
-                    _ => return Err(Error::bad(key, format!("{it:?}"), "a list of plain strings")),
+                    _ => {
+                        return Err(Error::bad(
+                            key,
+                            format!("{it:?}"),
+                            "a list of plain strings",
+                        ));
+                    }
                 }
             }
             Val::Str(parts.join(","))
         }
-        other => return Err(Error::bad(key, format!("{other:?}"), "a plain value, not a mapping")),
+        other => {
+            return Err(Error::bad(
+                key,
+                format!("{other:?}"),
+                "a plain value, not a mapping",
+            ));
+        }
     }))
 }
 
@@ -253,10 +588,10 @@ pub fn parse_text_value(text: &str) -> Val {
     if let Ok(i) = t.parse::<i64>() {
         return Val::Int(i);
     }
-    if let Ok(f) = t.parse::<f64>() {
-        if f.is_finite() {
-            return Val::Float(f);
-        }
+    if let Ok(f) = t.parse::<f64>()
+        && f.is_finite()
+    {
+        return Val::Float(f);
     }
     Val::Str(t.to_string())
 }
@@ -264,13 +599,17 @@ pub fn parse_text_value(text: &str) -> Val {
 impl Settings {
     /// Parse LLaMA-Factory YAML text.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| Error::Syntax(format!("the YAML does not parse: {e}")))?;
+        let doc: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| Error::Syntax(format!("the YAML does not parse: {e}")))?;
         let mut s = Settings::default();
         let map = match doc {
             serde_yaml::Value::Mapping(m) => m,
             serde_yaml::Value::Null => return Ok(s),
-            _ => return Err(Error::Syntax("the YAML must be a mapping of `key: value` lines".into())),
+            _ => {
+                return Err(Error::Syntax(
+                    "the YAML must be a mapping of `key: value` lines".into(),
+                ));
+            }
         };
         for (k, v) in &map {
             let Some(key) = k.as_str() else {
@@ -299,9 +638,9 @@ impl Settings {
 
     /// Apply `key=value` (the command line's `--set`).
     pub fn set_assignment(&mut self, assignment: &str) -> Result<(), Error> {
-        let (k, v) = assignment
-            .split_once('=')
-            .ok_or_else(|| Error::Syntax(format!("`--set {assignment}` must look like key=value")))?;
+        let (k, v) = assignment.split_once('=').ok_or_else(|| {
+            Error::Syntax(format!("`--set {assignment}` must look like key=value"))
+        })?;
         self.set(k, parse_text_value(v))
     }
 
@@ -314,12 +653,16 @@ impl Settings {
 
     /// The value given for a key, if any.
     pub fn get(&self, key: &str) -> Option<&Val> {
-        KEYS.iter().position(|k| k.name == key).and_then(|i| self.values.get(&i))
+        KEYS.iter()
+            .position(|k| k.name == key)
+            .and_then(|i| self.values.get(&i))
     }
 
     /// The keys given, in canonical order, with their origin.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, Origin, &Val)> {
-        self.values.iter().map(|(i, v)| (KEYS[*i].name, KEYS[*i].origin, v))
+        self.values
+            .iter()
+            .map(|(i, v)| (KEYS[*i].name, KEYS[*i].origin, v))
     }
 
     fn str(&self, key: &str) -> Option<&str> {
@@ -429,26 +772,45 @@ impl Zero {
             return None;
         }
         let offload = rest[1..].starts_with("_offload");
-        Some(Zero { stage, offload_optimizer: offload, offload_param: offload && stage == 3, deepspeed: true })
+        Some(Zero {
+            stage,
+            offload_optimizer: offload,
+            offload_param: offload && stage == 3,
+            deepspeed: true,
+        })
     }
 
     /// Read `zero_optimization` from a DeepSpeed JSON config's text.
     pub fn from_deepspeed_json(text: &str) -> Result<Zero, Error> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::bad("deepspeed", "(file)", format!("valid JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::bad("deepspeed", "(file)", format!("valid JSON ({e})")))?;
         let zo = v.get("zero_optimization");
         let stage = match zo.and_then(|z| z.get("stage")) {
             None => 0,
             Some(s) => match s.as_u64() {
                 Some(n @ 0..=3) => n as u8,
-                _ => return Err(Error::bad("deepspeed.zero_optimization.stage", s, "0, 1, 2 or 3")),
+                _ => {
+                    return Err(Error::bad(
+                        "deepspeed.zero_optimization.stage",
+                        s,
+                        "0, 1, 2 or 3",
+                    ));
+                }
             },
         };
         let dev = |k: &str| {
-            zo.and_then(|z| z.get(k)).and_then(|o| o.get("device")).and_then(|d| d.as_str()).unwrap_or("none")
+            zo.and_then(|z| z.get(k))
+                .and_then(|o| o.get("device"))
+                .and_then(|d| d.as_str())
+                .unwrap_or("none")
                 != "none"
         };
-        Ok(Zero { stage, offload_optimizer: dev("offload_optimizer"), offload_param: dev("offload_param"), deepspeed: true })
+        Ok(Zero {
+            stage,
+            offload_optimizer: dev("offload_optimizer"),
+            offload_param: dev("offload_param"),
+            deepspeed: true,
+        })
     }
 }
 
@@ -490,33 +852,39 @@ pub struct Plan {
 
 impl Plan {
     fn from_settings(s: &Settings) -> Result<Plan, Error> {
-        let model = s.str("model_name_or_path").ok_or_else(|| Error::Missing("model_name_or_path".into()))?.to_string();
+        let model = s
+            .str("model_name_or_path")
+            .ok_or_else(|| Error::Missing("model_name_or_path".into()))?
+            .to_string();
         let method = match s.str("finetuning_type").unwrap_or("lora") {
             "full" => Method::Full,
             "freeze" => Method::Freeze,
             _ => Method::Lora,
         };
         let lora_rank = s.int("lora_rank").unwrap_or(8) as u64;
-        let quant = match s.str("quantization_bit") {
-            None => None,
-            Some(b) => Some(Quant {
-                bits: if b == "8" { 8 } else { 4 },
-                fp4: s.str("quantization_type") == Some("fp4"),
-                double_quant: s.bool("double_quantization", true),
-            }),
-        };
+        let quant = s.str("quantization_bit").map(|b| Quant {
+            bits: if b == "8" { 8 } else { 4 },
+            fp4: s.str("quantization_type") == Some("fp4"),
+            double_quant: s.bool("double_quantization", true),
+        });
         if quant.is_some() && method != Method::Lora {
             return Err(Error::Conflict(format!(
                 "quantization_bit needs finetuning_type: lora (QLoRA); got finetuning_type: {}",
                 s.str("finetuning_type").unwrap_or("lora")
             )));
         }
-        let (bf16, fp16, pure) = (s.bool("bf16", false), s.bool("fp16", false), s.bool("pure_bf16", false));
+        let (bf16, fp16, pure) = (
+            s.bool("bf16", false),
+            s.bool("fp16", false),
+            s.bool("pure_bf16", false),
+        );
         if bf16 && fp16 {
             return Err(Error::Conflict("bf16 and fp16 cannot both be true".into()));
         }
         if pure && fp16 {
-            return Err(Error::Conflict("pure_bf16 and fp16 cannot both be true".into()));
+            return Err(Error::Conflict(
+                "pure_bf16 and fp16 cannot both be true".into(),
+            ));
         }
         let precision = if pure {
             Precision::PureBf16
@@ -545,10 +913,17 @@ impl Plan {
             .filter(|t| !t.is_empty())
             .collect::<Vec<_>>();
         if lora_target.is_empty() {
-            return Err(Error::bad("lora_target", "", "`all` or a comma list of module names"));
+            return Err(Error::bad(
+                "lora_target",
+                "",
+                "`all` or a comma list of module names",
+            ));
         }
         let deepspeed = s.str("deepspeed").map(str::to_string);
-        let zero = deepspeed.as_deref().and_then(Zero::from_llamafactory_name).unwrap_or_default();
+        let zero = deepspeed
+            .as_deref()
+            .and_then(Zero::from_llamafactory_name)
+            .unwrap_or_default();
         let max_steps = s.int("max_steps").filter(|&m| m > 0).map(|m| m as u64);
         if let Some(gpu) = s.str("gpu") {
             crate::catalog::find_gpu(gpu)?;

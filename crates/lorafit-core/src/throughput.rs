@@ -10,8 +10,15 @@ use crate::plan::{Method, Plan, Precision};
 /// size: measured points (hidden size, MFU) from `data/validation/measured_h100.jsonl`, linearly
 /// interpolated, flat outside. Calibrated: small models are dominated by kernel launches and the
 /// logits, large ones approach the usual 35–40 %.
-pub const MFU_BY_HIDDEN: &[(f64, f64)] =
-    &[(896.0, 0.045), (1536.0, 0.105), (2048.0, 0.135), (3072.0, 0.19), (3584.0, 0.28), (4096.0, 0.30), (8192.0, 0.38)];
+pub const MFU_BY_HIDDEN: &[(f64, f64)] = &[
+    (896.0, 0.045),
+    (1536.0, 0.105),
+    (2048.0, 0.135),
+    (3072.0, 0.19),
+    (3584.0, 0.28),
+    (4096.0, 0.30),
+    (8192.0, 0.38),
+];
 
 /// Seconds per trainable parameter the optimizer step (plus autocast's weight casts, clipping and
 /// zeroing) takes on an H100 (3.35 TB/s): memory-bound elementwise passes. Calibrated on the
@@ -59,8 +66,14 @@ fn interp(table: &[(f64, f64)], x: f64) -> f64 {
 
 /// Forward FLOPs per token: 2 per active matmul weight (lm_head included) + causal attention.
 pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
-    let matmul = (arch.active_params() - arch.embedding_params() - arch.num_layers * arch.layer_norm_params()) as f64
-        + if arch.tie_word_embeddings { arch.embedding_params() as f64 } else { 0.0 };
+    let matmul = (arch.active_params()
+        - arch.embedding_params()
+        - arch.num_layers * arch.layer_norm_params()) as f64
+        + if arch.tie_word_embeddings {
+            arch.embedding_params() as f64
+        } else {
+            0.0
+        };
     // QKᵀ and AV: 2·2·s·q_dim per token per layer, halved by the causal mask.
     let attn = 2.0 * seq_len as f64 * arch.q_dim() as f64 * arch.num_layers as f64;
     2.0 * matmul + attn
@@ -68,9 +81,19 @@ pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
 
 /// The step time of `plan` on a GPU with `bf16_tflops` peak and `bandwidth_gbps` memory bandwidth.
 /// `trainable_params` is per GPU (after ZeRO sharding of the optimizer).
-pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64, bandwidth_gbps: f64, trainable_params: f64) -> StepTime {
+pub fn step_time(
+    arch: &ModelArch,
+    plan: &Plan,
+    bf16_tflops: f64,
+    bandwidth_gbps: f64,
+    trainable_params: f64,
+) -> StepTime {
     let fwd = forward_flops_per_token(arch, plan.cutoff_len);
-    let recompute = if plan.gradient_checkpointing { 1.0 } else { 0.0 };
+    let recompute = if plan.gradient_checkpointing {
+        1.0
+    } else {
+        0.0
+    };
     let passes = match plan.method {
         // backward = input grads + weight grads.
         Method::Full => 3.0 + recompute,
@@ -79,7 +102,10 @@ pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64, bandwidth_gbps
         // LLaMA-Factory makes the embedding output require grad, so input gradients flow through
         // every layer; only the trainable layers add weight gradients.
         Method::Freeze => {
-            let frac = (plan.freeze_trainable_layers.unsigned_abs().min(arch.num_layers) as f64)
+            let frac = (plan
+                .freeze_trainable_layers
+                .unsigned_abs()
+                .min(arch.num_layers) as f64)
                 / arch.num_layers as f64;
             2.0 + recompute + frac
         }
@@ -110,21 +136,26 @@ pub fn step_time(arch: &ModelArch, plan: &Plan, bf16_tflops: f64, bandwidth_gbps
         // TF32 tensor cores: about half the bf16 rate.
         mfu *= 0.5;
     }
-    let per_gpu = plan.batch_size.saturating_mul(plan.cutoff_len).saturating_mul(plan.grad_accum);
+    let per_gpu = plan
+        .batch_size
+        .saturating_mul(plan.cutoff_len)
+        .saturating_mul(plan.grad_accum);
     let tokens_per_step = per_gpu.saturating_mul(plan.num_gpus.max(1));
     let per_gpu_tokens = per_gpu as f64;
-    let optimizer_seconds =
-        trainable_params * optimizer_seconds_per_param(plan.optimizer) * 3350.0 / bandwidth_gbps.max(1.0);
+    let optimizer_seconds = trainable_params * optimizer_seconds_per_param(plan.optimizer) * 3350.0
+        / bandwidth_gbps.max(1.0);
     // Eager attention writes and reads the b·heads·s² scores (bf16 + fp32 softmax + grads): memory-bound.
     let eager_seconds = if plan.attention == crate::plan::Attention::Eager {
-        let scores = (plan.batch_size * arch.num_attention_heads) as f64 * (plan.cutoff_len as f64).powi(2);
+        let scores =
+            (plan.batch_size * arch.num_attention_heads) as f64 * (plan.cutoff_len as f64).powi(2);
         (24.0 + 8.0 * recompute) * scores * arch.num_layers as f64 * plan.grad_accum as f64
             / (bandwidth_gbps.max(1.0) * 1e9)
     } else {
         0.0
     };
-    let step_seconds =
-        per_gpu_tokens * flops_per_token / (bf16_tflops * 1e12 * mfu) + optimizer_seconds + eager_seconds;
+    let step_seconds = per_gpu_tokens * flops_per_token / (bf16_tflops * 1e12 * mfu)
+        + optimizer_seconds
+        + eager_seconds;
     StepTime {
         flops_per_token,
         tokens_per_step,

@@ -70,7 +70,10 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, Error> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(n, l)| serde_json::from_str(l).map_err(|e| Error::Syntax(format!("validation line {}: {e}", n + 1))))
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::Syntax(format!("validation line {}: {e}", n + 1)))
+        })
         .collect()
 }
 
@@ -115,7 +118,11 @@ pub fn median_max(errors: impl IntoIterator<Item = f64>) -> (f64, f64) {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    let med = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
     (med, v[n - 1])
 }
 

@@ -61,9 +61,25 @@ fn catalog_is_complete_and_parses() {
         let a = m.arch().unwrap_or_else(|e| panic!("{}: {e}", m.id));
         assert!(a.total_params() > 100_000_000, "{}", m.id);
     }
-    for fam in ["Llama 2", "Llama 3.1", "Llama 3.2", "Llama 3.3", "Qwen2", "Qwen2.5", "Qwen3", "Mistral", "Mixtral",
-        "DeepSeek-R1-Distill", "Gemma", "Phi-3", "Yi"] {
-        assert!(models.iter().any(|m| m.family == fam), "missing family {fam}");
+    for fam in [
+        "Llama 2",
+        "Llama 3.1",
+        "Llama 3.2",
+        "Llama 3.3",
+        "Qwen2",
+        "Qwen2.5",
+        "Qwen3",
+        "Mistral",
+        "Mixtral",
+        "DeepSeek-R1-Distill",
+        "Gemma",
+        "Phi-3",
+        "Yi",
+    ] {
+        assert!(
+            models.iter().any(|m| m.family == fam),
+            "missing family {fam}"
+        );
     }
     let gpus = catalog::gpus();
     assert!(gpus.len() >= 10);
@@ -71,10 +87,17 @@ fn catalog_is_complete_and_parses() {
     assert!(priced.len() >= 10);
     for g in &priced {
         for p in &g.prices {
-            assert!(p.source.starts_with("https://") && !p.as_of.is_empty() && p.usd_per_hour > 0.0, "{}", g.id);
+            assert!(
+                p.source.starts_with("https://") && !p.as_of.is_empty() && p.usd_per_hour > 0.0,
+                "{}",
+                g.id
+            );
         }
     }
-    let providers: std::collections::BTreeSet<_> = priced.iter().flat_map(|g| g.prices.iter().map(|p| &p.provider)).collect();
+    let providers: std::collections::BTreeSet<_> = priced
+        .iter()
+        .flat_map(|g| g.prices.iter().map(|p| &p.provider))
+        .collect();
     assert!(providers.len() >= 3, "{providers:?}");
 }
 
@@ -109,14 +132,19 @@ fn rope_scaling_and_v5_rope_parameters_both_parse() {
 
 #[test]
 fn qwen2_biases_and_tied_embeddings_count() {
-    let a = catalog::find_model("Qwen/Qwen2.5-0.5B").expect("m").arch().expect("a");
+    let a = catalog::find_model("Qwen/Qwen2.5-0.5B")
+        .expect("m")
+        .arch()
+        .expect("a");
     assert!(a.qkv_bias && a.tie_word_embeddings);
     assert_eq!(a.lm_head_params(), 0);
     assert_eq!(a.kv_dim(), 128); // GQA: 2 kv heads × 64
 }
 
 fn check_config_err(json: &str, needle: &str) {
-    let e = ModelArch::from_config_json(json).expect_err(json).to_string();
+    let e = ModelArch::from_config_json(json)
+        .expect_err(json)
+        .to_string();
     assert!(e.contains(needle), "error `{e}` should mention `{needle}`");
 }
 
@@ -157,14 +185,23 @@ fn check_settings_err(yaml: &str, needle: &str) {
 #[test]
 fn bad_values_name_the_key_and_what_is_allowed() {
     let m = "model_name_or_path: Qwen/Qwen2.5-7B\n";
-    check_settings_err(&format!("{m}per_device_train_batch_size: 0"), "per_device_train_batch_size: 0");
+    check_settings_err(
+        &format!("{m}per_device_train_batch_size: 0"),
+        "per_device_train_batch_size: 0",
+    );
     check_settings_err(&format!("{m}per_device_train_batch_size: 0"), "from 1 to");
     check_settings_err(&format!("{m}lora_rank: 1000000000"), "lora_rank");
     check_settings_err(&format!("{m}cutoff_len: -5"), "cutoff_len");
-    check_settings_err(&format!("{m}finetuning_type: ful"), "one of full, freeze, lora");
+    check_settings_err(
+        &format!("{m}finetuning_type: ful"),
+        "one of full, freeze, lora",
+    );
     check_settings_err(&format!("{m}quantization_bit: 3"), "quantization_bit");
     check_settings_err(&format!("{m}learning_rate: .nan"), "learning_rate");
-    check_settings_err(&format!("{m}finetuning_type: full\nquantization_bit: 4"), "quantization_bit needs finetuning_type: lora");
+    check_settings_err(
+        &format!("{m}finetuning_type: full\nquantization_bit: 4"),
+        "quantization_bit needs finetuning_type: lora",
+    );
     check_settings_err(&format!("{m}bf16: true\nfp16: true"), "bf16 and fp16");
     check_settings_err(&format!("{m}gpu: TPU-v9"), "unknown gpu `TPU-v9`");
     check_settings_err(&format!("{m}bf16: maybe"), "true or false");
@@ -175,11 +212,19 @@ fn bad_values_name_the_key_and_what_is_allowed() {
 
 #[test]
 fn unknown_models_and_absurd_sizes_are_errors() {
-    let plan = settings("model_name_or_path: nobody/Nothing-7B").plan().expect("plan");
-    let e = estimate::resolve_model(&plan, None).expect_err("unknown").to_string();
+    let plan = settings("model_name_or_path: nobody/Nothing-7B")
+        .plan()
+        .expect("plan");
+    let e = estimate::resolve_model(&plan, None)
+        .expect_err("unknown")
+        .to_string();
     assert!(e.contains("unknown model `nobody/Nothing-7B`"), "{e}");
-    let plan = settings("model_name_or_path: 1000000B").plan().expect("plan");
-    let e = estimate::resolve_model(&plan, None).expect_err("10^15").to_string();
+    let plan = settings("model_name_or_path: 1000000B")
+        .plan()
+        .expect("plan");
+    let e = estimate::resolve_model(&plan, None)
+        .expect_err("10^15")
+        .to_string();
     assert!(e.contains("between 1e6 and 2e12"), "{e}");
     // A raw parameter count works.
     let plan = settings("model_name_or_path: 7B").plan().expect("plan");
@@ -188,20 +233,32 @@ fn unknown_models_and_absurd_sizes_are_errors() {
     let p = a.total_params() as f64;
     assert!((p / 7e9 - 1.0).abs() < 0.1, "{p}");
     // Rank larger than the model's hidden size.
-    let plan = settings("model_name_or_path: Qwen/Qwen2.5-0.5B\nlora_rank: 4096").plan().expect("plan");
+    let plan = settings("model_name_or_path: Qwen/Qwen2.5-0.5B\nlora_rank: 4096")
+        .plan()
+        .expect("plan");
     let (a, _) = estimate::resolve_model(&plan, None).expect("m");
     let e = estimate::memory(&a, &plan).expect_err("rank").to_string();
-    assert!(e.contains("lora_rank") && e.contains("hidden size 896"), "{e}");
+    assert!(
+        e.contains("lora_rank") && e.contains("hidden size 896"),
+        "{e}"
+    );
     // A target the model does not have.
-    let plan = settings("model_name_or_path: Qwen/Qwen2.5-0.5B\nlora_target: q_proj,qkv").plan().expect("plan");
+    let plan = settings("model_name_or_path: Qwen/Qwen2.5-0.5B\nlora_target: q_proj,qkv")
+        .plan()
+        .expect("plan");
     let e = estimate::memory(&a, &plan).expect_err("target").to_string();
     assert!(e.contains("`lora_target: qkv`"), "{e}");
 }
 
 #[test]
 fn unknown_keys_warn_and_set_overrides() {
-    let mut s = settings("model_name_or_path: Qwen/Qwen2.5-7B\nmy_custom_key: 3\nreport_to: none\nlora_rank: 8");
-    assert_eq!(s.warnings, vec!["unknown key `my_custom_key` ignored".to_string()]);
+    let mut s = settings(
+        "model_name_or_path: Qwen/Qwen2.5-7B\nmy_custom_key: 3\nreport_to: none\nlora_rank: 8",
+    );
+    assert_eq!(
+        s.warnings,
+        vec!["unknown key `my_custom_key` ignored".to_string()]
+    );
     s.set_assignment("lora_rank=32").expect("set");
     s.set_assignment("quantization_bit=4").expect("set");
     assert!(s.set_assignment("lora_rank").is_err());
@@ -215,17 +272,39 @@ fn unknown_keys_warn_and_set_overrides() {
 fn deepspeed_files_and_names() {
     assert_eq!(
         Zero::from_llamafactory_name("examples/deepspeed/ds_z3_offload_config.json"),
-        Some(Zero { stage: 3, offload_optimizer: true, offload_param: true, deepspeed: true })
+        Some(Zero {
+            stage: 3,
+            offload_optimizer: true,
+            offload_param: true,
+            deepspeed: true
+        })
     );
-    assert_eq!(Zero::from_llamafactory_name("ds_z2_config.json").map(|z| z.stage), Some(2));
+    assert_eq!(
+        Zero::from_llamafactory_name("ds_z2_config.json").map(|z| z.stage),
+        Some(2)
+    );
     assert_eq!(Zero::from_llamafactory_name("my.json"), None);
-    let z = Zero::from_deepspeed_json(r#"{"zero_optimization":{"stage":2,"offload_optimizer":{"device":"cpu"}}}"#).expect("ds");
+    let z = Zero::from_deepspeed_json(
+        r#"{"zero_optimization":{"stage":2,"offload_optimizer":{"device":"cpu"}}}"#,
+    )
+    .expect("ds");
     assert!(z.stage == 2 && z.offload_optimizer && !z.offload_param);
     assert!(Zero::from_deepspeed_json(r#"{"zero_optimization":{"stage":7}}"#).is_err());
     // Round trip through our own export.
-    let z3 = Zero { stage: 3, offload_optimizer: true, offload_param: true, deepspeed: true };
-    assert_eq!(Zero::from_deepspeed_json(&export::to_deepspeed_json(&z3)).expect("rt"), z3);
-    assert_eq!(export::deepspeed_file_name(&z3), "ds_z3_offload_config.json");
+    let z3 = Zero {
+        stage: 3,
+        offload_optimizer: true,
+        offload_param: true,
+        deepspeed: true,
+    };
+    assert_eq!(
+        Zero::from_deepspeed_json(&export::to_deepspeed_json(&z3)).expect("rt"),
+        z3
+    );
+    assert_eq!(
+        export::deepspeed_file_name(&z3),
+        "ds_z3_offload_config.json"
+    );
 }
 
 // ---------------------------------------------------------------- exports
@@ -260,11 +339,17 @@ fn yaml_export_round_trips() {
     let back = export::yaml_round_trip(&s).expect("round trip");
     assert_eq!(back, s);
     let lf = export::to_llamafactory_yaml(&s, false);
-    assert!(!lf.contains("gpu:") && !lf.contains("price_per_hour"), "{lf}");
+    assert!(
+        !lf.contains("gpu:") && !lf.contains("price_per_hour"),
+        "{lf}"
+    );
     assert!(lf.contains("quantization_bit: 4\n"), "{lf}");
     assert!(lf.contains("learning_rate: 0.0001\n"), "{lf}");
     let cmd = export::to_train_command(&s, "cfg.yaml");
-    assert!(cmd.starts_with("lorafit train cfg.yaml --set model_name_or_path=Qwen/Qwen2.5-7B-Instruct"), "{cmd}");
+    assert!(
+        cmd.starts_with("lorafit train cfg.yaml --set model_name_or_path=Qwen/Qwen2.5-7B-Instruct"),
+        "{cmd}"
+    );
     assert!(cmd.contains("'output_dir=saves/qwen 7b/lora'"), "{cmd}");
 }
 
@@ -290,13 +375,33 @@ fn share_link_query_round_trips_and_survives_hostile_links() {
 fn breakdown_adds_up_and_json_has_contract_fields() {
     let e = est(FULL_YAML);
     assert_eq!(e.breakdown.total(), e.peak_reserved_bytes);
-    assert!(e.peak_allocated_bytes < e.torch_reserved_bytes && e.torch_reserved_bytes < e.peak_reserved_bytes);
+    assert!(
+        e.peak_allocated_bytes < e.torch_reserved_bytes
+            && e.torch_reserved_bytes < e.peak_reserved_bytes
+    );
     let v = serde_json::to_value(&e).expect("json");
-    for k in ["total_params", "trainable_params", "peak_allocated_bytes", "peak_reserved_bytes", "breakdown",
-        "step_seconds", "total_seconds", "cost_usd", "fits"] {
+    for k in [
+        "total_params",
+        "trainable_params",
+        "peak_allocated_bytes",
+        "peak_reserved_bytes",
+        "breakdown",
+        "step_seconds",
+        "total_seconds",
+        "cost_usd",
+        "fits",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
-    for k in ["weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead"] {
+    for k in [
+        "weights",
+        "adapter",
+        "gradients",
+        "optimizer",
+        "activations",
+        "logits",
+        "overhead",
+    ] {
         assert!(v["breakdown"].get(k).is_some(), "missing breakdown.{k}");
     }
     assert_eq!(e.fits, Some(true));
@@ -310,14 +415,28 @@ fn method_ordering_matches_intuition() {
     let pure = est(&format!("{common}finetuning_type: full\npure_bf16: true")).peak_reserved_bytes;
     let freeze = est(&format!("{base}finetuning_type: freeze")).peak_reserved_bytes;
     let lora = est(&format!("{base}finetuning_type: lora")).peak_reserved_bytes;
-    let qlora = est(&format!("{base}finetuning_type: lora\nquantization_bit: 4")).peak_reserved_bytes;
+    let qlora =
+        est(&format!("{base}finetuning_type: lora\nquantization_bit: 4")).peak_reserved_bytes;
     let q8 = est(&format!("{base}finetuning_type: lora\nquantization_bit: 8")).peak_reserved_bytes;
-    assert!(full > pure && pure > freeze && freeze > lora && lora > q8 && q8 > qlora, "{full} {pure} {freeze} {lora} {q8} {qlora}");
+    assert!(
+        full > pure && pure > freeze && freeze > lora && lora > q8 && q8 > qlora,
+        "{full} {pure} {freeze} {lora} {q8} {qlora}"
+    );
     // ZeRO-3 over 8 GPUs shrinks full fine-tuning per GPU; offload shrinks it more and needs host RAM.
-    let z3 = est(&format!("{base}finetuning_type: full\ndeepspeed: ds_z3_config.json\nnum_gpus: 8"));
-    let z3o = est(&format!("{base}finetuning_type: full\ndeepspeed: ds_z3_offload_config.json\nnum_gpus: 8"));
-    assert!(z3.peak_reserved_bytes * 3 < full, "{} vs {full}", z3.peak_reserved_bytes);
-    assert!(z3o.peak_reserved_bytes < z3.peak_reserved_bytes && z3o.cpu_offload_bytes > 100_000_000_000);
+    let z3 = est(&format!(
+        "{base}finetuning_type: full\ndeepspeed: ds_z3_config.json\nnum_gpus: 8"
+    ));
+    let z3o = est(&format!(
+        "{base}finetuning_type: full\ndeepspeed: ds_z3_offload_config.json\nnum_gpus: 8"
+    ));
+    assert!(
+        z3.peak_reserved_bytes * 3 < full,
+        "{} vs {full}",
+        z3.peak_reserved_bytes
+    );
+    assert!(
+        z3o.peak_reserved_bytes < z3.peak_reserved_bytes && z3o.cpu_offload_bytes > 100_000_000_000
+    );
     // Inference: weights + KV cache, far below training.
     let inf = est(&format!("{base}do_train: false")).peak_reserved_bytes;
     assert!(inf < lora && inf > 16_000_000_000, "{inf}");
@@ -335,9 +454,12 @@ fn searches_find_the_largest_batch_and_cutoff() {
     p.batch_size = b + 1;
     assert!(estimate::memory(&a, &p).expect("m").peak_reserved_bytes > budget);
     let c = estimate::longest_cutoff(&a, &plan, budget).expect("some cutoff fits");
-    assert!(c >= 1024 && c % 128 == 0, "{c}");
+    assert!(c >= 1024 && c.is_multiple_of(128), "{c}");
     // 70B full fine-tuning never fits one 24 GB card.
-    let big = settings("model_name_or_path: meta-llama/Llama-3.1-70B\nfinetuning_type: full\nbf16: true").plan().expect("p");
+    let big =
+        settings("model_name_or_path: meta-llama/Llama-3.1-70B\nfinetuning_type: full\nbf16: true")
+            .plan()
+            .expect("p");
     let (a70, _) = estimate::resolve_model(&big, None).expect("m");
     assert_eq!(estimate::largest_batch(&a70, &big, budget), None);
     let opts = estimate::gpu_options(&a, &plan);
@@ -350,27 +472,49 @@ fn searches_find_the_largest_batch_and_cutoff() {
 fn validation_against_h100_measurements() {
     let points = validation::parse_points(validation::MEASURED_H100).expect("points");
     assert!(points.len() >= 30);
-    let compared: Vec<_> = points.iter().map(|p| validation::compare(p).expect("compare")).collect();
+    let compared: Vec<_> = points
+        .iter()
+        .map(|p| validation::compare(p).expect("compare"))
+        .collect();
     for split in ["tune", "holdout"] {
         let c: Vec<_> = compared.iter().filter(|c| c.point.split == split).collect();
         assert!(!c.is_empty());
         let (med_a, max_a) = validation::median_max(c.iter().map(|c| c.err_allocated()));
         let (med_s, max_s) = validation::median_max(c.iter().map(|c| c.err_smi()));
-        println!("{split}: allocated median {:.1}% max {:.1}%; nvidia-smi median {:.1}% max {:.1}%",
-            med_a * 100.0, max_a * 100.0, med_s * 100.0, max_s * 100.0);
-        assert!(med_a <= 0.10 && med_s <= 0.10, "{split}: median error over 10 %");
-        assert!(max_a <= 0.25 && max_s <= 0.25, "{split}: a point is off by more than 25 %");
+        println!(
+            "{split}: allocated median {:.1}% max {:.1}%; nvidia-smi median {:.1}% max {:.1}%",
+            med_a * 100.0,
+            max_a * 100.0,
+            med_s * 100.0,
+            max_s * 100.0
+        );
+        assert!(
+            med_a <= 0.10 && med_s <= 0.10,
+            "{split}: median error over 10 %"
+        );
+        assert!(
+            max_a <= 0.25 && max_s <= 0.25,
+            "{split}: a point is off by more than 25 %"
+        );
     }
     // Throughput is secondary; keep it honest.
     let (med_t, max_t) = validation::median_max(compared.iter().map(|c| c.err_tokens()));
-    println!("tokens/s: median {:.1}% max {:.1}%", med_t * 100.0, max_t * 100.0);
+    println!(
+        "tokens/s: median {:.1}% max {:.1}%",
+        med_t * 100.0,
+        max_t * 100.0
+    );
     assert!(med_t <= 0.25, "tokens/s median error {med_t}");
     // And the calculators we beat are far worse on the same points.
     let (med_lf, _) = validation::median_max(compared.iter().map(|c| c.err_llamafactory()));
     let (med_gp, _) = validation::median_max(compared.iter().map(|c| c.err_gpu_poor()));
     let (med_us, _) = validation::median_max(compared.iter().map(|c| c.err_smi()));
-    println!("median |error| vs nvidia-smi: lorafit {:.1}%, LLaMA-Factory table {:.1}%, gpu_poor {:.1}%",
-        med_us * 100.0, med_lf * 100.0, med_gp * 100.0);
+    println!(
+        "median |error| vs nvidia-smi: lorafit {:.1}%, LLaMA-Factory table {:.1}%, gpu_poor {:.1}%",
+        med_us * 100.0,
+        med_lf * 100.0,
+        med_gp * 100.0
+    );
     assert!(med_us * 3.0 < med_lf && med_us * 3.0 < med_gp);
 }
 
@@ -382,17 +526,20 @@ mod props {
 
     fn plan_for(model: &str, method: u8, b: u64, s: u64, r: u64, gc: bool) -> lorafit_core::Plan {
         let mut st = Settings::default();
-        st.set("model_name_or_path", Val::Str(model.into())).expect("m");
+        st.set("model_name_or_path", Val::Str(model.into()))
+            .expect("m");
         let ft = ["full", "freeze", "lora", "lora"][method as usize % 4];
         st.set("finetuning_type", Val::Str(ft.into())).expect("ft");
         if method % 4 == 3 {
             st.set("quantization_bit", Val::Int(4)).expect("q");
         }
         st.set("bf16", Val::Bool(true)).expect("bf16");
-        st.set("per_device_train_batch_size", Val::Int(b as i64)).expect("b");
+        st.set("per_device_train_batch_size", Val::Int(b as i64))
+            .expect("b");
         st.set("cutoff_len", Val::Int(s as i64)).expect("s");
         st.set("lora_rank", Val::Int(r as i64)).expect("r");
-        st.set("disable_gradient_checkpointing", Val::Bool(!gc)).expect("gc");
+        st.set("disable_gradient_checkpointing", Val::Bool(!gc))
+            .expect("gc");
         st.plan().expect("plan")
     }
 
