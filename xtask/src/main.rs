@@ -48,8 +48,16 @@ fn test() -> Result<()> {
         "--target",
         "wasm32-unknown-unknown",
     ]))?;
+    run(Command::new(&cargo).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
-    Ok(())
+    e2e()
 }
 
 fn pct(x: f64) -> String {
@@ -276,14 +284,302 @@ fn published_report() -> Result<()> {
     Ok(())
 }
 
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Build the static site into dist/: the yew crate for wasm32, wasm-bindgen, wasm-opt when present.
+fn web() -> Result<std::path::PathBuf> {
+    setup()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = root();
+    run(Command::new(&cargo).current_dir(&root).args([
+        "build",
+        "-p",
+        "lorafit-web",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "web",
+    ]))?;
+    let wasm = root.join("target/wasm32-unknown-unknown/web/lorafit_web.wasm");
+    let dist = root.join("dist");
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::create_dir_all(&dist)?;
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .web(true)?
+        .typescript(false)
+        .generate(&dist)
+        .map_err(|e| anyhow::anyhow!("wasm-bindgen: {e}"))?;
+    let bg = dist.join("lorafit_web_bg.wasm");
+    let wasm_opt = root.join("target/npm/node_modules/.bin/wasm-opt");
+    if wasm_opt.exists() {
+        run(Command::new(&wasm_opt)
+            .args([
+                "-Oz",
+                "--enable-bulk-memory",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-mutable-globals",
+                "-o",
+            ])
+            .arg(&bg)
+            .arg(&bg))?;
+    } else {
+        eprintln!(
+            "xtask: wasm-opt not found (cargo xtask setup-web installs it); the wasm is larger than it needs to be"
+        );
+    }
+    std::fs::copy(root.join("index.html"), dist.join("index.html"))?;
+    let size = std::fs::metadata(&bg)?.len();
+    eprintln!(
+        "xtask: built {} (wasm {:.0} KiB)",
+        dist.display(),
+        size as f64 / 1024.0
+    );
+    Ok(dist)
+}
+
+/// npm's binaryen (Debian's is too old), into target/npm, only if missing.
+fn setup_web() -> Result<()> {
+    let root = root();
+    if !root.join("target/npm/node_modules/.bin/wasm-opt").exists() {
+        std::fs::create_dir_all(root.join("target/npm"))?;
+        run(Command::new("npm")
+            .current_dir(root.join("target/npm"))
+            .args(["install", "--no-audit", "--no-fund", "binaryen@132"]))?;
+    }
+    Ok(())
+}
+
+fn content_type(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Serve `dir` on 127.0.0.1:`port` (static files only).
+pub fn serve_dir(dir: std::path::PathBuf, port: u16) -> Result<()> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("cannot listen on port {port}"))?;
+    println!(
+        "lorafit page: http://127.0.0.1:{}/",
+        listener.local_addr()?.port()
+    );
+    serve_on(listener, dir);
+    Ok(())
+}
+
+fn serve_on(listener: std::net::TcpListener, dir: std::path::PathBuf) {
+    use std::io::{BufRead, BufReader, Write};
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_err() {
+                return;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map(|n| n == 0).unwrap_or(true) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_string();
+            let rel = if path == "/" {
+                "index.html".to_string()
+            } else {
+                path.trim_start_matches('/').to_string()
+            };
+            let file = dir.join(&rel);
+            let ok = !rel.contains("..") && file.is_file();
+            let (status, body, ct) = if ok {
+                (
+                    "200 OK",
+                    std::fs::read(&file).unwrap_or_default(),
+                    content_type(&file),
+                )
+            } else {
+                ("404 Not Found", b"not found".to_vec(), "text/plain")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        });
+    }
+}
+
+/// Install Debian's chromium if missing (root on these machines).
+fn setup_browser() -> Result<()> {
+    if output(Command::new("chromium").arg("--version")).is_none() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "fonts-noto-cjk"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+/// Render `url` in headless Chromium and return the DOM after the page's scripts ran.
+fn chromium_dom(url: &str, profile: &std::path::Path) -> Result<String> {
+    let out = Command::new("chromium")
+        .arg("--lang=en-US")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .context("cannot start chromium")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn attr_after(dom: &str, marker: &str, attr: &str) -> Option<String> {
+    let at = dom.find(marker)?;
+    let tag_start = dom[..at].rfind('<')?;
+    let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>')?];
+    let a = tag.find(&format!("{attr}=\""))? + attr.len() + 2;
+    Some(tag[a..a + tag[a..].find('"')?].to_string())
+}
+
+/// End-to-end in a real browser: the page built by `web()`, served on loopback, rendered by
+/// headless Chromium; its `data-bytes` must equal lorafit-core's estimate for the same keys, a
+/// hostile link must show warnings and inject nothing, and the zh default follows the browser.
+fn e2e() -> Result<()> {
+    setup_browser()?;
+    let _ = setup_web();
+    let dist = web()?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || serve_on(listener, dist));
+    let profile = std::env::temp_dir().join(format!("lorafit-e2e-{}", std::process::id()));
+    let base = format!("http://127.0.0.1:{port}/");
+    let configs = [
+        "model_name_or_path=Qwen%2FQwen2.5-7B-Instruct&finetuning_type=lora&quantization_bit=4&gpu=RTX-4090&per_device_train_batch_size=2&cutoff_len=1024",
+        "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=lora&lora_rank=64&bf16=true&gpu=H100-SXM&per_device_train_batch_size=1&cutoff_len=4096",
+        "model_name_or_path=Qwen%2FQwen2.5-1.5B&finetuning_type=full&bf16=true&gpu=A100-80GB&num_gpus=4&deepspeed=ds_z3_config.json&per_device_train_batch_size=4&cutoff_len=2048",
+        "model_name_or_path=mistralai%2FMistral-7B-v0.1&finetuning_type=freeze&bf16=true&disable_gradient_checkpointing=true&flash_attn=disabled&per_device_train_batch_size=1&cutoff_len=1024&gpu=L40S",
+    ];
+    let mut failures = Vec::new();
+    for q in configs {
+        let dom = chromium_dom(&format!("{base}?{q}"), &profile)?;
+        let page: Option<u64> = attr_after(&dom, "data-testid=\"peak-per-gpu\"", "data-bytes")
+            .and_then(|b| b.parse().ok());
+        let (settings, _) = lorafit_web::settings_from_query(q);
+        let want = lorafit_web::compute(&settings)
+            .map_err(anyhow::Error::msg)?
+            .peak_reserved_bytes;
+        // The same keys through the real binary: `lorafit estimate CONFIG.yaml --json`.
+        let yaml_path = profile.with_extension("yaml");
+        std::fs::create_dir_all(&profile)?;
+        std::fs::write(
+            &yaml_path,
+            lorafit_core::export::to_llamafactory_yaml(&settings, true),
+        )?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = output(
+            Command::new(&cargo)
+                .current_dir(root())
+                .args(["run", "-q", "-p", "lorafit-cli", "--", "estimate", "--json"])
+                .arg(&yaml_path),
+        )
+        .context("lorafit estimate failed")?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let cli_bytes = v["peak_reserved_bytes"]
+            .as_u64()
+            .context("peak_reserved_bytes")?;
+        println!(
+            "e2e: page data-bytes {page:?}, lorafit-core {want}, `lorafit estimate --json` {cli_bytes} for ?{q}"
+        );
+        if page != Some(want) || want != cli_bytes {
+            failures.push(q);
+        }
+    }
+    // A hostile link: bad numbers, unknown keys, markup in values.
+    let hostile = "model_name_or_path=Qwen%2FQwen2.5-7B&lora_rank=-3&cutoff_len=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E&evil=%3Cscript%3Ealert(1)%3C%2Fscript%3E&per_device_train_batch_size=99999999999";
+    let dom = chromium_dom(&format!("{base}?{hostile}"), &profile)?;
+    let warned = dom.contains("data-testid=\"warnings\"") && dom.matches("<li>").count() >= 4;
+    let injected = dom.contains("<img src=\"x\"") || dom.contains("<script>alert");
+    let rendered = dom.contains("data-testid=\"peak-per-gpu\"");
+    println!(
+        "e2e: hostile link: warnings shown {warned}, markup injected {injected}, page rendered {rendered}"
+    );
+    if !warned || injected || !rendered {
+        failures.push("hostile link");
+    }
+    // 简体中文 via the link's `lang=zh` (headless Chromium keeps navigator.language at en-US).
+    let zh = chromium_dom(
+        &format!("{base}?{}&lang=zh", configs[0]),
+        &profile.with_extension("zh"),
+    )?;
+    let en = chromium_dom(&format!("{base}?{}", configs[0]), &profile)?;
+    let lang_ok = zh.contains("微调显存")
+        && zh.contains("可以放下")
+        && en.contains("will your fine-tune fit");
+    println!("e2e: lang=zh gives the Chinese page, default English: {lang_ok}");
+    if !lang_ok {
+        failures.push("language");
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    let _ = std::fs::remove_dir_all(profile.with_extension("zh"));
+    if !failures.is_empty() {
+        bail!("browser end-to-end failed for: {failures:?}");
+    }
+    println!("e2e: {} passed, 0 failed", configs.len() + 2);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("setup") => setup(),
         Some("validation") => validation_report().and_then(|_| published_report()),
+        Some("setup-web") => setup_web(),
+        Some("web") => web().map(|_| ()),
+        Some("e2e") => e2e(),
+        Some("serve") => {
+            let _ = setup_web();
+            let dist = web()?;
+            let port = std::env::var("PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(8080);
+            serve_dir(dist, port)
+        }
         _ => {
-            eprintln!("usage: cargo xtask <test|setup|validation>");
+            eprintln!("usage: cargo xtask <test|setup|validation|web|serve|setup-web>");
+            eprintln!("  web         build the static page into dist/");
+            eprintln!(
+                "  serve       build it and serve it on http://127.0.0.1:8080/ (PORT= to change)"
+            );
             eprintln!("  test        install what is missing (wasm32 target) and run every test");
             eprintln!("  validation  print docs/validation.md from the measured points");
             std::process::exit(2);

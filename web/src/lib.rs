@@ -1,0 +1,427 @@
+//! The lorafit calculator page: every input is a LLaMA-Factory key held in a
+//! [`lorafit_core::Settings`], every number comes from lorafit-core, and the URL's query string is
+//! the share link (Contract 4).
+
+use lorafit_core::estimate::{self, Estimate};
+use lorafit_core::plan::{Settings, Val};
+use lorafit_core::{catalog, export};
+use yew::prelude::*;
+
+mod i18n;
+use i18n::{Lang, t};
+
+/// The page's defaults: what a user with one 24 GB card most often asks about.
+pub fn default_settings() -> Settings {
+    let mut s = Settings::default();
+    for (k, v) in [
+        (
+            "model_name_or_path",
+            Val::Str("Qwen/Qwen2.5-7B-Instruct".into()),
+        ),
+        ("finetuning_type", Val::Str("lora".into())),
+        ("lora_rank", Val::Int(8)),
+        ("lora_target", Val::Str("all".into())),
+        ("bf16", Val::Bool(true)),
+        ("per_device_train_batch_size", Val::Int(1)),
+        ("gradient_accumulation_steps", Val::Int(8)),
+        ("cutoff_len", Val::Int(2048)),
+        ("num_train_epochs", Val::Float(3.0)),
+        ("gpu", Val::Str("RTX-4090".into())),
+        ("dataset_tokens", Val::Int(10_000_000)),
+    ] {
+        let _ = s.set(k, v);
+    }
+    s
+}
+
+/// The page's own `lang=zh|en` parameter, which is not a configuration key.
+fn split_lang(query: &str) -> (String, Option<Lang>) {
+    let mut lang = None;
+    let rest: Vec<&str> = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| match *p {
+            "lang=zh" => {
+                lang = Some(Lang::Zh);
+                false
+            }
+            "lang=en" => {
+                lang = Some(Lang::En);
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    (rest.join("&"), lang)
+}
+
+/// Settings from a share link's query string: defaults, overridden by every valid parameter.
+pub fn settings_from_query(query: &str) -> (Settings, Vec<String>) {
+    let (query, _) = split_lang(query);
+    let (given, warnings) = export::from_query(&query);
+    let mut s = default_settings();
+    for (k, _, v) in given.iter() {
+        let _ = s.set(k, v.clone());
+    }
+    // A link must name a model; if its value was bad the default stays.
+    (s, warnings)
+}
+
+/// The estimate for the page's settings, or the error to show.
+pub fn compute(s: &Settings) -> Result<Estimate, String> {
+    let plan = s.plan().map_err(|e| e.to_string())?;
+    let (arch, src) = estimate::resolve_model(&plan, None).map_err(|e| e.to_string())?;
+    estimate::estimate(&arch, src, &plan).map_err(|e| e.to_string())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn hours(secs: f64) -> String {
+    if secs < 3600.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+fn get_str(s: &Settings, k: &str) -> String {
+    s.get(k).map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// The method selector folds finetuning_type and quantization_bit into one choice.
+fn method_of(s: &Settings) -> &'static str {
+    match (
+        get_str(s, "finetuning_type").as_str(),
+        get_str(s, "quantization_bit").as_str(),
+    ) {
+        ("full", _) if s.get("pure_bf16") == Some(&Val::Bool(true)) => "full_pure",
+        ("full", _) => "full",
+        ("freeze", _) => "freeze",
+        (_, "4") => "qlora4",
+        (_, "8") => "qlora8",
+        _ => "lora",
+    }
+}
+
+fn apply_method(s: &mut Settings, m: &str) {
+    s.unset("quantization_bit");
+    s.unset("pure_bf16");
+    let ft = match m {
+        "full" | "full_pure" => "full",
+        "freeze" => "freeze",
+        _ => "lora",
+    };
+    let _ = s.set("finetuning_type", Val::Str(ft.into()));
+    match m {
+        "qlora4" => {
+            let _ = s.set("quantization_bit", Val::Int(4));
+        }
+        "qlora8" => {
+            let _ = s.set("quantization_bit", Val::Int(8));
+        }
+        "full_pure" => {
+            s.unset("bf16");
+            let _ = s.set("pure_bf16", Val::Bool(true));
+        }
+        _ => {}
+    }
+}
+
+fn update_url(s: &Settings) {
+    if let Some(h) = web_sys::window().and_then(|w| w.history().ok()) {
+        let url = format!("?{}", export::to_query(s));
+        let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
+    }
+}
+
+#[derive(Properties, PartialEq, Debug)]
+pub struct BarProps {
+    pub e: Estimate,
+}
+
+const COLORS: [(&str, &str); 7] = [
+    ("weights", "#4e79a7"),
+    ("adapter", "#59a14f"),
+    ("gradients", "#f28e2b"),
+    ("optimizer", "#e15759"),
+    ("activations", "#76b7b2"),
+    ("logits", "#edc948"),
+    ("overhead", "#bab0ac"),
+];
+
+fn parts(e: &Estimate) -> [u64; 7] {
+    let b = &e.breakdown;
+    [
+        b.weights,
+        b.adapter,
+        b.gradients,
+        b.optimizer,
+        b.activations,
+        b.logits,
+        b.overhead,
+    ]
+}
+
+/// The stacked bar of the breakdown, against the GPU's memory.
+#[function_component(Bar)]
+pub fn bar(p: &BarProps) -> Html {
+    let e = &p.e;
+    let scale = e
+        .gpu_memory_bytes
+        .unwrap_or(0)
+        .max(e.peak_reserved_bytes)
+        .max(1) as f64;
+    let mut x = 0.0;
+    let rects: Html = parts(e)
+        .iter()
+        .zip(COLORS)
+        .map(|(&v, (name, color))| {
+            let w = v as f64 / scale * 600.0;
+            let r = html! { <rect x={format!("{x:.1}")} y="0" width={format!("{w:.1}")} height="28" fill={color}>
+                <title>{format!("{name}: {}", gib(v))}</title></rect> };
+            x += w;
+            r
+        })
+        .collect();
+    let limit = e.gpu_memory_bytes.map(|m| m as f64 / scale * 600.0);
+    html! {
+        <svg data-testid="breakdown-bar" viewBox="0 0 600 40" width="100%" height="40" preserveAspectRatio="none" role="img">
+            { rects }
+            if let Some(l) = limit {
+                <line x1={format!("{l:.1}")} x2={format!("{l:.1}")} y1="0" y2="40" stroke="#222" stroke-width="2" stroke-dasharray="4 2" />
+            }
+        </svg>
+    }
+}
+
+#[function_component(App)]
+pub fn app() -> Html {
+    let initial = use_memo((), |_| {
+        let q = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .unwrap_or_default();
+        settings_from_query(&q)
+    });
+    let settings = use_state(|| initial.0.clone());
+    let warnings = use_state(|| initial.1.clone());
+    let lang = use_state(|| {
+        let q = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .unwrap_or_default();
+        split_lang(&q).1.unwrap_or_else(|| {
+            let nav = web_sys::window()
+                .and_then(|w| w.navigator().language())
+                .unwrap_or_default();
+            if nav.starts_with("zh") {
+                Lang::Zh
+            } else {
+                Lang::En
+            }
+        })
+    });
+    let l = *lang;
+
+    let set = {
+        let settings = settings.clone();
+        Callback::from(move |(k, v): (String, String)| {
+            let mut s = (*settings).clone();
+            if v.trim().is_empty() {
+                s.unset(&k);
+            } else if k == "method" {
+                apply_method(&mut s, &v);
+            } else if k == "gradient_checkpointing" {
+                let _ = s.set("disable_gradient_checkpointing", Val::Bool(v != "true"));
+            } else if s.set(&k, lorafit_core::plan::parse_text_value(&v)).is_err() {
+                return; // the input shows the old value; the error is in the field's constraints
+            }
+            update_url(&s);
+            settings.set(s);
+        })
+    };
+    let on = |k: &'static str| {
+        let set = set.clone();
+        Callback::from(move |e: Event| {
+            let v = e
+                .target_unchecked_into::<web_sys::HtmlInputElement>()
+                .value();
+            set.emit((k.to_string(), v));
+        })
+    };
+    let on_check = |k: &'static str| {
+        let set = set.clone();
+        Callback::from(move |e: Event| {
+            let c = e
+                .target_unchecked_into::<web_sys::HtmlInputElement>()
+                .checked();
+            set.emit((k.to_string(), c.to_string()));
+        })
+    };
+    let s = &*settings;
+    let result = compute(s);
+
+    // Aliases (…-Instruct) select their catalog entry; unset keys show their defaults.
+    let current_model = catalog::find_model(&get_str(s, "model_name_or_path"))
+        .map(|m| m.id.clone())
+        .unwrap_or_default();
+    let current_gpu = catalog::find_gpu(&get_str(s, "gpu"))
+        .map(|g| g.id.clone())
+        .unwrap_or_default();
+    let or = |k: &str, d: &str| {
+        s.get(k)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| d.to_string())
+    };
+    let model_options: Html = catalog::models()
+        .iter()
+        .map(|m| html! { <option value={m.id.clone()} selected={current_model == m.id}>{&m.id}</option> })
+        .collect();
+    let gpu_options: Html = catalog::gpus()
+        .iter()
+        .map(|g| html! { <option value={g.id.clone()} selected={current_gpu == g.id}>{&g.name}</option> })
+        .collect();
+    let select = |key: &'static str, opts: &[(&str, &str)], current: &str| -> Html {
+        let o: Html = opts.iter().map(|(v, label)| html! { <option value={v.to_string()} selected={*v == current}>{*label}</option> }).collect();
+        html! { <select data-testid={key} onchange={on(key)}>{o}</select> }
+    };
+    let number = |key: &'static str, min: &str, max: &str, default: &str| -> Html {
+        let v = s
+            .get(key)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| default.to_string());
+        html! { <input type="number" data-testid={key} min={min.to_string()} max={max.to_string()} value={v} onchange={on(key)} /> }
+    };
+    let gc = s.get("disable_gradient_checkpointing") != Some(&Val::Bool(true));
+    let toggle_lang = {
+        let lang = lang.clone();
+        Callback::from(move |_| {
+            lang.set(if *lang == Lang::En {
+                Lang::Zh
+            } else {
+                Lang::En
+            })
+        })
+    };
+    let copy_link = Callback::from(move |_| {
+        if let Some(w) = web_sys::window() {
+            let href = w.location().href().unwrap_or_default();
+            let _ = w.navigator().clipboard().write_text(&href);
+        }
+    });
+
+    let output = match &result {
+        Err(e) => html! { <div class="error" data-testid="error">{e}</div> },
+        Ok(e) => {
+            let fits = e
+                .fits
+                .map(|f| {
+                    if f {
+                        t(l, "fits")
+                    } else {
+                        t(l, "does_not_fit")
+                    }
+                })
+                .unwrap_or("");
+            let legend: Html = parts(e).iter().zip(COLORS).map(|(&v, (name, color))| html! {
+                <tr><td><span class="swatch" style={format!("background:{color}")}></span>{t(l, name)}</td><td class="num">{gib(v)}</td></tr>
+            }).collect();
+            let costs: Html = e.costs.iter().map(|c| html! {
+                <tr><td>{&c.provider}</td><td>{&c.kind}</td><td class="num">{format!("${:.2}/h", c.usd_per_hour)}</td>
+                <td class="num">{format!("${:.2}", c.cost_usd)}</td><td><a href={c.source.clone()} rel="noopener" target="_blank">{&c.as_of}</a></td></tr>
+            }).collect();
+            let methods: Html = [("full", "Full"), ("freeze", "Freeze"), ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit")]
+                .iter()
+                .map(|(m, label)| {
+                    let mut alt = s.clone();
+                    apply_method(&mut alt, m);
+                    match compute(&alt) {
+                        Ok(x) => html! { <tr><td>{*label}</td><td class="num">{gib(x.peak_reserved_bytes)}</td>
+                            <td>{x.fits.map(|f| if f { "✓" } else { "✗" }).unwrap_or("")}</td>
+                            <td class="num">{x.total_seconds.map(hours).unwrap_or_default()}</td>
+                            <td class="num">{x.cost_usd.map(|c| format!("${c:.2}")).unwrap_or_default()}</td></tr> },
+                        Err(err) => html! { <tr><td>{*label}</td><td colspan="4">{err}</td></tr> },
+                    }
+                })
+                .collect();
+            let (largest_b, longest) = s
+                .plan()
+                .ok()
+                .and_then(|p| {
+                    let (a, _) = estimate::resolve_model(&p, None).ok()?;
+                    let m = e.gpu_memory_bytes?;
+                    Some((
+                        estimate::largest_batch(&a, &p, m),
+                        estimate::longest_cutoff(&a, &p, m),
+                    ))
+                })
+                .unwrap_or((None, None));
+            html! {
+                <>
+                <div class="headline">
+                    <div data-testid="peak-per-gpu" data-bytes={e.peak_reserved_bytes.to_string()} class="peak">{gib(e.peak_reserved_bytes)}</div>
+                    <div class={if e.fits == Some(false) { "fit no" } else { "fit yes" }} data-testid="fits">{fits}</div>
+                    <div class="sub">{format!("{} · torch max_memory_allocated {}", t(l, "per_gpu_smi"), gib(e.peak_allocated_bytes))}</div>
+                </div>
+                <Bar e={e.clone()} />
+                <table class="legend">{legend}</table>
+                <p class="sub">{format!("{}: {}", t(l, "largest_batch"), largest_b.map(|b| b.to_string()).unwrap_or("—".into()))}
+                   {" · "}{format!("{}: {}", t(l, "longest_cutoff"), longest.map(|b| b.to_string()).unwrap_or("—".into()))}</p>
+                <h3>{t(l, "time_cost")}</h3>
+                <p data-testid="time">{format!("{:.0} tokens/s · {:.2} s/step · {}", e.tokens_per_second, e.step_seconds,
+                    e.total_seconds.map(hours).unwrap_or_else(|| t(l, "need_tokens").to_string()))}</p>
+                <table class="costs">{costs}</table>
+                <h3>{t(l, "compare")}</h3>
+                <table data-testid="compare"><tr><th></th><th>{t(l, "peak")}</th><th></th><th>{t(l, "time")}</th><th>{t(l, "cost")}</th></tr>{methods}</table>
+                <h3>{t(l, "how")}</h3>
+                <p class="how">{t(l, "how_text")}</p>
+                <h3>{"LLaMA-Factory YAML"}</h3>
+                <pre data-testid="yaml">{export::to_llamafactory_yaml(s, false)}</pre>
+                <pre data-testid="command">{export::to_train_command(s, "config.yaml")}</pre>
+                </>
+            }
+        }
+    };
+    let warn: Html = warnings.iter().map(|w| html! { <li>{w}</li> }).collect();
+
+    html! {
+        <main>
+            <header>
+                <h1>{"lorafit"}</h1><span class="tag">{t(l, "tagline")}</span>
+                <button data-testid="lang" onclick={toggle_lang}>{if l == Lang::En { "中文" } else { "English" }}</button>
+                <button data-testid="copy-link" onclick={copy_link}>{t(l, "copy_link")}</button>
+            </header>
+            if !warnings.is_empty() { <ul class="warnings" data-testid="warnings">{warn}</ul> }
+            <div class="grid">
+            <section class="inputs">
+                <label title={t(l, "model_help")}>{t(l, "model")}
+                    <select data-testid="model_name_or_path" onchange={on("model_name_or_path")}>{model_options}</select></label>
+                <label title={t(l, "method_help")}>{t(l, "method")}
+                    { select("method", &[("full", "Full (bf16 mixed)"), ("full_pure", "Full (pure_bf16)"), ("freeze", "Freeze"),
+                        ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit")], method_of(s)) }</label>
+                <label title={t(l, "rank_help")}>{"lora_rank"}{ number("lora_rank", "1", "8192", "8") }</label>
+                <label title={t(l, "batch_help")}>{"per_device_train_batch_size"}{ number("per_device_train_batch_size", "1", "65536", "8") }</label>
+                <label title={t(l, "ga_help")}>{"gradient_accumulation_steps"}{ number("gradient_accumulation_steps", "1", "65536", "1") }</label>
+                <label title={t(l, "cutoff_help")}>{"cutoff_len"}{ number("cutoff_len", "1", "10000000", "2048") }</label>
+                <label title={t(l, "gc_help")}><input type="checkbox" data-testid="gradient_checkpointing" checked={gc} onchange={on_check("gradient_checkpointing")} />{t(l, "gc")}</label>
+                <label title={t(l, "attn_help")}>{"flash_attn"}{ select("flash_attn", &[("auto", "auto (sdpa)"), ("sdpa", "sdpa"), ("fa2", "fa2"), ("disabled", "eager")], &or("flash_attn", "auto")) }</label>
+                <label title={t(l, "optim_help")}>{"optim"}{ select("optim", &[("adamw_torch", "adamw_torch"), ("adamw_8bit", "adamw_8bit"), ("paged_adamw_8bit", "paged_adamw_8bit"), ("adafactor", "adafactor"), ("sgd", "sgd")], &or("optim", "adamw_torch")) }</label>
+                <label title={t(l, "gpu_help")}>{t(l, "gpu")}<select data-testid="gpu" onchange={on("gpu")}>{gpu_options}</select></label>
+                <label title={t(l, "ngpu_help")}>{"num_gpus"}{ number("num_gpus", "1", "4096", "1") }</label>
+                <label title={t(l, "ds_help")}>{"deepspeed"}{ select("deepspeed", &[("", "—"), ("ds_z2_config.json", "ZeRO-2"), ("ds_z3_config.json", "ZeRO-3"), ("ds_z3_offload_config.json", "ZeRO-3 offload")], &or("deepspeed", "")) }</label>
+                <label title={t(l, "tokens_help")}>{"dataset_tokens"}{ number("dataset_tokens", "0", "1000000000000000", "") }</label>
+                <label title={t(l, "epochs_help")}>{"num_train_epochs"}{ number("num_train_epochs", "0", "1000", "3") }</label>
+                <label title={t(l, "price_help")}>{"price_per_hour"}{ number("price_per_hour", "0", "1000000", "") }</label>
+            </section>
+            <section class="outputs">{output}</section>
+            </div>
+        </main>
+    }
+}
+
+/// Mount the page (called by the JS glue when the module loads).
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+pub fn start() {
+    yew::Renderer::<App>::new().render();
+}
