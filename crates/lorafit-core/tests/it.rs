@@ -597,3 +597,38 @@ mod props {
         }
     }
 }
+
+#[test]
+fn published_longest_context_points_within_25_percent() {
+    // unsloth's README, "Hugging Face + FA2" column: the longest padded length that trained
+    // (Llama 3.1 8B, 4-bit QLoRA r32 on all linear layers, batch 1). Not used for fitting.
+    let text = include_str!("../data/validation/published_max_context.jsonl");
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let mut s = Settings::default();
+        for (k, val) in v["config"].as_object().expect("config") {
+            let val = match val {
+                serde_json::Value::Bool(b) => Val::Bool(*b),
+                serde_json::Value::Number(x) => Val::Int(x.as_i64().expect("int")),
+                other => Val::Str(other.as_str().expect("str").to_string()),
+            };
+            s.set(k, val).expect("key");
+        }
+        let plan = s.plan().expect("plan");
+        let (arch, _) = estimate::resolve_model(&plan, None).expect("model");
+        let budget = (v["vram_gb"].as_f64().expect("vram") * 1e9) as u64;
+        let ours =
+            estimate::longest_cutoff(&arch, &plan, budget).expect("fits at some length") as f64;
+        let theirs = v["max_cutoff_len"].as_f64().expect("len");
+        let err = ours / theirs - 1.0;
+        assert!(
+            err.abs() <= 0.25,
+            "{}: lorafit {ours} vs published {theirs} ({:+.1} %)",
+            v["id"],
+            err * 100.0
+        );
+        n += 1;
+    }
+    assert_eq!(n, 4);
+}
