@@ -101,6 +101,37 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "Peak = the largest of three moments of a training step: the forward/backward boundary (weights, optimizer states, autocast copies, saved activations, logits with their fp32 copies), the end of backward (all gradients) and the optimizer step (gradients + AdamW's temporaries); plus the allocator's slack and the CUDA context. Calibrated on measured H100 peaks: median error 4 % against nvidia-smi. Time = FLOPs per token ÷ (GPU bf16 peak × measured utilisation) + the optimizer step.",
             "峰值取训练一步中三个时刻的最大值：前向/反向交界（权重、优化器状态、autocast 副本、保存的激活、logits 及其 fp32 副本）、反向结束（全部梯度）、优化器更新（梯度 + AdamW 临时张量），再加上分配器余量与 CUDA 上下文。已用 H100 实测峰值校准：相对 nvidia-smi 的中位误差 4%。时长 = 每 token 计算量 ÷（显卡 bf16 峰值 × 实测利用率）+ 优化器更新时间。",
         ),
+        "every_gpu" => ("Every GPU in the catalog", "所有显卡是否放得下"),
+        "size" => ("…or a size", "…或参数量"),
+        "size_help" => (
+            "a raw parameter count such as 7B or 500M: a Llama-shaped model of that size",
+            "直接输入参数量（如 7B、500M），按 Llama 结构估算",
+        ),
+        "config_help" => (
+            "paste a config.json: it replaces the catalog model (not carried by share links)",
+            "粘贴 config.json，替代目录中的模型（不会写入分享链接）",
+        ),
+        "precision" => ("Precision", "精度"),
+        "precision_help" => (
+            "bf16/fp16 mixed: fp32 trainable weights and states; pure_bf16: everything bf16",
+            "bf16/fp16 混合精度：可训练参数与优化器状态为 fp32；pure_bf16：全部 bf16",
+        ),
+        "alpha_help" => (
+            "LoRA alpha (default 2 × rank): scaling only, no memory",
+            "LoRA alpha（默认 2 × 秩）：只影响缩放，不占显存",
+        ),
+        "target_help" => (
+            "`all` or a comma list such as q_proj,v_proj",
+            "`all` 或逗号分隔的模块名，如 q_proj,v_proj",
+        ),
+        "dora_help" => (
+            "DoRA: a magnitude vector per module and the weight norm in every forward",
+            "DoRA：每个模块一个幅度向量，前向时计算权重范数",
+        ),
+        "rslora_help" => (
+            "rank-stabilised scaling alpha/√r: no memory change",
+            "rsLoRA 缩放 alpha/√r：不改变显存",
+        ),
         "weights" => ("weights", "权重"),
         "adapter" => ("adapter", "适配器"),
         "gradients" => ("gradients", "梯度"),

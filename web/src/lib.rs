@@ -69,9 +69,52 @@ pub fn settings_from_query(query: &str) -> (Settings, Vec<String>) {
 
 /// The estimate for the page's settings, or the error to show.
 pub fn compute(s: &Settings) -> Result<Estimate, String> {
+    compute_with(s, None)
+}
+
+/// The estimate with a pasted `config.json` standing in for the catalog model.
+pub fn compute_with(s: &Settings, config_json: Option<&str>) -> Result<Estimate, String> {
     let plan = s.plan().map_err(|e| e.to_string())?;
-    let (arch, src) = estimate::resolve_model(&plan, None).map_err(|e| e.to_string())?;
+    let (arch, src) = estimate::resolve_model(&plan, config_json).map_err(|e| e.to_string())?;
     estimate::estimate(&arch, src, &plan).map_err(|e| e.to_string())
+}
+
+/// Average milliseconds one estimate takes, for `cargo xtask bench-web`.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn bench_recompute(iterations: u32) -> f64 {
+    let s = default_settings();
+    let now = || {
+        web_sys::window()
+            .and_then(|w| w.performance())
+            .map(|p| p.now())
+            .unwrap_or(0.0)
+    };
+    let t0 = now();
+    for _ in 0..iterations.max(1) {
+        let _ = compute(&s);
+    }
+    (now() - t0) / iterations.max(1) as f64
+}
+
+fn precision_of(s: &Settings) -> &'static str {
+    if s.get("pure_bf16") == Some(&Val::Bool(true)) {
+        "pure_bf16"
+    } else if s.get("fp16") == Some(&Val::Bool(true)) {
+        "fp16"
+    } else if s.get("bf16") == Some(&Val::Bool(true)) {
+        "bf16"
+    } else {
+        "fp32"
+    }
+}
+
+fn apply_precision(s: &mut Settings, p: &str) {
+    for k in ["bf16", "fp16", "pure_bf16"] {
+        s.unset(k);
+    }
+    if p != "fp32" {
+        let _ = s.set(p, Val::Bool(true));
+    }
 }
 
 fn gib(bytes: u64) -> String {
@@ -231,6 +274,8 @@ pub fn app() -> Html {
                 s.unset(&k);
             } else if k == "method" {
                 apply_method(&mut s, &v);
+            } else if k == "precision" {
+                apply_precision(&mut s, &v);
             } else if k == "gradient_checkpointing" {
                 let _ = s.set("disable_gradient_checkpointing", Val::Bool(v != "true"));
             } else if s.set(&k, lorafit_core::plan::parse_text_value(&v)).is_err() {
@@ -258,8 +303,26 @@ pub fn app() -> Html {
             set.emit((k.to_string(), c.to_string()));
         })
     };
+    let config_json = use_state(|| None::<String>);
+    let on_config = {
+        let config_json = config_json.clone();
+        Callback::from(move |e: Event| {
+            let v = e
+                .target_unchecked_into::<web_sys::HtmlTextAreaElement>()
+                .value();
+            config_json.set((!v.trim().is_empty()).then_some(v));
+        })
+    };
+    // Record when the first render finished, for `cargo xtask bench-web`.
+    use_effect_with((), |_| {
+        if let Some(w) = web_sys::window() {
+            let t = w.performance().map(|p| p.now()).unwrap_or(0.0);
+            let _ = js_sys::Reflect::set(&w, &"__lorafitFirstRenderMs".into(), &t.into());
+        }
+    });
     let s = &*settings;
-    let result = compute(s);
+    let cfg = (*config_json).clone();
+    let result = compute_with(s, cfg.as_deref());
 
     // Aliases (…-Instruct) select their catalog entry; unset keys show their defaults.
     let current_model = catalog::find_model(&get_str(s, "model_name_or_path"))
@@ -367,6 +430,11 @@ pub fn app() -> Html {
                 <table class="legend">{legend}</table>
                 <p class="sub">{format!("{}: {}", t(l, "largest_batch"), largest_b.map(|b| b.to_string()).unwrap_or("—".into()))}
                    {" · "}{format!("{}: {}", t(l, "longest_cutoff"), longest.map(|b| b.to_string()).unwrap_or("—".into()))}</p>
+                <h3>{t(l, "every_gpu")}</h3>
+                <div class="gpus" data-testid="every-gpu">{ catalog::gpus().iter().map(|g| {
+                    let ok = e.peak_reserved_bytes <= g.memory_bytes();
+                    html! { <span class={if ok { "chip yes" } else { "chip no" }} title={g.name.clone()}>{format!("{} {} {}", if ok { "✓" } else { "✗" }, g.id, gib(g.memory_bytes()))}</span> }
+                }).collect::<Html>() }</div>
                 <h3>{t(l, "time_cost")}</h3>
                 <p data-testid="time">{format!("{:.0} tokens/s · {:.2} s/step · {}", e.tokens_per_second, e.step_seconds,
                     e.total_seconds.map(hours).unwrap_or_else(|| t(l, "need_tokens").to_string()))}</p>
@@ -399,7 +467,18 @@ pub fn app() -> Html {
                 <label title={t(l, "method_help")}>{t(l, "method")}
                     { select("method", &[("full", "Full (bf16 mixed)"), ("full_pure", "Full (pure_bf16)"), ("freeze", "Freeze"),
                         ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit")], method_of(s)) }</label>
+                <label title={t(l, "size_help")}>{t(l, "size")}
+                    <input type="text" data-testid="model_size" placeholder="7B" onchange={on("model_name_or_path")} /></label>
+                <label title={t(l, "config_help")}>{"config.json"}
+                    <textarea data-testid="config_json" rows="2" placeholder="{ \"model_type\": \"llama\", … }" onchange={on_config} /></label>
+                <label title={t(l, "precision_help")}>{t(l, "precision")}
+                    { select("precision", &[("bf16", "bf16 mixed"), ("fp16", "fp16 mixed"), ("pure_bf16", "pure_bf16"), ("fp32", "fp32")], precision_of(s)) }</label>
                 <label title={t(l, "rank_help")}>{"lora_rank"}{ number("lora_rank", "1", "8192", "8") }</label>
+                <label title={t(l, "alpha_help")}>{"lora_alpha"}{ number("lora_alpha", "0", "1000000", "") }</label>
+                <label title={t(l, "target_help")}>{"lora_target"}
+                    <input type="text" data-testid="lora_target" value={or("lora_target", "all")} onchange={on("lora_target")} /></label>
+                <label title={t(l, "dora_help")}><input type="checkbox" data-testid="use_dora" checked={s.get("use_dora") == Some(&Val::Bool(true))} onchange={on_check("use_dora")} />{"use_dora"}</label>
+                <label title={t(l, "rslora_help")}><input type="checkbox" data-testid="use_rslora" checked={s.get("use_rslora") == Some(&Val::Bool(true))} onchange={on_check("use_rslora")} />{"use_rslora"}</label>
                 <label title={t(l, "batch_help")}>{"per_device_train_batch_size"}{ number("per_device_train_batch_size", "1", "65536", "8") }</label>
                 <label title={t(l, "ga_help")}>{"gradient_accumulation_steps"}{ number("gradient_accumulation_steps", "1", "65536", "1") }</label>
                 <label title={t(l, "cutoff_help")}>{"cutoff_len"}{ number("cutoff_len", "1", "10000000", "2048") }</label>

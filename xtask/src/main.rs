@@ -228,7 +228,9 @@ fn validation_report() -> Result<()> {
 
 fn published_report() -> Result<()> {
     use lorafit_core::plan::{Settings, Val};
-    println!("\n## Published points (not used for fitting; the test `published_longest_context_points_within_25_percent` asserts ≤ 25 %)\n");
+    println!(
+        "\n## Published points (not used for fitting; the test `published_longest_context_points_within_25_percent` asserts ≤ 25 %)\n"
+    );
     println!(
         "The longest `cutoff_len` that fits, as published, against lorafit's `longest_cutoff` for the same"
     );
@@ -429,7 +431,9 @@ fn serve_on(listener: std::net::TcpListener, dir: std::path::PathBuf) {
 
 /// Install Debian's chromium if missing (root on these machines).
 fn setup_browser() -> Result<()> {
-    if output(Command::new("chromium").arg("--version")).is_none() {
+    if output(Command::new("chromium").arg("--version")).is_none()
+        || output(Command::new("chromedriver").arg("--version")).is_none()
+    {
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "chromium"])
@@ -467,6 +471,306 @@ fn attr_after(dom: &str, marker: &str, attr: &str) -> Option<String> {
     let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>')?];
     let a = tag.find(&format!("{attr}=\""))? + attr.len() + 2;
     Some(tag[a..a + tag[a..].find('"')?].to_string())
+}
+
+/// A minimal W3C WebDriver client over plain HTTP (chromedriver on loopback).
+struct WebDriver {
+    port: u16,
+    session: String,
+    child: std::process::Child,
+}
+
+fn http_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )?;
+    // Read the headers, then exactly Content-Length bytes (chromedriver may keep the socket open).
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        })
+        .context("WebDriver answer without Content-Length")?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let body = text.as_str();
+    let json_start = body.find('{').unwrap_or(0);
+    let json_end = body.rfind('}').map(|i| i + 1).unwrap_or(body.len());
+    let v: serde_json::Value = serde_json::from_str(&body[json_start..json_end])
+        .with_context(|| format!("WebDriver answered {text}"))?;
+    if let Some(err) = v["value"].get("error") {
+        bail!("WebDriver {method} {path}: {err} {}", v["value"]["message"]);
+    }
+    Ok(v["value"].clone())
+}
+
+impl WebDriver {
+    fn start(profile: &std::path::Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start chromedriver")?;
+        for _ in 0..100 {
+            if http_json(port, "GET", "/status", None).is_ok_and(|v| v["ready"] == true) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", format!("--user-data-dir={}", profile.display())]}}}});
+        let mut wd = WebDriver {
+            port,
+            session: String::new(),
+            child,
+        };
+        let v = http_json(port, "POST", "/session", Some(&caps))?;
+        wd.session = v["sessionId"].as_str().context("no sessionId")?.to_string();
+        Ok(wd)
+    }
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        http_json(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body.as_ref(),
+        )
+    }
+    fn goto(&self, url: &str) -> Result<()> {
+        self.call("POST", "/url", Some(serde_json::json!({"url": url})))
+            .map(|_| ())
+    }
+    fn find(&self, css: &str) -> Result<String> {
+        for _ in 0..100 {
+            if let Ok(v) = self.call(
+                "POST",
+                "/element",
+                Some(serde_json::json!({"using": "css selector", "value": css})),
+            ) {
+                if let Some(id) = v
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|x| x.as_str())
+                {
+                    return Ok(id.to_string());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bail!("no element {css} on the page")
+    }
+    fn attr(&self, css: &str, name: &str) -> Result<String> {
+        let id = self.find(css)?;
+        Ok(self
+            .call("GET", &format!("/element/{id}/attribute/{name}"), None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+    /// Select the field's text (Ctrl+A), type over it and Tab away: one `change`, as a person does it.
+    fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let id = self.find(css)?;
+        self.click(css)?;
+        let keys = format!("\u{E009}a\u{E000}{text}\u{E004}");
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(serde_json::json!({ "text": keys })),
+        )?;
+        Ok(())
+    }
+    fn click(&self, css: &str) -> Result<()> {
+        let id = self.find(css)?;
+        self.call(
+            "POST",
+            &format!("/element/{id}/click"),
+            Some(serde_json::json!({})),
+        )
+        .map(|_| ())
+    }
+    fn url(&self) -> Result<String> {
+        Ok(self
+            .call("GET", "/url", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+    fn script(&self, js: &str) -> Result<serde_json::Value> {
+        self.call(
+            "POST",
+            "/execute/async",
+            Some(serde_json::json!({"script": js, "args": []})),
+        )
+    }
+    /// Wait until the headline's data-bytes differs from `old`.
+    fn bytes_after(&self, old: &str) -> Result<String> {
+        for _ in 0..50 {
+            let b = self.attr("[data-testid=peak-per-gpu]", "data-bytes")?;
+            if b != old {
+                return Ok(b);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bail!("the peak did not change")
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = http_json(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Interactions through WebDriver: inputs change the numbers and the URL, the URL restores the
+/// page, the language switch works. Returns the number of checks passed.
+fn e2e_interactions(base: &str, profile: &std::path::Path) -> Result<usize> {
+    let wd = WebDriver::start(profile)?;
+    wd.goto(&format!("{base}?model_name_or_path=Qwen%2FQwen2.5-7B&finetuning_type=lora&quantization_bit=4&gpu=RTX-4090&per_device_train_batch_size=1&cutoff_len=1024"))?;
+    let b1 = wd.attr("[data-testid=peak-per-gpu]", "data-bytes")?;
+    wd.type_into("[data-testid=per_device_train_batch_size]", "4")?;
+    let b4 = wd.bytes_after(&b1)?;
+    let url = wd.url()?;
+    let batch_ok =
+        b4.parse::<u64>()? > b1.parse::<u64>()? && url.contains("per_device_train_batch_size=4");
+    println!(
+        "e2e: typing batch 4 raises the peak {b1} → {b4} and the URL follows: {batch_ok} ({url})"
+    );
+    wd.click("[data-testid=method] option[value=full]")?;
+    let full = wd.bytes_after(&b4)?;
+    let method_ok =
+        wd.url()?.contains("finetuning_type=full") && !wd.url()?.contains("quantization_bit");
+    println!("e2e: choosing Full gives {full} and the URL says finetuning_type=full: {method_ok}");
+    let link = wd.url()?;
+    wd.goto(&link)?;
+    let restored = wd.attr("[data-testid=peak-per-gpu]", "data-bytes")? == full;
+    println!("e2e: opening the share link restores the page: {restored}");
+    wd.click("[data-testid=lang]")?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let zh =
+        wd.script("const done = arguments[arguments.length - 1]; done(document.body.innerText);")?;
+    let lang_ok = zh.as_str().is_some_and(|t| t.contains("时长与费用"));
+    println!("e2e: the language button switches to 简体中文: {lang_ok}");
+    let checks = [batch_ok, method_ok, restored, lang_ok];
+    if checks.iter().any(|ok| !ok) {
+        bail!("interaction checks failed: {checks:?}");
+    }
+    Ok(checks.len())
+}
+
+/// The page's budgets, measured in headless Chromium: gzipped download, recomputation time, first
+/// render from a local server. Prints a markdown table (docs/benchmarks.md).
+fn bench_web() -> Result<()> {
+    setup_browser()?;
+    let _ = setup_web();
+    let dist = web()?;
+    let gz = |f: &str| -> Result<u64> {
+        let out = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(dist.join(f))
+            .output()?;
+        Ok(out.stdout.len() as u64)
+    };
+    let (wasm_gz, js_gz, html_gz) = (
+        gz("lorafit_web_bg.wasm")?,
+        gz("lorafit_web.js")?,
+        gz("index.html")?,
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || serve_on(listener, dist));
+    let profile = std::env::temp_dir().join(format!("lorafit-bench-{}", std::process::id()));
+    let base = format!("http://127.0.0.1:{port}/");
+    let wd = WebDriver::start(&profile)?;
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        wd.goto(&base)?;
+        wd.find("[data-testid=peak-per-gpu]")?;
+        let v = wd.script(
+            "const done = arguments[arguments.length - 1]; done(window.__lorafitFirstRenderMs);",
+        )?;
+        first.push(v.as_f64().unwrap_or(f64::NAN));
+    }
+    let recompute = wd
+        .script("const done = arguments[arguments.length - 1]; import('./lorafit_web.js').then(m => done(m.bench_recompute(500)));")?
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    // Input change → the page's DOM updated (the estimate, the method comparison, the largest
+    // batch / cutoff searches and the re-render), timed in the page with a MutationObserver.
+    let mut update = Vec::new();
+    for v in 2..=12 {
+        let js = format!(
+            "const done = arguments[arguments.length - 1]; const el = document.querySelector('[data-testid=per_device_train_batch_size]'); \
+             const peak = document.querySelector('[data-testid=peak-per-gpu]'); const old = peak.getAttribute('data-bytes'); \
+             const obs = new MutationObserver(() => {{ const p = document.querySelector('[data-testid=peak-per-gpu]'); \
+               if (p.getAttribute('data-bytes') !== old) {{ obs.disconnect(); done(performance.now() - t0); }} }}); \
+             obs.observe(document.body, {{subtree: true, attributes: true, childList: true}}); \
+             const t0 = performance.now(); el.value = '{v}'; el.dispatchEvent(new Event('change', {{bubbles: true}}));"
+        );
+        update.push(wd.script(&js)?.as_f64().unwrap_or(f64::NAN));
+    }
+    update.sort_by(f64::total_cmp);
+    drop(wd);
+    let _ = std::fs::remove_dir_all(&profile);
+    first.sort_by(f64::total_cmp);
+    println!("| budget | measured | limit |\n|---|---|---|");
+    println!(
+        "| gzipped wasm + js (+ html) | {:.0} KB + {:.0} KB (+ {:.1} KB) = {:.0} KB | 300 KB |",
+        wasm_gz as f64 / 1000.0,
+        js_gz as f64 / 1000.0,
+        html_gz as f64 / 1000.0,
+        (wasm_gz + js_gz) as f64 / 1000.0
+    );
+    println!(
+        "| recomputation after an input change: input event → DOM updated (median of 11) | {:.2} ms (max {:.2}) | 2 ms |",
+        update[update.len() / 2],
+        update[update.len() - 1]
+    );
+    println!("| … of which one estimate (`bench_recompute`, mean of 500) | {recompute:.3} ms | |");
+    println!(
+        "| first render from a local server (median of 5 loads, performance.now() at first render) | {:.0} ms | 1000 ms |",
+        first[first.len() / 2]
+    );
+    Ok(())
 }
 
 /// End-to-end in a real browser: the page built by `web()`, served on loopback, rendered by
@@ -534,6 +838,14 @@ fn e2e() -> Result<()> {
     if !warned || injected || !rendered {
         failures.push("hostile link");
     }
+    let interactions = match e2e_interactions(&base, &profile.with_extension("wd")) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("e2e: interactions failed: {e:#}");
+            failures.push("interactions");
+            0
+        }
+    };
     // 简体中文 via the link's `lang=zh` (headless Chromium keeps navigator.language at en-US).
     let zh = chromium_dom(
         &format!("{base}?{}&lang=zh", configs[0]),
@@ -549,10 +861,11 @@ fn e2e() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&profile);
     let _ = std::fs::remove_dir_all(profile.with_extension("zh"));
+    let _ = std::fs::remove_dir_all(profile.with_extension("wd"));
     if !failures.is_empty() {
         bail!("browser end-to-end failed for: {failures:?}");
     }
-    println!("e2e: {} passed, 0 failed", configs.len() + 2);
+    println!("e2e: {} passed, 0 failed", configs.len() + 2 + interactions);
     Ok(())
 }
 
@@ -565,6 +878,7 @@ fn main() -> Result<()> {
         Some("setup-web") => setup_web(),
         Some("web") => web().map(|_| ()),
         Some("e2e") => e2e(),
+        Some("bench-web") => bench_web(),
         Some("serve") => {
             let _ = setup_web();
             let dist = web()?;
