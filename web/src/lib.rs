@@ -195,16 +195,7 @@ const COLORS: [(&str, &str); 7] = [
 ];
 
 fn parts(e: &Estimate) -> [u64; 7] {
-    let b = &e.breakdown;
-    [
-        b.weights,
-        b.adapter,
-        b.gradients,
-        b.optimizer,
-        b.activations,
-        b.logits,
-        b.overhead,
-    ]
+    e.breakdown.parts().map(|(_, v)| v)
 }
 
 /// The stacked bar of the breakdown, against the GPU's memory.

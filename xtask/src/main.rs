@@ -575,18 +575,21 @@ impl WebDriver {
     }
     fn find(&self, css: &str) -> Result<String> {
         for _ in 0..100 {
-            if let Ok(v) = self.call(
-                "POST",
-                "/element",
-                Some(serde_json::json!({"using": "css selector", "value": css})),
-            ) {
-                if let Some(id) = v
-                    .as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(|x| x.as_str())
-                {
-                    return Ok(id.to_string());
-                }
+            let found = self
+                .call(
+                    "POST",
+                    "/element",
+                    Some(serde_json::json!({"using": "css selector", "value": css})),
+                )
+                .ok()
+                .and_then(|v| {
+                    v.as_object()
+                        .and_then(|o| o.values().next())
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string)
+                });
+            if let Some(id) = found {
+                return Ok(id);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -133,16 +133,7 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
     );
     println!();
     println!("per-GPU memory at the peak ({:?})", e.peak_phase);
-    let b = &e.breakdown;
-    for (name, v) in [
-        ("weights", b.weights),
-        ("adapter", b.adapter),
-        ("gradients", b.gradients),
-        ("optimizer", b.optimizer),
-        ("activations", b.activations),
-        ("logits", b.logits),
-        ("overhead", b.overhead),
-    ] {
+    for (name, v) in e.breakdown.parts() {
         let bar =
             "█".repeat(((v as f64 / e.peak_reserved_bytes.max(1) as f64) * 40.0).round() as usize);
         println!("  {name:<12} {:>12}  {bar}", gib(v));

@@ -64,18 +64,10 @@ fn every_example_estimates_with_contract_fields() {
                 assert!(v.get(k).is_some(), "{p}: {k}");
             }
             let b = &v["breakdown"];
-            let sum: u64 = [
-                "weights",
-                "adapter",
-                "gradients",
-                "optimizer",
-                "activations",
-                "logits",
-                "overhead",
-            ]
-            .iter()
-            .map(|k| b[k].as_u64().expect("bytes are integers"))
-            .sum();
+            let sum: u64 = lorafit_core::memory::Breakdown::NAMES
+                .iter()
+                .map(|k| b[k].as_u64().expect("bytes are integers"))
+                .sum();
             assert_eq!(sum, v["peak_reserved_bytes"].as_u64().expect("u64"), "{p}");
             // The table form works too.
             let out = lorafit(&["estimate", &p]);

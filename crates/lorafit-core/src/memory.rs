@@ -62,9 +62,20 @@ pub struct Breakdown {
 }
 
 impl Breakdown {
-    /// Sum of the parts.
-    pub fn total(&self) -> u64 {
-        [
+    /// The part names, in display order (the JSON field names).
+    pub const NAMES: [&'static str; 7] = [
+        "weights",
+        "adapter",
+        "gradients",
+        "optimizer",
+        "activations",
+        "logits",
+        "overhead",
+    ];
+
+    /// (name, bytes) of every part, in display order.
+    pub fn parts(&self) -> [(&'static str, u64); 7] {
+        let v = [
             self.weights,
             self.adapter,
             self.gradients,
@@ -72,9 +83,15 @@ impl Breakdown {
             self.activations,
             self.logits,
             self.overhead,
-        ]
-        .iter()
-        .fold(0u64, |a, b| a.saturating_add(*b))
+        ];
+        std::array::from_fn(|i| (Self::NAMES[i], v[i]))
+    }
+
+    /// Sum of the parts.
+    pub fn total(&self) -> u64 {
+        self.parts()
+            .iter()
+            .fold(0u64, |a, (_, b)| a.saturating_add(*b))
     }
 }
 

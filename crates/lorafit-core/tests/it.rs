@@ -393,15 +393,7 @@ fn breakdown_adds_up_and_json_has_contract_fields() {
     ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
-    for k in [
-        "weights",
-        "adapter",
-        "gradients",
-        "optimizer",
-        "activations",
-        "logits",
-        "overhead",
-    ] {
+    for k in lorafit_core::memory::Breakdown::NAMES {
         assert!(v["breakdown"].get(k).is_some(), "missing breakdown.{k}");
     }
     assert_eq!(e.fits, Some(true));
