@@ -101,6 +101,7 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "Peak = the largest of three moments of a training step: the forward/backward boundary (weights, optimizer states, autocast copies, saved activations, logits with their fp32 copies), the end of backward (all gradients) and the optimizer step (gradients + AdamW's temporaries); plus the allocator's slack and the CUDA context. Calibrated on measured H100 peaks: median error 4 % against nvidia-smi. Time = FLOPs per token ÷ (GPU bf16 peak × measured utilisation) + the optimizer step.",
             "峰值取训练一步中三个时刻的最大值：前向/反向交界（权重、优化器状态、autocast 副本、保存的激活、logits 及其 fp32 副本）、反向结束（全部梯度）、优化器更新（梯度 + AdamW 临时张量），再加上分配器余量与 CUDA 上下文。已用 H100 实测峰值校准：相对 nvidia-smi 的中位误差 4%。时长 = 每 token 计算量 ÷（显卡 bf16 峰值 × 实测利用率）+ 优化器更新时间。",
         ),
+        "download" => ("Download", "下载"),
         "every_gpu" => ("Every GPU in the catalog", "所有显卡是否放得下"),
         "size" => ("…or a size", "…或参数量"),
         "size_help" => (

@@ -129,6 +129,19 @@ fn hours(secs: f64) -> String {
     }
 }
 
+/// A `data:` URL for a download link (percent-encoded; no server involved).
+fn data_url(mime: &str, text: &str) -> String {
+    let mut out = format!("data:{mime};charset=utf-8,");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn get_str(s: &Settings, k: &str) -> String {
     s.get(k).map(|v| v.to_string()).unwrap_or_default()
 }
@@ -364,6 +377,13 @@ pub fn app() -> Html {
         }
     });
 
+    let yaml = export::to_llamafactory_yaml(s, false);
+    let deepspeed_json = s.plan().ok().filter(|p| p.zero.deepspeed).map(|p| {
+        (
+            export::deepspeed_file_name(&p.zero),
+            export::to_deepspeed_json(&p.zero),
+        )
+    });
     let output = match &result {
         Err(e) => html! { <div class="error" data-testid="error">{e}</div> },
         Ok(e) => {
@@ -435,8 +455,15 @@ pub fn app() -> Html {
                 <h3>{t(l, "how")}</h3>
                 <p class="how">{t(l, "how_text")}</p>
                 <h3>{"LLaMA-Factory YAML"}</h3>
-                <pre data-testid="yaml">{export::to_llamafactory_yaml(s, false)}</pre>
-                <pre data-testid="command">{export::to_train_command(s, "config.yaml")}</pre>
+                <a data-testid="download-yaml" download="lorafit_sft.yaml" href={data_url("text/yaml", &yaml)}>{t(l, "download")}{" lorafit_sft.yaml"}</a>
+                <pre data-testid="yaml">{yaml.clone()}</pre>
+                if let Some(ds) = deepspeed_json.clone() {
+                    <h3>{"DeepSpeed"}</h3>
+                    <a data-testid="download-deepspeed" download={ds.0.clone()} href={data_url("application/json", &ds.1)}>{t(l, "download")}{" "}{ds.0.clone()}</a>
+                    <pre data-testid="deepspeed-json">{ds.1}</pre>
+                }
+                <h3>{"lorafit train"}</h3>
+                <pre data-testid="command">{export::to_train_command(s, "lorafit_sft.yaml")}</pre>
                 </>
             }
         }

@@ -825,7 +825,12 @@ fn e2e() -> Result<()> {
         println!(
             "e2e: page data-bytes {page:?}, lorafit-core {want}, `lorafit estimate --json` {cli_bytes} for ?{q}"
         );
-        if page != Some(want) || want != cli_bytes {
+        // Exports: the YAML always, the DeepSpeed JSON when a ZeRO stage is chosen.
+        let exports_ok = dom.contains("data-testid=\"yaml\"")
+            && (!q.contains("deepspeed=")
+                || (dom.contains("data-testid=\"deepspeed-json\"")
+                    && dom.contains("\"stage\": 3")));
+        if page != Some(want) || want != cli_bytes || !exports_ok {
             failures.push(q);
         }
     }
