@@ -57,7 +57,33 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
+    wasm_component_tests()?;
     e2e()
+}
+
+/// The web crate's wasm-bindgen-test component tests, in headless Chromium.
+fn wasm_component_tests() -> Result<()> {
+    setup_browser()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if output(Command::new("wasm-bindgen-test-runner").arg("--version"))
+        .is_none_or(|v| !v.contains("0.2.130"))
+    {
+        run(Command::new(&cargo).args(["install", "wasm-bindgen-cli", "--version", "0.2.130"]))?;
+    }
+    run(Command::new(&cargo)
+        .current_dir(root())
+        .args([
+            "test",
+            "-p",
+            "lorafit-web",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver"))
 }
 
 fn pct(x: f64) -> String {
