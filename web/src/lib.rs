@@ -328,10 +328,7 @@ pub fn app() -> Html {
     let cfg = (*config_json).clone();
     let result = compute_with(s, cfg.as_deref());
 
-    // Aliases (…-Instruct) select their catalog entry; unset keys show their defaults.
-    let current_model = catalog::find_model(&get_str(s, "model_name_or_path"))
-        .map(|m| m.id.clone())
-        .unwrap_or_default();
+    // The GPU alias selects its catalog entry; unset keys show their defaults.
     let current_gpu = catalog::find_gpu(&get_str(s, "gpu"))
         .map(|g| g.id.clone())
         .unwrap_or_default();
@@ -342,7 +339,7 @@ pub fn app() -> Html {
     };
     let model_options: Html = catalog::models()
         .iter()
-        .map(|m| html! { <option value={m.id.clone()} selected={current_model == m.id}>{&m.id}</option> })
+        .map(|m| html! { <option value={m.id.clone()}>{&m.family}</option> })
         .collect();
     let gpu_options: Html = catalog::gpus()
         .iter()
@@ -481,12 +478,12 @@ pub fn app() -> Html {
             <div class="grid">
             <section class="inputs">
                 <label title={t(l, "model_help")}>{t(l, "model")}
-                    <select data-testid="model_name_or_path" onchange={on("model_name_or_path")}>{model_options}</select></label>
+                    <input type="search" list="model-list" data-testid="model_name_or_path" placeholder="Qwen/Qwen2.5-7B, 7B…"
+                        value={get_str(s, "model_name_or_path")} onchange={on("model_name_or_path")} />
+                    <datalist id="model-list">{model_options}</datalist></label>
                 <label title={t(l, "method_help")}>{t(l, "method")}
                     { select("method", &[("full", "Full (bf16 mixed)"), ("full_pure", "Full (pure_bf16)"), ("freeze", "Freeze"),
                         ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit")], method_of(s)) }</label>
-                <label title={t(l, "size_help")}>{t(l, "size")}
-                    <input type="text" data-testid="model_size" placeholder="7B" onchange={on("model_name_or_path")} /></label>
                 <label title={t(l, "config_help")}>{"config.json"}
                     <textarea data-testid="config_json" rows="2" placeholder="{ \"model_type\": \"llama\", … }" onchange={on_config} /></label>
                 <label title={t(l, "precision_help")}>{t(l, "precision")}

@@ -713,13 +713,23 @@ fn e2e_interactions(base: &str, profile: &std::path::Path) -> Result<usize> {
     wd.goto(&link)?;
     let restored = wd.attr("[data-testid=peak-per-gpu]", "data-bytes")? == full;
     println!("e2e: opening the share link restores the page: {restored}");
+    wd.type_into(
+        "[data-testid=model_name_or_path]",
+        "meta-llama/Llama-3.1-8B",
+    )?;
+    let llama = wd.bytes_after(&full)?;
+    wd.type_into("[data-testid=model_name_or_path]", "70B")?;
+    let big = wd.bytes_after(&llama)?;
+    let model_ok = wd.url()?.contains("model_name_or_path=70B")
+        && big.parse::<u64>()? > llama.parse::<u64>()?;
+    println!("e2e: typing a catalog id, then a raw size 70B, changes the model: {model_ok}");
     wd.click("[data-testid=lang]")?;
     std::thread::sleep(std::time::Duration::from_millis(300));
     let zh =
         wd.script("const done = arguments[arguments.length - 1]; done(document.body.innerText);")?;
     let lang_ok = zh.as_str().is_some_and(|t| t.contains("时长与费用"));
     println!("e2e: the language button switches to 简体中文: {lang_ok}");
-    let checks = [batch_ok, method_ok, restored, lang_ok];
+    let checks = [batch_ok, method_ok, restored, model_ok, lang_ok];
     if checks.iter().any(|ok| !ok) {
         bail!("interaction checks failed: {checks:?}");
     }
