@@ -101,6 +101,34 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "Peak = the largest of three moments of a training step: the forward/backward boundary (weights, optimizer states, autocast copies, saved activations, logits with their fp32 copies), the end of backward (all gradients) and the optimizer step (gradients + AdamW's temporaries); plus the allocator's slack and the CUDA context. Calibrated on measured H100 peaks: median error 4 % against nvidia-smi. Time = FLOPs per token ÷ (GPU bf16 peak × measured utilisation) + the optimizer step.",
             "峰值取训练一步中三个时刻的最大值：前向/反向交界（权重、优化器状态、autocast 副本、保存的激活、logits 及其 fp32 副本）、反向结束（全部梯度）、优化器更新（梯度 + AdamW 临时张量），再加上分配器余量与 CUDA 上下文。已用 H100 实测峰值校准：相对 nvidia-smi 的中位误差 4%。时长 = 每 token 计算量 ÷（显卡 bf16 峰值 × 实测利用率）+ 优化器更新时间。",
         ),
+        "f_weights" => (
+            "2 bytes/parameter in bf16; 4-bit: 0.5 byte + one scale per 64 weights (decoder linears only); fp32 master copies of trainable weights; bf16 autocast copies while they are used",
+            "bf16 每参数 2 字节；4-bit：每参数 0.5 字节 + 每 64 个一个缩放（仅解码层线性层）；可训练参数 fp32 主副本；autocast bf16 副本",
+        ),
+        "f_adapter" => (
+            "LoRA: rank × (in + out) per targeted module per layer (k/v use the GQA width), fp32; DoRA adds one magnitude per output",
+            "LoRA：每层每个目标模块 秩 ×（输入 + 输出）（k/v 按 GQA 宽度），fp32；DoRA 每个输出再加一个幅度",
+        ),
+        "f_gradients" => (
+            "one gradient per trainable parameter, same dtype; alive from backward to the optimizer step (during forward only with gradient accumulation)",
+            "每个可训练参数一个梯度；从反向到优化器更新期间存在（梯度累积时前向也在）",
+        ),
+        "f_optimizer" => (
+            "AdamW: 8 bytes per trainable parameter (m and v), +4 while stepping (foreach temporaries); 8-bit AdamW 2; SGD 0; Adafactor factored rows + columns",
+            "AdamW：每个可训练参数 8 字节（m 和 v），更新时再加 4；8-bit AdamW 2；SGD 0；Adafactor 按行列分解",
+        ),
+        "f_activations" => (
+            "checkpointing on: every layer's input (batch × length × hidden × 2 bytes) + one recomputed layer; off: ~(26·hidden + 8·intermediate) bytes per token per layer; eager attention adds 6 bytes × batch × heads × length²",
+            "开启梯度检查点：每层输入（批 × 长度 × 隐藏维 × 2 字节）+ 一层重算；关闭：每 token 每层约 (26·隐藏维 + 8·中间维) 字节；eager 注意力再加 6 字节 × 批 × 头数 × 长度²",
+        ),
+        "f_logits" => (
+            "11.7 bytes × batch × length × vocabulary: bf16 logits, the fp32 copy the loss makes, log-softmax and its gradient",
+            "11.7 字节 × 批 × 长度 × 词表：bf16 logits、损失函数的 fp32 副本、log-softmax 及其梯度",
+        ),
+        "f_overhead" => (
+            "cuBLAS workspaces 0.25 GB + allocator slack (20 % of the transient memory + 0.6 GB) + CUDA context 1.22 GiB, all measured on an H100",
+            "cuBLAS 工作区 0.25 GB + 分配器余量（临时显存的 20% + 0.6 GB）+ CUDA 上下文 1.22 GiB，均在 H100 上实测",
+        ),
         "download" => ("Download", "下载"),
         "every_gpu" => ("Every GPU in the catalog", "所有显卡是否放得下"),
         "size" => ("…or a size", "…或参数量"),

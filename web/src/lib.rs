@@ -142,6 +142,19 @@ fn data_url(mime: &str, text: &str) -> String {
     out
 }
 
+/// The i18n key of the formula (in words) behind one breakdown part, shown on hover.
+fn formula_key(part: &str) -> &'static str {
+    match part {
+        "weights" => "f_weights",
+        "adapter" => "f_adapter",
+        "gradients" => "f_gradients",
+        "optimizer" => "f_optimizer",
+        "activations" => "f_activations",
+        "logits" => "f_logits",
+        _ => "f_overhead",
+    }
+}
+
 fn get_str(s: &Settings, k: &str) -> String {
     s.get(k).map(|v| v.to_string()).unwrap_or_default()
 }
@@ -317,6 +330,21 @@ pub fn app() -> Html {
             config_json.set((!v.trim().is_empty()).then_some(v));
         })
     };
+    let on_upload = {
+        let config_json = config_json.clone();
+        Callback::from(move |e: Event| {
+            let input = e.target_unchecked_into::<web_sys::HtmlInputElement>();
+            let Some(file) = input.files().and_then(|f| f.get(0)) else {
+                return;
+            };
+            let config_json = config_json.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(text) = wasm_bindgen_futures::JsFuture::from(file.text()).await {
+                    config_json.set(text.as_string().filter(|t| !t.trim().is_empty()));
+                }
+            });
+        })
+    };
     // Record when the first render finished, for `cargo xtask bench-web`.
     use_effect_with((), |_| {
         if let Some(w) = web_sys::window() {
@@ -395,7 +423,7 @@ pub fn app() -> Html {
                 })
                 .unwrap_or("");
             let legend: Html = parts(e).iter().zip(COLORS).map(|(&v, (name, color))| html! {
-                <tr><td><span class="swatch" style={format!("background:{color}")}></span>{t(l, name)}</td><td class="num">{gib(v)}</td></tr>
+                <tr title={t(l, formula_key(name))}><td><span class="swatch" style={format!("background:{color}")}></span>{t(l, name)}</td><td class="num">{gib(v)}</td></tr>
             }).collect();
             let costs: Html = e.costs.iter().map(|c| html! {
                 <tr><td>{&c.provider}</td><td>{&c.kind}</td><td class="num">{format!("${:.2}/h", c.usd_per_hour)}</td>
@@ -485,7 +513,8 @@ pub fn app() -> Html {
                     { select("method", &[("full", "Full (bf16 mixed)"), ("full_pure", "Full (pure_bf16)"), ("freeze", "Freeze"),
                         ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit")], method_of(s)) }</label>
                 <label title={t(l, "config_help")}>{"config.json"}
-                    <textarea data-testid="config_json" rows="2" placeholder="{ \"model_type\": \"llama\", … }" onchange={on_config} /></label>
+                    <textarea data-testid="config_json" rows="2" placeholder="{ \"model_type\": \"llama\", … }" onchange={on_config} value={(*config_json).clone().unwrap_or_default()} />
+                    <input type="file" accept=".json,application/json" data-testid="config_upload" onchange={on_upload} /></label>
                 <label title={t(l, "precision_help")}>{t(l, "precision")}
                     { select("precision", &[("bf16", "bf16 mixed"), ("fp16", "fp16 mixed"), ("pure_bf16", "pure_bf16"), ("fp32", "fp32")], precision_of(s)) }</label>
                 <label title={t(l, "rank_help")}>{"lora_rank"}{ number("lora_rank", "1", "8192", "8") }</label>

@@ -723,13 +723,35 @@ fn e2e_interactions(base: &str, profile: &std::path::Path) -> Result<usize> {
     let model_ok = wd.url()?.contains("model_name_or_path=70B")
         && big.parse::<u64>()? > llama.parse::<u64>()?;
     println!("e2e: typing a catalog id, then a raw size 70B, changes the model: {model_ok}");
+    // Uploading a config.json replaces the model with it.
+    let cfg =
+        serde_json::to_string(&lorafit_core::catalog::find_model("Qwen/Qwen2.5-0.5B")?.config)?;
+    let cfg_path = profile.with_extension("config.json");
+    std::fs::write(&cfg_path, &cfg)?;
+    let upload = wd.find("[data-testid=config_upload]")?;
+    wd.call(
+        "POST",
+        &format!("/element/{upload}/value"),
+        Some(serde_json::json!({ "text": cfg_path.display().to_string() })),
+    )?;
+    let uploaded = wd.bytes_after(&big)?;
+    let url = wd.url()?;
+    let (now, _) = lorafit_web::settings_from_query(url.split_once('?').map(|x| x.1).unwrap_or(""));
+    let want = lorafit_web::compute_with(&now, Some(&cfg))
+        .map_err(anyhow::Error::msg)?
+        .peak_reserved_bytes;
+    let upload_ok = uploaded == want.to_string();
+    println!(
+        "e2e: uploading a config.json (Qwen2.5-0.5B) gives {uploaded}, lorafit-core {want}: {upload_ok}"
+    );
+    let _ = std::fs::remove_file(&cfg_path);
     wd.click("[data-testid=lang]")?;
     std::thread::sleep(std::time::Duration::from_millis(300));
     let zh =
         wd.script("const done = arguments[arguments.length - 1]; done(document.body.innerText);")?;
     let lang_ok = zh.as_str().is_some_and(|t| t.contains("时长与费用"));
     println!("e2e: the language button switches to 简体中文: {lang_ok}");
-    let checks = [batch_ok, method_ok, restored, model_ok, lang_ok];
+    let checks = [batch_ok, method_ok, restored, model_ok, upload_ok, lang_ok];
     if checks.iter().any(|ok| !ok) {
         bail!("interaction checks failed: {checks:?}");
     }
