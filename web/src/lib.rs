@@ -298,7 +298,13 @@ pub fn app() -> Html {
             } else if s.set(&k, lorafit_core::plan::parse_text_value(&v)).is_err() {
                 return; // the input shows the old value; the error is in the field's constraints
             }
-            update_url(&s);
+            // The share link is rewritten in the next task, after the numbers are on screen
+            // (history.replaceState costs more than the whole recomputation).
+            let link = s.clone();
+            yew::platform::spawn_local(async move {
+                yew::platform::time::sleep(std::time::Duration::ZERO).await;
+                update_url(&link);
+            });
             settings.set(s);
         })
     };

@@ -650,6 +650,18 @@ impl WebDriver {
         )
         .map(|_| ())
     }
+    /// The URL once it contains `needle` (the page rewrites it just after rendering).
+    fn url_with(&self, needle: &str) -> Result<String> {
+        let mut url = String::new();
+        for _ in 0..50 {
+            url = self.url()?;
+            if url.contains(needle) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(url)
+    }
     fn url(&self) -> Result<String> {
         Ok(self
             .call("GET", "/url", None)?
@@ -698,7 +710,7 @@ fn e2e_interactions(base: &str, profile: &std::path::Path) -> Result<usize> {
     let b1 = wd.attr("[data-testid=peak-per-gpu]", "data-bytes")?;
     wd.type_into("[data-testid=per_device_train_batch_size]", "4")?;
     let b4 = wd.bytes_after(&b1)?;
-    let url = wd.url()?;
+    let url = wd.url_with("per_device_train_batch_size=4")?;
     let batch_ok =
         b4.parse::<u64>()? > b1.parse::<u64>()? && url.contains("per_device_train_batch_size=4");
     println!(
@@ -706,8 +718,10 @@ fn e2e_interactions(base: &str, profile: &std::path::Path) -> Result<usize> {
     );
     wd.click("[data-testid=method] option[value=full]")?;
     let full = wd.bytes_after(&b4)?;
-    let method_ok =
-        wd.url()?.contains("finetuning_type=full") && !wd.url()?.contains("quantization_bit");
+    let method_ok = wd
+        .url_with("finetuning_type=full")?
+        .contains("finetuning_type=full")
+        && !wd.url()?.contains("quantization_bit");
     println!("e2e: choosing Full gives {full} and the URL says finetuning_type=full: {method_ok}");
     let link = wd.url()?;
     wd.goto(&link)?;
@@ -720,7 +734,9 @@ fn e2e_interactions(base: &str, profile: &std::path::Path) -> Result<usize> {
     let llama = wd.bytes_after(&full)?;
     wd.type_into("[data-testid=model_name_or_path]", "70B")?;
     let big = wd.bytes_after(&llama)?;
-    let model_ok = wd.url()?.contains("model_name_or_path=70B")
+    let model_ok = wd
+        .url_with("model_name_or_path=70B")?
+        .contains("model_name_or_path=70B")
         && big.parse::<u64>()? > llama.parse::<u64>()?;
     println!("e2e: typing a catalog id, then a raw size 70B, changes the model: {model_ok}");
     // Uploading a config.json replaces the model with it.
