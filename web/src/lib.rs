@@ -131,15 +131,7 @@ fn hours(secs: f64) -> String {
 
 /// A `data:` URL for a download link (percent-encoded; no server involved).
 fn data_url(mime: &str, text: &str) -> String {
-    let mut out = format!("data:{mime};charset=utf-8,");
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("data:{mime};charset=utf-8,{}", export::pct_encode(text))
 }
 
 /// The i18n key of the formula (in words) behind one breakdown part, shown on hover.

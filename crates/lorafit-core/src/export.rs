@@ -113,7 +113,8 @@ pub fn to_train_command(settings: &Settings, config_path: &str) -> String {
     cmd
 }
 
-fn pct_encode(s: &str) -> String {
+/// Percent-encode everything but unreserved characters, `/` and `,` (query values, data: URLs).
+pub fn pct_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/,".contains(&b) {
