@@ -248,6 +248,16 @@ pub fn bar(p: &BarProps) -> Html {
     }
 }
 
+/// The catalog as a `<datalist>`: a prop-less component, so re-renders of the page skip it.
+#[function_component(ModelList)]
+pub fn model_list() -> Html {
+    let options: Html = catalog::models()
+        .iter()
+        .map(|m| html! { <option value={m.id.clone()}>{&m.family}</option> })
+        .collect();
+    html! { <datalist id="model-list">{options}</datalist> }
+}
+
 #[function_component(App)]
 pub fn app() -> Html {
     let initial = use_memo((), |_| {
@@ -363,10 +373,6 @@ pub fn app() -> Html {
             .map(|v| v.to_string())
             .unwrap_or_else(|| d.to_string())
     };
-    let model_options: Html = catalog::models()
-        .iter()
-        .map(|m| html! { <option value={m.id.clone()}>{&m.family}</option> })
-        .collect();
     let gpu_options: Html = catalog::gpus()
         .iter()
         .map(|g| html! { <option value={g.id.clone()} selected={current_gpu == g.id}>{&g.name}</option> })
@@ -506,7 +512,7 @@ pub fn app() -> Html {
                 <label title={t(l, "model_help")}>{t(l, "model")}
                     <input type="search" list="model-list" data-testid="model_name_or_path" placeholder="Qwen/Qwen2.5-7B, 7B…"
                         value={get_str(s, "model_name_or_path")} onchange={on("model_name_or_path")} />
-                    <datalist id="model-list">{model_options}</datalist></label>
+                    <ModelList /></label>
                 <label title={t(l, "method_help")}>{t(l, "method")}
                     { select("method", &[("full", "Full (bf16 mixed)"), ("full_pure", "Full (pure_bf16)"), ("freeze", "Freeze"),
                         ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit")], method_of(s)) }</label>
