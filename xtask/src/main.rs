@@ -26,6 +26,19 @@ fn output(cmd: &mut Command) -> Option<String> {
 
 /// Install what the tests need, each only if missing.
 fn setup() -> Result<()> {
+    // Mesa's lavapipe: a real Vulkan device on the CPU for the WGSL kernel tests.
+    let has_lavapipe = std::fs::read_dir("/usr/share/vulkan/icd.d")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("lvp"))
+        })
+        .unwrap_or(false);
+    if !has_lavapipe {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "mesa-vulkan-drivers", "libvulkan1"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
     let targets =
         output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !targets
