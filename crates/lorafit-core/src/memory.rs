@@ -472,14 +472,15 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     } else {
         0.0
     };
+    // A tied embedding's gradient exists twice while the lm_head's is accumulated into it
+    // (sharded like the other gradients under ZeRO-2/3).
     let tied_extra = if tr.embedding_trainable && arch.tie_word_embeddings {
-        tb * arch.embedding_params() as f64
+        tb * arch.embedding_params() as f64 / if stage >= 2 { n_gpu } else { 1.0 }
     } else {
         0.0
     };
     let fwd = persistent + cast + accum_grads + activations + logit_part;
-    let end_bwd =
-        persistent + grads + ddp_buckets + tied_extra / if stage >= 2 { n_gpu } else { 1.0 };
+    let end_bwd = persistent + grads + ddp_buckets + tied_extra;
     let opt = persistent + grads + ddp_buckets + opt_temp;
     let (phase, peak) = [
         (Phase::ForwardBackward, fwd),

@@ -444,11 +444,7 @@ const IGNORED: &[&str] = &[
     "max_new_tokens",
 ];
 
-fn keydef(name: &str) -> Option<&'static KeyDef> {
-    KEYS.iter().find(|k| k.name == name)
-}
-
-/// Every key lorafit reads, with its origin and one line of help (for docs and the web page).
+/// Every key lorafit reads, with its origin and one line of help.
 pub fn known_keys() -> impl Iterator<Item = (&'static str, Origin, &'static str)> {
     KEYS.iter().map(|k| (k.name, k.origin, k.help))
 }
@@ -965,9 +961,4 @@ impl Plan {
     pub fn is_lora(&self) -> bool {
         self.method == Method::Lora
     }
-}
-
-/// Check a key name exists (for callers building settings programmatically).
-pub fn is_known_key(key: &str) -> bool {
-    keydef(key).is_some()
 }

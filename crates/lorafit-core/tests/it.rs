@@ -251,6 +251,70 @@ fn unknown_models_and_absurd_sizes_are_errors() {
 }
 
 #[test]
+fn every_contract_1_key_is_known_and_explained() {
+    let keys: Vec<_> = lorafit_core::plan::known_keys().collect();
+    for k in [
+        "model_name_or_path",
+        "adapter_name_or_path",
+        "finetuning_type",
+        "freeze_trainable_layers",
+        "lora_rank",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target",
+        "use_rslora",
+        "use_dora",
+        "quantization_bit",
+        "quantization_type",
+        "double_quantization",
+        "dataset",
+        "dataset_dir",
+        "template",
+        "cutoff_len",
+        "max_samples",
+        "packing",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "warmup_ratio",
+        "max_grad_norm",
+        "weight_decay",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "optim",
+        "bf16",
+        "fp16",
+        "pure_bf16",
+        "flash_attn",
+        "disable_gradient_checkpointing",
+        "deepspeed",
+        "seed",
+        "logging_steps",
+        "save_steps",
+        "output_dir",
+        "resume_from_checkpoint",
+        "plot_loss",
+        "gpu",
+        "num_gpus",
+        "shuffle",
+        "backend",
+        "dataset_tokens",
+        "price_per_hour",
+    ] {
+        let found = keys.iter().find(|(name, _, _)| *name == k);
+        assert!(
+            found.is_some_and(|(_, _, help)| !help.is_empty()),
+            "key {k} missing or without help"
+        );
+    }
+}
+
+#[test]
 fn unknown_keys_warn_and_set_overrides() {
     let mut s = settings(
         "model_name_or_path: Qwen/Qwen2.5-7B\nmy_custom_key: 3\nreport_to: none\nlora_rank: 8",

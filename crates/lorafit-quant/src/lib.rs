@@ -494,19 +494,6 @@ impl Quantized4bit {
             .map(|i| code[self.code_index(i) as usize] * scales[i / self.blocksize])
             .collect())
     }
-
-    /// Device memory of the quantized form: packed codes + scales.
-    pub fn bytes(&self) -> usize {
-        self.packed.len()
-            + match &self.absmax {
-                Absmax::Plain(v) => 4 * v.len(),
-                Absmax::Nested {
-                    codes,
-                    nested_absmax,
-                    ..
-                } => codes.len() + 4 * nested_absmax.len() + 4 * 256 + 4,
-            }
-    }
 }
 
 fn checked_numel(shape: &[usize]) -> Result<usize, Error> {
