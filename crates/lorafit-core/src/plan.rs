@@ -661,25 +661,29 @@ impl Settings {
             .map(|(i, v)| (KEYS[*i].name, KEYS[*i].origin, v))
     }
 
-    fn str(&self, key: &str) -> Option<&str> {
+    /// The value of `key` if given with this type.
+    pub fn str(&self, key: &str) -> Option<&str> {
         match self.get(key) {
             Some(Val::Str(s)) => Some(s),
             _ => None,
         }
     }
-    fn bool(&self, key: &str, default: bool) -> bool {
+    /// The value of `key` if given with this type.
+    pub fn bool(&self, key: &str, default: bool) -> bool {
         match self.get(key) {
             Some(Val::Bool(b)) => *b,
             _ => default,
         }
     }
-    fn int(&self, key: &str) -> Option<i64> {
+    /// The value of `key` if given with this type.
+    pub fn int(&self, key: &str) -> Option<i64> {
         match self.get(key) {
             Some(Val::Int(i)) => Some(*i),
             _ => None,
         }
     }
-    fn float(&self, key: &str) -> Option<f64> {
+    /// The value of `key` if given with this type.
+    pub fn float(&self, key: &str) -> Option<f64> {
         match self.get(key) {
             Some(Val::Float(f)) => Some(*f),
             Some(Val::Int(i)) => Some(*i as f64),

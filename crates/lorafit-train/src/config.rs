@@ -1,0 +1,202 @@
+//! `lorafit train`'s reading of Contract 1: the LLaMA-Factory keys that drive a training run,
+//! with transformers' defaults, checked together.
+
+use std::path::{Path, PathBuf};
+
+use lorafit_core::Settings;
+use lorafit_core::plan::Val;
+
+use crate::error::{Error, Result};
+use crate::optim::{AdamWConfig, ScheduleKind};
+
+/// The compute backend (`backend` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    NdArray,
+    Wgpu,
+    Cuda,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::NdArray => "ndarray",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+}
+
+/// `resume_from_checkpoint`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    No,
+    /// The newest `checkpoint-N` in output_dir.
+    Latest,
+    Dir(PathBuf),
+}
+
+/// Everything a training run needs, resolved from the keys.
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    pub model_dir: PathBuf,
+    pub adapter_dir: Option<PathBuf>,
+    pub lora_rank: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub use_rslora: bool,
+    /// `all`, or module names.
+    pub lora_target: Vec<String>,
+    pub dataset: String,
+    pub dataset_dir: PathBuf,
+    pub template: String,
+    pub cutoff_len: usize,
+    pub max_samples: Option<usize>,
+    pub packing: bool,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub learning_rate: f64,
+    pub num_train_epochs: f64,
+    pub max_steps: Option<u64>,
+    pub schedule: ScheduleKind,
+    pub warmup_steps: u64,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+    pub adamw: AdamWConfig,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub logging_steps: u64,
+    pub save_steps: u64,
+    pub output_dir: PathBuf,
+    pub resume: Resume,
+    pub plot_loss: bool,
+    pub backend: Backend,
+    pub gradient_checkpointing: bool,
+    pub bf16: bool,
+}
+
+fn unsupported(key: &str, value: &Val, why: &str) -> Error {
+    Error::Unsupported(format!("`{key}: {value}`: {why}"))
+}
+
+impl TrainArgs {
+    /// Resolve the keys; relative paths are taken from `base` (the config file's directory).
+    pub fn from_settings(s: &Settings, base: &Path) -> Result<Self> {
+        let plan = s.plan()?;
+        let path = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+        };
+        let model_dir = path(&plan.model);
+        if !model_dir.join("config.json").is_file() {
+            return Err(Error::Invalid(format!(
+                "`model_name_or_path: {}`: lorafit train needs a local checkpoint directory with config.json and safetensors ({} has no config.json); download one first, e.g. `huggingface-cli download {} --local-dir DIR`",
+                plan.model,
+                model_dir.display(),
+                plan.model
+            )));
+        }
+        for (key, reason) in [
+            ("use_dora", "DoRA training is not implemented yet"),
+            ("quantization_bit", "QLoRA training is not implemented yet (issue 5)"),
+            ("deepspeed", "lorafit trains on one device"),
+        ] {
+            if let Some(v) = s.get(key)
+                && !matches!(v, Val::Bool(false))
+            {
+                return Err(unsupported(key, v, reason));
+            }
+        }
+        if let Some(v) = s.get("finetuning_type")
+            && v.to_string() != "lora"
+        {
+            return Err(unsupported("finetuning_type", v, "lorafit train runs LoRA (finetuning_type: lora)"));
+        }
+        if let Some(v) = s.get("optim")
+            && v.to_string() != "adamw_torch"
+        {
+            return Err(unsupported("optim", v, "lorafit train implements adamw_torch"));
+        }
+        let dataset = s.str("dataset").map(str::to_string).ok_or_else(|| {
+            Error::Invalid("`dataset` is missing: a name in dataset_dir/dataset_info.json or a .jsonl file".into())
+        })?;
+        let schedule_name = s.str("lr_scheduler_type").unwrap_or("linear");
+        let schedule = ScheduleKind::parse(schedule_name).ok_or_else(|| {
+            Error::Invalid(format!("`lr_scheduler_type: {schedule_name}` is not one of constant, constant_with_warmup, linear, cosine"))
+        })?;
+        let resume = match s.get("resume_from_checkpoint") {
+            None | Some(Val::Bool(false)) => Resume::No,
+            Some(Val::Bool(true)) => Resume::Latest,
+            Some(v) => {
+                let t = v.to_string();
+                if t.eq_ignore_ascii_case("true") { Resume::Latest } else { Resume::Dir(path(&t)) }
+            }
+        };
+        let backend = match s.str("backend") {
+            Some("ndarray") => Backend::NdArray,
+            Some("cuda") => Backend::Cuda,
+            Some("wgpu") => Backend::Wgpu,
+            _ => {
+                if cfg!(feature = "wgpu") { Backend::Wgpu } else { Backend::NdArray }
+            }
+        };
+        let targets: Vec<String> = plan.lora_target.clone();
+        Ok(TrainArgs {
+            model_dir,
+            adapter_dir: s.str("adapter_name_or_path").map(path),
+            lora_rank: plan.lora_rank as usize,
+            lora_alpha: plan.lora_alpha,
+            lora_dropout: plan.lora_dropout,
+            use_rslora: plan.use_rslora,
+            lora_target: targets,
+            dataset,
+            dataset_dir: path(s.str("dataset_dir").unwrap_or("data")),
+            template: s.str("template").unwrap_or("default").to_string(),
+            cutoff_len: plan.cutoff_len as usize,
+            max_samples: plan.max_samples.map(|m| m as usize),
+            packing: plan.packing,
+            batch_size: plan.batch_size as usize,
+            grad_accum: plan.grad_accum as usize,
+            learning_rate: s.float("learning_rate").unwrap_or(5e-5),
+            num_train_epochs: plan.num_train_epochs,
+            max_steps: plan.max_steps,
+            schedule,
+            warmup_steps: s.int("warmup_steps").unwrap_or(0) as u64,
+            warmup_ratio: s.float("warmup_ratio").unwrap_or(0.0),
+            max_grad_norm: s.float("max_grad_norm").unwrap_or(1.0),
+            adamw: AdamWConfig {
+                beta1: s.float("adam_beta1").unwrap_or(0.9),
+                beta2: s.float("adam_beta2").unwrap_or(0.999),
+                eps: s.float("adam_epsilon").unwrap_or(1e-8),
+                weight_decay: s.float("weight_decay").unwrap_or(0.0),
+            },
+            seed: s.int("seed").unwrap_or(42) as u64,
+            shuffle: s.bool("shuffle", true),
+            logging_steps: s.int("logging_steps").unwrap_or(10) as u64,
+            save_steps: s.int("save_steps").unwrap_or(500) as u64,
+            output_dir: path(s.str("output_dir").unwrap_or("output")),
+            resume,
+            plot_loss: s.bool("plot_loss", false),
+            backend,
+            gradient_checkpointing: !s.bool("disable_gradient_checkpointing", false),
+            bf16: s.bool("bf16", false) || s.bool("pure_bf16", false),
+        })
+    }
+
+    /// Optimizer steps for `steps_per_epoch` (max_steps wins, as in transformers).
+    pub fn total_steps(&self, steps_per_epoch: usize) -> u64 {
+        match self.max_steps {
+            Some(m) if m > 0 => m,
+            _ => (self.num_train_epochs * steps_per_epoch as f64).ceil().max(1.0) as u64,
+        }
+    }
+
+    /// Warm-up steps: warmup_steps, else ceil(warmup_ratio · total).
+    pub fn warmup(&self, total: u64) -> u64 {
+        if self.warmup_steps > 0 {
+            self.warmup_steps
+        } else {
+            (self.warmup_ratio * total as f64).ceil() as u64
+        }
+    }
+}

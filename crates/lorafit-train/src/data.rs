@@ -1,0 +1,211 @@
+//! Training examples and batches: pre-tokenized JSONL (Contract 3), cutoff_len truncation,
+//! packing, per-epoch shuffling and right-padded micro-batches grouped into optimizer steps.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// One tokenized example: labels unshifted, same length as input_ids, -100 = ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i64>,
+}
+
+impl Example {
+    /// Positions that contribute to the loss (labels shifted by one, as the model predicts the next token).
+    pub fn loss_tokens(&self) -> usize {
+        self.labels.iter().skip(1).filter(|l| **l >= 0).count()
+    }
+}
+
+fn data_err(path: &Path, what: impl Into<String>, msg: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        what: what.into(),
+        msg: msg.into(),
+    }
+}
+
+fn ids_of(path: &Path, line: usize, key: &str, v: &Value, signed: bool) -> Result<Vec<i64>> {
+    let arr = v.as_array().ok_or_else(|| {
+        data_err(path, format!("line {line}"), format!("`{key}` must be a list of integers"))
+    })?;
+    arr.iter()
+        .map(|x| {
+            x.as_i64()
+                .filter(|i| signed || *i >= 0)
+                .filter(|i| *i <= u32::MAX as i64)
+                .ok_or_else(|| {
+                    data_err(
+                        path,
+                        format!("line {line}"),
+                        format!(
+                            "`{key}` holds {x}, not a {} integer",
+                            if signed { "32-bit" } else { "non-negative 32-bit" }
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Read a pre-tokenized JSONL file: each line `{"input_ids": [...], "labels": [...]?}`.
+pub fn load_pretokenized(path: &Path) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| data_err(path, format!("line {n}"), format!("not valid JSON: {e}")))?;
+        let ids = v
+            .get("input_ids")
+            .ok_or_else(|| data_err(path, format!("line {n}"), "has no `input_ids`"))?;
+        let ids: Vec<u32> = ids_of(path, n, "input_ids", ids, false)?
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
+        if ids.is_empty() {
+            return Err(data_err(path, format!("line {n}"), "`input_ids` is empty"));
+        }
+        let labels = match v.get("labels") {
+            None | Some(Value::Null) => ids.iter().map(|&x| x as i64).collect(),
+            Some(l) => {
+                let l = ids_of(path, n, "labels", l, true)?;
+                if l.len() != ids.len() {
+                    return Err(data_err(
+                        path,
+                        format!("line {n}"),
+                        format!(
+                            "`labels` has {} entries but `input_ids` has {} (they must be the same length, unshifted)",
+                            l.len(),
+                            ids.len()
+                        ),
+                    ));
+                }
+                if let Some(bad) = l.iter().find(|x| **x < 0 && **x != -100) {
+                    return Err(data_err(
+                        path,
+                        format!("line {n}"),
+                        format!("`labels` holds {bad}; negative labels must be -100 (ignored)"),
+                    ));
+                }
+                l
+            }
+        };
+        out.push(Example {
+            input_ids: ids,
+            labels,
+        });
+    }
+    if out.is_empty() {
+        return Err(data_err(path, "the file", "has no examples"));
+    }
+    Ok(out)
+}
+
+/// Keep the first `cutoff_len` tokens of each example.
+pub fn truncate(examples: &mut [Example], cutoff_len: usize) {
+    for e in examples {
+        e.input_ids.truncate(cutoff_len);
+        e.labels.truncate(cutoff_len);
+    }
+}
+
+/// Pack examples into sequences of at most `cutoff_len` tokens without splitting any (greedy
+/// knapsack, longest first, as LLaMA-Factory's `packing`); attention is not blocked between them.
+pub fn pack(examples: Vec<Example>, cutoff_len: usize) -> Vec<Example> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(examples[i].input_ids.len()));
+    let mut bins: Vec<Example> = Vec::new();
+    for i in order {
+        let e = &examples[i];
+        let slot = bins
+            .iter_mut()
+            .find(|b| b.input_ids.len() + e.input_ids.len() <= cutoff_len);
+        match slot {
+            Some(b) => {
+                b.input_ids.extend_from_slice(&e.input_ids);
+                b.labels.extend_from_slice(&e.labels);
+            }
+            None => bins.push(e.clone()),
+        }
+    }
+    bins
+}
+
+/// Where training is in the data: which examples make which micro-batch of which step.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub num_examples: usize,
+}
+
+impl Schedule {
+    pub fn micro_batches_per_epoch(&self) -> usize {
+        self.num_examples.div_ceil(self.batch_size)
+    }
+
+    /// Optimizer steps per epoch (the last one takes what is left, as transformers does).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.micro_batches_per_epoch().div_ceil(self.grad_accum)
+    }
+
+    /// The order of examples in `epoch` (a seeded Fisher-Yates shuffle, or file order).
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.num_examples).collect();
+        if self.shuffle {
+            let mut rng = crate::model::StepRng::new(self.seed, epoch as u64, u64::MAX);
+            for i in (1..order.len()).rev() {
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+                order.swap(i, j);
+            }
+        }
+        order
+    }
+
+    /// The micro-batches (lists of example indices) of global step `step` (0-based).
+    pub fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
+        let spe = self.steps_per_epoch();
+        let (epoch, within) = (step / spe, step % spe);
+        let order = self.epoch_order(epoch);
+        let micro: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        micro
+            .iter()
+            .skip(within * self.grad_accum)
+            .take(self.grad_accum)
+            .map(|m| m.to_vec())
+            .collect()
+    }
+}
+
+/// The examples of a run: `dataset` as a pre-tokenized `.jsonl` file (a path, or a file in
+/// dataset_dir), or a name in `dataset_dir/dataset_info.json`; then max_samples, cutoff_len and packing.
+pub fn load_dataset(args: &crate::config::TrainArgs) -> Result<Vec<Example>> {
+    let name = args.dataset.split(',').next().unwrap_or("").trim();
+    let candidates = [
+        std::path::PathBuf::from(name),
+        args.dataset_dir.join(name),
+    ];
+    let file = candidates.iter().find(|p| p.is_file());
+    let mut examples = match file {
+        Some(p) => load_pretokenized(p)?,
+        None => crate::dataset::load_named(args)?,
+    };
+    if let Some(m) = args.max_samples {
+        examples.truncate(m);
+    }
+    truncate(&mut examples, args.cutoff_len);
+    if args.packing {
+        examples = pack(examples, args.cutoff_len);
+    }
+    Ok(examples)
+}

@@ -1,0 +1,19 @@
+//! LoRA fine-tuning of the Llama family on burn (ndarray, wgpu, optionally CUDA): Hugging Face
+//! checkpoints in, PEFT adapters out, LLaMA-Factory's keys, data formats and logs.
+
+pub mod config;
+pub mod data;
+pub mod dataset;
+pub mod error;
+pub mod lora;
+pub mod model;
+pub mod optim;
+pub mod plot;
+pub mod trainer;
+pub mod weights;
+
+pub use config::{Backend, TrainArgs};
+pub use error::{Error, Result};
+pub use lora::{Adapter, LoraSpec};
+pub use model::{Model, ModelConfig};
+pub use trainer::{Outcome, StepInfo, Summary, Trainer, make_device};

@@ -1,0 +1,505 @@
+//! The Llama family (llama incl. Llama 3.1 rope scaling, mistral, qwen2 with q/k/v biases and tied
+//! embeddings, qwen3 with q/k norms) on burn, with factored LoRA on any of its linear layers.
+//!
+//! Activations are kept as `[tokens, features]` 2-D tensors between layers (tokens = batch ×
+//! length); attention reshapes to `[batch, heads, length, head_dim]`.
+
+use std::path::Path;
+
+use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use lorafit_core::ModelArch;
+use lorafit_core::arch::RopeScaling;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::lora::{Adapter, LoraSpec};
+use crate::weights::{HostTensor, Weights};
+
+/// The shape and numerics of a checkpoint, read from its config.json.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: ModelArch,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+}
+
+/// The families this trainer runs.
+pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+
+impl ModelConfig {
+    /// Parse config.json text; an architecture outside [`SUPPORTED`] is an error naming it.
+    pub fn from_json(path: &Path, text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::ckpt(path, format!("not valid JSON: {e}")))?;
+        let arch = ModelArch::from_config_value(&v)
+            .map_err(|e| Error::ckpt(path, e.to_string()))?;
+        if !SUPPORTED.contains(&arch.model_type.as_str()) {
+            return Err(Error::Unsupported(format!(
+                "{}: model_type `{}` is not one lorafit can train (supported: {})",
+                path.display(),
+                arch.model_type,
+                SUPPORTED.join(", ")
+            )));
+        }
+        if arch.moe.is_some() || arch.fused_projections {
+            return Err(Error::Unsupported(format!(
+                "{}: mixture-of-experts and fused projections are not supported for training",
+                path.display()
+            )));
+        }
+        match arch.rope_scaling {
+            RopeScaling::None | RopeScaling::Llama3 { .. } | RopeScaling::Linear { .. } => {}
+            ref other => {
+                return Err(Error::Unsupported(format!(
+                    "{}: rope scaling {other:?} is not supported for training (none, linear and llama3 are)",
+                    path.display()
+                )));
+            }
+        }
+        if let Some(act) = v.get("hidden_act").and_then(Value::as_str)
+            && act != "silu"
+        {
+            return Err(Error::Unsupported(format!(
+                "{}: hidden_act `{act}` is not supported (silu is)",
+                path.display()
+            )));
+        }
+        let rms_norm_eps = v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6);
+        let rope_theta = arch.rope_theta.unwrap_or(10000.0);
+        Ok(ModelConfig {
+            arch,
+            rms_norm_eps,
+            rope_theta,
+        })
+    }
+
+    /// Read `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        Self::from_json(&path, &text)
+    }
+
+    fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let a = &self.arch;
+        (
+            a.hidden_size as usize,
+            a.intermediate_size as usize,
+            a.num_attention_heads as usize,
+            a.num_key_value_heads as usize,
+            a.head_dim as usize,
+            a.vocab_size as usize,
+        )
+    }
+
+    /// RoPE inverse frequencies in f32, as transformers computes them (incl. llama3 / linear scaling).
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let hd = self.arch.head_dim as usize;
+        let base = self.rope_theta as f32;
+        let mut inv: Vec<f32> = (0..hd)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / hd as f32))
+            .collect();
+        match self.arch.rope_scaling {
+            RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor as f32),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let (factor, low, high) = (factor as f32, low_freq_factor as f32, high_freq_factor as f32);
+                let old = original_max_position_embeddings as f32;
+                let low_wavelen = old / low;
+                let high_wavelen = old / high;
+                for f in &mut inv {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    let scaled = if wavelen > low_wavelen { *f / factor } else { *f };
+                    let smooth = (old / wavelen - low) / (high - low);
+                    let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
+                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    *f = if medium { smoothed } else { scaled };
+                }
+            }
+            _ => {}
+        }
+        inv
+    }
+}
+
+/// A frozen linear layer `y = x·Wᵀ + b` (W stored transposed, `[in, out]`), maybe with LoRA.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Wᵀ, `[in, out]`.
+    pub weight_t: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+    /// The HF module path, e.g. `model.layers.0.self_attn.q_proj`.
+    pub path: String,
+}
+
+impl Linear {
+    /// x `[n, in]` → `[n, out]`, adding the adapter's LoRA term when it targets this layer.
+    pub fn forward(&self, x: Tensor<2>, adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
+        let mut y = x.clone().matmul(self.weight_t.clone());
+        if let Some(b) = &self.bias {
+            y = y + b.clone().unsqueeze_dim(0);
+        }
+        if let Some(lora) = adapter.get(&self.path) {
+            y = y + lora.forward(x, adapter.spec(), rng);
+        }
+        y
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor<1>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// x `[.., d]` normalized over its last dimension.
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let var = x.clone().square().mean_dim(D - 1);
+        let x = x * (var + self.eps).sqrt().recip();
+        let mut shape = [1usize; D];
+        shape[D - 1] = self.weight.dims()[0];
+        x * self.weight.clone().reshape(shape)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: RmsNorm,
+    post_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Deterministic random numbers for LoRA dropout: one stream per (seed, step, micro-batch), so
+/// a resumed run draws the same masks as an uninterrupted one, on every backend.
+#[derive(Debug, Clone)]
+pub struct StepRng {
+    state: u64,
+    /// False outside training: dropout is then the identity.
+    pub active: bool,
+}
+
+impl StepRng {
+    pub fn new(seed: u64, step: u64, micro: u64) -> Self {
+        let mut r = StepRng {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            active: true,
+        };
+        r.state = r.state.wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        r.state = r.state.wrapping_add(micro.wrapping_mul(0x94D0_49BB_1331_11EB));
+        r
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        // SplitMix64.
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A generator for evaluation: dropout off.
+    pub fn eval() -> Self {
+        StepRng {
+            state: 0,
+            active: false,
+        }
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// A Llama-family causal LM with frozen weights on one device.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: ModelConfig,
+    embed: Tensor<2>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// lm_headᵀ `[hidden, vocab]` (the embedding, transposed, when tied).
+    lm_head_t: Tensor<2>,
+    device: Device,
+}
+
+fn to_device<const D: usize>(t: HostTensor, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(t.data, t.shape), device)
+}
+
+fn transpose_host(t: HostTensor) -> HostTensor {
+    let (r, c) = (t.shape[0], t.shape[1]);
+    let mut out = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = t.data[i * c + j];
+        }
+    }
+    HostTensor::new(vec![c, r], out)
+}
+
+impl Model {
+    /// Load a checkpoint directory (config.json + safetensors) onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let weights = Weights::load_dir(dir)?;
+        Self::from_weights(config, weights, device)
+    }
+
+    pub fn from_weights(config: ModelConfig, mut w: Weights, device: &Device) -> Result<Self> {
+        let (h, inter, nh, nkv, hd, vocab) = config.dims();
+        let a = config.arch.clone();
+        let eps = config.rms_norm_eps;
+        let norm = |w: &mut Weights, name: &str, d: usize| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: to_device(w.take(name, &[d])?, device),
+                eps,
+            })
+        };
+        let linear = |w: &mut Weights, path: String, inp: usize, out: usize, bias: bool| -> Result<Linear> {
+            let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
+            let bias = if bias {
+                Some(to_device(w.take(&format!("{path}.bias"), &[out])?, device))
+            } else {
+                None
+            };
+            Ok(Linear {
+                weight_t: to_device(transpose_host(weight), device),
+                bias,
+                path,
+            })
+        };
+        let embed_host = w.take("model.embed_tokens.weight", &[vocab, h])?;
+        let mut layers = Vec::new();
+        for i in 0..a.num_layers as usize {
+            let p = format!("model.layers.{i}");
+            let qk_norm = a.qk_norm;
+            layers.push(Layer {
+                input_norm: norm(&mut w, &format!("{p}.input_layernorm.weight"), h)?,
+                post_norm: norm(&mut w, &format!("{p}.post_attention_layernorm.weight"), h)?,
+                q: linear(&mut w, format!("{p}.self_attn.q_proj"), h, nh * hd, a.qkv_bias)?,
+                k: linear(&mut w, format!("{p}.self_attn.k_proj"), h, nkv * hd, a.qkv_bias)?,
+                v: linear(&mut w, format!("{p}.self_attn.v_proj"), h, nkv * hd, a.qkv_bias)?,
+                o: linear(&mut w, format!("{p}.self_attn.o_proj"), nh * hd, h, false)?,
+                q_norm: if qk_norm {
+                    Some(norm(&mut w, &format!("{p}.self_attn.q_norm.weight"), hd)?)
+                } else {
+                    None
+                },
+                k_norm: if qk_norm {
+                    Some(norm(&mut w, &format!("{p}.self_attn.k_norm.weight"), hd)?)
+                } else {
+                    None
+                },
+                gate: linear(&mut w, format!("{p}.mlp.gate_proj"), h, inter, false)?,
+                up: linear(&mut w, format!("{p}.mlp.up_proj"), h, inter, false)?,
+                down: linear(&mut w, format!("{p}.mlp.down_proj"), inter, h, false)?,
+            });
+        }
+        let norm_f = norm(&mut w, "model.norm.weight", h)?;
+        let lm_head_host = if a.tie_word_embeddings {
+            embed_host.clone()
+        } else {
+            w.take("lm_head.weight", &[vocab, h])?
+        };
+        let leftover: Vec<&str> = w
+            .names()
+            .filter(|n| !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if !leftover.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the checkpoint has tensors config.json does not describe (is it the right config?): {}",
+                leftover.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(Model {
+            embed: to_device(embed_host, device),
+            lm_head_t: to_device(transpose_host(lm_head_host), device),
+            layers,
+            norm: norm_f,
+            config,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every linear layer, in module order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .collect()
+    }
+
+    /// Input and output features of the linear at `path`.
+    pub fn linear_shape(&self, path: &str) -> Option<(usize, usize)> {
+        self.linears().into_iter().find(|l| l.path == path).map(|l| {
+            let d = l.weight_t.dims();
+            (d[0], d[1])
+        })
+    }
+
+    /// RoPE tables `[len, head_dim]` (cos, sin), rotate-half layout.
+    fn rope(&self, len: usize) -> (Tensor<2>, Tensor<2>) {
+        let inv = self.config.inv_freq();
+        let hd = self.config.arch.head_dim as usize;
+        let mut cos = Vec::with_capacity(len * hd);
+        let mut sin = Vec::with_capacity(len * hd);
+        for pos in 0..len {
+            for _ in 0..2 {
+                for f in &inv {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        (
+            Tensor::from_data(TensorData::new(cos, [len, hd]), &self.device),
+            Tensor::from_data(TensorData::new(sin, [len, hd]), &self.device),
+        )
+    }
+
+    /// Logits `[batch·len, vocab]` for `ids` `[batch, len]`.
+    pub fn logits(&self, ids: &[Vec<u32>], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
+        let (h, _, nh, nkv, hd, _) = self.config.dims();
+        let b = ids.len();
+        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let flat: Vec<i64> = ids
+            .iter()
+            .flat_map(|r| r.iter().map(|&t| t as i64).chain(std::iter::repeat_n(0, len - r.len())))
+            .collect();
+        let n = b * len;
+        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
+        let mut x = self.embed.clone().select(0, idx);
+        let (cos, sin) = self.rope(len);
+        let cos = cos.reshape([1, 1, len, hd]);
+        let sin = sin.reshape([1, 1, len, hd]);
+        let mask = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                (0..len * len).map(|i| i % len > i / len).collect::<Vec<bool>>(),
+                [len, len],
+            ),
+            &self.device,
+        )
+        .reshape([1, 1, len, len])
+        .expand([b, nh, len, len]);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let group = nh / nkv;
+        for layer in &self.layers {
+            let residual = x.clone();
+            let hs = layer.input_norm.forward(x);
+            let q = layer.q.forward(hs.clone(), adapter, rng).reshape([b, len, nh, hd]);
+            let k = layer.k.forward(hs.clone(), adapter, rng).reshape([b, len, nkv, hd]);
+            let v = layer.v.forward(hs, adapter, rng).reshape([b, len, nkv, hd]);
+            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
+                (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
+                _ => (q, k),
+            };
+            let q = rotate(q.swap_dims(1, 2), &cos, &sin);
+            let k = repeat_kv(rotate(k.swap_dims(1, 2), &cos, &sin), group);
+            let v = repeat_kv(v.swap_dims(1, 2), group);
+            let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+            let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
+            let probs = softmax(scores, 3);
+            let attn = probs.matmul(v).swap_dims(1, 2).reshape([n, nh * hd]);
+            x = residual + layer.o.forward(attn, adapter, rng);
+            let residual = x.clone();
+            let hs = layer.post_norm.forward(x);
+            let gate = silu(layer.gate.forward(hs.clone(), adapter, rng));
+            let up = layer.up.forward(hs, adapter, rng);
+            x = residual + layer.down.forward(gate * up, adapter, rng);
+        }
+        let _ = h;
+        self.norm.forward(x).matmul(self.lm_head_t.clone())
+    }
+
+    /// Sum of token cross-entropies over the labelled positions (labels unshifted, -100 ignored),
+    /// and the number of those positions.
+    pub fn loss_sum(
+        &self,
+        ids: &[Vec<u32>],
+        labels: &[Vec<i64>],
+        adapter: &Adapter,
+        rng: &mut StepRng,
+    ) -> (Tensor<1>, usize) {
+        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let mut targets = Vec::with_capacity(ids.len() * len);
+        let mut weights = Vec::with_capacity(ids.len() * len);
+        for lab in labels {
+            for t in 0..len {
+                let next = lab.get(t + 1).copied().unwrap_or(-100);
+                targets.push(next.max(0));
+                weights.push(if next >= 0 { 1.0f32 } else { 0.0 });
+            }
+        }
+        let count = weights.iter().filter(|w| **w > 0.0).count();
+        let n = targets.len();
+        let logits = self.logits(ids, adapter, rng);
+        let logp = log_softmax(logits, 1);
+        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
+        let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);
+        let picked = logp.gather(1, t) * w;
+        (picked.sum().neg(), count)
+    }
+}
+
+/// x `[b, h, len, hd]` · cos + rotate_half(x) · sin.
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let [b, h, len, hd] = x.dims();
+    let half = hd / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..len, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..len, half..hd]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// `[b, kv, len, hd]` → `[b, kv·group, len, hd]`, each kv head repeated `group` times in a row.
+fn repeat_kv(x: Tensor<4>, group: usize) -> Tensor<4> {
+    if group == 1 {
+        return x;
+    }
+    let [b, kv, len, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, group, len, hd])
+        .reshape([b, kv * group, len, hd])
+}
+
+/// The LoRA specs a model accepts (`all` or names) resolved to the module paths they target.
+pub fn target_paths(model: &Model, spec: &LoraSpec) -> Result<Vec<String>> {
+    let all = model.config.arch.all_lora_targets();
+    for t in &spec.targets {
+        if !all.contains(&t.as_str()) {
+            return Err(Error::Invalid(format!(
+                "lora_target `{t}` is not a linear layer of this {} model (its layers: {})",
+                model.config.arch.model_type,
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(model
+        .linears()
+        .into_iter()
+        .filter(|l| {
+            let leaf = l.path.rsplit('.').next().unwrap_or("");
+            spec.targets.iter().any(|t| t == leaf)
+        })
+        .map(|l| l.path.clone())
+        .collect())
+}

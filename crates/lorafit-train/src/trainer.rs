@@ -1,0 +1,559 @@
+//! The training loop of Contract 3: token-weighted gradient accumulation, clipping, AdamW with a
+//! schedule, logging (`trainer_log.jsonl`), atomic `checkpoint-N/` saves, exact resume, stop on
+//! request (Ctrl-C) with a checkpoint, and a stop with nothing lost on a non-finite loss.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
+use serde_json::{Value, json};
+
+use crate::config::{Backend, Resume, TrainArgs};
+use crate::data::{Example, Schedule};
+use crate::error::{Error, Result};
+use crate::lora::{Adapter, LoraSpec, host_of};
+use crate::model::{Model, StepRng};
+use crate::optim::{AdamW, clip, lr_at};
+use crate::weights::{HostTensor, Weights, save_f32, write_atomic};
+
+/// What happened at one optimizer step (for progress bars and tests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    /// 1-based.
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: Option<f64>,
+    pub epoch: f64,
+    pub tokens: u64,
+    pub tokens_per_second: f64,
+    pub elapsed_secs: f64,
+    /// Device memory in use now, where the backend reports it.
+    pub memory_bytes: Option<u64>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished,
+    /// Stopped on request after `step`; a checkpoint was written.
+    Interrupted { step: u64, checkpoint: PathBuf },
+}
+
+/// The record of a run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub outcome: Outcome,
+    /// Every step this process ran (not the resumed-over ones).
+    pub steps: Vec<StepInfo>,
+    pub peak_memory_bytes: Option<u64>,
+    pub trainable_params: usize,
+    pub output_dir: PathBuf,
+}
+
+/// Make the device for a backend (with autodiff, and gradient checkpointing when asked).
+pub fn make_device(backend: Backend, checkpointing: bool) -> Result<Device> {
+    #[allow(deprecated)]
+    let device = match backend {
+        Backend::NdArray => Device::ndarray(),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => Device::cuda(0),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(Error::Unsupported(format!(
+                "`backend: {}` is not compiled into this build (rebuild with `--features {}`)",
+                other.name(),
+                other.name()
+            )));
+        }
+    };
+    let device = device.autodiff();
+    Ok(if checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    })
+}
+
+fn memory_in_use(device: &Device) -> Option<u64> {
+    device.memory_pool_usage().map(|u| u.bytes_in_use)
+}
+
+/// Resident-set high-water mark of this process (Linux), for CPU backends.
+pub fn process_peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// What a checkpoint must agree on with the run resuming it.
+fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
+    json!({
+        "per_device_train_batch_size": args.batch_size,
+        "gradient_accumulation_steps": args.grad_accum,
+        "seed": args.seed,
+        "shuffle": args.shuffle,
+        "num_examples": num_examples,
+        "total_steps": total,
+        "lora_rank": args.lora_rank,
+    })
+}
+
+/// The newest `checkpoint-N` directory in `dir`.
+pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n: u64 = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().join("trainer_state.json").is_file().then_some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, p)| p)
+}
+
+/// Everything needed to continue exactly.
+struct Saved {
+    step: u64,
+    log_history: Vec<Value>,
+}
+
+/// The training run's state and its outputs.
+pub struct Trainer<'a> {
+    pub args: TrainArgs,
+    pub model: &'a Model,
+    pub adapter: Adapter,
+    examples: Vec<Example>,
+    schedule: Schedule,
+    pub total_steps: u64,
+    warmup: u64,
+    optimizer: AdamW,
+    start_step: u64,
+    log_history: Vec<Value>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Trainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("total_steps", &self.total_steps).finish()
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// Set up a run: adapter (new, from adapter_name_or_path, or from the checkpoint resumed),
+    /// optimizer state and the step to start from.
+    pub fn new(args: TrainArgs, model: &'a Model, examples: Vec<Example>) -> Result<Self> {
+        let device = model.device().clone();
+        let vocab = model.config.arch.vocab_size as u32;
+        for (i, e) in examples.iter().enumerate() {
+            if let Some(t) = e.input_ids.iter().find(|t| **t >= vocab) {
+                return Err(Error::Invalid(format!(
+                    "example {} holds token id {t}, outside the model's vocabulary of {vocab}",
+                    i + 1
+                )));
+            }
+        }
+        if examples.iter().all(|e| e.loss_tokens() == 0) {
+            return Err(Error::Invalid(
+                "no example has a label to learn (every label is -100 after truncation)".into(),
+            ));
+        }
+        let schedule = Schedule {
+            batch_size: args.batch_size,
+            grad_accum: args.grad_accum,
+            shuffle: args.shuffle,
+            seed: args.seed,
+            num_examples: examples.len(),
+        };
+        let total_steps = args.total_steps(schedule.steps_per_epoch());
+        let warmup = args.warmup(total_steps);
+        let targets = if args.lora_target.iter().any(|t| t == "all") {
+            model
+                .config
+                .arch
+                .all_lora_targets()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            args.lora_target.clone()
+        };
+        let spec = LoraSpec {
+            rank: args.lora_rank,
+            alpha: args.lora_alpha,
+            dropout: args.lora_dropout,
+            rslora: args.use_rslora,
+            targets,
+        };
+        let resume_dir = match &args.resume {
+            Resume::No => None,
+            Resume::Latest => Some(latest_checkpoint(&args.output_dir).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "`resume_from_checkpoint: true` but {} has no checkpoint-N directory",
+                    args.output_dir.display()
+                ))
+            })?),
+            Resume::Dir(d) => Some(d.clone()),
+        };
+        let (adapter, optimizer, saved) = match &resume_dir {
+            Some(dir) => {
+                let adapter = Adapter::load(dir, model, args.lora_dropout, &device)?;
+                let (opt, saved) =
+                    load_state(dir, &adapter, &fingerprint(&args, examples.len(), total_steps), args.adamw)?;
+                (adapter, opt, Some(saved))
+            }
+            None => {
+                let adapter = match &args.adapter_dir {
+                    Some(d) => Adapter::load(d, model, args.lora_dropout, &device)?,
+                    None => Adapter::init(model, spec, args.seed, &device)?,
+                };
+                let params: Vec<Tensor<2>> =
+                    adapter.params().into_iter().map(|(_, t)| t.clone().inner()).collect();
+                (adapter.clone(), AdamW::new(args.adamw, &params), None)
+            }
+        };
+        let (start_step, log_history) = match saved {
+            Some(s) => (s.step, s.log_history),
+            None => (0, Vec::new()),
+        };
+        Ok(Trainer {
+            args,
+            model,
+            adapter,
+            examples,
+            schedule,
+            total_steps,
+            warmup,
+            optimizer,
+            start_step,
+            log_history,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A flag that, once set (e.g. by a Ctrl-C handler), ends the run after the current step
+    /// with a checkpoint.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    pub fn start_step(&self) -> u64 {
+        self.start_step
+    }
+
+    pub fn num_examples(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// Run from the start step to the end (or a stop request), calling `on_step` after each step.
+    pub fn run(&mut self, mut on_step: impl FnMut(&StepInfo)) -> Result<Summary> {
+        let out = self.args.output_dir.clone();
+        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+        self.rewrite_log()?;
+        let device = self.model.device().clone();
+        let spe = self.schedule.steps_per_epoch() as f64;
+        let started = Instant::now();
+        let mut steps = Vec::new();
+        let mut tokens_total = 0u64;
+        let mut peak: Option<u64> = None;
+        let mut window: Vec<f64> = Vec::new();
+        let mut last_saved: Option<PathBuf> = latest_checkpoint(&out);
+        for step in self.start_step..self.total_steps {
+            let batches = self.schedule.step_batches(step as usize);
+            let n_tokens: usize = batches
+                .iter()
+                .flatten()
+                .map(|&i| self.examples[i].loss_tokens())
+                .sum();
+            let step_tokens: u64 = batches
+                .iter()
+                .flatten()
+                .map(|&i| self.examples[i].input_ids.len() as u64)
+                .sum();
+            self.adapter.require_grad();
+            let params: Vec<Tensor<2>> =
+                self.adapter.params().into_iter().map(|(_, t)| t.clone()).collect();
+            let mut acc: Option<Vec<Tensor<2>>> = None;
+            let mut loss_value = 0.0f64;
+            if n_tokens > 0 {
+                for (mi, mb) in batches.iter().enumerate() {
+                    let ids: Vec<Vec<u32>> =
+                        mb.iter().map(|&i| self.examples[i].input_ids.clone()).collect();
+                    let labels: Vec<Vec<i64>> =
+                        mb.iter().map(|&i| self.examples[i].labels.clone()).collect();
+                    let mut rng = StepRng::new(self.args.seed, step, mi as u64);
+                    let (sum, _) = self.model.loss_sum(&ids, &labels, &self.adapter, &mut rng);
+                    let loss = sum / n_tokens as f64;
+                    loss_value += loss.clone().inner().into_scalar::<f32>() as f64;
+                    let grads = loss.backward();
+                    if let Some(m) = memory_in_use(&device) {
+                        peak = Some(peak.map_or(m, |p| p.max(m)));
+                    }
+                    let g: Vec<Tensor<2>> = params
+                        .iter()
+                        .map(|p| p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like()))
+                        .collect();
+                    acc = Some(match acc {
+                        None => g,
+                        Some(a) => a.into_iter().zip(g).map(|(x, y)| x + y).collect(),
+                    });
+                }
+            }
+            if !loss_value.is_finite() {
+                let kept = match &last_saved {
+                    Some(p) => format!("the last good checkpoint is {}", p.display()),
+                    None => "no checkpoint had been written yet; nothing was overwritten".into(),
+                };
+                return Err(Error::NonFiniteLoss {
+                    step: step + 1,
+                    loss: loss_value,
+                    kept,
+                });
+            }
+            let lr = lr_at(self.args.schedule, self.args.learning_rate, step, self.warmup, self.total_steps);
+            let mut grad_norm = None;
+            if let Some(grads) = acc {
+                let grads = if self.args.max_grad_norm > 0.0 {
+                    let (g, norm) = clip(grads, self.args.max_grad_norm);
+                    grad_norm = Some(norm);
+                    g
+                } else {
+                    grads
+                };
+                if grad_norm.is_some_and(|n| !n.is_finite()) {
+                    return Err(Error::NonFiniteLoss {
+                        step: step + 1,
+                        loss: f64::NAN,
+                        kept: "the gradient norm is not finite; no checkpoint was overwritten".into(),
+                    });
+                }
+                let inner: Vec<Tensor<2>> = params.into_iter().map(|p| p.inner()).collect();
+                let updated = self.optimizer.update(inner, grads, lr);
+                self.adapter
+                    .set_params(updated.into_iter().map(|t| attach(t, &device)).collect());
+            }
+            tokens_total += step_tokens;
+            let elapsed = started.elapsed().as_secs_f64();
+            let info = StepInfo {
+                step: step + 1,
+                total_steps: self.total_steps,
+                loss: loss_value,
+                lr,
+                grad_norm,
+                epoch: (step + 1) as f64 / spe,
+                tokens: step_tokens,
+                tokens_per_second: tokens_total as f64 / elapsed.max(1e-9),
+                elapsed_secs: elapsed,
+                memory_bytes: memory_in_use(&device),
+            };
+            window.push(loss_value);
+            if (step + 1) % self.args.logging_steps == 0 || step + 1 == self.total_steps {
+                let done = (step + 1 - self.start_step) as f64;
+                let remaining = elapsed / done * (self.total_steps - step - 1) as f64;
+                let mean = window.iter().sum::<f64>() / window.len() as f64;
+                window.clear();
+                let entry = json!({
+                    "current_steps": step + 1,
+                    "total_steps": self.total_steps,
+                    "loss": round(mean, 4),
+                    "lr": lr,
+                    "epoch": round(info.epoch, 2),
+                    "percentage": round(100.0 * (step + 1) as f64 / self.total_steps as f64, 2),
+                    "elapsed_time": hms(elapsed),
+                    "remaining_time": hms(remaining),
+                    "tokens_per_second": round(info.tokens_per_second, 1),
+                    "memory": info.memory_bytes.or_else(process_peak_rss_bytes),
+                    "loss_exact": mean,
+                });
+                self.append_log(&entry)?;
+            }
+            on_step(&info);
+            steps.push(info);
+            let stop = self.stop.load(Ordering::SeqCst);
+            if (step + 1) % self.args.save_steps == 0 || (stop && step + 1 < self.total_steps) {
+                let dir = self.save_checkpoint(step + 1)?;
+                last_saved = Some(dir.clone());
+                if stop {
+                    return Ok(Summary {
+                        outcome: Outcome::Interrupted {
+                            step: step + 1,
+                            checkpoint: dir,
+                        },
+                        steps,
+                        peak_memory_bytes: peak,
+                        trainable_params: self.adapter.num_params(),
+                        output_dir: out,
+                    });
+                }
+            }
+        }
+        self.adapter
+            .save(&out, &self.args.model_dir.display().to_string())?;
+        if self.args.plot_loss {
+            let points: Vec<(f64, f64)> = self
+                .log_history
+                .iter()
+                .filter_map(|e| Some((e["current_steps"].as_f64()?, e["loss_exact"].as_f64()?)))
+                .collect();
+            crate::plot::write_loss_png(&out.join("training_loss.png"), &points)?;
+        }
+        Ok(Summary {
+            outcome: Outcome::Finished,
+            steps,
+            peak_memory_bytes: peak,
+            trainable_params: self.adapter.num_params(),
+            output_dir: out,
+        })
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.args.output_dir.join("trainer_log.jsonl")
+    }
+
+    fn rewrite_log(&self) -> Result<()> {
+        let mut text = String::new();
+        for e in &self.log_history {
+            text.push_str(&e.to_string());
+            text.push('\n');
+        }
+        write_atomic(&self.log_path(), text.as_bytes())
+    }
+
+    fn append_log(&mut self, entry: &Value) -> Result<()> {
+        use std::io::Write;
+        let path = self.log_path();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{entry}").map_err(|e| Error::io(&path, e))?;
+        self.log_history.push(entry.clone());
+        Ok(())
+    }
+
+    /// Write `checkpoint-{step}/` (adapter, optimizer moments, trainer state) atomically: into a
+    /// temporary directory first, renamed into place when complete.
+    pub fn save_checkpoint(&self, step: u64) -> Result<PathBuf> {
+        let out = &self.args.output_dir;
+        let final_dir = out.join(format!("checkpoint-{step}"));
+        let tmp = out.join(format!(".checkpoint-{step}.tmp{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        self.adapter
+            .save(&tmp, &self.args.model_dir.display().to_string())?;
+        let mut moments: BTreeMap<String, HostTensor> = BTreeMap::new();
+        for (i, (name, _)) in self.adapter.params().iter().enumerate() {
+            moments.insert(format!("exp_avg.{name}"), host_of(&self.optimizer.exp_avg[i])?);
+            moments.insert(format!("exp_avg_sq.{name}"), host_of(&self.optimizer.exp_avg_sq[i])?);
+        }
+        save_f32(&tmp.join("optimizer.safetensors"), &moments)?;
+        let state = json!({
+            "global_step": step,
+            "optimizer_step": self.optimizer.step,
+            "fingerprint": fingerprint(&self.args, self.examples.len(), self.total_steps),
+            "log_history": self.log_history,
+        });
+        write_atomic(
+            &tmp.join("trainer_state.json"),
+            serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(),
+        )?;
+        if final_dir.exists() {
+            let old = out.join(format!(".checkpoint-{step}.old{}", std::process::id()));
+            std::fs::rename(&final_dir, &old).map_err(|e| Error::io(&final_dir, e))?;
+            std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+        }
+        Ok(final_dir)
+    }
+}
+
+/// Put a plain tensor back on `device`'s autodiff context (with its checkpointing strategy).
+fn attach(t: Tensor<2>, device: &Device) -> Tensor<2> {
+    let t = t.autodiff();
+    match device.gradient_checkpointing_strategy() {
+        Some(s) => t.with_gradient_checkpointing_strategy(s),
+        None => t,
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn load_state(
+    dir: &Path,
+    adapter: &Adapter,
+    expect: &Value,
+    config: crate::optim::AdamWConfig,
+) -> Result<(AdamW, Saved)> {
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::ckpt(&state_path, format!("not valid JSON: {e}")))?;
+    let fp = &v["fingerprint"];
+    if let (Some(have), Some(want)) = (fp.as_object(), expect.as_object()) {
+        for (k, w) in want {
+            if have.get(k) != Some(w) {
+                return Err(Error::ckpt(
+                    &state_path,
+                    format!(
+                        "was written with `{k}` = {}, this run has {w}: resuming would not continue the same run",
+                        have.get(k).map(|x| x.to_string()).unwrap_or_else(|| "nothing".into())
+                    ),
+                ));
+            }
+        }
+    } else {
+        return Err(Error::ckpt(&state_path, "has no `fingerprint` object"));
+    }
+    let step = v["global_step"]
+        .as_u64()
+        .ok_or_else(|| Error::ckpt(&state_path, "has no `global_step`"))?;
+    let opt_step = v["optimizer_step"]
+        .as_u64()
+        .ok_or_else(|| Error::ckpt(&state_path, "has no `optimizer_step`"))?;
+    let log_history = v["log_history"].as_array().cloned().unwrap_or_default();
+    let opt_path = dir.join("optimizer.safetensors");
+    let mut w = Weights::load_file(&opt_path)?;
+    let mut exp_avg = Vec::new();
+    let mut exp_avg_sq = Vec::new();
+    for (name, t) in adapter.params() {
+        let shape = t.dims().to_vec();
+        let device = t.device();
+        for (prefix, out) in [("exp_avg", &mut exp_avg), ("exp_avg_sq", &mut exp_avg_sq)] {
+            let h = w
+                .take(&format!("{prefix}.{name}"), &shape)
+                .map_err(|e| Error::ckpt(&opt_path, e.to_string()))?;
+            out.push(
+                Tensor::<2>::from_data(burn::tensor::TensorData::new(h.data, h.shape), &device)
+                    .inner(),
+            );
+        }
+    }
+    Ok((
+        AdamW {
+            config,
+            step: opt_step,
+            exp_avg,
+            exp_avg_sq,
+        },
+        Saved { step, log_history },
+    ))
+}
