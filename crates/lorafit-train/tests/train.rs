@@ -123,3 +123,38 @@ fn qwen2_bf16_tied_bias_rslora_matches_peft_on_ndarray() {
 fn qwen3_sharded_qk_norm_matches_peft_on_ndarray() {
     check_parity("qwen3_constant", Backend::NdArray);
 }
+
+/// A wgpu adapter (lavapipe on CI), or a printed reason to skip.
+fn wgpu_available() -> bool {
+    if cfg!(not(feature = "wgpu")) {
+        eprintln!("skipped: built without the wgpu feature");
+        return false;
+    }
+    let ok = std::panic::catch_unwind(|| {
+        let device = make_device(Backend::Wgpu, false).expect("device");
+        let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
+        t.sum().into_scalar::<f32>()
+    });
+    match ok {
+        Ok(v) if v == 3.0 => true,
+        _ => {
+            eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+            false
+        }
+    }
+}
+
+#[test]
+fn llama_cosine_clip_accumulation_matches_peft_on_wgpu() {
+    if wgpu_available() {
+        check_parity("llama_cosine_clip_ga", Backend::Wgpu);
+    }
+}
+
+#[test]
+fn qwen2_and_qwen3_match_peft_on_wgpu() {
+    if wgpu_available() {
+        check_parity("qwen2_linear_rslora", Backend::Wgpu);
+        check_parity("qwen3_constant", Backend::Wgpu);
+    }
+}
