@@ -1,4 +1,4 @@
-//! The `lorafit` binary: a thin clap front end over lorafit-core.
+//! The `lorafit` binary: a thin clap front end over lorafit-core and lorafit-train.
 
 use std::path::{Path, PathBuf};
 
@@ -41,11 +41,22 @@ enum Command {
         #[arg(long)]
         deepspeed: bool,
     },
+    /// Fine-tune with LoRA on a local HF checkpoint (Contract 3): PEFT adapter, trainer_log.jsonl,
+    /// checkpoints every save_steps; Ctrl-C saves a checkpoint and stops.
+    Train {
+        /// LLaMA-Factory YAML.
+        config: PathBuf,
+        /// Override a key: `--set max_steps=100` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog with prices.
     Gpus,
 }
+
+mod train;
 
 fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
     let text = std::fs::read_to_string(path)
@@ -61,7 +72,7 @@ fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
 }
 
 /// The plan plus what only the binary can read: a model directory's config.json and a DeepSpeed file.
-fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Option<String>)> {
+pub(crate) fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Option<String>)> {
     let mut plan = settings.plan()?;
     let base = path.parent().unwrap_or(Path::new("."));
     let model_dir = [PathBuf::from(&plan.model), base.join(&plan.model)]
@@ -101,7 +112,7 @@ fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Option<String>)>
     Ok((plan, config_json))
 }
 
-fn gib(bytes: u64) -> String {
+pub(crate) fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
@@ -241,6 +252,10 @@ fn run() -> Result<()> {
             } else {
                 print!("{}", export::to_llamafactory_yaml(&settings, lorafit_keys));
             }
+        }
+        Command::Train { config, set } => {
+            let settings = load_settings(&config, &set)?;
+            return train::run(&config, &settings);
         }
         Command::Models => {
             for m in catalog::models() {

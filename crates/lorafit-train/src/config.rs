@@ -83,9 +83,14 @@ impl TrainArgs {
     /// Resolve the keys; relative paths are taken from `base` (the config file's directory).
     pub fn from_settings(s: &Settings, base: &Path) -> Result<Self> {
         let plan = s.plan()?;
+        // As `lorafit estimate`: relative to the working directory, else to the config's directory.
         let path = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+            if p.is_absolute() || p.exists() || !base.join(p).exists() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
         };
         let model_dir = path(&plan.model);
         if !model_dir.join("config.json").is_file() {

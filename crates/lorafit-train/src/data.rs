@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 pub struct Example {
     pub input_ids: Vec<u32>,
     pub labels: Vec<i64>,
+    /// RoPE positions; empty means 0, 1, 2, … (packed sequences restart at each sub-sequence).
+    pub position_ids: Vec<u32>,
 }
 
 impl Example {
@@ -101,6 +103,7 @@ pub fn load_pretokenized(path: &Path) -> Result<Vec<Example>> {
         out.push(Example {
             input_ids: ids,
             labels,
+            position_ids: Vec::new(),
         });
     }
     if out.is_empty() {
@@ -117,26 +120,67 @@ pub fn truncate(examples: &mut [Example], cutoff_len: usize) {
     }
 }
 
-/// Pack examples into sequences of at most `cutoff_len` tokens without splitting any (greedy
-/// knapsack, longest first, as LLaMA-Factory's `packing`); attention is not blocked between them.
-pub fn pack(examples: Vec<Example>, cutoff_len: usize) -> Vec<Example> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(examples[i].input_ids.len()));
-    let mut bins: Vec<Example> = Vec::new();
-    for i in order {
-        let e = &examples[i];
-        let slot = bins
-            .iter_mut()
-            .find(|b| b.input_ids.len() + e.input_ids.len() <= cutoff_len);
-        match slot {
-            Some(b) => {
-                b.input_ids.extend_from_slice(&e.input_ids);
-                b.labels.extend_from_slice(&e.labels);
+/// LLaMA-Factory's `greedy_knapsack`: lengths sorted ascending, each bin repeatedly takes the
+/// longest remaining length that still fits.
+pub fn greedy_knapsack(mut lengths: Vec<usize>, capacity: usize) -> Vec<Vec<usize>> {
+    lengths.sort_unstable();
+    let mut bins = Vec::new();
+    while !lengths.is_empty() {
+        let mut bin = Vec::new();
+        let mut remaining = capacity;
+        loop {
+            let idx = lengths.partition_point(|&l| l <= remaining);
+            if idx == 0 {
+                break;
             }
-            None => bins.push(e.clone()),
+            remaining -= lengths[idx - 1];
+            bin.push(lengths.remove(idx - 1));
         }
+        if bin.is_empty() {
+            break;
+        }
+        bins.push(bin);
     }
     bins
+}
+
+/// Pack examples as LLaMA-Factory's `packing: true`: examples longer than `capacity` are dropped,
+/// the rest packed with [`greedy_knapsack`], each pack padded with `pad_id` (label -100,
+/// position 0) to `capacity + 1` tokens; positions restart at each example; attention is not
+/// blocked between examples (`neat_packing` is not implemented).
+pub fn pack(examples: Vec<Example>, capacity: usize, pad_id: u32) -> Vec<Example> {
+    let mut by_len: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    let mut lengths = Vec::new();
+    for (i, e) in examples.iter().enumerate() {
+        let n = e.input_ids.len();
+        if n <= capacity {
+            lengths.push(n);
+            by_len.entry(n).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for bin in greedy_knapsack(lengths, capacity) {
+        let mut p = Example {
+            input_ids: Vec::new(),
+            labels: Vec::new(),
+            position_ids: Vec::new(),
+        };
+        for len in bin {
+            let Some(i) = by_len.get_mut(&len).and_then(Vec::pop) else {
+                continue;
+            };
+            let e = &examples[i];
+            p.input_ids.extend_from_slice(&e.input_ids);
+            p.labels.extend_from_slice(&e.labels);
+            p.position_ids.extend(0..e.input_ids.len() as u32);
+        }
+        let pad = (capacity + 1).saturating_sub(p.input_ids.len());
+        p.input_ids.extend(std::iter::repeat_n(pad_id, pad));
+        p.labels.extend(std::iter::repeat_n(-100, pad));
+        p.position_ids.extend(std::iter::repeat_n(0, pad));
+        out.push(p);
+    }
+    out
 }
 
 /// Where training is in the data: which examples make which micro-batch of which step.
@@ -196,16 +240,22 @@ pub fn load_dataset(args: &crate::config::TrainArgs) -> Result<Vec<Example>> {
         args.dataset_dir.join(name),
     ];
     let file = candidates.iter().find(|p| p.is_file());
-    let mut examples = match file {
-        Some(p) => load_pretokenized(p)?,
-        None => crate::dataset::load_named(args)?,
+    // LLaMA-Factory encodes packed data with cutoff_len - 1 and pads each pack to cutoff_len.
+    let cutoff = if args.packing {
+        args.cutoff_len.saturating_sub(1).max(1)
+    } else {
+        args.cutoff_len
+    };
+    let (mut examples, pad_id) = match file {
+        Some(p) => (load_pretokenized(p)?, 0),
+        None => crate::dataset::load_named(args, cutoff)?,
     };
     if let Some(m) = args.max_samples {
         examples.truncate(m);
     }
-    truncate(&mut examples, args.cutoff_len);
+    truncate(&mut examples, cutoff);
     if args.packing {
-        examples = pack(examples, args.cutoff_len);
+        examples = pack(examples, cutoff, pad_id);
     }
     Ok(examples)
 }

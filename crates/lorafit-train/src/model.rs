@@ -355,13 +355,14 @@ impl Model {
         })
     }
 
-    /// RoPE tables `[len, head_dim]` (cos, sin), rotate-half layout.
-    fn rope(&self, len: usize) -> (Tensor<2>, Tensor<2>) {
+    /// RoPE tables `[batch, 1, len, head_dim]` (cos, sin), rotate-half layout, for each token's position.
+    fn rope(&self, positions: &[Vec<u32>], b: usize, len: usize) -> (Tensor<4>, Tensor<4>) {
         let inv = self.config.inv_freq();
         let hd = self.config.arch.head_dim as usize;
-        let mut cos = Vec::with_capacity(len * hd);
-        let mut sin = Vec::with_capacity(len * hd);
-        for pos in 0..len {
+        let mut cos = Vec::with_capacity(b * len * hd);
+        let mut sin = Vec::with_capacity(b * len * hd);
+        for (row, t) in (0..b).flat_map(|r| (0..len).map(move |t| (r, t))) {
+            let pos = positions.get(row).and_then(|p| p.get(t)).copied().unwrap_or(t as u32);
             for _ in 0..2 {
                 for f in &inv {
                     let angle = pos as f32 * f;
@@ -371,13 +372,20 @@ impl Model {
             }
         }
         (
-            Tensor::from_data(TensorData::new(cos, [len, hd]), &self.device),
-            Tensor::from_data(TensorData::new(sin, [len, hd]), &self.device),
+            Tensor::from_data(TensorData::new(cos, [b, 1, len, hd]), &self.device),
+            Tensor::from_data(TensorData::new(sin, [b, 1, len, hd]), &self.device),
         )
     }
 
-    /// Logits `[batch·len, vocab]` for `ids` `[batch, len]`.
-    pub fn logits(&self, ids: &[Vec<u32>], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
+    /// Logits `[batch·len, vocab]` for `ids` `[batch, len]` (right-padded), at `positions`
+    /// (per row; an empty row means 0, 1, 2, …).
+    pub fn logits(
+        &self,
+        ids: &[Vec<u32>],
+        positions: &[Vec<u32>],
+        adapter: &Adapter,
+        rng: &mut StepRng,
+    ) -> Tensor<2> {
         let (h, _, nh, nkv, hd, _) = self.config.dims();
         let b = ids.len();
         let len = ids.iter().map(Vec::len).max().unwrap_or(0);
@@ -388,9 +396,7 @@ impl Model {
         let n = b * len;
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
         let mut x = self.embed.clone().select(0, idx);
-        let (cos, sin) = self.rope(len);
-        let cos = cos.reshape([1, 1, len, hd]);
-        let sin = sin.reshape([1, 1, len, hd]);
+        let (cos, sin) = self.rope(positions, b, len);
         let mask = Tensor::<2, Bool>::from_data(
             TensorData::new(
                 (0..len * len).map(|i| i % len > i / len).collect::<Vec<bool>>(),
@@ -436,6 +442,7 @@ impl Model {
         &self,
         ids: &[Vec<u32>],
         labels: &[Vec<i64>],
+        positions: &[Vec<u32>],
         adapter: &Adapter,
         rng: &mut StepRng,
     ) -> (Tensor<1>, usize) {
@@ -451,7 +458,7 @@ impl Model {
         }
         let count = weights.iter().filter(|w| **w > 0.0).count();
         let n = targets.len();
-        let logits = self.logits(ids, adapter, rng);
+        let logits = self.logits(ids, positions, adapter, rng);
         let logp = log_softmax(logits, 1);
         let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
         let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);

@@ -293,8 +293,12 @@ impl<'a> Trainer<'a> {
                         mb.iter().map(|&i| self.examples[i].input_ids.clone()).collect();
                     let labels: Vec<Vec<i64>> =
                         mb.iter().map(|&i| self.examples[i].labels.clone()).collect();
+                    let positions: Vec<Vec<u32>> =
+                        mb.iter().map(|&i| self.examples[i].position_ids.clone()).collect();
                     let mut rng = StepRng::new(self.args.seed, step, mi as u64);
-                    let (sum, _) = self.model.loss_sum(&ids, &labels, &self.adapter, &mut rng);
+                    let (sum, _) =
+                        self.model
+                            .loss_sum(&ids, &labels, &positions, &self.adapter, &mut rng);
                     let loss = sum / n_tokens as f64;
                     loss_value += loss.clone().inner().into_scalar::<f32>() as f64;
                     let grads = loss.backward();

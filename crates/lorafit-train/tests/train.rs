@@ -37,7 +37,7 @@ fn settings(run: &Value, extra: &[(&str, Val)]) -> Settings {
         s.set(k, val(v)).expect("fixture key");
     }
     s.set("dataset", Val::Str("data.jsonl".into())).expect("dataset");
-    s.set("dataset_dir", Val::Str(".".into())).expect("dataset_dir");
+    s.set("dataset_dir", Val::Str(fixtures().display().to_string())).expect("dataset_dir");
     s.set("logging_steps", Val::Int(1)).expect("logging");
     s.set("finetuning_type", Val::Str("lora".into())).expect("ft");
     for (k, v) in extra {

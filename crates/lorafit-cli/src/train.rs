@@ -1,0 +1,129 @@
+//! `lorafit train`: the estimate for the run, a progress bar (or one line per logging step when
+//! stderr is not a terminal), Ctrl-C → checkpoint and exit, and the measured peak memory at the end.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use lorafit_core::estimate;
+use lorafit_core::plan::Settings;
+use lorafit_train::trainer::process_peak_rss_bytes;
+use lorafit_train::{Model, Outcome, TrainArgs, Trainer, data, make_device};
+
+use crate::{gib, load_plan};
+
+pub fn run(config: &Path, settings: &Settings) -> Result<()> {
+    let base = config.parent().unwrap_or(Path::new("."));
+    let args = TrainArgs::from_settings(settings, base)?;
+
+    // lorafit-core's estimate for the same keys (what PyTorch + PEFT would need on a CUDA GPU).
+    let estimate = load_plan(config, settings).and_then(|(plan, config_json)| {
+        let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
+        Ok(estimate::estimate(&arch, source, &plan)?)
+    });
+    match &estimate {
+        Ok(e) => eprintln!(
+            "estimate (lorafit-core, PyTorch+PEFT on CUDA): peak allocated {}, reserved {} per GPU; {} trainable parameters",
+            gib(e.peak_allocated_bytes),
+            gib(e.peak_reserved_bytes),
+            e.trainable_params
+        ),
+        Err(err) => eprintln!("estimate unavailable: {err:#}"),
+    }
+
+    let device = make_device(args.backend, args.gradient_checkpointing)?;
+    eprintln!("loading {} on {}", args.model_dir.display(), args.backend.name());
+    let model = Model::load(&args.model_dir, &device)
+        .with_context(|| format!("loading {}", args.model_dir.display()))?;
+    let examples = data::load_dataset(&args)?;
+    let mut trainer = Trainer::new(args, &model, examples)?;
+    eprintln!(
+        "{} examples, {} optimizer steps{}, {} trainable parameters (LoRA r={}), output in {}",
+        trainer.num_examples(),
+        trainer.total_steps,
+        if trainer.start_step() > 0 {
+            format!(" (resuming after step {})", trainer.start_step())
+        } else {
+            String::new()
+        },
+        trainer.adapter.num_params(),
+        trainer.adapter.spec().rank,
+        trainer.args.output_dir.display()
+    );
+
+    let stop = trainer.stop_flag();
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = ProgressBar::new(trainer.total_steps);
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_position(trainer.start_step());
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let logging = trainer.args.logging_steps;
+    let summary = trainer.run(|s| {
+        let mem = s
+            .memory_bytes
+            .or_else(process_peak_rss_bytes)
+            .map(gib)
+            .unwrap_or_default();
+        let msg = format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s mem {mem}",
+            s.loss, s.lr, s.tokens_per_second
+        );
+        if tty {
+            bar.set_position(s.step);
+            bar.set_message(msg);
+        } else if s.step % logging == 0 || s.step == s.total_steps {
+            eprintln!("step {}/{} {msg}", s.step, s.total_steps);
+        }
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    let measured = match summary.peak_memory_bytes {
+        Some(b) => format!("{} (device memory in use, polled after each backward)", gib(b)),
+        None => match process_peak_rss_bytes() {
+            Some(b) => format!("{} (process peak RSS; this backend reports no device pool)", gib(b)),
+            None => "not available on this backend".into(),
+        },
+    };
+    if let Ok(e) = &estimate {
+        eprintln!(
+            "peak memory: measured {measured}; estimate for PyTorch+PEFT {}",
+            gib(e.peak_allocated_bytes)
+        );
+    } else {
+        eprintln!("peak memory: measured {measured}");
+    }
+    match summary.outcome {
+        Outcome::Finished => {
+            eprintln!(
+                "done: adapter_model.safetensors + adapter_config.json in {}",
+                summary.output_dir.display()
+            );
+            Ok(())
+        }
+        Outcome::Interrupted { step, checkpoint } => {
+            eprintln!(
+                "stopped after step {step}; resume with `--set resume_from_checkpoint={}`",
+                checkpoint.display()
+            );
+            std::process::exit(130);
+        }
+    }
+}
