@@ -75,7 +75,7 @@ fn check_parity(name: &str, backend: Backend) {
     )
     .expect("parses");
     let out = tmp_dir(&format!("{name}-{}", backend.name()));
-    let (summary, _) = run_with(name, backend, &[], &out);
+    let (summary, trainer) = run_with(name, backend, &[], &out);
     let want: Vec<f64> = run["losses"].as_array().expect("losses").iter().filter_map(Value::as_f64).collect();
     let want_lr: Vec<f64> = run["lrs"].as_array().expect("lrs").iter().filter_map(Value::as_f64).collect();
     assert_eq!(summary.steps.len(), want.len(), "{name}: number of steps");
@@ -101,7 +101,30 @@ fn check_parity(name: &str, backend: Backend) {
     assert!(worst_w <= 1e-4, "{name} on {}: adapter differs from PEFT's by {worst_w:.2e}", backend.name());
     assert!(ours.names().next().is_none(), "{name}: extra tensors in our adapter");
     eprintln!("{name} on {}: {} steps, worst loss rel diff {worst:.2e}, worst adapter diff {worst_w:.2e}", backend.name(), want.len());
-    let _ = std::fs::remove_dir_all(&out);
+    // Logits of our final adapter on two rows, for `make_train_fixtures.py verify DIR` (PEFT loads
+    // the adapter and must reproduce them). Kept when LORAFIT_KEEP_RUNS names a directory.
+    let rows = data::load_pretokenized(&fixtures().join("data.jsonl")).expect("rows");
+    let len = rows[0].input_ids.len().min(rows[1].input_ids.len());
+    let ids: Vec<Vec<u32>> = rows[..2].iter().map(|r| r.input_ids[..len].to_vec()).collect();
+    let logits = trainer.model.logits(&ids, &[], &trainer.adapter, &mut lorafit_train::model::StepRng::eval());
+    let vocab = logits.dims()[1];
+    let mut t = std::collections::BTreeMap::new();
+    t.insert("logits".to_string(), lorafit_train::weights::HostTensor::new(vec![2, len, vocab], logits.into_data().try_into_vec_as::<f32>().expect("logits")));
+    t.insert("input_ids".to_string(), lorafit_train::weights::HostTensor::new(vec![2, len], ids.iter().flatten().map(|&x| x as f32).collect()));
+    lorafit_train::weights::save_f32(&out.join("logits.safetensors"), &t).expect("logits");
+    let model_name = run["keys"]["model_name_or_path"].as_str().expect("model");
+    std::fs::write(out.join("logits.json"), format!("{{\"model\": \"{model_name}\"}}")).expect("meta");
+    match std::env::var_os("LORAFIT_KEEP_RUNS") {
+        Some(keep) => {
+            let dest = PathBuf::from(keep).join(format!("{name}-{}", backend.name()));
+            let _ = std::fs::remove_dir_all(&dest);
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("keep dir");
+            std::fs::rename(&out, &dest).expect("keep run");
+        }
+        None => {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
 }
 
 #[test]
@@ -157,4 +180,177 @@ fn qwen2_and_qwen3_match_peft_on_wgpu() {
         check_parity("qwen2_linear_rslora", Backend::Wgpu);
         check_parity("qwen3_constant", Backend::Wgpu);
     }
+}
+
+fn losses(s: &Summary) -> Vec<f64> {
+    s.steps.iter().map(|x| x.loss).collect()
+}
+
+/// Stopping after step 5 (as Ctrl-C does) and resuming gives the same losses and adapter as one
+/// uninterrupted run, with dropout and shuffling on (their random streams must resume too).
+#[test]
+fn interrupted_run_resumes_exactly() {
+    let extra = [
+        ("lora_dropout", Val::Float(0.1)),
+        ("shuffle", Val::Bool(true)),
+        ("save_steps", Val::Int(4)),
+        ("seed", Val::Int(7)),
+    ];
+    let full_dir = tmp_dir("resume-full");
+    let (full, _) = run_with("llama_cosine_clip_ga", Backend::NdArray, &extra, &full_dir);
+    assert!(full_dir.join("checkpoint-4/adapter_model.safetensors").is_file());
+    assert!(full_dir.join("checkpoint-8/optimizer.safetensors").is_file());
+
+    let dir = tmp_dir("resume-split");
+    let run: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("runs/llama_cosine_clip_ga.json")).expect("run"),
+    )
+    .expect("json");
+    let mut extra2 = extra.to_vec();
+    extra2.push(("output_dir", Val::Str(dir.display().to_string())));
+    extra2.push(("backend", Val::Str("ndarray".into())));
+    let args = TrainArgs::from_settings(&settings(&run, &extra2), &fixtures()).expect("args");
+    let device = make_device(args.backend, args.gradient_checkpointing).expect("device");
+    let model = Model::load(&args.model_dir, &device).expect("model");
+    let examples = data::load_dataset(&args).expect("data");
+    let mut first = Trainer::new(args.clone(), &model, examples.clone()).expect("trainer");
+    let stop = first.stop_flag();
+    let part1 = first
+        .run(|s| {
+            if s.step == 5 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .expect("first part");
+    match &part1.outcome {
+        lorafit_train::Outcome::Interrupted { step, checkpoint } => {
+            assert_eq!(*step, 5);
+            assert!(checkpoint.ends_with("checkpoint-5"));
+        }
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let mut args2 = args.clone();
+    args2.resume = lorafit_train::config::Resume::Latest;
+    let mut second = Trainer::new(args2, &model, examples).expect("resumed trainer");
+    assert_eq!(second.start_step(), 5);
+    let part2 = second.run(|_| {}).expect("second part");
+    let mut joined = losses(&part1);
+    joined.extend(losses(&part2));
+    assert_eq!(joined, losses(&full), "resumed losses differ from the uninterrupted run");
+    let a = Weights::load_file(&dir.join("adapter_model.safetensors")).expect("a");
+    let b = Weights::load_file(&full_dir.join("adapter_model.safetensors")).expect("b");
+    for n in b.names() {
+        assert_eq!(a.get(n), b.get(n), "{n} differs after resume");
+    }
+    let log = std::fs::read_to_string(dir.join("trainer_log.jsonl")).expect("log");
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("log line")["current_steps"].as_u64().expect("step"))
+        .collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>(), "trainer_log.jsonl after resume");
+    // A checkpoint written by another configuration is refused, naming the key.
+    let mut args3 = args.clone();
+    args3.resume = lorafit_train::config::Resume::Dir(dir.join("checkpoint-5"));
+    args3.batch_size = 3;
+    let model3 = Model::load(&args3.model_dir, &device).expect("model");
+    let err = Trainer::new(args3, &model3, data::load_dataset(&args).expect("data")).expect_err("mismatch");
+    assert!(err.to_string().contains("per_device_train_batch_size"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&full_dir);
+}
+
+/// Copy the llama fixture into `dir`, letting `edit` change its tensors and config.
+fn llama_copy(dir: &Path, edit: impl FnOnce(&mut std::collections::BTreeMap<String, lorafit_train::weights::HostTensor>, &mut Value)) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let src = fixtures().join("llama");
+    let w = Weights::load_dir(&src).expect("weights");
+    let mut tensors: std::collections::BTreeMap<_, _> =
+        w.names().map(|n| (n.to_string(), w.get(n).expect("t").clone())).collect();
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("cfg")).expect("json");
+    edit(&mut tensors, &mut cfg);
+    lorafit_train::weights::save_f32(&dir.join("model.safetensors"), &tensors).expect("save");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("cfg");
+}
+
+/// A NaN loss stops training with an error naming the step and the last good checkpoint, which
+/// stays loadable.
+#[test]
+fn nan_loss_stops_and_keeps_the_last_checkpoint() {
+    let dir = tmp_dir("nan");
+    let model_dir = dir.join("model");
+    llama_copy(&model_dir, |t, _| {
+        let e = t.get_mut("model.embed_tokens.weight").expect("embed");
+        let h = e.shape[1];
+        e.data[95 * h] = f32::NAN;
+    });
+    // Token 95 (NaN embedding) appears only in the 7th row: steps 1-3 are fine, step 4 is not.
+    let mut rows = String::new();
+    for i in 0..8 {
+        let last = if i == 6 { 95 } else { 10 + i };
+        rows.push_str(&format!("{{\"input_ids\": [1, 5, 6, 7, {last}, 2]}}\n"));
+    }
+    std::fs::write(dir.join("rows.jsonl"), rows).expect("rows");
+    let mut s = Settings::default();
+    for (k, v) in [
+        ("model_name_or_path", Val::Str(model_dir.display().to_string())),
+        ("dataset", Val::Str(dir.join("rows.jsonl").display().to_string())),
+        ("output_dir", Val::Str(dir.join("out").display().to_string())),
+        ("per_device_train_batch_size", Val::Int(2)),
+        ("save_steps", Val::Int(1)),
+        ("max_steps", Val::Int(4)),
+        ("shuffle", Val::Bool(false)),
+        ("backend", Val::Str("ndarray".into())),
+        ("learning_rate", Val::Float(1e-3)),
+    ] {
+        s.set(k, v).expect("key");
+    }
+    let args = TrainArgs::from_settings(&s, &dir).expect("args");
+    let device = make_device(args.backend, false).expect("device");
+    let model = Model::load(&args.model_dir, &device).expect("model");
+    let mut t = Trainer::new(args, &model, data::load_dataset(&TrainArgs::from_settings(&s, &dir).expect("a")).expect("data")).expect("trainer");
+    let err = t.run(|_| {}).expect_err("NaN must stop training").to_string();
+    assert!(err.contains("step 4") && err.contains("checkpoint-3"), "{err}");
+    let ck = dir.join("out/checkpoint-3");
+    lorafit_train::Adapter::load(&ck, &model, 0.0, &device).expect("the last checkpoint loads");
+    assert!(!dir.join("out/checkpoint-4").exists(), "no checkpoint of the NaN step");
+    assert!(!dir.join("out/adapter_model.safetensors").exists(), "no final adapter from a NaN run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_checkpoints_are_clear_errors() {
+    let dir = tmp_dir("badckpt");
+    #[allow(deprecated)]
+    let device = burn::tensor::Device::ndarray();
+    // Truncated safetensors.
+    let d = dir.join("trunc");
+    llama_copy(&d, |_, _| {});
+    let bytes = std::fs::read(d.join("model.safetensors")).expect("read");
+    std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).expect("write");
+    let e = Model::load(&d, &device).expect_err("truncated").to_string();
+    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
+    // config.json that does not match the tensors.
+    let d = dir.join("mismatch");
+    llama_copy(&d, |_, cfg| cfg["intermediate_size"] = Value::from(100));
+    let e = Model::load(&d, &device).expect_err("mismatch").to_string();
+    assert!(e.contains("model.layers.0.mlp.gate_proj.weight") && e.contains("[112, 64]") && e.contains("[100, 64]"), "{e}");
+    // An architecture lorafit does not train.
+    let d = dir.join("gemma");
+    llama_copy(&d, |_, cfg| cfg["model_type"] = Value::from("gemma2"));
+    let e = Model::load(&d, &device).expect_err("unsupported").to_string();
+    assert!(e.contains("model_type `gemma2`") && e.contains("llama, mistral, qwen2, qwen3"), "{e}");
+    // A missing tensor.
+    let d = dir.join("missing");
+    llama_copy(&d, |t, _| {
+        t.remove("model.norm.weight");
+    });
+    let e = Model::load(&d, &device).expect_err("missing").to_string();
+    assert!(e.contains("no tensor `model.norm.weight`"), "{e}");
+    // A sharded index naming a shard that lacks the tensor.
+    let d = dir.join("index");
+    llama_copy(&d, |_, _| {});
+    std::fs::write(d.join("model.safetensors.index.json"), r#"{"weight_map": {"lm_head.weight": "model.safetensors", "extra.weight": "model.safetensors"}}"#).expect("index");
+    let e = Model::load(&d, &device).expect_err("index").to_string();
+    assert!(e.contains("extra.weight"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
