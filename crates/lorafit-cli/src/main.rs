@@ -50,6 +50,17 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Write a random-weight HF checkpoint (config.json + model.safetensors) of the shape a
+    /// config.json describes, copying tokenizer files that sit beside it: for trying `train`
+    /// and measuring memory without downloading weights.
+    RandomModel {
+        /// A config.json (or a directory holding one).
+        config: PathBuf,
+        /// Output directory.
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog with prices.
@@ -256,6 +267,25 @@ fn run() -> Result<()> {
         Command::Train { config, set } => {
             let settings = load_settings(&config, &set)?;
             return train::run(&config, &settings);
+        }
+        Command::RandomModel { config, out, seed } => {
+            let file = if config.is_dir() { config.join("config.json") } else { config.clone() };
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let cfg = lorafit_train::random::write_random_checkpoint(&out, &text, seed)?;
+            let src = file.parent().unwrap_or(Path::new("."));
+            for name in ["tokenizer.json", "tokenizer_config.json"] {
+                if src.join(name).is_file() && src != out.as_path() {
+                    std::fs::copy(src.join(name), out.join(name))
+                        .with_context(|| format!("copying {name} into {}", out.display()))?;
+                }
+            }
+            eprintln!(
+                "wrote {} ({} parameters, random weights) into {}",
+                cfg.arch.model_type,
+                cfg.arch.total_params(),
+                out.display()
+            );
         }
         Command::Models => {
             for m in catalog::models() {

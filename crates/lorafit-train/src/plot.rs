@@ -149,7 +149,8 @@ pub fn write_loss_png(path: &Path, points: &[(f64, f64)]) -> Result<()> {
         let x = x_min + (x_max - x_min) * f;
         let (px, _) = to_px(x, y_min);
         c.line((px, TOP as f64), (px, (H - BOTTOM) as f64), grey, 1);
-        c.text(px as i64 - 10, (H - BOTTOM + 8) as i64, &label(x), 2);
+        let xl = if x_max - x_min >= 8.0 { format!("{:.0}", x.round()) } else { label(x) };
+        c.text(px as i64 - 10, (H - BOTTOM + 8) as i64, &xl, 2);
     }
     let black = [0, 0, 0];
     c.line((LEFT as f64, (H - BOTTOM) as f64), ((W - RIGHT) as f64, (H - BOTTOM) as f64), black, 2);
