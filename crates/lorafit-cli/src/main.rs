@@ -269,7 +269,11 @@ fn run() -> Result<()> {
             return train::run(&config, &settings);
         }
         Command::RandomModel { config, out, seed } => {
-            let file = if config.is_dir() { config.join("config.json") } else { config.clone() };
+            let file = if config.is_dir() {
+                config.join("config.json")
+            } else {
+                config.clone()
+            };
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let cfg = lorafit_train::random::write_random_checkpoint(&out, &text, seed)?;

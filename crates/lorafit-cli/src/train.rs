@@ -34,7 +34,11 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     }
 
     let device = make_device(args.backend, args.gradient_checkpointing)?;
-    eprintln!("loading {} on {}", args.model_dir.display(), args.backend.name());
+    eprintln!(
+        "loading {} on {}",
+        args.model_dir.display(),
+        args.backend.name()
+    );
     let model = Model::load(&args.model_dir, &device)
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
     let examples = data::load_dataset(&args)?;
@@ -59,7 +63,9 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)");
+        eprintln!(
+            "\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
 
@@ -67,8 +73,10 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     let bar = if tty {
         let b = ProgressBar::new(trainer.total_steps);
         b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b.set_position(trainer.start_step());
         b
@@ -96,9 +104,15 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     bar.finish_and_clear();
     let summary = summary?;
     let measured = match summary.peak_memory_bytes {
-        Some(b) => format!("{} (device memory in use, polled after each backward)", gib(b)),
+        Some(b) => format!(
+            "{} (device memory in use, polled after each backward)",
+            gib(b)
+        ),
         None => match process_peak_rss_bytes() {
-            Some(b) => format!("{} (process peak RSS; this backend reports no device pool)", gib(b)),
+            Some(b) => format!(
+                "{} (process peak RSS; this backend reports no device pool)",
+                gib(b)
+            ),
             None => "not available on this backend".into(),
         },
     };

@@ -216,29 +216,73 @@ fn export_writes_llamafactory_yaml_and_deepspeed() {
 fn train_example_then_interrupt_and_resume() {
     let dir = scratch("train");
     let model = dir.join("model");
-    let out = lorafit(&["random-model", "examples/tiny/model", model.to_str().expect("utf8"), "--seed", "1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lorafit(&[
+        "random-model",
+        "examples/tiny/model",
+        model.to_str().expect("utf8"),
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(model.join("tokenizer.json").is_file());
     let model_s = format!("model_name_or_path={}", model.display());
     let out_dir = dir.join("run");
     let out_s = format!("output_dir={}", out_dir.display());
     let out = lorafit(&[
-        "train", "examples/tiny/train.yaml", "--set", &model_s, "--set", &out_s,
-        "--set", "max_steps=6", "--set", "save_steps=3", "--set", "logging_steps=2",
+        "train",
+        "examples/tiny/train.yaml",
+        "--set",
+        &model_s,
+        "--set",
+        &out_s,
+        "--set",
+        "max_steps=6",
+        "--set",
+        "save_steps=3",
+        "--set",
+        "logging_steps=2",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("estimate (lorafit-core"), "{err}");
     assert!(err.contains("peak memory: measured"), "{err}");
-    for f in ["adapter_model.safetensors", "adapter_config.json", "trainer_log.jsonl", "training_loss.png", "checkpoint-3/optimizer.safetensors", "checkpoint-6/trainer_state.json"] {
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "trainer_log.jsonl",
+        "training_loss.png",
+        "checkpoint-3/optimizer.safetensors",
+        "checkpoint-6/trainer_state.json",
+    ] {
         assert!(out_dir.join(f).is_file(), "missing {f}; stderr: {err}");
     }
     let log = std::fs::read_to_string(out_dir.join("trainer_log.jsonl")).expect("log");
-    let first: serde_json::Value = serde_json::from_str(log.lines().next().expect("a line")).expect("json");
-    for key in ["current_steps", "total_steps", "loss", "lr", "epoch", "percentage", "elapsed_time", "remaining_time", "tokens_per_second"] {
-        assert!(first.get(key).is_some(), "trainer_log.jsonl lacks `{key}`: {first}");
+    let first: serde_json::Value =
+        serde_json::from_str(log.lines().next().expect("a line")).expect("json");
+    for key in [
+        "current_steps",
+        "total_steps",
+        "loss",
+        "lr",
+        "epoch",
+        "percentage",
+        "elapsed_time",
+        "remaining_time",
+        "tokens_per_second",
+    ] {
+        assert!(
+            first.get(key).is_some(),
+            "trainer_log.jsonl lacks `{key}`: {first}"
+        );
     }
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("adapter_config.json")).expect("cfg")).expect("json");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("adapter_config.json")).expect("cfg"),
+    )
+    .expect("json");
     assert_eq!(cfg["r"], 16);
     assert_eq!(cfg["peft_type"], "LORA");
 
@@ -246,7 +290,22 @@ fn train_example_then_interrupt_and_resume() {
     let run2 = dir.join("run2");
     let out2 = format!("output_dir={}", run2.display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_lorafit"))
-        .args(["train", "examples/tiny/train.yaml", "--set", &model_s, "--set", &out2, "--set", "logging_steps=1", "--set", "save_steps=1000", "--set", "max_steps=8", "--set", "per_device_train_batch_size=4"])
+        .args([
+            "train",
+            "examples/tiny/train.yaml",
+            "--set",
+            &model_s,
+            "--set",
+            &out2,
+            "--set",
+            "logging_steps=1",
+            "--set",
+            "save_steps=1000",
+            "--set",
+            "max_steps=8",
+            "--set",
+            "per_device_train_batch_size=4",
+        ])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -259,7 +318,10 @@ fn train_example_then_interrupt_and_resume() {
         seen.push_str(&line);
         seen.push('\n');
         if line.starts_with("step 2/") {
-            let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+            let ok = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill");
             assert!(ok.success());
             break;
         }
@@ -271,17 +333,44 @@ fn train_example_then_interrupt_and_resume() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130), "{seen}");
     assert!(seen.contains("resume with"), "{seen}");
-    let ck = std::fs::read_dir(&run2).expect("run2").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).find(|n| n.starts_with("checkpoint-")).unwrap_or_else(|| panic!("no checkpoint after Ctrl-C: {seen}"));
+    let ck = std::fs::read_dir(&run2)
+        .expect("run2")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|n| n.starts_with("checkpoint-"))
+        .unwrap_or_else(|| panic!("no checkpoint after Ctrl-C: {seen}"));
     let n: u64 = ck.trim_start_matches("checkpoint-").parse().expect("step");
-    let out = lorafit(&["train", "examples/tiny/train.yaml", "--set", &model_s, "--set", &out2, "--set", "resume_from_checkpoint=true", "--set", "logging_steps=1", "--set", "save_steps=1000", "--set", "max_steps=8", "--set", "per_device_train_batch_size=4"]);
+    let out = lorafit(&[
+        "train",
+        "examples/tiny/train.yaml",
+        "--set",
+        &model_s,
+        "--set",
+        &out2,
+        "--set",
+        "resume_from_checkpoint=true",
+        "--set",
+        "logging_steps=1",
+        "--set",
+        "save_steps=1000",
+        "--set",
+        "max_steps=8",
+        "--set",
+        "per_device_train_batch_size=4",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("resuming after step {n}")), "{err}");
     assert!(run2.join("adapter_model.safetensors").is_file());
     let log = std::fs::read_to_string(run2.join("trainer_log.jsonl")).expect("log");
-    let last: serde_json::Value = serde_json::from_str(log.lines().last().expect("line")).expect("json");
+    let last: serde_json::Value =
+        serde_json::from_str(log.lines().last().expect("line")).expect("json");
     assert_eq!(last["current_steps"], last["total_steps"], "{last}");
-    assert_eq!(log.lines().count() as u64, last["total_steps"].as_u64().expect("n"), "one log line per step after resume");
+    assert_eq!(
+        log.lines().count() as u64,
+        last["total_steps"].as_u64().expect("n"),
+        "one log line per step after resume"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -289,14 +378,24 @@ fn train_example_then_interrupt_and_resume() {
 fn train_rejects_bad_configs() {
     let dir = scratch("train-bad");
     let cfg = dir.join("c.yaml");
-    std::fs::write(&cfg, "model_name_or_path: meta-llama/Llama-3.1-8B\ndataset: x\n").expect("write");
-    fails_with(&["train", cfg.to_str().expect("utf8")], "needs a local checkpoint directory");
+    std::fs::write(
+        &cfg,
+        "model_name_or_path: meta-llama/Llama-3.1-8B\ndataset: x\n",
+    )
+    .expect("write");
+    fails_with(
+        &["train", cfg.to_str().expect("utf8")],
+        "needs a local checkpoint directory",
+    );
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nquantization_bit: 4\n").expect("write");
     fails_with(&["train", cfg.to_str().expect("utf8")], "quantization_bit");
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nlr_scheduler_type: wavy\n").expect("write");
     fails_with(&["train", cfg.to_str().expect("utf8")], "lr_scheduler_type");
     // examples/tiny/model has a config but no weights.
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nbackend: ndarray\n").expect("write");
-    fails_with(&["train", cfg.to_str().expect("utf8")], "neither model.safetensors nor model.safetensors.index.json");
+    fails_with(
+        &["train", cfg.to_str().expect("utf8")],
+        "neither model.safetensors nor model.safetensors.index.json",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

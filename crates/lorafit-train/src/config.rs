@@ -103,7 +103,10 @@ impl TrainArgs {
         }
         for (key, reason) in [
             ("use_dora", "DoRA training is not implemented yet"),
-            ("quantization_bit", "QLoRA training is not implemented yet (issue 5)"),
+            (
+                "quantization_bit",
+                "QLoRA training is not implemented yet (issue 5)",
+            ),
             ("deepspeed", "lorafit trains on one device"),
         ] {
             if let Some(v) = s.get(key)
@@ -115,15 +118,26 @@ impl TrainArgs {
         if let Some(v) = s.get("finetuning_type")
             && v.to_string() != "lora"
         {
-            return Err(unsupported("finetuning_type", v, "lorafit train runs LoRA (finetuning_type: lora)"));
+            return Err(unsupported(
+                "finetuning_type",
+                v,
+                "lorafit train runs LoRA (finetuning_type: lora)",
+            ));
         }
         if let Some(v) = s.get("optim")
             && v.to_string() != "adamw_torch"
         {
-            return Err(unsupported("optim", v, "lorafit train implements adamw_torch"));
+            return Err(unsupported(
+                "optim",
+                v,
+                "lorafit train implements adamw_torch",
+            ));
         }
         let dataset = s.str("dataset").map(str::to_string).ok_or_else(|| {
-            Error::Invalid("`dataset` is missing: a name in dataset_dir/dataset_info.json or a .jsonl file".into())
+            Error::Invalid(
+                "`dataset` is missing: a name in dataset_dir/dataset_info.json or a .jsonl file"
+                    .into(),
+            )
         })?;
         let schedule_name = s.str("lr_scheduler_type").unwrap_or("linear");
         let schedule = ScheduleKind::parse(schedule_name).ok_or_else(|| {
@@ -134,7 +148,11 @@ impl TrainArgs {
             Some(Val::Bool(true)) => Resume::Latest,
             Some(v) => {
                 let t = v.to_string();
-                if t.eq_ignore_ascii_case("true") { Resume::Latest } else { Resume::Dir(path(&t)) }
+                if t.eq_ignore_ascii_case("true") {
+                    Resume::Latest
+                } else {
+                    Resume::Dir(path(&t))
+                }
             }
         };
         let backend = match s.str("backend") {
@@ -142,7 +160,11 @@ impl TrainArgs {
             Some("cuda") => Backend::Cuda,
             Some("wgpu") => Backend::Wgpu,
             _ => {
-                if cfg!(feature = "wgpu") { Backend::Wgpu } else { Backend::NdArray }
+                if cfg!(feature = "wgpu") {
+                    Backend::Wgpu
+                } else {
+                    Backend::NdArray
+                }
             }
         };
         let targets: Vec<String> = plan.lora_target.clone();
@@ -192,7 +214,9 @@ impl TrainArgs {
     pub fn total_steps(&self, steps_per_epoch: usize) -> u64 {
         match self.max_steps {
             Some(m) if m > 0 => m,
-            _ => (self.num_train_epochs * steps_per_epoch as f64).ceil().max(1.0) as u64,
+            _ => (self.num_train_epochs * steps_per_epoch as f64)
+                .ceil()
+                .max(1.0) as u64,
         }
     }
 

@@ -33,7 +33,11 @@ fn data_err(path: &Path, what: impl Into<String>, msg: impl Into<String>) -> Err
 
 fn ids_of(path: &Path, line: usize, key: &str, v: &Value, signed: bool) -> Result<Vec<i64>> {
     let arr = v.as_array().ok_or_else(|| {
-        data_err(path, format!("line {line}"), format!("`{key}` must be a list of integers"))
+        data_err(
+            path,
+            format!("line {line}"),
+            format!("`{key}` must be a list of integers"),
+        )
     })?;
     arr.iter()
         .map(|x| {
@@ -46,7 +50,11 @@ fn ids_of(path: &Path, line: usize, key: &str, v: &Value, signed: bool) -> Resul
                         format!("line {line}"),
                         format!(
                             "`{key}` holds {x}, not a {} integer",
-                            if signed { "32-bit" } else { "non-negative 32-bit" }
+                            if signed {
+                                "32-bit"
+                            } else {
+                                "non-negative 32-bit"
+                            }
                         ),
                     )
                 })
@@ -235,10 +243,7 @@ impl Schedule {
 /// dataset_dir), or a name in `dataset_dir/dataset_info.json`; then max_samples, cutoff_len and packing.
 pub fn load_dataset(args: &crate::config::TrainArgs) -> Result<Vec<Example>> {
     let name = args.dataset.split(',').next().unwrap_or("").trim();
-    let candidates = [
-        std::path::PathBuf::from(name),
-        args.dataset_dir.join(name),
-    ];
+    let candidates = [std::path::PathBuf::from(name), args.dataset_dir.join(name)];
     let file = candidates.iter().find(|p| p.is_file());
     // LLaMA-Factory encodes packed data with cutoff_len - 1 and pads each pack to cutoff_len.
     let cutoff = if args.packing {

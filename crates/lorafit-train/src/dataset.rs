@@ -37,7 +37,14 @@ pub struct Template {
 }
 
 /// Template names accepted by `template`.
-pub const TEMPLATES: &[&str] = &["default", "empty", "llama3", "qwen", "mistral", "deepseekr1"];
+pub const TEMPLATES: &[&str] = &[
+    "default",
+    "empty",
+    "llama3",
+    "qwen",
+    "mistral",
+    "deepseekr1",
+];
 
 impl Template {
     pub fn get(name: &str) -> Result<Self> {
@@ -75,14 +82,18 @@ impl Template {
                     "<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
                 )],
                 assistant: vec![Text("{{content}}<|eot_id|>")],
-                system: vec![Text("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>")],
+                system: vec![Text(
+                    "<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>",
+                )],
                 stop_words: &["<|eot_id|>", "<|eom_id|>"],
                 replace_eos: true,
                 ..base
             },
             "qwen" => Template {
                 name: "qwen",
-                user: vec![Text("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n")],
+                user: vec![Text(
+                    "<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n",
+                )],
                 assistant: vec![Text("{{content}}<|im_end|>\n")],
                 system: vec![Text("<|im_start|>system\n{{content}}<|im_end|>\n")],
                 default_system: "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
@@ -155,7 +166,10 @@ impl TextTokenizer {
             match name {
                 None => Ok(None),
                 Some(n) => tok.token_to_id(&n).map(Some).ok_or_else(|| {
-                    Error::ckpt(&cfg_path, format!("names the token `{n}`, which tokenizer.json does not have"))
+                    Error::ckpt(
+                        &cfg_path,
+                        format!("names the token `{n}`, which tokenizer.json does not have"),
+                    )
                 }),
             }
         };
@@ -239,8 +253,17 @@ pub fn infer_seqlen(source: usize, target: usize, cutoff: usize) -> (usize, usiz
 
 /// Encode a conversation as LLaMA-Factory's supervised processor: prompts masked with -100,
 /// turns truncated to cutoff_len with `infer_seqlen`.
-pub fn encode(tok: &TextTokenizer, t: &Template, conv: &Conversation, cutoff_len: usize) -> Result<Example> {
-    let system = if conv.system.is_empty() { t.default_system } else { conv.system.as_str() };
+pub fn encode(
+    tok: &TextTokenizer,
+    t: &Template,
+    conv: &Conversation,
+    cutoff_len: usize,
+) -> Result<Example> {
+    let system = if conv.system.is_empty() {
+        t.default_system
+    } else {
+        conv.system.as_str()
+    };
     let mut encoded: Vec<Vec<u32>> = Vec::new();
     for (i, (role, content)) in conv.messages.iter().enumerate() {
         let mut ids = Vec::new();
@@ -309,15 +332,21 @@ struct DatasetAttr {
 
 fn attr(info_path: &Path, dir: &Path, name: &str, v: &Value) -> Result<DatasetAttr> {
     let bad = |m: String| Error::ckpt(info_path, format!("dataset `{name}`: {m}"));
-    let file = v
-        .get("file_name")
+    let file = v.get("file_name").and_then(Value::as_str).ok_or_else(|| {
+        bad("has no `file_name` (hub datasets are not downloaded by lorafit)".into())
+    })?;
+    let formatting = v
+        .get("formatting")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad("has no `file_name` (hub datasets are not downloaded by lorafit)".into()))?;
-    let formatting = v.get("formatting").and_then(Value::as_str).unwrap_or("alpaca");
+        .unwrap_or("alpaca");
     let sharegpt = match formatting {
         "alpaca" => false,
         "sharegpt" => true,
-        other => return Err(bad(format!("formatting `{other}` is not supported (alpaca, sharegpt)"))),
+        other => {
+            return Err(bad(format!(
+                "formatting `{other}` is not supported (alpaca, sharegpt)"
+            )));
+        }
     };
     let defaults: &[(&'static str, Option<&str>)] = &[
         ("prompt", Some("instruction")),
@@ -395,7 +424,9 @@ fn to_conversation(a: &DatasetAttr, row: usize, v: &Value) -> Result<Conversatio
         msg: m,
     };
     if !v.is_object() || v.as_object().is_some_and(|o| o.is_empty()) {
-        return Err(err(format!("is {v}, not an object with the dataset's columns")));
+        return Err(err(format!(
+            "is {v}, not an object with the dataset's columns"
+        )));
     }
     let col = |k: &str| a.col.get(k).cloned().flatten();
     if !a.sharegpt {
@@ -407,7 +438,11 @@ fn to_conversation(a: &DatasetAttr, row: usize, v: &Value) -> Result<Conversatio
                 let p = pair.as_array().filter(|p| p.len() == 2).ok_or_else(|| {
                     err(format!("`{h}` must be a list of [prompt, response] pairs"))
                 })?;
-                let s = |x: &Value| x.as_str().map(str::to_string).ok_or_else(|| err(format!("`{h}` entries must be strings")));
+                let s = |x: &Value| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| err(format!("`{h}` entries must be strings")))
+                };
                 messages.push((Role::User, s(&p[0])?));
                 messages.push((Role::Assistant, s(&p[1])?));
             }
@@ -444,8 +479,14 @@ fn to_conversation(a: &DatasetAttr, row: usize, v: &Value) -> Result<Conversatio
         .get(&mcol)
         .and_then(Value::as_array)
         .ok_or_else(|| err(format!("has no `{mcol}` list")))?;
-    let (role_tag, content_tag) = (col("role_tag").unwrap_or_default(), col("content_tag").unwrap_or_default());
-    let (user, assistant) = (col("user_tag").unwrap_or_default(), col("assistant_tag").unwrap_or_default());
+    let (role_tag, content_tag) = (
+        col("role_tag").unwrap_or_default(),
+        col("content_tag").unwrap_or_default(),
+    );
+    let (user, assistant) = (
+        col("user_tag").unwrap_or_default(),
+        col("assistant_tag").unwrap_or_default(),
+    );
     let system_tag = col("system_tag");
     let mut system = match col("system") {
         Some(c) => text_field(path, row, v, &c)?.unwrap_or_default(),
@@ -453,24 +494,37 @@ fn to_conversation(a: &DatasetAttr, row: usize, v: &Value) -> Result<Conversatio
     };
     let mut messages = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
-        let role = m.get(&role_tag).and_then(Value::as_str).ok_or_else(|| {
-            err(format!("message {} has no string `{role_tag}`", i + 1))
-        })?;
-        let content = m.get(&content_tag).and_then(Value::as_str).ok_or_else(|| {
-            err(format!("message {} has no string `{content_tag}`", i + 1))
-        })?;
+        let role = m
+            .get(&role_tag)
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("message {} has no string `{role_tag}`", i + 1)))?;
+        let content = m
+            .get(&content_tag)
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("message {} has no string `{content_tag}`", i + 1)))?;
         if i == 0 && system_tag.as_deref() == Some(role) {
             system = content.to_string();
             continue;
         }
-        let want = if messages.len() % 2 == 0 { &user } else { &assistant };
+        let want = if messages.len() % 2 == 0 {
+            &user
+        } else {
+            &assistant
+        };
         if role != want {
             return Err(err(format!(
                 "message {} has role `{role}` where `{want}` was expected (turns must alternate {user}/{assistant})",
                 i + 1
             )));
         }
-        messages.push((if messages.len() % 2 == 0 { Role::User } else { Role::Assistant }, content.to_string()));
+        messages.push((
+            if messages.len() % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            },
+            content.to_string(),
+        ));
     }
     if messages.is_empty() || messages.len() % 2 != 0 {
         return Err(err(format!(
@@ -493,7 +547,10 @@ pub fn conversations(dataset_dir: &Path, name: &str) -> Result<Vec<Conversation>
     let info: Value = serde_json::from_str(&text)
         .map_err(|e| Error::ckpt(&info_path, format!("not valid JSON: {e}")))?;
     let entry = info.get(name).ok_or_else(|| {
-        let known: Vec<&str> = info.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+        let known: Vec<&str> = info
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
         Error::Invalid(format!(
             "`dataset: {name}` is not in {} (it has: {})",
             info_path.display(),
@@ -521,7 +578,12 @@ pub fn load_named(args: &TrainArgs, cutoff_len: usize) -> Result<(Vec<Example>, 
     let template = Template::get(&args.template)?;
     let tok = TextTokenizer::load(&args.model_dir, &template)?;
     let mut out = Vec::new();
-    for name in args.dataset.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for name in args
+        .dataset
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
         for conv in conversations(&args.dataset_dir, name)? {
             out.push(encode(&tok, &template, &conv, cutoff_len)?);
         }

@@ -25,9 +25,7 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
-    #[error(
-        "the loss is {loss} at step {step}: training stopped; {kept}"
-    )]
+    #[error("the loss is {loss} at step {step}: training stopped; {kept}")]
     NonFiniteLoss { step: u64, loss: f64, kept: String },
     #[error("device error: {0}")]
     Device(String),

@@ -48,7 +48,13 @@ impl LoraWeights {
             let [n, d] = x.dims();
             let keep = 1.0 - spec.dropout as f32;
             let mask: Vec<f32> = (0..n * d)
-                .map(|_| if rng.next_f32() < keep { 1.0 / keep } else { 0.0 })
+                .map(|_| {
+                    if rng.next_f32() < keep {
+                        1.0 / keep
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let device = x.device();
             x * Tensor::<2>::from_data(TensorData::new(mask, [n, d]), &device)
@@ -125,25 +131,36 @@ impl Adapter {
             return Err(bad(format!("peft_type `{t}` is not LORA")));
         }
         if v.get("use_dora").and_then(Value::as_bool) == Some(true) {
-            return Err(bad("DoRA adapters are not supported for training yet".into()));
+            return Err(bad(
+                "DoRA adapters are not supported for training yet".into()
+            ));
         }
         for key in ["rank_pattern", "alpha_pattern"] {
-            if v.get(key).and_then(Value::as_object).is_some_and(|m| !m.is_empty()) {
+            if v.get(key)
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+            {
                 return Err(bad(format!("`{key}` (per-layer ranks) is not supported")));
             }
         }
-        let rank = v
-            .get("r")
-            .and_then(Value::as_u64)
-            .filter(|r| *r > 0)
-            .ok_or_else(|| bad("`r` must be a positive integer".into()))? as usize;
+        let rank =
+            v.get("r")
+                .and_then(Value::as_u64)
+                .filter(|r| *r > 0)
+                .ok_or_else(|| bad("`r` must be a positive integer".into()))? as usize;
         let alpha = v
             .get("lora_alpha")
             .and_then(Value::as_f64)
             .ok_or_else(|| bad("`lora_alpha` must be a number".into()))?;
-        let rslora = v.get("use_rslora").and_then(Value::as_bool).unwrap_or(false);
+        let rslora = v
+            .get("use_rslora")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let targets: Vec<String> = match v.get("target_modules") {
-            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
             Some(Value::String(s)) if s == "all-linear" => model
                 .config
                 .arch

@@ -32,8 +32,8 @@ impl ModelConfig {
     pub fn from_json(path: &Path, text: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| Error::ckpt(path, format!("not valid JSON: {e}")))?;
-        let arch = ModelArch::from_config_value(&v)
-            .map_err(|e| Error::ckpt(path, e.to_string()))?;
+        let arch =
+            ModelArch::from_config_value(&v).map_err(|e| Error::ckpt(path, e.to_string()))?;
         if !SUPPORTED.contains(&arch.model_type.as_str()) {
             return Err(Error::Unsupported(format!(
                 "{}: model_type `{}` is not one lorafit can train (supported: {})",
@@ -65,7 +65,10 @@ impl ModelConfig {
                 path.display()
             )));
         }
-        let rms_norm_eps = v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6);
+        let rms_norm_eps = v
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6);
         let rope_theta = arch.rope_theta.unwrap_or(10000.0);
         Ok(ModelConfig {
             arch,
@@ -109,16 +112,24 @@ impl ModelConfig {
                 high_freq_factor,
                 original_max_position_embeddings,
             } => {
-                let (factor, low, high) = (factor as f32, low_freq_factor as f32, high_freq_factor as f32);
+                let (factor, low, high) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                );
                 let old = original_max_position_embeddings as f32;
                 let low_wavelen = old / low;
                 let high_wavelen = old / high;
                 for f in &mut inv {
                     let wavelen = 2.0 * std::f32::consts::PI / *f;
-                    let scaled = if wavelen > low_wavelen { *f / factor } else { *f };
+                    let scaled = if wavelen > low_wavelen {
+                        *f / factor
+                    } else {
+                        *f
+                    };
                     let smooth = (old / wavelen - low) / (high - low);
                     let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                     *f = if medium { smoothed } else { scaled };
                 }
             }
@@ -199,8 +210,12 @@ impl StepRng {
             state: seed ^ 0x9E37_79B9_7F4A_7C15,
             active: true,
         };
-        r.state = r.state.wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-        r.state = r.state.wrapping_add(micro.wrapping_mul(0x94D0_49BB_1331_11EB));
+        r.state = r
+            .state
+            .wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        r.state = r
+            .state
+            .wrapping_add(micro.wrapping_mul(0x94D0_49BB_1331_11EB));
         r
     }
     pub fn next_u64(&mut self) -> u64 {
@@ -269,19 +284,20 @@ impl Model {
                 eps,
             })
         };
-        let linear = |w: &mut Weights, path: String, inp: usize, out: usize, bias: bool| -> Result<Linear> {
-            let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
-            let bias = if bias {
-                Some(to_device(w.take(&format!("{path}.bias"), &[out])?, device))
-            } else {
-                None
+        let linear =
+            |w: &mut Weights, path: String, inp: usize, out: usize, bias: bool| -> Result<Linear> {
+                let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
+                let bias = if bias {
+                    Some(to_device(w.take(&format!("{path}.bias"), &[out])?, device))
+                } else {
+                    None
+                };
+                Ok(Linear {
+                    weight_t: to_device(transpose_host(weight), device),
+                    bias,
+                    path,
+                })
             };
-            Ok(Linear {
-                weight_t: to_device(transpose_host(weight), device),
-                bias,
-                path,
-            })
-        };
         let embed_host = w.take("model.embed_tokens.weight", &[vocab, h])?;
         let mut layers = Vec::new();
         for i in 0..a.num_layers as usize {
@@ -290,9 +306,27 @@ impl Model {
             layers.push(Layer {
                 input_norm: norm(&mut w, &format!("{p}.input_layernorm.weight"), h)?,
                 post_norm: norm(&mut w, &format!("{p}.post_attention_layernorm.weight"), h)?,
-                q: linear(&mut w, format!("{p}.self_attn.q_proj"), h, nh * hd, a.qkv_bias)?,
-                k: linear(&mut w, format!("{p}.self_attn.k_proj"), h, nkv * hd, a.qkv_bias)?,
-                v: linear(&mut w, format!("{p}.self_attn.v_proj"), h, nkv * hd, a.qkv_bias)?,
+                q: linear(
+                    &mut w,
+                    format!("{p}.self_attn.q_proj"),
+                    h,
+                    nh * hd,
+                    a.qkv_bias,
+                )?,
+                k: linear(
+                    &mut w,
+                    format!("{p}.self_attn.k_proj"),
+                    h,
+                    nkv * hd,
+                    a.qkv_bias,
+                )?,
+                v: linear(
+                    &mut w,
+                    format!("{p}.self_attn.v_proj"),
+                    h,
+                    nkv * hd,
+                    a.qkv_bias,
+                )?,
                 o: linear(&mut w, format!("{p}.self_attn.o_proj"), nh * hd, h, false)?,
                 q_norm: if qk_norm {
                     Some(norm(&mut w, &format!("{p}.self_attn.q_norm.weight"), hd)?)
@@ -322,7 +356,12 @@ impl Model {
         if !leftover.is_empty() {
             return Err(Error::Invalid(format!(
                 "the checkpoint has tensors config.json does not describe (is it the right config?): {}",
-                leftover.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                leftover
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(Model {
@@ -349,10 +388,13 @@ impl Model {
 
     /// Input and output features of the linear at `path`.
     pub fn linear_shape(&self, path: &str) -> Option<(usize, usize)> {
-        self.linears().into_iter().find(|l| l.path == path).map(|l| {
-            let d = l.weight_t.dims();
-            (d[0], d[1])
-        })
+        self.linears()
+            .into_iter()
+            .find(|l| l.path == path)
+            .map(|l| {
+                let d = l.weight_t.dims();
+                (d[0], d[1])
+            })
     }
 
     /// RoPE tables `[batch, 1, len, head_dim]` (cos, sin), rotate-half layout, for each token's position.
@@ -362,7 +404,11 @@ impl Model {
         let mut cos = Vec::with_capacity(b * len * hd);
         let mut sin = Vec::with_capacity(b * len * hd);
         for (row, t) in (0..b).flat_map(|r| (0..len).map(move |t| (r, t))) {
-            let pos = positions.get(row).and_then(|p| p.get(t)).copied().unwrap_or(t as u32);
+            let pos = positions
+                .get(row)
+                .and_then(|p| p.get(t))
+                .copied()
+                .unwrap_or(t as u32);
             for _ in 0..2 {
                 for f in &inv {
                     let angle = pos as f32 * f;
@@ -391,7 +437,11 @@ impl Model {
         let len = ids.iter().map(Vec::len).max().unwrap_or(0);
         let flat: Vec<i64> = ids
             .iter()
-            .flat_map(|r| r.iter().map(|&t| t as i64).chain(std::iter::repeat_n(0, len - r.len())))
+            .flat_map(|r| {
+                r.iter()
+                    .map(|&t| t as i64)
+                    .chain(std::iter::repeat_n(0, len - r.len()))
+            })
             .collect();
         let n = b * len;
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
@@ -399,7 +449,9 @@ impl Model {
         let (cos, sin) = self.rope(positions, b, len);
         let mask = Tensor::<2, Bool>::from_data(
             TensorData::new(
-                (0..len * len).map(|i| i % len > i / len).collect::<Vec<bool>>(),
+                (0..len * len)
+                    .map(|i| i % len > i / len)
+                    .collect::<Vec<bool>>(),
                 [len, len],
             ),
             &self.device,
@@ -411,8 +463,14 @@ impl Model {
         for layer in &self.layers {
             let residual = x.clone();
             let hs = layer.input_norm.forward(x);
-            let q = layer.q.forward(hs.clone(), adapter, rng).reshape([b, len, nh, hd]);
-            let k = layer.k.forward(hs.clone(), adapter, rng).reshape([b, len, nkv, hd]);
+            let q = layer
+                .q
+                .forward(hs.clone(), adapter, rng)
+                .reshape([b, len, nh, hd]);
+            let k = layer
+                .k
+                .forward(hs.clone(), adapter, rng)
+                .reshape([b, len, nkv, hd]);
             let v = layer.v.forward(hs, adapter, rng).reshape([b, len, nkv, hd]);
             let (q, k) = match (&layer.q_norm, &layer.k_norm) {
                 (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),

@@ -70,7 +70,12 @@ impl AdamW {
     }
 
     /// One step: decoupled weight decay, moments, bias correction, as torch.optim.AdamW.
-    pub fn update(&mut self, params: Vec<Tensor<2>>, grads: Vec<Tensor<2>>, lr: f64) -> Vec<Tensor<2>> {
+    pub fn update(
+        &mut self,
+        params: Vec<Tensor<2>>,
+        grads: Vec<Tensor<2>>,
+        lr: f64,
+    ) -> Vec<Tensor<2>> {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;

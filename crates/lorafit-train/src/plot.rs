@@ -129,9 +129,17 @@ pub fn write_loss_png(path: &Path, points: &[(f64, f64)]) -> Result<()> {
     let (y_min, y_max) = finite
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (x_min, x_max) = if finite.is_empty() { (0.0, 1.0) } else { (x_min, x_max.max(x_min + 1.0)) };
+    let (x_min, x_max) = if finite.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (x_min, x_max.max(x_min + 1.0))
+    };
     let pad = ((y_max - y_min) * 0.05).max(1e-3);
-    let (y_min, y_max) = if finite.is_empty() { (0.0, 1.0) } else { (y_min - pad, y_max + pad) };
+    let (y_min, y_max) = if finite.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (y_min - pad, y_max + pad)
+    };
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let to_px = |x: f64, y: f64| -> (f64, f64) {
         (
@@ -149,12 +157,26 @@ pub fn write_loss_png(path: &Path, points: &[(f64, f64)]) -> Result<()> {
         let x = x_min + (x_max - x_min) * f;
         let (px, _) = to_px(x, y_min);
         c.line((px, TOP as f64), (px, (H - BOTTOM) as f64), grey, 1);
-        let xl = if x_max - x_min >= 8.0 { format!("{:.0}", x.round()) } else { label(x) };
+        let xl = if x_max - x_min >= 8.0 {
+            format!("{:.0}", x.round())
+        } else {
+            label(x)
+        };
         c.text(px as i64 - 10, (H - BOTTOM + 8) as i64, &xl, 2);
     }
     let black = [0, 0, 0];
-    c.line((LEFT as f64, (H - BOTTOM) as f64), ((W - RIGHT) as f64, (H - BOTTOM) as f64), black, 2);
-    c.line((LEFT as f64, TOP as f64), (LEFT as f64, (H - BOTTOM) as f64), black, 2);
+    c.line(
+        (LEFT as f64, (H - BOTTOM) as f64),
+        ((W - RIGHT) as f64, (H - BOTTOM) as f64),
+        black,
+        2,
+    );
+    c.line(
+        (LEFT as f64, TOP as f64),
+        (LEFT as f64, (H - BOTTOM) as f64),
+        black,
+        2,
+    );
     c.text(LEFT as i64, 10, "training loss", 3);
     c.text((W / 2) as i64 - 24, (H - 18) as i64, "step", 2);
     let raw: Vec<(f64, f64)> = finite.iter().map(|p| to_px(p.0, p.1)).collect();
@@ -162,7 +184,11 @@ pub fn write_loss_png(path: &Path, points: &[(f64, f64)]) -> Result<()> {
         c.line(w[0], w[1], [160, 190, 230], 1);
     }
     let sm = smooth(&finite.iter().map(|p| p.1).collect::<Vec<_>>());
-    let smp: Vec<(f64, f64)> = finite.iter().zip(&sm).map(|(p, s)| to_px(p.0, *s)).collect();
+    let smp: Vec<(f64, f64)> = finite
+        .iter()
+        .zip(&sm)
+        .map(|(p, s)| to_px(p.0, *s))
+        .collect();
     for w in smp.windows(2) {
         c.line(w[0], w[1], [20, 60, 160], 2);
     }

@@ -27,14 +27,22 @@ pub fn write_random_checkpoint(dir: &Path, config_json: &str, seed: u64) -> Resu
         .ok()
         .and_then(|v| v.get("initializer_range").and_then(|x| x.as_f64()))
         .unwrap_or(0.02) as f32;
-    let (h, inter, v) = (a.hidden_size as usize, a.intermediate_size as usize, a.vocab_size as usize);
+    let (h, inter, v) = (
+        a.hidden_size as usize,
+        a.intermediate_size as usize,
+        a.vocab_size as usize,
+    );
     let (q, kv, hd) = (a.q_dim() as usize, a.kv_dim() as usize, a.head_dim as usize);
     let mut rng = StepRng::new(seed, 0, 0);
     let mut t = BTreeMap::new();
     let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| {
         t.insert(name, HostTensor::new(shape, data));
     };
-    put("model.embed_tokens.weight".into(), vec![v, h], normal(&mut rng, v * h, std));
+    put(
+        "model.embed_tokens.weight".into(),
+        vec![v, h],
+        normal(&mut rng, v * h, std),
+    );
     for i in 0..a.num_layers as usize {
         let p = format!("model.layers.{i}");
         for (name, out, inp) in [
@@ -46,21 +54,43 @@ pub fn write_random_checkpoint(dir: &Path, config_json: &str, seed: u64) -> Resu
             ("mlp.up_proj", inter, h),
             ("mlp.down_proj", h, inter),
         ] {
-            put(format!("{p}.{name}.weight"), vec![out, inp], normal(&mut rng, out * inp, std));
-            if a.qkv_bias && ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"].contains(&name) {
+            put(
+                format!("{p}.{name}.weight"),
+                vec![out, inp],
+                normal(&mut rng, out * inp, std),
+            );
+            if a.qkv_bias
+                && ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"].contains(&name)
+            {
                 put(format!("{p}.{name}.bias"), vec![out], vec![0.0; out]);
             }
         }
         put(format!("{p}.input_layernorm.weight"), vec![h], vec![1.0; h]);
-        put(format!("{p}.post_attention_layernorm.weight"), vec![h], vec![1.0; h]);
+        put(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            vec![1.0; h],
+        );
         if a.qk_norm {
-            put(format!("{p}.self_attn.q_norm.weight"), vec![hd], vec![1.0; hd]);
-            put(format!("{p}.self_attn.k_norm.weight"), vec![hd], vec![1.0; hd]);
+            put(
+                format!("{p}.self_attn.q_norm.weight"),
+                vec![hd],
+                vec![1.0; hd],
+            );
+            put(
+                format!("{p}.self_attn.k_norm.weight"),
+                vec![hd],
+                vec![1.0; hd],
+            );
         }
     }
     put("model.norm.weight".into(), vec![h], vec![1.0; h]);
     if !a.tie_word_embeddings {
-        put("lm_head.weight".into(), vec![v, h], normal(&mut rng, v * h, std));
+        put(
+            "lm_head.weight".into(),
+            vec![v, h],
+            normal(&mut rng, v * h, std),
+        );
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     save_f32(&dir.join("model.safetensors"), &t)?;

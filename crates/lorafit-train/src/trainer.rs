@@ -41,7 +41,10 @@ pub struct StepInfo {
 pub enum Outcome {
     Finished,
     /// Stopped on request after `step`; a checkpoint was written.
-    Interrupted { step: u64, checkpoint: PathBuf },
+    Interrupted {
+        step: u64,
+        checkpoint: PathBuf,
+    },
 }
 
 /// The record of a run.
@@ -118,7 +121,10 @@ pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             let n: u64 = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join("trainer_state.json").is_file().then_some((n, e.path()))
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then_some((n, e.path()))
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, p)| p)
@@ -147,7 +153,9 @@ pub struct Trainer<'a> {
 
 impl std::fmt::Debug for Trainer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trainer").field("total_steps", &self.total_steps).finish()
+        f.debug_struct("Trainer")
+            .field("total_steps", &self.total_steps)
+            .finish()
     }
 }
 
@@ -210,8 +218,12 @@ impl<'a> Trainer<'a> {
         let (adapter, optimizer, saved) = match &resume_dir {
             Some(dir) => {
                 let adapter = Adapter::load(dir, model, args.lora_dropout, &device)?;
-                let (opt, saved) =
-                    load_state(dir, &adapter, &fingerprint(&args, examples.len(), total_steps), args.adamw)?;
+                let (opt, saved) = load_state(
+                    dir,
+                    &adapter,
+                    &fingerprint(&args, examples.len(), total_steps),
+                    args.adamw,
+                )?;
                 (adapter, opt, Some(saved))
             }
             None => {
@@ -219,8 +231,11 @@ impl<'a> Trainer<'a> {
                     Some(d) => Adapter::load(d, model, args.lora_dropout, &device)?,
                     None => Adapter::init(model, spec, args.seed, &device)?,
                 };
-                let params: Vec<Tensor<2>> =
-                    adapter.params().into_iter().map(|(_, t)| t.clone().inner()).collect();
+                let params: Vec<Tensor<2>> = adapter
+                    .params()
+                    .into_iter()
+                    .map(|(_, t)| t.clone().inner())
+                    .collect();
                 (adapter.clone(), AdamW::new(args.adamw, &params), None)
             }
         };
@@ -283,18 +298,28 @@ impl<'a> Trainer<'a> {
                 .map(|&i| self.examples[i].input_ids.len() as u64)
                 .sum();
             self.adapter.require_grad();
-            let params: Vec<Tensor<2>> =
-                self.adapter.params().into_iter().map(|(_, t)| t.clone()).collect();
+            let params: Vec<Tensor<2>> = self
+                .adapter
+                .params()
+                .into_iter()
+                .map(|(_, t)| t.clone())
+                .collect();
             let mut acc: Option<Vec<Tensor<2>>> = None;
             let mut loss_value = 0.0f64;
             if n_tokens > 0 {
                 for (mi, mb) in batches.iter().enumerate() {
-                    let ids: Vec<Vec<u32>> =
-                        mb.iter().map(|&i| self.examples[i].input_ids.clone()).collect();
-                    let labels: Vec<Vec<i64>> =
-                        mb.iter().map(|&i| self.examples[i].labels.clone()).collect();
-                    let positions: Vec<Vec<u32>> =
-                        mb.iter().map(|&i| self.examples[i].position_ids.clone()).collect();
+                    let ids: Vec<Vec<u32>> = mb
+                        .iter()
+                        .map(|&i| self.examples[i].input_ids.clone())
+                        .collect();
+                    let labels: Vec<Vec<i64>> = mb
+                        .iter()
+                        .map(|&i| self.examples[i].labels.clone())
+                        .collect();
+                    let positions: Vec<Vec<u32>> = mb
+                        .iter()
+                        .map(|&i| self.examples[i].position_ids.clone())
+                        .collect();
                     let mut rng = StepRng::new(self.args.seed, step, mi as u64);
                     let (sum, _) =
                         self.model
@@ -307,7 +332,10 @@ impl<'a> Trainer<'a> {
                     }
                     let g: Vec<Tensor<2>> = params
                         .iter()
-                        .map(|p| p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like()))
+                        .map(|p| {
+                            p.grad(&grads)
+                                .unwrap_or_else(|| p.clone().inner().zeros_like())
+                        })
                         .collect();
                     acc = Some(match acc {
                         None => g,
@@ -326,7 +354,13 @@ impl<'a> Trainer<'a> {
                     kept,
                 });
             }
-            let lr = lr_at(self.args.schedule, self.args.learning_rate, step, self.warmup, self.total_steps);
+            let lr = lr_at(
+                self.args.schedule,
+                self.args.learning_rate,
+                step,
+                self.warmup,
+                self.total_steps,
+            );
             let mut grad_norm = None;
             if let Some(grads) = acc {
                 let grads = if self.args.max_grad_norm > 0.0 {
@@ -340,7 +374,8 @@ impl<'a> Trainer<'a> {
                     return Err(Error::NonFiniteLoss {
                         step: step + 1,
                         loss: f64::NAN,
-                        kept: "the gradient norm is not finite; no checkpoint was overwritten".into(),
+                        kept: "the gradient norm is not finite; no checkpoint was overwritten"
+                            .into(),
                     });
                 }
                 let inner: Vec<Tensor<2>> = params.into_iter().map(|p| p.inner()).collect();
@@ -461,8 +496,14 @@ impl<'a> Trainer<'a> {
             .save(&tmp, &self.args.model_dir.display().to_string())?;
         let mut moments: BTreeMap<String, HostTensor> = BTreeMap::new();
         for (i, (name, _)) in self.adapter.params().iter().enumerate() {
-            moments.insert(format!("exp_avg.{name}"), host_of(&self.optimizer.exp_avg[i])?);
-            moments.insert(format!("exp_avg_sq.{name}"), host_of(&self.optimizer.exp_avg_sq[i])?);
+            moments.insert(
+                format!("exp_avg.{name}"),
+                host_of(&self.optimizer.exp_avg[i])?,
+            );
+            moments.insert(
+                format!("exp_avg_sq.{name}"),
+                host_of(&self.optimizer.exp_avg_sq[i])?,
+            );
         }
         save_f32(&tmp.join("optimizer.safetensors"), &moments)?;
         let state = json!({
@@ -473,7 +514,9 @@ impl<'a> Trainer<'a> {
         });
         write_atomic(
             &tmp.join("trainer_state.json"),
-            serde_json::to_string_pretty(&state).unwrap_or_default().as_bytes(),
+            serde_json::to_string_pretty(&state)
+                .unwrap_or_default()
+                .as_bytes(),
         )?;
         if final_dir.exists() {
             let old = out.join(format!(".checkpoint-{step}.old{}", std::process::id()));
@@ -519,7 +562,9 @@ fn load_state(
                     &state_path,
                     format!(
                         "was written with `{k}` = {}, this run has {w}: resuming would not continue the same run",
-                        have.get(k).map(|x| x.to_string()).unwrap_or_else(|| "nothing".into())
+                        have.get(k)
+                            .map(|x| x.to_string())
+                            .unwrap_or_else(|| "nothing".into())
                     ),
                 ));
             }

@@ -44,12 +44,31 @@ fn templates_and_truncation_match_llamafactory() {
         }
         let want_ids = case["input_ids"].as_array().expect("ids");
         let want_labels = case["labels"].as_array().expect("labels");
-        assert_eq!(got.len(), want_ids.len(), "{name}/{ds}/{cutoff}: number of examples");
+        assert_eq!(
+            got.len(),
+            want_ids.len(),
+            "{name}/{ds}/{cutoff}: number of examples"
+        );
         for (i, e) in got.iter().enumerate() {
-            assert_eq!(e.input_ids, ints::<u32>(&want_ids[i]), "{name}/{ds}/{cutoff} packing={packing}: input_ids of row {}", i + 1);
-            assert_eq!(e.labels, ints::<i64>(&want_labels[i]), "{name}/{ds}/{cutoff} packing={packing}: labels of row {}", i + 1);
+            assert_eq!(
+                e.input_ids,
+                ints::<u32>(&want_ids[i]),
+                "{name}/{ds}/{cutoff} packing={packing}: input_ids of row {}",
+                i + 1
+            );
+            assert_eq!(
+                e.labels,
+                ints::<i64>(&want_labels[i]),
+                "{name}/{ds}/{cutoff} packing={packing}: labels of row {}",
+                i + 1
+            );
             if packing {
-                assert_eq!(e.position_ids, ints::<u32>(&case["position_ids"][i]), "positions of pack {}", i + 1);
+                assert_eq!(
+                    e.position_ids,
+                    ints::<u32>(&case["position_ids"][i]),
+                    "positions of pack {}",
+                    i + 1
+                );
             }
         }
         checked += 1;
@@ -60,7 +79,10 @@ fn templates_and_truncation_match_llamafactory() {
 #[test]
 fn knapsack_follows_llamafactory() {
     // LLaMA-Factory 0.9.5 printed [[8, 2], [7, 3], [5]] for greedy_knapsack([5, 3, 8, 2, 7], 10).
-    assert_eq!(data::greedy_knapsack(vec![5, 3, 8, 2, 7], 10), vec![vec![8, 2], vec![7, 3], vec![5]]);
+    assert_eq!(
+        data::greedy_knapsack(vec![5, 3, 8, 2, 7], 10),
+        vec![vec![8, 2], vec![7, 3], vec![5]]
+    );
     // Its version loops forever on a length over capacity (its callers drop those first); ours stops.
     assert_eq!(data::greedy_knapsack(vec![11, 4], 10), vec![vec![4]]);
 }
@@ -80,29 +102,62 @@ fn err_of<T: std::fmt::Debug>(r: lorafit_train::Result<T>) -> String {
 fn bad_rows_are_clear_errors() {
     let dir = std::env::temp_dir().join(format!("lorafit-data-{}", std::process::id()));
     let check = |rows: &str, want: &str| {
-        write(&dir, "dataset_info.json", r#"{"d": {"file_name": "d.jsonl"}, "s": {"file_name": "s.jsonl", "formatting": "sharegpt"}}"#);
+        write(
+            &dir,
+            "dataset_info.json",
+            r#"{"d": {"file_name": "d.jsonl"}, "s": {"file_name": "s.jsonl", "formatting": "sharegpt"}}"#,
+        );
         write(&dir, "d.jsonl", rows);
         write(&dir, "s.jsonl", rows);
-        let name = if rows.contains("conversations") { "s" } else { "d" };
+        let name = if rows.contains("conversations") {
+            "s"
+        } else {
+            "d"
+        };
         let e = err_of(dataset::conversations(&dir, name));
         assert!(e.contains(want), "{rows:?}: {e}");
     };
     check("", "has no rows");
     check("{}\n", "row 1");
     check("{\"instruction\": \"hi\"}\n", "has no `output`");
-    check("{\"instruction\": 3, \"output\": \"x\"}\n", "`instruction` must be a string");
-    check("{\"instruction\": \"a\", \"output\": \"b\"}\n{not json}\n", "line 2: not valid JSON");
-    check("{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}]}\n", "role `gpt` where `human` was expected");
-    check("{\"conversations\": [{\"from\": \"human\", \"value\": \"x\"}]}\n", "user/assistant pairs");
+    check(
+        "{\"instruction\": 3, \"output\": \"x\"}\n",
+        "`instruction` must be a string",
+    );
+    check(
+        "{\"instruction\": \"a\", \"output\": \"b\"}\n{not json}\n",
+        "line 2: not valid JSON",
+    );
+    check(
+        "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}]}\n",
+        "role `gpt` where `human` was expected",
+    );
+    check(
+        "{\"conversations\": [{\"from\": \"human\", \"value\": \"x\"}]}\n",
+        "user/assistant pairs",
+    );
     let e = err_of(dataset::conversations(&dir, "missing"));
     assert!(e.contains("is not in") && e.contains("d, s"), "{e}");
     let e = err_of(Template::get("vicuna"));
-    assert!(e.contains("known: default, empty, llama3, qwen, mistral, deepseekr1"), "{e}");
+    assert!(
+        e.contains("known: default, empty, llama3, qwen, mistral, deepseekr1"),
+        "{e}"
+    );
 
-    let p = write(&dir, "pre.jsonl", "{\"input_ids\": [1, 2], \"labels\": [1]}\n");
-    assert!(err_of(data::load_pretokenized(&p)).contains("`labels` has 1 entries but `input_ids` has 2"));
+    let p = write(
+        &dir,
+        "pre.jsonl",
+        "{\"input_ids\": [1, 2], \"labels\": [1]}\n",
+    );
+    assert!(
+        err_of(data::load_pretokenized(&p))
+            .contains("`labels` has 1 entries but `input_ids` has 2")
+    );
     let p = write(&dir, "pre.jsonl", "{\"input_ids\": []}\n");
-    assert!(err_of(data::load_pretokenized(&p)).contains("line 1, `input_ids` is empty") || err_of(data::load_pretokenized(&p)).contains("`input_ids` is empty"));
+    assert!(
+        err_of(data::load_pretokenized(&p)).contains("line 1, `input_ids` is empty")
+            || err_of(data::load_pretokenized(&p)).contains("`input_ids` is empty")
+    );
     let p = write(&dir, "pre.jsonl", "{\"input_ids\": [1, -3]}\n");
     assert!(err_of(data::load_pretokenized(&p)).contains("not a non-negative"));
     let p = write(&dir, "pre.jsonl", "\n\n");

@@ -36,17 +36,25 @@ fn settings(run: &Value, extra: &[(&str, Val)]) -> Settings {
     for (k, v) in run["keys"].as_object().expect("keys") {
         s.set(k, val(v)).expect("fixture key");
     }
-    s.set("dataset", Val::Str("data.jsonl".into())).expect("dataset");
-    s.set("dataset_dir", Val::Str(fixtures().display().to_string())).expect("dataset_dir");
+    s.set("dataset", Val::Str("data.jsonl".into()))
+        .expect("dataset");
+    s.set("dataset_dir", Val::Str(fixtures().display().to_string()))
+        .expect("dataset_dir");
     s.set("logging_steps", Val::Int(1)).expect("logging");
-    s.set("finetuning_type", Val::Str("lora".into())).expect("ft");
+    s.set("finetuning_type", Val::Str("lora".into()))
+        .expect("ft");
     for (k, v) in extra {
         s.set(k, v.clone()).expect("extra key");
     }
     s
 }
 
-fn run_with(name: &str, backend: Backend, extra: &[(&str, Val)], out: &Path) -> (Summary, Trainer<'static>) {
+fn run_with(
+    name: &str,
+    backend: Backend,
+    extra: &[(&str, Val)],
+    out: &Path,
+) -> (Summary, Trainer<'static>) {
     let run: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join(format!("runs/{name}.json"))).expect("run json"),
     )
@@ -57,7 +65,9 @@ fn run_with(name: &str, backend: Backend, extra: &[(&str, Val)], out: &Path) -> 
     let s = settings(&run, &extra);
     let args = TrainArgs::from_settings(&s, &fixtures()).expect("args");
     let device = make_device(args.backend, args.gradient_checkpointing).expect("device");
-    let model: &'static Model = Box::leak(Box::new(Model::load(&args.model_dir, &device).expect("model loads")));
+    let model: &'static Model = Box::leak(Box::new(
+        Model::load(&args.model_dir, &device).expect("model loads"),
+    ));
     let examples = data::load_dataset(&args).expect("data");
     let mut trainer = Trainer::new(args, model, examples).expect("trainer");
     let summary = trainer.run(|_| {}).expect("training runs");
@@ -76,44 +86,105 @@ fn check_parity(name: &str, backend: Backend) {
     .expect("parses");
     let out = tmp_dir(&format!("{name}-{}", backend.name()));
     let (summary, trainer) = run_with(name, backend, &[], &out);
-    let want: Vec<f64> = run["losses"].as_array().expect("losses").iter().filter_map(Value::as_f64).collect();
-    let want_lr: Vec<f64> = run["lrs"].as_array().expect("lrs").iter().filter_map(Value::as_f64).collect();
+    let want: Vec<f64> = run["losses"]
+        .as_array()
+        .expect("losses")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let want_lr: Vec<f64> = run["lrs"]
+        .as_array()
+        .expect("lrs")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
     assert_eq!(summary.steps.len(), want.len(), "{name}: number of steps");
     let mut worst = 0.0f64;
     for (i, (got, w)) in summary.steps.iter().zip(&want).enumerate() {
         let r = rel(got.loss, *w);
         worst = worst.max(r);
-        assert!(r <= 1e-4, "{name} on {}: step {} loss {} vs PEFT {} (rel {r:.2e})", backend.name(), i + 1, got.loss, w);
-        assert!((got.lr - want_lr[i]).abs() <= 1e-12 + 1e-9 * want_lr[i], "{name}: step {} lr {} vs {}", i + 1, got.lr, want_lr[i]);
+        assert!(
+            r <= 1e-4,
+            "{name} on {}: step {} loss {} vs PEFT {} (rel {r:.2e})",
+            backend.name(),
+            i + 1,
+            got.loss,
+            w
+        );
+        assert!(
+            (got.lr - want_lr[i]).abs() <= 1e-12 + 1e-9 * want_lr[i],
+            "{name}: step {} lr {} vs {}",
+            i + 1,
+            got.lr,
+            want_lr[i]
+        );
     }
     let mut ours = Weights::load_file(&out.join("adapter_model.safetensors")).expect("our adapter");
-    let theirs = Weights::load_file(&fixtures().join(format!("runs/{name}.adapter.safetensors"))).expect("PEFT adapter");
+    let theirs = Weights::load_file(&fixtures().join(format!("runs/{name}.adapter.safetensors")))
+        .expect("PEFT adapter");
     let names: Vec<String> = theirs.names().map(str::to_string).collect();
     let mut worst_w = 0.0f64;
     for n in &names {
         let b = theirs.get(n).expect("tensor");
-        let a = ours.take(n, &b.shape).unwrap_or_else(|e| panic!("{name}: our adapter: {e}"));
+        let a = ours
+            .take(n, &b.shape)
+            .unwrap_or_else(|e| panic!("{name}: our adapter: {e}"));
         for (x, y) in a.data.iter().zip(&b.data) {
             let d = (x - y).abs() as f64 / (y.abs() as f64).max(1.0);
             worst_w = worst_w.max(d);
         }
     }
-    assert!(worst_w <= 1e-4, "{name} on {}: adapter differs from PEFT's by {worst_w:.2e}", backend.name());
-    assert!(ours.names().next().is_none(), "{name}: extra tensors in our adapter");
-    eprintln!("{name} on {}: {} steps, worst loss rel diff {worst:.2e}, worst adapter diff {worst_w:.2e}", backend.name(), want.len());
+    assert!(
+        worst_w <= 1e-4,
+        "{name} on {}: adapter differs from PEFT's by {worst_w:.2e}",
+        backend.name()
+    );
+    assert!(
+        ours.names().next().is_none(),
+        "{name}: extra tensors in our adapter"
+    );
+    eprintln!(
+        "{name} on {}: {} steps, worst loss rel diff {worst:.2e}, worst adapter diff {worst_w:.2e}",
+        backend.name(),
+        want.len()
+    );
     // Logits of our final adapter on two rows, for `make_train_fixtures.py verify DIR` (PEFT loads
     // the adapter and must reproduce them). Kept when LORAFIT_KEEP_RUNS names a directory.
     let rows = data::load_pretokenized(&fixtures().join("data.jsonl")).expect("rows");
     let len = rows[0].input_ids.len().min(rows[1].input_ids.len());
-    let ids: Vec<Vec<u32>> = rows[..2].iter().map(|r| r.input_ids[..len].to_vec()).collect();
-    let logits = trainer.model.logits(&ids, &[], &trainer.adapter, &mut lorafit_train::model::StepRng::eval());
+    let ids: Vec<Vec<u32>> = rows[..2]
+        .iter()
+        .map(|r| r.input_ids[..len].to_vec())
+        .collect();
+    let logits = trainer.model.logits(
+        &ids,
+        &[],
+        &trainer.adapter,
+        &mut lorafit_train::model::StepRng::eval(),
+    );
     let vocab = logits.dims()[1];
     let mut t = std::collections::BTreeMap::new();
-    t.insert("logits".to_string(), lorafit_train::weights::HostTensor::new(vec![2, len, vocab], logits.into_data().try_into_vec_as::<f32>().expect("logits")));
-    t.insert("input_ids".to_string(), lorafit_train::weights::HostTensor::new(vec![2, len], ids.iter().flatten().map(|&x| x as f32).collect()));
+    t.insert(
+        "logits".to_string(),
+        lorafit_train::weights::HostTensor::new(
+            vec![2, len, vocab],
+            logits.into_data().try_into_vec_as::<f32>().expect("logits"),
+        ),
+    );
+    t.insert(
+        "input_ids".to_string(),
+        lorafit_train::weights::HostTensor::new(
+            vec![2, len],
+            ids.iter().flatten().map(|&x| x as f32).collect(),
+        ),
+    );
     lorafit_train::weights::save_f32(&out.join("logits.safetensors"), &t).expect("logits");
     let model_name = run["keys"]["model_name_or_path"].as_str().expect("model");
-    std::fs::write(out.join("logits.json"), format!("{{\"model\": \"{model_name}\"}}")).expect("meta");
+    std::fs::write(
+        out.join("logits.json"),
+        format!("{{\"model\": \"{model_name}\"}}"),
+    )
+    .expect("meta");
     match std::env::var_os("LORAFIT_KEEP_RUNS") {
         Some(keep) => {
             let dest = PathBuf::from(keep).join(format!("{name}-{}", backend.name()));
@@ -159,7 +230,7 @@ fn wgpu_available() -> bool {
         t.sum().into_scalar::<f32>()
     });
     match ok {
-        Ok(v) if v == 3.0 => true,
+        Ok(3.0) => true,
         _ => {
             eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
             false
@@ -198,8 +269,16 @@ fn interrupted_run_resumes_exactly() {
     ];
     let full_dir = tmp_dir("resume-full");
     let (full, _) = run_with("llama_cosine_clip_ga", Backend::NdArray, &extra, &full_dir);
-    assert!(full_dir.join("checkpoint-4/adapter_model.safetensors").is_file());
-    assert!(full_dir.join("checkpoint-8/optimizer.safetensors").is_file());
+    assert!(
+        full_dir
+            .join("checkpoint-4/adapter_model.safetensors")
+            .is_file()
+    );
+    assert!(
+        full_dir
+            .join("checkpoint-8/optimizer.safetensors")
+            .is_file()
+    );
 
     let dir = tmp_dir("resume-split");
     let run: Value = serde_json::from_str(
@@ -236,7 +315,11 @@ fn interrupted_run_resumes_exactly() {
     let part2 = second.run(|_| {}).expect("second part");
     let mut joined = losses(&part1);
     joined.extend(losses(&part2));
-    assert_eq!(joined, losses(&full), "resumed losses differ from the uninterrupted run");
+    assert_eq!(
+        joined,
+        losses(&full),
+        "resumed losses differ from the uninterrupted run"
+    );
     let a = Weights::load_file(&dir.join("adapter_model.safetensors")).expect("a");
     let b = Weights::load_file(&full_dir.join("adapter_model.safetensors")).expect("b");
     for n in b.names() {
@@ -245,28 +328,50 @@ fn interrupted_run_resumes_exactly() {
     let log = std::fs::read_to_string(dir.join("trainer_log.jsonl")).expect("log");
     let steps: Vec<u64> = log
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("log line")["current_steps"].as_u64().expect("step"))
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("log line")["current_steps"]
+                .as_u64()
+                .expect("step")
+        })
         .collect();
-    assert_eq!(steps, (1..=12).collect::<Vec<_>>(), "trainer_log.jsonl after resume");
+    assert_eq!(
+        steps,
+        (1..=12).collect::<Vec<_>>(),
+        "trainer_log.jsonl after resume"
+    );
     // A checkpoint written by another configuration is refused, naming the key.
     let mut args3 = args.clone();
     args3.resume = lorafit_train::config::Resume::Dir(dir.join("checkpoint-5"));
     args3.batch_size = 3;
     let model3 = Model::load(&args3.model_dir, &device).expect("model");
-    let err = Trainer::new(args3, &model3, data::load_dataset(&args).expect("data")).expect_err("mismatch");
-    assert!(err.to_string().contains("per_device_train_batch_size"), "{err}");
+    let err = Trainer::new(args3, &model3, data::load_dataset(&args).expect("data"))
+        .expect_err("mismatch");
+    assert!(
+        err.to_string().contains("per_device_train_batch_size"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&full_dir);
 }
 
 /// Copy the llama fixture into `dir`, letting `edit` change its tensors and config.
-fn llama_copy(dir: &Path, edit: impl FnOnce(&mut std::collections::BTreeMap<String, lorafit_train::weights::HostTensor>, &mut Value)) {
+fn llama_copy(
+    dir: &Path,
+    edit: impl FnOnce(
+        &mut std::collections::BTreeMap<String, lorafit_train::weights::HostTensor>,
+        &mut Value,
+    ),
+) {
     std::fs::create_dir_all(dir).expect("dir");
     let src = fixtures().join("llama");
     let w = Weights::load_dir(&src).expect("weights");
-    let mut tensors: std::collections::BTreeMap<_, _> =
-        w.names().map(|n| (n.to_string(), w.get(n).expect("t").clone())).collect();
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("cfg")).expect("json");
+    let mut tensors: std::collections::BTreeMap<_, _> = w
+        .names()
+        .map(|n| (n.to_string(), w.get(n).expect("t").clone()))
+        .collect();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("cfg"))
+            .expect("json");
     edit(&mut tensors, &mut cfg);
     lorafit_train::weights::save_f32(&dir.join("model.safetensors"), &tensors).expect("save");
     std::fs::write(dir.join("config.json"), cfg.to_string()).expect("cfg");
@@ -292,9 +397,18 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
     std::fs::write(dir.join("rows.jsonl"), rows).expect("rows");
     let mut s = Settings::default();
     for (k, v) in [
-        ("model_name_or_path", Val::Str(model_dir.display().to_string())),
-        ("dataset", Val::Str(dir.join("rows.jsonl").display().to_string())),
-        ("output_dir", Val::Str(dir.join("out").display().to_string())),
+        (
+            "model_name_or_path",
+            Val::Str(model_dir.display().to_string()),
+        ),
+        (
+            "dataset",
+            Val::Str(dir.join("rows.jsonl").display().to_string()),
+        ),
+        (
+            "output_dir",
+            Val::Str(dir.join("out").display().to_string()),
+        ),
         ("per_device_train_batch_size", Val::Int(2)),
         ("save_steps", Val::Int(1)),
         ("max_steps", Val::Int(4)),
@@ -307,13 +421,30 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
     let args = TrainArgs::from_settings(&s, &dir).expect("args");
     let device = make_device(args.backend, false).expect("device");
     let model = Model::load(&args.model_dir, &device).expect("model");
-    let mut t = Trainer::new(args, &model, data::load_dataset(&TrainArgs::from_settings(&s, &dir).expect("a")).expect("data")).expect("trainer");
-    let err = t.run(|_| {}).expect_err("NaN must stop training").to_string();
-    assert!(err.contains("step 4") && err.contains("checkpoint-3"), "{err}");
+    let mut t = Trainer::new(
+        args,
+        &model,
+        data::load_dataset(&TrainArgs::from_settings(&s, &dir).expect("a")).expect("data"),
+    )
+    .expect("trainer");
+    let err = t
+        .run(|_| {})
+        .expect_err("NaN must stop training")
+        .to_string();
+    assert!(
+        err.contains("step 4") && err.contains("checkpoint-3"),
+        "{err}"
+    );
     let ck = dir.join("out/checkpoint-3");
     lorafit_train::Adapter::load(&ck, &model, 0.0, &device).expect("the last checkpoint loads");
-    assert!(!dir.join("out/checkpoint-4").exists(), "no checkpoint of the NaN step");
-    assert!(!dir.join("out/adapter_model.safetensors").exists(), "no final adapter from a NaN run");
+    assert!(
+        !dir.join("out/checkpoint-4").exists(),
+        "no checkpoint of the NaN step"
+    );
+    assert!(
+        !dir.join("out/adapter_model.safetensors").exists(),
+        "no final adapter from a NaN run"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -328,17 +459,30 @@ fn bad_checkpoints_are_clear_errors() {
     let bytes = std::fs::read(d.join("model.safetensors")).expect("read");
     std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).expect("write");
     let e = Model::load(&d, &device).expect_err("truncated").to_string();
-    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
     // config.json that does not match the tensors.
     let d = dir.join("mismatch");
     llama_copy(&d, |_, cfg| cfg["intermediate_size"] = Value::from(100));
     let e = Model::load(&d, &device).expect_err("mismatch").to_string();
-    assert!(e.contains("model.layers.0.mlp.gate_proj.weight") && e.contains("[112, 64]") && e.contains("[100, 64]"), "{e}");
+    assert!(
+        e.contains("model.layers.0.mlp.gate_proj.weight")
+            && e.contains("[112, 64]")
+            && e.contains("[100, 64]"),
+        "{e}"
+    );
     // An architecture lorafit does not train.
     let d = dir.join("gemma");
     llama_copy(&d, |_, cfg| cfg["model_type"] = Value::from("gemma2"));
-    let e = Model::load(&d, &device).expect_err("unsupported").to_string();
-    assert!(e.contains("model_type `gemma2`") && e.contains("llama, mistral, qwen2, qwen3"), "{e}");
+    let e = Model::load(&d, &device)
+        .expect_err("unsupported")
+        .to_string();
+    assert!(
+        e.contains("model_type `gemma2`") && e.contains("llama, mistral, qwen2, qwen3"),
+        "{e}"
+    );
     // A missing tensor.
     let d = dir.join("missing");
     llama_copy(&d, |t, _| {
