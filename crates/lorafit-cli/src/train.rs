@@ -33,6 +33,12 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         Err(err) => eprintln!("estimate unavailable: {err:#}"),
     }
 
+    if args.bf16 && args.backend != lorafit_train::Backend::Cuda {
+        eprintln!(
+            "note: bf16 is set, but the {} backend computes in f32 (WGSL has no bf16 type)",
+            args.backend.name()
+        );
+    }
     let device = make_device(args.backend, args.gradient_checkpointing)?;
     eprintln!(
         "loading {} on {}",

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""The PyTorch + PEFT side of `cargo xtask bench-train` (run by hand or by the xtask; never in CI).
+
+Trains the same random-weight checkpoint on the same pre-tokenized rows as lorafit's benchmark run:
+LoRA r=8, alpha 16 on all linear layers, batch 4, f32, eager PyTorch on the CPU with all cores,
+AdamW, clipping at 1.0, the Contract 3 loop. Prints tokens/s counted the way lorafit's
+trainer_log.jsonl counts them (all tokens of all steps / wall time from the start of step 1).
+
+    python3 scripts/bench_train_torch.py MODEL_DIR DATA_JSONL STEPS
+"""
+import json
+import sys
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+
+def main():
+    model_dir, data_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    rows = [json.loads(l)["input_ids"] for l in open(data_path) if l.strip()]
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = get_peft_model(base, cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    bs = 4
+    tokens = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        i = (step * bs) % len(rows)
+        ids = torch.tensor(rows[i:i + bs])
+        logits = model(input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        tokens += ids.numel()
+        print(f"step {step + 1}/{steps} loss {loss.item():.4f} {tokens / (time.perf_counter() - start):.0f} tok/s")
+    print(f"PyTorch {torch.__version__} + PEFT (eager, {torch.get_num_threads()} threads): "
+          f"{tokens / (time.perf_counter() - start):.0f} tokens/s over {steps} steps")
+
+
+if __name__ == "__main__":
+    main()
