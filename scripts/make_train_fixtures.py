@@ -55,6 +55,15 @@ CONFIGS = {
         initializer_range=0.08, tie_word_embeddings=True, use_sliding_window=False,
         bos_token_id=1, eos_token_id=2,
     ),
+    # QLoRA: every linear's size a multiple of bitsandbytes' 64-blocks along rows (its AVX-512 CPU
+    # dequantize picks wrong blocks when blocks straddle rows).
+    "llama_q": dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=VOCAB, hidden_size=64,
+        intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, max_position_embeddings=128, rms_norm_eps=1e-5, hidden_act="silu",
+        rope_theta=10000.0, initializer_range=0.08, tie_word_embeddings=False, bos_token_id=1,
+        eos_token_id=2,
+    ),
     "qwen3": dict(
         architectures=["Qwen3ForCausalLM"], model_type="qwen3", vocab_size=VOCAB, hidden_size=64,
         intermediate_size=112, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -83,7 +92,30 @@ RUNS = {
         per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=5e-3,
         lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
         max_steps=10)),
+    "llama_qlora_nf4_dq": dict(model="llama_q", targets=ALL, r=8, alpha=16, rslora=False,
+                               quant=dict(quantization_bit=4, quantization_type="nf4", double_quantization=True),
+                               keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                                         learning_rate=5e-3, lr_scheduler_type="cosine", warmup_steps=2,
+                                         max_grad_norm=1.0, weight_decay=0.0, max_steps=10)),
+    "llama_qlora_fp4": dict(model="llama_q", targets=["q_proj", "v_proj", "down_proj"], r=4, alpha=8, rslora=False,
+                            quant=dict(quantization_bit=4, quantization_type="fp4", double_quantization=False),
+                            keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                                      learning_rate=5e-3, lr_scheduler_type="constant", warmup_steps=0,
+                                      max_grad_norm=1.0, weight_decay=0.0, max_steps=6)),
 }
+
+
+def load_base(model_dir, spec):
+    """The base model as the run uses it: fp32, or 4-bit through bitsandbytes on the CPU (compute fp32)."""
+    q = spec.get("quant")
+    if not q:
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    from transformers import BitsAndBytesConfig
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q["quantization_type"],
+                             bnb_4bit_use_double_quant=q["double_quantization"],
+                             bnb_4bit_compute_dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, quantization_config=bnb,
+                                                device_map="cpu")
 
 
 def make_data(gen):
@@ -131,7 +163,13 @@ def schedule(kind, opt, warmup, total):
 
 def train(name, spec, rows):
     model_dir = os.path.join(OUT, spec["model"])
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base = load_base(model_dir, spec)
+    if spec.get("quant"):
+        # As LLaMA-Factory does with gradient checkpointing (its default). It also keeps every 4-bit
+        # matmul on bitsandbytes' dequantize + fp32 linear path: without it the first layer's input
+        # needs no grad and bitsandbytes 0.50.2 uses its fused CPU gemm_4bit, which is off by ~1e-2
+        # from the fp32 product of the same dequantized weight.
+        base.enable_input_require_grads()
     model = PeftModel.from_pretrained(base, os.path.join(model_dir, f"adapter_init_{name}"), is_trainable=True)
     k = spec["keys"]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -167,16 +205,25 @@ def train(name, spec, rows):
     save_file(final, os.path.join(runs, f"{name}.adapter.safetensors"))
     keys = dict(k, model_name_or_path=spec["model"], adapter_name_or_path=f"{spec['model']}/adapter_init_{name}",
                 lora_rank=spec["r"], lora_alpha=spec["alpha"], lora_target=",".join(spec["targets"]),
-                use_rslora=spec["rslora"], lora_dropout=0.0, shuffle=False, seed=0)
+                use_rslora=spec["rslora"], lora_dropout=0.0, shuffle=False, seed=0, **spec.get("quant", {}))
     with open(os.path.join(runs, f"{name}.json"), "w") as f:
         json.dump({"keys": keys, "losses": losses, "lrs": lrs, "grad_norms": norms,
                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                                "peft": __import__("peft").__version__}}, f, indent=1)
+                                "peft": __import__("peft").__version__,
+                                "bitsandbytes": bnb_version()}}, f, indent=1)
+
+
+def bnb_version():
+    try:
+        import bitsandbytes
+        return bitsandbytes.__version__
+    except ImportError:
+        return None
 
 
 def make_models():
     for name, cfg in CONFIGS.items():
-        torch.manual_seed({"llama": 1, "qwen2": 2, "qwen3": 3}[name])
+        torch.manual_seed({"llama": 1, "qwen2": 2, "qwen3": 3, "llama_q": 4}[name])
         config = AutoConfig.for_model(**cfg)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         with torch.no_grad():  # norms away from 1 so their weights matter

@@ -979,7 +979,9 @@ fn e2e() -> Result<()> {
 
 /// Where the bundled tiny example and the training benchmark put their files.
 fn release_lorafit() -> Result<std::path::PathBuf> {
-    run(Command::new("cargo").args(["build", "--release", "-p", "lorafit-cli"]).current_dir(root()))?;
+    run(Command::new("cargo")
+        .args(["build", "--release", "-p", "lorafit-cli"])
+        .current_dir(root()))?;
     Ok(root().join("target/release/lorafit"))
 }
 
@@ -987,8 +989,13 @@ fn release_lorafit() -> Result<std::path::PathBuf> {
 fn example() -> Result<()> {
     let lorafit = release_lorafit()?;
     let model = root().join("target/tiny-model");
-    run(Command::new(&lorafit).args(["random-model", "examples/tiny/model"]).arg(&model).current_dir(root()))?;
-    run(Command::new(&lorafit).args(["train", "examples/tiny/train.yaml"]).current_dir(root()))?;
+    run(Command::new(&lorafit)
+        .args(["random-model", "examples/tiny/model"])
+        .arg(&model)
+        .current_dir(root()))?;
+    run(Command::new(&lorafit)
+        .args(["train", "examples/tiny/train.yaml"])
+        .current_dir(root()))?;
     println!("adapter, trainer_log.jsonl and training_loss.png are in target/tiny-lora/");
     Ok(())
 }
@@ -1007,15 +1014,23 @@ fn bench_train() -> Result<()> {
         "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "hidden_act": "silu",
         "rope_theta": 10000.0, "tie_word_embeddings": false, "initializer_range": 0.02
     });
-    std::fs::write(dir.join("src/config.json"), serde_json::to_string_pretty(&config)?)?;
-    run(Command::new(&lorafit).arg("random-model").arg(dir.join("src/config.json")).arg(dir.join("model")))?;
+    std::fs::write(
+        dir.join("src/config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    run(Command::new(&lorafit)
+        .arg("random-model")
+        .arg(dir.join("src/config.json"))
+        .arg(dir.join("model")))?;
     let (rows, len, vocab) = (64usize, 256usize, 8192u64);
     let mut state = 42u64;
     let mut data = String::new();
     for _ in 0..rows {
         let ids: Vec<String> = (0..len)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 33) % vocab).to_string()
             })
             .collect();
@@ -1035,11 +1050,17 @@ fn bench_train() -> Result<()> {
         out = dir.join("out").display(),
     );
     std::fs::write(dir.join("train.yaml"), yaml)?;
-    run(Command::new(&lorafit).arg("train").arg(dir.join("train.yaml")))?;
+    run(Command::new(&lorafit)
+        .arg("train")
+        .arg(dir.join("train.yaml")))?;
     let log = std::fs::read_to_string(dir.join("out/trainer_log.jsonl"))?;
     let last: serde_json::Value = serde_json::from_str(log.lines().last().context("empty log")?)?;
-    let ours = last["tokens_per_second"].as_f64().context("tokens_per_second")?;
-    println!("lorafit ({backend}): {ours:.0} tokens/s over {steps} steps (batch 4 × {len} tokens, LoRA r=8 on all linears, f32)");
+    let ours = last["tokens_per_second"]
+        .as_f64()
+        .context("tokens_per_second")?;
+    println!(
+        "lorafit ({backend}): {ours:.0} tokens/s over {steps} steps (batch 4 × {len} tokens, LoRA r=8 on all linears, f32)"
+    );
     let python = std::env::var("LORAFIT_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = Command::new(&python)
         .args(["-c", "import torch, transformers, peft"])
@@ -1052,7 +1073,9 @@ fn bench_train() -> Result<()> {
             .arg(dir.join("data.jsonl"))
             .arg(steps.to_string()))?;
     } else {
-        println!("PyTorch + PEFT side skipped: `{python}` lacks torch, transformers or peft (set LORAFIT_PYTHON)");
+        println!(
+            "PyTorch + PEFT side skipped: `{python}` lacks torch, transformers or peft (set LORAFIT_PYTHON)"
+        );
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         args.model_dir.display(),
         args.backend.name()
     );
-    let model = Model::load(&args.model_dir, &device)
+    let model = Model::load_quantized(&args.model_dir, &device, args.quant)
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
     let examples = data::load_dataset(&args)?;
     let mut trainer = Trainer::new(args, &model, examples)?;

@@ -8,6 +8,8 @@ use lorafit_core::plan::Val;
 
 use crate::error::{Error, Result};
 use crate::optim::{AdamWConfig, ScheduleKind};
+use crate::quant::QuantSpec;
+use lorafit_quant::QuantType;
 
 /// The compute backend (`backend` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,8 @@ pub struct TrainArgs {
     pub backend: Backend,
     pub gradient_checkpointing: bool,
     pub bf16: bool,
+    /// QLoRA: base weights quantized to 4 bits.
+    pub quant: Option<QuantSpec>,
 }
 
 fn unsupported(key: &str, value: &Val, why: &str) -> Error {
@@ -103,10 +107,6 @@ impl TrainArgs {
         }
         for (key, reason) in [
             ("use_dora", "DoRA training is not implemented yet"),
-            (
-                "quantization_bit",
-                "QLoRA training is not implemented yet (issue 5)",
-            ),
             ("deepspeed", "lorafit trains on one device"),
         ] {
             if let Some(v) = s.get(key)
@@ -133,6 +133,24 @@ impl TrainArgs {
                 "lorafit train implements adamw_torch",
             ));
         }
+        let quant = match &plan.quant {
+            None => None,
+            Some(q) if q.bits == 4 => Some(QuantSpec {
+                quant_type: if q.fp4 {
+                    QuantType::Fp4
+                } else {
+                    QuantType::Nf4
+                },
+                double_quant: q.double_quant,
+            }),
+            Some(q) => {
+                return Err(unsupported(
+                    "quantization_bit",
+                    &Val::Int(q.bits as i64),
+                    "lorafit train runs QLoRA with 4-bit base weights (8-bit is not implemented)",
+                ));
+            }
+        };
         let dataset = s.str("dataset").map(str::to_string).ok_or_else(|| {
             Error::Invalid(
                 "`dataset` is missing: a name in dataset_dir/dataset_info.json or a .jsonl file"
@@ -207,6 +225,7 @@ impl TrainArgs {
             backend,
             gradient_checkpointing: !s.bool("disable_gradient_checkpointing", false),
             bf16: s.bool("bf16", false) || s.bool("pure_bf16", false),
+            quant,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod quant;
 pub mod random;
 pub mod trainer;
 pub mod weights;

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec};
+use crate::quant::{Nf4Weight, QuantSpec};
 use crate::weights::{HostTensor, Weights};
 
 /// The shape and numerics of a checkpoint, read from its config.json.
@@ -139,11 +140,17 @@ impl ModelConfig {
     }
 }
 
-/// A frozen linear layer `y = x·Wᵀ + b` (W stored transposed, `[in, out]`), maybe with LoRA.
+/// A frozen base weight: dense (stored transposed, `[in, out]`) or 4-bit (QLoRA).
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    Dense(Tensor<2>),
+    Quant(Nf4Weight),
+}
+
+/// A frozen linear layer `y = x·Wᵀ + b`, maybe with LoRA.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// Wᵀ, `[in, out]`.
-    pub weight_t: Tensor<2>,
+    pub weight: BaseWeight,
     pub bias: Option<Tensor<1>>,
     /// The HF module path, e.g. `model.layers.0.self_attn.q_proj`.
     pub path: String,
@@ -152,7 +159,10 @@ pub struct Linear {
 impl Linear {
     /// x `[n, in]` → `[n, out]`, adding the adapter's LoRA term when it targets this layer.
     pub fn forward(&self, x: Tensor<2>, adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
-        let mut y = x.clone().matmul(self.weight_t.clone());
+        let mut y = match &self.weight {
+            BaseWeight::Dense(wt) => x.clone().matmul(wt.clone()),
+            BaseWeight::Quant(q) => x.clone().matmul(q.dequantize().transpose()),
+        };
         if let Some(b) = &self.bias {
             y = y + b.clone().unsqueeze_dim(0);
         }
@@ -269,12 +279,23 @@ fn transpose_host(t: HostTensor) -> HostTensor {
 impl Model {
     /// Load a checkpoint directory (config.json + safetensors) onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config = ModelConfig::from_dir(dir)?;
-        let weights = Weights::load_dir(dir)?;
-        Self::from_weights(config, weights, device)
+        Self::load_quantized(dir, device, None)
     }
 
-    pub fn from_weights(config: ModelConfig, mut w: Weights, device: &Device) -> Result<Self> {
+    /// Load a checkpoint, quantizing the decoder layers' linear weights to 4 bits (QLoRA) when
+    /// `quant` is given; embeddings, norms and lm_head stay unquantized, as in transformers.
+    pub fn load_quantized(dir: &Path, device: &Device, quant: Option<QuantSpec>) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let weights = Weights::load_dir(dir)?;
+        Self::from_weights(config, weights, device, quant)
+    }
+
+    pub fn from_weights(
+        config: ModelConfig,
+        mut w: Weights,
+        device: &Device,
+        quant: Option<QuantSpec>,
+    ) -> Result<Self> {
         let (h, inter, nh, nkv, hd, vocab) = config.dims();
         let a = config.arch.clone();
         let eps = config.rms_norm_eps;
@@ -284,20 +305,26 @@ impl Model {
                 eps,
             })
         };
-        let linear =
-            |w: &mut Weights, path: String, inp: usize, out: usize, bias: bool| -> Result<Linear> {
-                let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
-                let bias = if bias {
-                    Some(to_device(w.take(&format!("{path}.bias"), &[out])?, device))
-                } else {
-                    None
-                };
-                Ok(Linear {
-                    weight_t: to_device(transpose_host(weight), device),
-                    bias,
-                    path,
-                })
+        let linear = |w: &mut Weights,
+                      path: String,
+                      inp: usize,
+                      out: usize,
+                      bias: bool|
+         -> Result<Linear> {
+            let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
+            let bias = if bias {
+                Some(to_device(w.take(&format!("{path}.bias"), &[out])?, device))
+            } else {
+                None
             };
+            let weight = match quant {
+                Some(spec) => {
+                    BaseWeight::Quant(Nf4Weight::quantize(&weight.data, out, inp, spec, device)?)
+                }
+                None => BaseWeight::Dense(to_device(transpose_host(weight), device)),
+            };
+            Ok(Linear { weight, bias, path })
+        };
         let embed_host = w.take("model.embed_tokens.weight", &[vocab, h])?;
         let mut layers = Vec::new();
         for i in 0..a.num_layers as usize {
@@ -391,9 +418,15 @@ impl Model {
         self.linears()
             .into_iter()
             .find(|l| l.path == path)
-            .map(|l| {
-                let d = l.weight_t.dims();
-                (d[0], d[1])
+            .map(|l| match &l.weight {
+                BaseWeight::Dense(wt) => {
+                    let d = wt.dims();
+                    (d[0], d[1])
+                }
+                BaseWeight::Quant(q) => {
+                    let (out, inp) = q.shape();
+                    (inp, out)
+                }
             })
     }
 

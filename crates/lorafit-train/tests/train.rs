@@ -66,7 +66,7 @@ fn run_with(
     let args = TrainArgs::from_settings(&s, &fixtures()).expect("args");
     let device = make_device(args.backend, args.gradient_checkpointing).expect("device");
     let model: &'static Model = Box::leak(Box::new(
-        Model::load(&args.model_dir, &device).expect("model loads"),
+        Model::load_quantized(&args.model_dir, &device, args.quant).expect("model loads"),
     ));
     let examples = data::load_dataset(&args).expect("data");
     let mut trainer = Trainer::new(args, model, examples).expect("trainer");
@@ -80,6 +80,17 @@ fn rel(a: f64, b: f64) -> f64 {
 
 /// Train `name` on `backend` and compare every step's loss and the final adapter with PEFT's.
 fn check_parity(name: &str, backend: Backend) {
+    check_parity_within(name, backend, 1e-4, 1e-4, 1e-4);
+}
+
+/// As [`check_parity`] with tolerances: every step's loss, the first step's, the adapter's elements.
+fn check_parity_within(
+    name: &str,
+    backend: Backend,
+    loss_tol: f64,
+    first_tol: f64,
+    adapter_tol: f64,
+) {
     let run: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join(format!("runs/{name}.json"))).expect("run json"),
     )
@@ -104,7 +115,7 @@ fn check_parity(name: &str, backend: Backend) {
         let r = rel(got.loss, *w);
         worst = worst.max(r);
         assert!(
-            r <= 1e-4,
+            r <= if i == 0 { first_tol } else { loss_tol },
             "{name} on {}: step {} loss {} vs PEFT {} (rel {r:.2e})",
             backend.name(),
             i + 1,
@@ -134,8 +145,12 @@ fn check_parity(name: &str, backend: Backend) {
             worst_w = worst_w.max(d);
         }
     }
+    eprintln!(
+        "{name} on {}: worst adapter diff {worst_w:.2e}",
+        backend.name()
+    );
     assert!(
-        worst_w <= 1e-4,
+        worst_w <= adapter_tol,
         "{name} on {}: adapter differs from PEFT's by {worst_w:.2e}",
         backend.name()
     );
@@ -497,4 +512,69 @@ fn bad_checkpoints_are_clear_errors() {
     let e = Model::load(&d, &device).expect_err("index").to_string();
     assert!(e.contains("extra.weight"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// QLoRA against PEFT + bitsandbytes 0.50.2 (CPU, compute dtype float32): the base weights are
+/// quantized by lorafit-quant (bit-exact with bitsandbytes) and dequantized on the device by tensor ops.
+/// NF4 with double quantization: bitsandbytes' offset is `absmax.mean()`, whose last bit depends
+/// on the CPU's summation order; on the machine that made the fixture it differs from
+/// lorafit-quant's in the last bit for 6 of 14 weights, which moves a few block scales by one
+/// 8-bit step. Hence the QLoRA tolerance (2e-3 per step, 1e-4 on the first).
+const NF4_DQ: (f64, f64, f64) = (2e-3, 1e-4, 2e-3);
+
+#[test]
+fn qlora_nf4_double_quant_matches_peft_bnb_on_ndarray() {
+    let (l, f, a) = NF4_DQ;
+    check_parity_within("llama_qlora_nf4_dq", Backend::NdArray, l, f, a);
+}
+
+#[test]
+fn qlora_fp4_matches_peft_bnb_on_ndarray() {
+    check_parity("llama_qlora_fp4", Backend::NdArray);
+}
+
+#[test]
+fn qlora_nf4_double_quant_matches_peft_bnb_on_wgpu() {
+    if wgpu_available() {
+        let (l, f, a) = NF4_DQ;
+        check_parity_within("llama_qlora_nf4_dq", Backend::Wgpu, l, f, a);
+    }
+}
+
+/// The device dequantization equals lorafit-quant's CPU reference (itself bit-exact with
+/// bitsandbytes) bit for bit, for NF4/FP4 with and without double quantization and a partial block.
+#[test]
+fn device_dequant_is_bit_exact() {
+    #[allow(deprecated)]
+    let device = burn::tensor::Device::ndarray();
+    let mut rng = lorafit_train::model::StepRng::new(3, 0, 0);
+    for (out, inp) in [(64, 64), (32, 64), (3, 40), (128, 72)] {
+        let data: Vec<f32> = (0..out * inp).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        for qt in [lorafit_quant::QuantType::Nf4, lorafit_quant::QuantType::Fp4] {
+            for dq in [false, true] {
+                let q = lorafit_quant::Quantized4bit::quantize(&data, &[out, inp], qt, 64, dq)
+                    .expect("q");
+                let want = q.dequantize().expect("dq");
+                let w = lorafit_train::quant::Nf4Weight::upload(&q, &device);
+                let got = w
+                    .dequantize()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("vec");
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    bad,
+                    0,
+                    "[{out}, {inp}] {qt:?} dq={dq}: {bad} of {} differ; first {:?} vs {:?}",
+                    want.len(),
+                    &got[..4],
+                    &want[..4]
+                );
+            }
+        }
+    }
 }
