@@ -142,6 +142,7 @@ impl ModelConfig {
 
 /// A frozen base weight: dense (stored transposed, `[in, out]`) or 4-bit (QLoRA).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // burn's Tensor is itself 640 bytes; one per linear layer
 pub enum BaseWeight {
     Dense(Tensor<2>),
     Quant(Nf4Weight),

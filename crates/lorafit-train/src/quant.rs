@@ -30,6 +30,7 @@ pub struct Nf4Weight {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per linear layer, never moved in a hot loop
 enum Scales {
     Plain(Tensor<1>),
     Nested {
@@ -150,7 +151,7 @@ impl Nf4Weight {
                 let shift = 8 * (j / 2) + if j % 2 == 0 { 4 } else { 0 };
                 self.words
                     .clone()
-                    .bitwise_right_shift_scalar(shift as i32)
+                    .bitwise_right_shift_scalar(shift)
                     .bitwise_and_scalar(15)
             })
             .collect();
