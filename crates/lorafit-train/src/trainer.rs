@@ -326,6 +326,11 @@ impl<'a> Trainer<'a> {
                             .loss_sum(&ids, &labels, &positions, &self.adapter, &mut rng);
                     let loss = sum / n_tokens as f64;
                     loss_value += loss.clone().inner().into_scalar::<f32>() as f64;
+                    // At the end of the forward pass (everything autodiff keeps is alive) and
+                    // after backward (gradients); burn has no peak counter, so both are polled.
+                    if let Some(m) = memory_in_use(&device) {
+                        peak = Some(peak.map_or(m, |p| p.max(m)));
+                    }
                     let grads = loss.backward();
                     if let Some(m) = memory_in_use(&device) {
                         peak = Some(peak.map_or(m, |p| p.max(m)));
