@@ -468,14 +468,14 @@ fn serve_on(listener: std::net::TcpListener, dir: std::path::PathBuf) {
     }
 }
 
-/// Install Debian's chromium if missing (root on these machines).
+/// Install Debian's chromium and chromium-driver if either is missing (root on these machines).
 fn setup_browser() -> Result<()> {
     if output(Command::new("chromium").arg("--version")).is_none()
         || output(Command::new("chromedriver").arg("--version")).is_none()
     {
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "chromium"])
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     Ok(())
