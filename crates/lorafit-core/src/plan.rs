@@ -374,7 +374,7 @@ const KEYS: &[KeyDef] = &[
     },
     KeyDef {
         name: "backend",
-        kind: Kind::Enum(&["ndarray", "wgpu", "cuda"]),
+        kind: Kind::Enum(&["ndarray", "flex", "wgpu", "cuda"]),
         origin: LO,
         help: "lorafit train backend",
     },

@@ -15,6 +15,8 @@ use lorafit_quant::QuantType;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     NdArray,
+    /// burn's newer pure-Rust CPU backend.
+    Flex,
     Wgpu,
     Cuda,
 }
@@ -23,6 +25,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::NdArray => "ndarray",
+            Backend::Flex => "flex",
             Backend::Wgpu => "wgpu",
             Backend::Cuda => "cuda",
         }
@@ -175,6 +178,7 @@ impl TrainArgs {
         };
         let backend = match s.str("backend") {
             Some("ndarray") => Backend::NdArray,
+            Some("flex") => Backend::Flex,
             Some("cuda") => Backend::Cuda,
             Some("wgpu") => Backend::Wgpu,
             _ => {

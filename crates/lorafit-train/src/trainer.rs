@@ -63,6 +63,7 @@ pub fn make_device(backend: Backend, checkpointing: bool) -> Result<Device> {
     #[allow(deprecated)]
     let device = match backend {
         Backend::NdArray => Device::ndarray(),
+        Backend::Flex => Device::flex(),
         #[cfg(feature = "wgpu")]
         Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
         #[cfg(feature = "cuda")]
