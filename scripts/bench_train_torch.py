@@ -6,7 +6,9 @@ LoRA r=8, alpha 16 on all linear layers, batch 4, f32, eager PyTorch on the CPU 
 AdamW, clipping at 1.0, the Contract 3 loop. Prints tokens/s counted the way lorafit's
 trainer_log.jsonl counts them (all tokens of all steps / wall time from the start of step 1).
 
-    python3 scripts/bench_train_torch.py MODEL_DIR DATA_JSONL STEPS
+    python3 scripts/bench_train_torch.py MODEL_DIR DATA_JSONL STEPS [DEVICE=cpu] [BATCH=4] [DTYPE=float32]
+
+On a GPU (DEVICE=cuda) it also prints torch.cuda.max_memory_allocated / max_memory_reserved.
 """
 import json
 import sys
@@ -19,29 +21,38 @@ from transformers import AutoModelForCausalLM
 
 def main():
     model_dir, data_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    bs = int(sys.argv[5]) if len(sys.argv) > 5 else 4
+    dtype = getattr(torch, sys.argv[6]) if len(sys.argv) > 6 else torch.float32
     rows = [json.loads(l)["input_ids"] for l in open(data_path) if l.strip()]
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
     model = get_peft_model(base, cfg)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    bs = 4
     tokens = 0
     start = time.perf_counter()
     for step in range(steps):
         i = (step * bs) % len(rows)
-        ids = torch.tensor(rows[i:i + bs])
+        ids = torch.tensor(rows[i:i + bs], device=device)
         logits = model(input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                               ids[:, 1:].reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad()
         tokens += ids.numel()
         print(f"step {step + 1}/{steps} loss {loss.item():.4f} {tokens / (time.perf_counter() - start):.0f} tok/s")
-    print(f"PyTorch {torch.__version__} + PEFT (eager, {torch.get_num_threads()} threads): "
+    if device == "cuda":
+        torch.cuda.synchronize()
+    where = f"{torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name()
+    print(f"PyTorch {torch.__version__} + PEFT (eager, {where}): "
           f"{tokens / (time.perf_counter() - start):.0f} tokens/s over {steps} steps")
+    if device == "cuda":
+        print(f"max_memory_allocated {torch.cuda.max_memory_allocated()} max_memory_reserved "
+              f"{torch.cuda.max_memory_reserved()}")
 
 
 if __name__ == "__main__":

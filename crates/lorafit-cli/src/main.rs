@@ -54,7 +54,7 @@ enum Command {
     /// config.json describes, copying tokenizer files that sit beside it: for trying `train`
     /// and measuring memory without downloading weights.
     RandomModel {
-        /// A config.json (or a directory holding one).
+        /// A config.json, a directory holding one, or a catalog id (`lorafit models`).
         config: PathBuf,
         /// Output directory.
         out: PathBuf,
@@ -274,8 +274,19 @@ fn run() -> Result<()> {
             } else {
                 config.clone()
             };
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            // A catalog id (e.g. Qwen/Qwen2.5-0.5B) when no such file exists.
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => match catalog::find_model(&config.display().to_string()) {
+                    Ok(m) => serde_json::to_string_pretty(&m.config)?,
+                    Err(_) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "{} is neither a readable config.json nor a catalog id (see `lorafit models`)",
+                            file.display()
+                        )));
+                    }
+                },
+            };
             let cfg = lorafit_train::random::write_random_checkpoint(&out, &text, seed)?;
             let src = file.parent().unwrap_or(Path::new("."));
             for name in ["tokenizer.json", "tokenizer_config.json"] {
