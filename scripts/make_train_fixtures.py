@@ -242,6 +242,12 @@ def make_models():
             model.save_pretrained(d)
 
 
+def make_bnb_checkpoint():
+    """llama_q as bitsandbytes saves a 4-bit model (the `*-bnb-4bit` layout): nf4, double quant."""
+    base = load_base(os.path.join(OUT, "llama_q"), RUNS["llama_qlora_nf4_dq"])
+    base.save_pretrained(os.path.join(OUT, "llama_q_bnb4"))
+
+
 def make_adapters():
     for name, spec in RUNS.items():
         torch.manual_seed(zlib.crc32(name.encode()) % 1000)
@@ -280,6 +286,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     make_models()
     make_adapters()
+    make_bnb_checkpoint()
     gen = torch.Generator().manual_seed(0)
     rows = make_data(gen)
     with open(os.path.join(OUT, "data.jsonl"), "w") as f:

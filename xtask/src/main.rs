@@ -910,11 +910,10 @@ fn e2e() -> Result<()> {
             &yaml_path,
             lorafit_core::export::to_llamafactory_yaml(&settings, true),
         )?;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = output(
-            Command::new(&cargo)
+            Command::new(debug_lorafit()?)
                 .current_dir(root())
-                .args(["run", "-q", "-p", "lorafit-cli", "--", "estimate", "--json"])
+                .args(["estimate", "--json"])
                 .arg(&yaml_path),
         )
         .context("lorafit estimate failed")?;
@@ -977,7 +976,21 @@ fn e2e() -> Result<()> {
     Ok(())
 }
 
-/// Where the bundled tiny example and the training benchmark put their files.
+/// The debug `lorafit` binary. `cargo test --workspace` has just built it (with the workspace's
+/// unified features); `cargo run -p lorafit-cli` would resolve features differently and rebuild
+/// burn and wgpu from scratch, so it is only built here when missing.
+fn debug_lorafit() -> Result<std::path::PathBuf> {
+    let bin = root().join("target/debug/lorafit");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo)
+            .current_dir(root())
+            .args(["build", "-p", "lorafit-cli"]))?;
+    }
+    Ok(bin)
+}
+
+/// A release `lorafit` for the bundled example and the training benchmark.
 fn release_lorafit() -> Result<std::path::PathBuf> {
     run(Command::new("cargo")
         .args(["build", "--release", "-p", "lorafit-cli"])

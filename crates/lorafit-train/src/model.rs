@@ -312,12 +312,27 @@ impl Model {
                       out: usize,
                       bias: bool|
          -> Result<Linear> {
-            let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
             let bias = if bias {
                 Some(to_device(w.take(&format!("{path}.bias"), &[out])?, device))
             } else {
                 None
             };
+            // Stored 4-bit (a `*-bnb-4bit` checkpoint): used as is, never re-quantized.
+            if let Some(q) = w.take_quantized(&format!("{path}.weight")) {
+                let q = q?;
+                if q.shape != [out, inp] {
+                    return Err(Error::Invalid(format!(
+                        "4-bit tensor `{path}.weight` has shape {:?}, but config.json implies [{out}, {inp}]",
+                        q.shape
+                    )));
+                }
+                return Ok(Linear {
+                    weight: BaseWeight::Quant(Nf4Weight::upload(&q, device)),
+                    bias,
+                    path,
+                });
+            }
+            let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
             let weight = match quant {
                 Some(spec) => {
                     BaseWeight::Quant(Nf4Weight::quantize(&weight.data, out, inp, spec, device)?)

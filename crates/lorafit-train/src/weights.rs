@@ -27,6 +27,10 @@ impl HostTensor {
 pub struct Weights {
     tensors: BTreeMap<String, HostTensor>,
     files: BTreeMap<String, PathBuf>,
+    /// 4-bit weights stored as bitsandbytes saves them (`*-bnb-4bit`): weight name → file.
+    quantized: BTreeMap<String, PathBuf>,
+    /// The bytes of the files holding those, kept to read their parts on demand.
+    raw: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -77,13 +81,49 @@ impl Weights {
                 format!("not a valid safetensors file (truncated or corrupt?): {e}"),
             )
         })?;
+        // bitsandbytes 4-bit weights: `W` (packed uint8) plus `W.absmax`, `W.quant_map`,
+        // `W.nested_*` and `W.quant_state.bitsandbytes__{nf4,fp4}`; read later, not as f32.
+        let quantized: Vec<String> = st
+            .names()
+            .into_iter()
+            .filter_map(|n| {
+                let (base, _) = n.rsplit_once(".quant_state.bitsandbytes__")?;
+                Some(base.to_string())
+            })
+            .collect();
         for (name, view) in st.tensors() {
+            if quantized
+                .iter()
+                .any(|q| name == *q || name.starts_with(&format!("{q}.")))
+            {
+                continue;
+            }
             let data = to_f32(path, &name, view.dtype(), view.data())?;
             let shape = view.shape().to_vec();
             self.files.insert(name.clone(), path.to_path_buf());
             self.tensors.insert(name, HostTensor::new(shape, data));
         }
+        if !quantized.is_empty() {
+            for q in quantized {
+                self.quantized.insert(q, path.to_path_buf());
+            }
+            self.raw.insert(path.to_path_buf(), bytes);
+        }
         Ok(())
+    }
+
+    /// The 4-bit weight `name` as stored (no re-quantization), if the checkpoint holds it so.
+    pub fn take_quantized(&mut self, name: &str) -> Option<Result<lorafit_quant::Quantized4bit>> {
+        let path = self.quantized.remove(name)?;
+        let bytes = self.raw.get(&path)?;
+        Some(
+            SafeTensors::deserialize(bytes)
+                .map_err(|e| Error::ckpt(&path, e.to_string()))
+                .and_then(|st| {
+                    lorafit_quant::checkpoint::load(&st, name)
+                        .map_err(|e| Error::ckpt(&path, format!("`{name}`: {e}")))
+                }),
+        )
     }
 
     /// Load a checkpoint directory: `model.safetensors`, or `model.safetensors.index.json` and its shards.
@@ -141,8 +181,12 @@ impl Weights {
         self.tensors.get(name)
     }
 
+    /// Names of the dense tensors not taken yet, then of the 4-bit ones.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
+        self.tensors
+            .keys()
+            .chain(self.quantized.keys())
+            .map(String::as_str)
     }
 
     /// Take a tensor out, checking its shape.
