@@ -8,6 +8,9 @@ use lorafit_core::plan::Val;
 use lorafit_train::config::Backend;
 use lorafit_train::weights::Weights;
 use lorafit_train::{Model, Summary, TrainArgs, Trainer, data, make_device};
+
+mod common;
+use common::{tmp_dir, wgpu_available};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -22,12 +25,6 @@ fn val(v: &Value) -> Val {
         Value::String(s) => Val::Str(s.clone()),
         other => Val::Str(other.to_string()),
     }
-}
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lorafit-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 /// The keys of a recorded run plus `extra`, with paths resolved against the fixtures.
@@ -243,26 +240,6 @@ fn qwen2_bf16_tied_bias_rslora_matches_peft_on_ndarray() {
 #[test]
 fn qwen3_sharded_qk_norm_matches_peft_on_ndarray() {
     check_parity("qwen3_constant", Backend::NdArray);
-}
-
-/// A wgpu adapter (lavapipe on CI), or a printed reason to skip.
-fn wgpu_available() -> bool {
-    if cfg!(not(feature = "wgpu")) {
-        eprintln!("skipped: built without the wgpu feature");
-        return false;
-    }
-    let ok = std::panic::catch_unwind(|| {
-        let device = make_device(Backend::Wgpu, false).expect("device");
-        let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
-        t.sum().into_scalar::<f32>()
-    });
-    match ok {
-        Ok(3.0) => true,
-        _ => {
-            eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
-            false
-        }
-    }
 }
 
 #[test]
@@ -589,104 +566,6 @@ fn device_dequant_is_bit_exact() {
             }
         }
     }
-}
-
-/// Device memory of a QLoRA base on wgpu: the decoder's linear weights stay at ~0.5 bytes per
-/// parameter (+ scales) on the device, measured with burn's memory pool counters.
-#[test]
-fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
-    if !wgpu_available() {
-        return;
-    }
-    let dir = tmp_dir("qmem");
-    let cfg = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1024,
-        "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 64, "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
-        "hidden_act": "silu", "tie_word_embeddings": false}"#;
-    let mc = lorafit_train::random::write_random_checkpoint(&dir, cfg, 1).expect("model");
-    let linear_params = mc.arch.layer_linear_weight_params() as f64;
-    let other_params = (mc.arch.total_params() as f64) - linear_params;
-    let device = make_device(Backend::Wgpu, false).expect("device");
-    let in_use = || {
-        device
-            .memory_pool_usage()
-            .map(|u| u.bytes_in_use)
-            .unwrap_or(0) as f64
-    };
-    let mut resident = Vec::new();
-    for quant in [
-        None,
-        Some(lorafit_train::quant::QuantSpec {
-            quant_type: lorafit_quant::QuantType::Nf4,
-            double_quant: true,
-        }),
-    ] {
-        let _ = device.sync();
-        let before = in_use();
-        let model = Model::load_quantized(&dir, &device, quant).expect("load");
-        let _ = device.sync();
-        let after = in_use();
-        // Everything but the decoder's linears is f32 (4 bytes per parameter).
-        let per_param = (after - before - 4.0 * other_params) / linear_params;
-        eprintln!(
-            "{}: {:.0} bytes resident, linears {per_param:.3} bytes/parameter",
-            if quant.is_some() {
-                "QLoRA nf4+dq"
-            } else {
-                "dense f32"
-            },
-            after - before
-        );
-        resident.push(per_param);
-        // Two LoRA steps: the peak in use (polled after each backward) with this base.
-        let mut rows = String::new();
-        for i in 0..4u32 {
-            let ids: Vec<String> = (0..64u32)
-                .map(|t| ((t * 37 + i * 11) % 1024).to_string())
-                .collect();
-            rows.push_str(&format!("{{\"input_ids\": [{}]}}\n", ids.join(",")));
-        }
-        std::fs::write(dir.join("rows.jsonl"), rows).expect("rows");
-        let mut s = Settings::default();
-        for (k, v) in [
-            ("model_name_or_path", Val::Str(dir.display().to_string())),
-            (
-                "dataset",
-                Val::Str(dir.join("rows.jsonl").display().to_string()),
-            ),
-            (
-                "output_dir",
-                Val::Str(dir.join("out").display().to_string()),
-            ),
-            ("per_device_train_batch_size", Val::Int(2)),
-            ("max_steps", Val::Int(2)),
-            ("backend", Val::Str("wgpu".into())),
-            ("disable_gradient_checkpointing", Val::Bool(true)),
-        ] {
-            s.set(k, v).expect("key");
-        }
-        let args = TrainArgs::from_settings(&s, &dir).expect("args");
-        let examples = data::load_dataset(&args).expect("rows");
-        let mut t = Trainer::new(args, &model, examples).expect("trainer");
-        let summary = t.run(|_| {}).expect("train");
-        eprintln!(
-            "  peak in use during 2 LoRA steps (batch 2 x 64): {:.0} bytes",
-            summary.peak_memory_bytes.unwrap_or(0) as f64
-        );
-        drop(t);
-        drop(model);
-    }
-    assert!(
-        (resident[0] - 4.0).abs() < 0.05,
-        "dense linears should be 4 bytes/parameter, measured {}",
-        resident[0]
-    );
-    assert!(
-        resident[1] > 0.5 && resident[1] < 0.6,
-        "4-bit linears: measured {} bytes/parameter",
-        resident[1]
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A `*-bnb-4bit` checkpoint (bitsandbytes' own quantization saved by transformers) trains as is,
