@@ -289,23 +289,29 @@ fn train_example_then_interrupt_and_resume() {
     // Ctrl-C: a run long enough to interrupt.
     let run2 = dir.join("run2");
     let out2 = format!("output_dir={}", run2.display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lorafit"))
-        .args([
-            "train",
-            "examples/tiny/train.yaml",
-            "--set",
-            &model_s,
-            "--set",
-            &out2,
-            "--set",
+    // The interrupted run and its resumption take the same keys (the checkpoint checks them).
+    let run2_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["train", "examples/tiny/train.yaml"]
+            .map(String::from)
+            .to_vec();
+        for kv in [
+            model_s.as_str(),
+            out2.as_str(),
             "logging_steps=1",
-            "--set",
             "save_steps=1000",
-            "--set",
             "max_steps=8",
-            "--set",
             "per_device_train_batch_size=4",
-        ])
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
+            v.push("--set".into());
+            v.push(kv.into());
+        }
+        v
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lorafit"))
+        .args(run2_args(&[]))
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -340,24 +346,8 @@ fn train_example_then_interrupt_and_resume() {
         .find(|n| n.starts_with("checkpoint-"))
         .unwrap_or_else(|| panic!("no checkpoint after Ctrl-C: {seen}"));
     let n: u64 = ck.trim_start_matches("checkpoint-").parse().expect("step");
-    let out = lorafit(&[
-        "train",
-        "examples/tiny/train.yaml",
-        "--set",
-        &model_s,
-        "--set",
-        &out2,
-        "--set",
-        "resume_from_checkpoint=true",
-        "--set",
-        "logging_steps=1",
-        "--set",
-        "save_steps=1000",
-        "--set",
-        "max_steps=8",
-        "--set",
-        "per_device_train_batch_size=4",
-    ]);
+    let resume = run2_args(&["resume_from_checkpoint=true"]);
+    let out = lorafit(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("resuming after step {n}")), "{err}");

@@ -227,7 +227,7 @@ impl TrainArgs {
             resume,
             plot_loss: s.bool("plot_loss", false),
             backend,
-            gradient_checkpointing: !s.bool("disable_gradient_checkpointing", false),
+            gradient_checkpointing: plan.gradient_checkpointing,
             bf16: s.bool("bf16", false) || s.bool("pure_bf16", false),
             quant,
         })
