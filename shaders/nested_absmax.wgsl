@@ -7,7 +7,8 @@ struct Params {
     blocks: u32,
     nested_blocksize: u32,
     offset: f32,
-    _pad: u32,
+    // Invocations per row of the dispatch grid (x workgroups × 64), for grids wider than 65535.
+    row_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> codes: array<u32>;
@@ -18,7 +19,7 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = gid.x;
+    let b = gid.y * params.row_stride + gid.x;
     if (b >= params.blocks) {
         return;
     }

@@ -162,9 +162,9 @@ fn dequant_on_gpu(gpu: &Gpu, q: &Quantized4bit) -> Vec<f32> {
             let mut params = Vec::new();
             params.extend((blocks as u32).to_le_bytes());
             params.extend((*nested_blocksize as u32).to_le_bytes());
+            let ((x, y), row_stride) = grid(blocks);
             params.extend(offset.to_le_bytes());
-            params.extend(0u32.to_le_bytes());
-            let ((x, _), _) = grid(blocks);
+            params.extend(row_stride.to_le_bytes());
             run(
                 gpu,
                 NESTED_ABSMAX,
@@ -175,7 +175,7 @@ fn dequant_on_gpu(gpu: &Gpu, q: &Quantized4bit) -> Vec<f32> {
                     params,
                 ],
                 blocks,
-                (x, 1),
+                (x, y),
             )
         }
     };

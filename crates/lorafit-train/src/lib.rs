@@ -10,6 +10,9 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod quant;
+pub mod quant_ops;
+#[cfg(feature = "wgpu")]
+mod quant_wgsl;
 pub mod random;
 pub mod trainer;
 pub mod weights;

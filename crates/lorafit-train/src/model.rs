@@ -162,7 +162,7 @@ impl Linear {
     pub fn forward(&self, x: Tensor<2>, adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
         let mut y = match &self.weight {
             BaseWeight::Dense(wt) => x.clone().matmul(wt.clone()),
-            BaseWeight::Quant(q) => x.clone().matmul(q.dequantize().transpose()),
+            BaseWeight::Quant(q) => q.matmul(x.clone()),
         };
         if let Some(b) = &self.bias {
             y = y + b.clone().unsqueeze_dim(0);
@@ -327,7 +327,7 @@ impl Model {
                     )));
                 }
                 return Ok(Linear {
-                    weight: BaseWeight::Quant(Nf4Weight::upload(&q, device)),
+                    weight: BaseWeight::Quant(Nf4Weight::upload(&q, device)?),
                     bias,
                     path,
                 });

@@ -3,10 +3,12 @@
 //! ~0.5 bytes per parameter (+ scales) stay resident. Quantization itself is lorafit-quant's,
 //! bit-exact with bitsandbytes, and so is this dequantization (the same f32 multiplies and adds).
 
+use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lorafit_quant::{Absmax, QuantType, Quantized4bit};
 
 use crate::error::{Error, Result};
+use crate::quant_ops::{Q4Meta, QuantOps};
 
 /// How base weights are quantized (`quantization_bit: 4`, `quantization_type`, `double_quantization`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,29 +22,18 @@ const BLOCK: usize = 64;
 /// A 4-bit linear weight `[out, in]` resident on the device.
 #[derive(Debug, Clone)]
 pub struct Nf4Weight {
-    /// 8 codes per i32 word, in bitsandbytes' byte order (element 2j in the high nibble of byte j).
+    /// 8 codes per i32 word, in bitsandbytes' byte order (element 2j in the high nibble of byte j),
+    /// padded to whole blocks.
     words: Tensor<1, Int>,
+    /// One f32 scale per block, or with double quantization one nested absmax per group.
+    absmax: Tensor<1>,
+    /// Double quantization: the 8-bit scale codes, 4 per i32 word (a placeholder otherwise).
+    scale_codes: Tensor<1, Int>,
     /// The 16 code values.
     code: Tensor<1>,
-    scales: Scales,
-    out: usize,
-    inp: usize,
-}
-
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // one per linear layer, never moved in a hot loop
-enum Scales {
-    Plain(Tensor<1>),
-    Nested {
-        /// One 8-bit code per block (as i32).
-        codes: Tensor<1, Int>,
-        /// 256 values.
-        map: Tensor<1>,
-        /// One per `nested_blocksize` blocks.
-        nested: Tensor<1>,
-        nested_blocksize: usize,
-        offset: f32,
-    },
+    /// Double quantization: the 256-value nested map (a placeholder otherwise).
+    map: Tensor<1>,
+    meta: Q4Meta,
 }
 
 impl Nf4Weight {
@@ -57,112 +48,112 @@ impl Nf4Weight {
         let q =
             Quantized4bit::quantize(data, &[out, inp], spec.quant_type, BLOCK, spec.double_quant)
                 .map_err(|e| Error::Invalid(format!("quantizing a [{out}, {inp}] weight: {e}")))?;
-        Ok(Self::upload(&q, device))
+        Self::upload(&q, device)
     }
 
     /// Put already-quantized parts (e.g. from a `*-bnb-4bit` checkpoint) on the device.
-    pub fn upload(q: &Quantized4bit, device: &Device) -> Self {
+    pub fn upload(q: &Quantized4bit, device: &Device) -> Result<Self> {
         let (out, inp) = (q.shape[0], q.shape.get(1).copied().unwrap_or(1));
-        let n_blocks = (out * inp).div_ceil(q.blocksize);
-        // Pad the codes to whole blocks of 64 (8 words each); the padding is sliced off after.
+        if q.blocksize == 0 || !q.blocksize.is_multiple_of(8) {
+            return Err(Error::Invalid(format!(
+                "a 4-bit weight [{out}, {inp}] has blocksize {}; it must be a multiple of 8",
+                q.blocksize
+            )));
+        }
+        let blocks = (out * inp).div_ceil(q.blocksize);
+        // Pad the codes to whole blocks (blocksize / 8 words each).
         let mut bytes = q.packed.clone();
-        bytes.resize(n_blocks * q.blocksize / 2, 0);
-        let words: Vec<i32> = bytes
-            .chunks(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let n_words = words.len();
-        let scales = match &q.absmax {
-            Absmax::Plain(v) => Scales::Plain(Tensor::from_data(
-                TensorData::new(v.clone(), [v.len()]),
-                device,
-            )),
+        bytes.resize(blocks * q.blocksize / 2, 0);
+        let words = words_of(&bytes);
+        let floats =
+            |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
+        let ints = |v: Vec<i32>| {
+            let n = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+        };
+        let (absmax, scale_codes, map, nested_blocksize, offset) = match &q.absmax {
+            Absmax::Plain(v) => (floats(v), ints(vec![0]), floats(&[0.0]), 0, 0.0),
             Absmax::Nested {
                 codes,
                 nested_absmax,
                 code,
                 nested_blocksize,
                 offset,
-            } => Scales::Nested {
-                codes: Tensor::from_data(
-                    TensorData::new(
-                        codes.iter().map(|&c| c as i32).collect::<Vec<_>>(),
-                        [codes.len()],
-                    ),
-                    device,
-                ),
-                map: Tensor::from_data(TensorData::new(code.clone(), [code.len()]), device),
-                nested: Tensor::from_data(
-                    TensorData::new(nested_absmax.clone(), [nested_absmax.len()]),
-                    device,
-                ),
-                nested_blocksize: *nested_blocksize,
-                offset: *offset,
-            },
+            } => (
+                floats(nested_absmax),
+                ints(words_of(codes)),
+                floats(code),
+                *nested_blocksize,
+                *offset,
+            ),
         };
-        Nf4Weight {
-            words: Tensor::from_data(TensorData::new(words, [n_words]), device),
-            code: Tensor::from_data(TensorData::new(q.quant_type.code().to_vec(), [16]), device),
-            scales,
-            out,
-            inp,
-        }
+        Ok(Nf4Weight {
+            words: ints(words),
+            absmax,
+            scale_codes,
+            code: floats(q.quant_type.code()),
+            map,
+            meta: Q4Meta {
+                out,
+                inp,
+                blocksize: q.blocksize,
+                blocks,
+                nested_blocksize,
+                offset,
+            },
+        })
     }
 
     pub fn shape(&self) -> (usize, usize) {
-        (self.out, self.inp)
+        (self.meta.out, self.meta.inp)
     }
 
-    /// The fp32 scale of every block, `[blocks]`.
-    fn block_scales(&self) -> Tensor<1> {
-        match &self.scales {
-            Scales::Plain(t) => t.clone(),
-            Scales::Nested {
-                codes,
-                map,
-                nested,
-                nested_blocksize,
-                offset,
-            } => {
-                let n = codes.dims()[0];
-                let groups = n.div_ceil(*nested_blocksize);
-                let vals = map.clone().select(0, codes.clone());
-                // code[c] · nested_absmax[block / 256], then + offset, as bitsandbytes.
-                let padded = groups * nested_blocksize;
-                let vals = if padded > n {
-                    let dev = vals.device();
-                    Tensor::cat(vec![vals, Tensor::zeros([padded - n], &dev)], 0)
-                } else {
-                    vals
-                };
-                let scaled =
-                    vals.reshape([groups, *nested_blocksize]) * nested.clone().reshape([groups, 1]);
-                scaled.reshape([padded]).slice(0..n) + *offset
-            }
-        }
-    }
-
-    /// The dense weight `[out, in]` in f32, equal to bitsandbytes' `dequantize_4bit`.
+    /// The dense weight `[out, in]` in f32, equal to bitsandbytes' `dequantize_4bit` (on wgpu by
+    /// shaders/nf4_dequant.wgsl and nested_absmax.wgsl).
     pub fn dequantize(&self) -> Tensor<2> {
-        let n_words = self.words.dims()[0];
-        // Element 8w + 2k sits in the high nibble of byte k of word w, 8w + 2k + 1 in its low nibble.
-        let columns: Vec<Tensor<1, Int>> = (0..8)
-            .map(|j| {
-                let shift = 8 * (j / 2) + if j % 2 == 0 { 4 } else { 0 };
-                self.words
-                    .clone()
-                    .bitwise_right_shift_scalar(shift)
-                    .bitwise_and_scalar(15)
-            })
-            .collect();
-        let codes = Tensor::stack::<2>(columns, 1).reshape([n_words * 8]);
-        let values = self.code.clone().select(0, codes);
-        let blocks = n_words * 8 / BLOCK;
-        let dense = values.reshape([blocks, BLOCK]) * self.block_scales().reshape([blocks, 1]);
-        let n = self.out * self.inp;
-        dense
-            .reshape([blocks * BLOCK])
-            .slice(0..n)
-            .reshape([self.out, self.inp])
+        Tensor::from_dispatch(Dispatch::q4_dequantize(
+            self.words.clone().into_dispatch(),
+            self.absmax.clone().into_dispatch(),
+            self.scale_codes.clone().into_dispatch(),
+            self.code.clone().into_dispatch(),
+            self.map.clone().into_dispatch(),
+            self.meta,
+        ))
     }
+
+    /// `x·Wᵀ` for x `[n, in]` without materialising W (on wgpu by shaders/q4_matmul.wgsl); its
+    /// gradient with respect to x re-dequantizes in the backward pass.
+    pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        self.product(x, true)
+    }
+
+    /// `g·W` for g `[n, out]` → `[n, in]`, the input-gradient product.
+    pub fn matmul_untransposed(&self, g: Tensor<2>) -> Tensor<2> {
+        self.product(g, false)
+    }
+
+    fn product(&self, a: Tensor<2>, transposed: bool) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::q4_matmul(
+            a.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.absmax.clone().into_dispatch(),
+            self.scale_codes.clone().into_dispatch(),
+            self.code.clone().into_dispatch(),
+            self.map.clone().into_dispatch(),
+            self.meta,
+            transposed,
+        ))
+    }
+}
+
+/// Bytes as little-endian i32 words, zero-padded to a whole word.
+fn words_of(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            i32::from_le_bytes(w)
+        })
+        .collect()
 }

@@ -10,7 +10,8 @@ mod common;
 use common::{tmp_dir, wgpu_available};
 
 /// Device memory of a QLoRA base on wgpu: the decoder's linear weights stay at ~0.5 bytes per
-/// parameter (+ scales) on the device, measured with burn's memory pool counters.
+/// parameter (+ scales) on the device, measured with burn's memory pool counters, and the peak of
+/// a training step is lower than dense by what the base saves.
 #[test]
 fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
     if !wgpu_available() {
@@ -32,6 +33,7 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
             .unwrap_or(0) as f64
     };
     let mut resident = Vec::new();
+    let mut peaks = Vec::new();
     for quant in [
         None,
         Some(lorafit_train::quant::QuantSpec {
@@ -91,6 +93,7 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
             "  peak in use during 2 LoRA steps (batch 2 x 64): {:.0} bytes",
             summary.peak_memory_bytes.unwrap_or(0) as f64
         );
+        peaks.push(summary.peak_memory_bytes.unwrap_or(0) as f64);
         drop(t);
         drop(model);
     }
@@ -103,6 +106,15 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
         resident[1] > 0.5 && resident[1] < 0.6,
         "4-bit linears: measured {} bytes/parameter",
         resident[1]
+    );
+    // The step's peak falls by (nearly) all the bytes the base saves: the fused dequant-matmul
+    // and its backward never keep a dequantized weight (before it, the QLoRA peak was above dense).
+    let saved = (resident[0] - resident[1]) * linear_params;
+    assert!(
+        peaks[1] < peaks[0] - 0.9 * saved,
+        "QLoRA peak {} should be below the dense peak {} by ~{saved:.0} bytes",
+        peaks[1],
+        peaks[0]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

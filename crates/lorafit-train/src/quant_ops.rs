@@ -1,0 +1,292 @@
+//! The 4-bit operations as a burn backend extension: dequantize, and the fused dequant-matmul
+//! `a·Wᵀ` / `a·W` whose autodiff backward re-dequantizes instead of keeping the dense weight.
+//!
+//! Every backend gets the tensor-op bodies below (the same f32 multiplies and adds as
+//! bitsandbytes, so dequantization is bit-exact); the wgpu runtime replaces them with the WGSL
+//! kernels in shaders/ (src/quant_wgsl.rs). Autodiff wraps `q4_matmul` with its own backward:
+//! the gradient of `a` is `q4_matmul` of the incoming gradient with the other orientation, so a
+//! step's memory holds the packed codes, never a dequantized weight.
+
+#![allow(clippy::too_many_arguments)] // the parts of a quantized weight, spelled out for the macro
+#![allow(deprecated)] // burn-ndarray: deprecated upstream, still one of our backends
+
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, TensorMetadata,
+    autodiff::{
+        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+        grads::Gradients,
+        ops::{Backward, Ops, OpsKind, unary},
+    },
+    backend_extension,
+    tensor::{FloatTensor, IntTensor},
+};
+use burn::tensor::{Shape, Slice, TensorData};
+
+/// Shape and scale layout of a 4-bit weight `[out, inp]` in bitsandbytes' storage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Q4Meta {
+    pub out: usize,
+    pub inp: usize,
+    /// bitsandbytes' quantization block (64).
+    pub blocksize: usize,
+    /// Number of quantization blocks (`ceil(out·inp / blocksize)`).
+    pub blocks: usize,
+    /// Double quantization: scales are 8-bit codes into a 256-value map, times one nested
+    /// absmax per `nested_blocksize` blocks, plus `offset`. 0 when the scales are plain f32.
+    pub nested_blocksize: usize,
+    pub offset: f32,
+}
+
+/// The 4-bit operations. Tensors, in order:
+/// - `words`: the packed codes, 8 per 32-bit word (bitsandbytes' byte order), padded to whole blocks;
+/// - `absmax`: f32 scales, one per block, or with double quantization one per nested group;
+/// - `scale_codes`: with double quantization the 8-bit scale codes, 4 per 32-bit word (else unused);
+/// - `code`: the 16 values of NF4 or FP4; `map`: the 256 values of the nested map (else unused).
+#[backend_extension(
+    NdArray,
+    Flex,
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    Autodiff,
+)]
+pub trait QuantOps: Backend {
+    /// The dense weight `[out, inp]`, equal to bitsandbytes' `dequantize_4bit`.
+    fn q4_dequantize(
+        words: IntTensor<Self>,
+        absmax: FloatTensor<Self>,
+        scale_codes: IntTensor<Self>,
+        code: FloatTensor<Self>,
+        map: FloatTensor<Self>,
+        meta: Q4Meta,
+    ) -> FloatTensor<Self> {
+        dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta)
+    }
+
+    /// `a·Wᵀ` (`transposed`, a `[m, inp]` → `[m, out]`) or `a·W` (a `[m, out]` → `[m, inp]`).
+    fn q4_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        absmax: FloatTensor<Self>,
+        scale_codes: IntTensor<Self>,
+        code: FloatTensor<Self>,
+        map: FloatTensor<Self>,
+        meta: Q4Meta,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        let w = dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
+        let w = if transposed {
+            Self::float_transpose(w)
+        } else {
+            w
+        };
+        Self::float_matmul(a, w)
+    }
+}
+
+/// The f32 scale of every block: `absmax` itself, or undoing double quantization as bitsandbytes
+/// does (`map[code] · nested_absmax[block / nested_blocksize] + offset`).
+pub fn block_scales_ops<B: Backend>(
+    absmax: FloatTensor<B>,
+    scale_codes: IntTensor<B>,
+    map: FloatTensor<B>,
+    meta: &Q4Meta,
+) -> FloatTensor<B> {
+    if meta.nested_blocksize == 0 {
+        return absmax;
+    }
+    let n = meta.blocks;
+    let n_words = scale_codes.shape()[0];
+    let bytes: Vec<IntTensor<B>> = (0..4)
+        .map(|k| {
+            let shifted = B::bitwise_right_shift_scalar(scale_codes.clone(), (8 * k).into());
+            B::int_reshape(
+                B::bitwise_and_scalar(shifted, 255.into()),
+                Shape::new([n_words, 1]),
+            )
+        })
+        .collect();
+    let codes = B::int_reshape(B::int_cat(bytes, 1), Shape::new([n_words * 4]));
+    let vals = B::float_select(map, 0, codes);
+    let groups = n.div_ceil(meta.nested_blocksize);
+    let padded = groups * meta.nested_blocksize;
+    let vals = fit::<B>(vals, padded);
+    let scaled = B::float_mul(
+        B::float_reshape(vals, Shape::new([groups, meta.nested_blocksize])),
+        B::float_reshape(absmax, Shape::new([groups, 1])),
+    );
+    let scaled = B::float_slice(
+        B::float_reshape(scaled, Shape::new([padded])),
+        &[Slice::from(0..n)],
+    );
+    B::float_add_scalar(scaled, meta.offset.into())
+}
+
+/// `t` (1-D) cut or zero-padded to `len`.
+fn fit<B: Backend>(t: FloatTensor<B>, len: usize) -> FloatTensor<B> {
+    let have = t.shape()[0];
+    if have > len {
+        B::float_slice(t, &[Slice::from(0..len)])
+    } else if have < len {
+        let device = t.device();
+        let zeros = B::float_from_data(
+            TensorData::new(vec![0f32; len - have], [len - have]),
+            &device,
+        );
+        B::float_cat(vec![t, zeros], 0)
+    } else {
+        t
+    }
+}
+
+/// Dequantization with tensor ops, on any backend.
+pub fn dequantize_ops<B: Backend>(
+    words: IntTensor<B>,
+    absmax: FloatTensor<B>,
+    scale_codes: IntTensor<B>,
+    code: FloatTensor<B>,
+    map: FloatTensor<B>,
+    meta: &Q4Meta,
+) -> FloatTensor<B> {
+    let n_words = words.shape()[0];
+    // Element 8w + 2k sits in the high nibble of byte k of word w, 8w + 2k + 1 in its low nibble.
+    let columns: Vec<IntTensor<B>> = (0..8)
+        .map(|j| {
+            let shift = 8 * (j / 2) + if j % 2 == 0 { 4 } else { 0 };
+            let nib = B::bitwise_and_scalar(
+                B::bitwise_right_shift_scalar(words.clone(), shift.into()),
+                15.into(),
+            );
+            B::int_reshape(nib, Shape::new([n_words, 1]))
+        })
+        .collect();
+    let codes = B::int_reshape(B::int_cat(columns, 1), Shape::new([n_words * 8]));
+    let values = B::float_select(code, 0, codes);
+    let blocks = n_words * 8 / meta.blocksize;
+    let scales = fit::<B>(
+        block_scales_ops::<B>(absmax, scale_codes, map, meta),
+        blocks,
+    );
+    let dense = B::float_mul(
+        B::float_reshape(values, Shape::new([blocks, meta.blocksize])),
+        B::float_reshape(scales, Shape::new([blocks, 1])),
+    );
+    let n = meta.out * meta.inp;
+    let dense = B::float_slice(
+        B::float_reshape(dense, Shape::new([blocks * meta.blocksize])),
+        &[Slice::from(0..n)],
+    );
+    B::float_reshape(dense, Shape::new([meta.out, meta.inp]))
+}
+
+impl QuantOps for burn::backend::NdArray {}
+impl QuantOps for burn::backend::Flex {}
+
+#[cfg(all(feature = "cuda", not(feature = "wgpu")))]
+impl QuantOps for burn::backend::Cube {}
+
+/// The quantized parts, kept by the backward pass (handles to the resident tensors, no copies).
+#[derive(Debug, Clone)]
+struct Parts<B: Backend> {
+    words: IntTensor<B>,
+    absmax: FloatTensor<B>,
+    scale_codes: IntTensor<B>,
+    code: FloatTensor<B>,
+    map: FloatTensor<B>,
+    meta: Q4Meta,
+    transposed: bool,
+}
+
+#[derive(Debug)]
+struct Q4MatmulBackward;
+
+impl<B: QuantOps> Backward<B, 1> for Q4MatmulBackward {
+    type State = Parts<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let p = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            // d(a·Wᵀ)/da = g·W and d(a·W)/da = g·Wᵀ: the same kernel, the other orientation.
+            B::q4_matmul(
+                grad,
+                p.words,
+                p.absmax,
+                p.scale_codes,
+                p.code,
+                p.map,
+                p.meta,
+                !p.transposed,
+            )
+        });
+    }
+}
+
+impl<B: QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
+    fn q4_dequantize(
+        words: IntTensor<Self>,
+        absmax: FloatTensor<Self>,
+        scale_codes: IntTensor<Self>,
+        code: FloatTensor<Self>,
+        map: FloatTensor<Self>,
+        meta: Q4Meta,
+    ) -> FloatTensor<Self> {
+        // A frozen weight: the result is a constant of the graph.
+        let dense = B::q4_dequantize(
+            words,
+            absmax.into_primitive(),
+            scale_codes,
+            code.into_primitive(),
+            map.into_primitive(),
+            meta,
+        );
+        <Self as AutodiffBackend>::from_inner(dense)
+    }
+
+    fn q4_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        absmax: FloatTensor<Self>,
+        scale_codes: IntTensor<Self>,
+        code: FloatTensor<Self>,
+        map: FloatTensor<Self>,
+        meta: Q4Meta,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        let parts = Parts::<B> {
+            words,
+            absmax: absmax.into_primitive(),
+            scale_codes,
+            code: code.into_primitive(),
+            map: map.into_primitive(),
+            meta,
+            transposed,
+        };
+        match Q4MatmulBackward
+            .prepare::<C>([a.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::q4_matmul(
+                    a.into_primitive(),
+                    parts.words.clone(),
+                    parts.absmax.clone(),
+                    parts.scale_codes.clone(),
+                    parts.code.clone(),
+                    parts.map.clone(),
+                    meta,
+                    transposed,
+                );
+                prep.finish(parts, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::q4_matmul(
+                a.into_primitive(),
+                parts.words,
+                parts.absmax,
+                parts.scale_codes,
+                parts.code,
+                parts.map,
+                meta,
+                transposed,
+            )),
+        }
+    }
+}

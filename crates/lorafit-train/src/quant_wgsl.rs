@@ -1,0 +1,212 @@
+//! The WGSL kernels of shaders/ as burn custom kernels on the wgpu runtime: double-quant scales
+//! (nested_absmax.wgsl), dequantization (nf4_dequant.wgsl) and the fused dequant-matmul
+//! (q4_matmul.wgsl). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
+
+use burn::backend::Cube;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::wgpu::{
+    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::cubecl::{self, CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
+
+use crate::quant_ops::{Q4Meta, QuantOps, dequantize_ops};
+
+const NF4_DEQUANT: &str = include_str!("../../../shaders/nf4_dequant.wgsl");
+const NESTED_ABSMAX: &str = include_str!("../../../shaders/nested_absmax.wgsl");
+const Q4_MATMUL: &str = include_str!("../../../shaders/q4_matmul.wgsl");
+
+/// One of the shader files, launched as written (its entry point is `main`).
+struct Wgsl {
+    name: &'static str,
+    source: &'static str,
+}
+
+impl Wgsl {
+    fn new(name: &'static str, source: &'static str) -> Self {
+        Wgsl { name, source }
+    }
+}
+
+impl KernelSource for Wgsl {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(self.source)
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.name)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Whether the kernels apply: the wgpu runtime, 4-byte f32 and int tensors.
+fn on_wgpu(tensors: &[&CubeTensor]) -> bool {
+    tensors.iter().all(|t| {
+        matches!(t.device, cubecl::Device::Wgpu(_))
+            && matches!(t.dtype, DType::F32 | DType::I32 | DType::U32)
+    })
+}
+
+/// Launch `kernel` with `inputs` (the first one names the device), a params buffer and a new f32
+/// output of `out_shape`, bound in that order.
+fn launch(
+    kernel: Wgsl,
+    cube_dim: CubeDim,
+    count: CubeCount,
+    inputs: &[&CubeTensor],
+    params: &[u32],
+    out_shape: Shape,
+) -> CubeTensor {
+    let like = inputs[0];
+    let client = &like.client;
+    let params = client.create_from_slice(bytemuck::cast_slice(params));
+    let out_handle = client.empty(out_shape.num_elements() * 4);
+    let out = CubeTensor::new_contiguous(
+        client.clone(),
+        like.device.clone(),
+        out_shape,
+        out_handle,
+        DType::F32,
+    );
+    let mut bindings: Vec<_> = inputs.iter().map(|t| t.handle.clone().binding()).collect();
+    bindings.push(params.binding());
+    bindings.push(out.handle.clone().binding());
+    client.launch(
+        Box::new(SourceKernel::new(kernel, cube_dim)),
+        count,
+        KernelArguments::new().with_buffers(bindings),
+    );
+    out
+}
+
+/// A 1-D dispatch of 64-wide workgroups over `n` items, folded into rows for large `n`.
+fn grid_1d(n: usize) -> (CubeCount, u32) {
+    let groups = n.div_ceil(64).max(1);
+    let x = groups.min(32768);
+    let y = groups.div_ceil(x);
+    (CubeCount::Static(x as u32, y as u32, 1), (x * 64) as u32)
+}
+
+/// The f32 scale of every block, on the device.
+fn block_scales(
+    absmax: CubeTensor,
+    scale_codes: CubeTensor,
+    map: CubeTensor,
+    meta: &Q4Meta,
+) -> CubeTensor {
+    if meta.nested_blocksize == 0 {
+        return absmax;
+    }
+    let (count, row_stride) = grid_1d(meta.blocks);
+    let params = [
+        meta.blocks as u32,
+        meta.nested_blocksize as u32,
+        meta.offset.to_bits(),
+        row_stride,
+    ];
+    launch(
+        Wgsl::new("nested_absmax", NESTED_ABSMAX),
+        CubeDim::new_1d(64),
+        count,
+        &[&scale_codes, &absmax, &map],
+        &params,
+        Shape::new([meta.blocks]),
+    )
+}
+
+impl QuantOps for Cube {
+    fn q4_dequantize(
+        words: IntTensor<Self>,
+        absmax: FloatTensor<Self>,
+        scale_codes: IntTensor<Self>,
+        code: FloatTensor<Self>,
+        map: FloatTensor<Self>,
+        meta: Q4Meta,
+    ) -> FloatTensor<Self> {
+        if !on_wgpu(&[&words, &absmax, &scale_codes, &code, &map]) {
+            return dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
+        }
+        let (words, code) = (into_contiguous(words), into_contiguous(code));
+        let scales = block_scales(
+            into_contiguous(absmax),
+            into_contiguous(scale_codes),
+            into_contiguous(map),
+            &meta,
+        );
+        let numel = meta.out * meta.inp;
+        let (count, row_stride) = grid_1d(numel);
+        let params = [numel as u32, meta.blocksize as u32, row_stride, 0];
+        launch(
+            Wgsl::new("nf4_dequant", NF4_DEQUANT),
+            CubeDim::new_1d(64),
+            count,
+            &[&words, &scales, &code],
+            &params,
+            Shape::new([meta.out, meta.inp]),
+        )
+    }
+
+    fn q4_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        absmax: FloatTensor<Self>,
+        scale_codes: IntTensor<Self>,
+        code: FloatTensor<Self>,
+        map: FloatTensor<Self>,
+        meta: Q4Meta,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        if !on_wgpu(&[&a, &words, &absmax, &scale_codes, &code, &map]) {
+            let w = dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
+            let w = if transposed {
+                Self::float_transpose(w)
+            } else {
+                w
+            };
+            return Self::float_matmul(a, w);
+        }
+        let a = into_contiguous(a);
+        let (words, code) = (into_contiguous(words), into_contiguous(code));
+        let scales = block_scales(
+            into_contiguous(absmax),
+            into_contiguous(scale_codes),
+            into_contiguous(map),
+            &meta,
+        );
+        let dims = a.meta.shape().clone();
+        let m = dims[0];
+        let (t, j) = if transposed {
+            (meta.inp, meta.out)
+        } else {
+            (meta.out, meta.inp)
+        };
+        assert_eq!(
+            dims[1], t,
+            "q4_matmul: a is {dims:?}, the weight is [{}, {}]",
+            meta.out, meta.inp
+        );
+        let count = CubeCount::Static(j.div_ceil(64) as u32, m.div_ceil(64) as u32, 1);
+        let params = [
+            m as u32,
+            t as u32,
+            j as u32,
+            meta.inp as u32,
+            meta.blocksize as u32,
+            transposed as u32,
+            0,
+            0,
+        ];
+        launch(
+            Wgsl::new("q4_matmul", Q4_MATMUL),
+            CubeDim::new_2d(16, 16),
+            count,
+            &[&a, &words, &scales, &code],
+            &params,
+            Shape::new([m, j]),
+        )
+    }
+}

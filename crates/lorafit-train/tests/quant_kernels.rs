@@ -1,0 +1,153 @@
+//! The 4-bit operations of src/quant_ops.rs on every backend: dequantization bit-exact with
+//! lorafit-quant's CPU reference (itself bit-exact with bitsandbytes), and the fused
+//! dequant-matmul and its backward equal to the dense product. On wgpu these run the WGSL kernels
+//! of shaders/ (nested_absmax, nf4_dequant, q4_matmul) as burn custom kernels; on ndarray and flex
+//! the tensor-op bodies.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use lorafit_quant::{QuantType, Quantized4bit};
+use lorafit_train::config::Backend;
+use lorafit_train::make_device;
+use lorafit_train::model::StepRng;
+use lorafit_train::quant::Nf4Weight;
+
+mod common;
+use common::wgpu_available;
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut v = vec![
+        (
+            "ndarray",
+            make_device(Backend::NdArray, false).expect("ndarray"),
+        ),
+        ("flex", make_device(Backend::Flex, false).expect("flex")),
+    ];
+    if wgpu_available() {
+        v.push(("wgpu", make_device(Backend::Wgpu, false).expect("wgpu")));
+    }
+    v
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StepRng::new(seed, 0, 0);
+    (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+}
+
+fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("f32")
+}
+
+/// Shapes with partial blocks, rows that straddle blocks, and (1024 × 4160) one large enough
+/// for a two-row dispatch grid.
+const SHAPES: [(usize, usize); 5] = [(64, 64), (32, 64), (3, 40), (128, 72), (1024, 4160)];
+
+#[test]
+fn dequant_is_bit_exact_on_every_backend() {
+    for (name, device) in devices() {
+        for (out, inp) in SHAPES {
+            let data = random(out * inp, 3);
+            for qt in [QuantType::Nf4, QuantType::Fp4] {
+                for dq in [false, true] {
+                    let q = Quantized4bit::quantize(&data, &[out, inp], qt, 64, dq).expect("q");
+                    let want = q.dequantize().expect("dq");
+                    let w = Nf4Weight::upload(&q, &device).expect("upload");
+                    let got = vec_of(w.dequantize());
+                    let bad = got
+                        .iter()
+                        .zip(&want)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(
+                        bad,
+                        0,
+                        "{name} [{out}, {inp}] {qt:?} dq={dq}: {bad} of {} differ; first {:?} vs {:?}",
+                        want.len(),
+                        &got[..4],
+                        &want[..4]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Largest difference relative to the largest magnitude of `want`.
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+/// `x·Wᵀ` and, through autodiff, `g·W` equal the dense products of the dequantized weight, for
+/// shapes that leave partial 64 × 64 tiles and 16-deep slices on every side.
+#[test]
+fn fused_matmul_and_its_backward_equal_the_dense_product() {
+    for (name, device) in devices() {
+        let ad = device.clone().autodiff();
+        for (m, out, inp) in [(5, 64, 64), (37, 72, 40), (130, 96, 200), (64, 128, 64)] {
+            for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Fp4, false)] {
+                let q = Quantized4bit::quantize(&random(out * inp, 7), &[out, inp], qt, 64, dq)
+                    .expect("q");
+                let dense = q.dequantize().expect("dq");
+                let w = Nf4Weight::upload(&q, &ad).expect("upload");
+                let xs = random(m * inp, 11);
+                let r = random(m * out, 13);
+
+                let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [m, inp]), &ad)
+                    .require_grad();
+                let rt = Tensor::<2>::from_data(TensorData::new(r.clone(), [m, out]), &ad);
+                let y = w.matmul(x.clone());
+                let loss = (y.clone() * rt).sum();
+                let grads = loss.backward();
+                let gx = vec_of(x.grad(&grads).expect("x has a gradient"));
+                let y = vec_of(y);
+
+                // The reference: plain f64 products of the dequantized weight.
+                let mut want_y = vec![0f32; m * out];
+                let mut want_gx = vec![0f32; m * inp];
+                for i in 0..m {
+                    for o in 0..out {
+                        let s: f64 = (0..inp)
+                            .map(|k| xs[i * inp + k] as f64 * dense[o * inp + k] as f64)
+                            .sum();
+                        want_y[i * out + o] = s as f32;
+                    }
+                    for k in 0..inp {
+                        let s: f64 = (0..out)
+                            .map(|o| r[i * out + o] as f64 * dense[o * inp + k] as f64)
+                            .sum();
+                        want_gx[i * inp + k] = s as f32;
+                    }
+                }
+                let (ey, eg) = (max_rel(&y, &want_y), max_rel(&gx, &want_gx));
+                eprintln!(
+                    "{name} m={m} [{out}, {inp}] {qt:?} dq={dq}: forward {ey:.2e}, input gradient {eg:.2e}"
+                );
+                assert!(ey < 1e-5, "{name} forward off by {ey}");
+                assert!(eg < 1e-5, "{name} input gradient off by {eg}");
+
+                // The untransposed product directly, without autodiff.
+                let g = Tensor::<2>::from_data(TensorData::new(r.clone(), [m, out]), &device);
+                let wq = Nf4Weight::upload(&q, &device).expect("upload");
+                let e = max_rel(&vec_of(wq.matmul_untransposed(g)), &want_gx);
+                assert!(e < 1e-5, "{name} g·W off by {e}");
+            }
+        }
+    }
+}
+
+/// Bad parts of a 4-bit weight are errors naming what is wrong, not panics in a kernel.
+#[test]
+fn unusable_blocksize_is_a_clear_error() {
+    let device = make_device(Backend::NdArray, false).expect("ndarray");
+    let mut q = Quantized4bit::quantize(&random(64 * 64, 1), &[64, 64], QuantType::Nf4, 64, false)
+        .expect("q");
+    q.blocksize = 12;
+    let err = Nf4Weight::upload(&q, &device)
+        .expect_err("blocksize 12")
+        .to_string();
+    assert!(err.contains("blocksize 12"), "{err}");
+}
