@@ -1,5 +1,6 @@
 // Dequantize bitsandbytes-layout 4-bit weights (NF4 or FP4: the 16-entry code table is a binding).
-// One invocation per output element i:  out[i] = code[nibble(i)] * absmax[i / blocksize]
+// One invocation per packed u32 word, i.e. 8 output elements i:  out[i] = code[nibble(i)] * absmax[i / blocksize]
+// (blocksize is a multiple of 8, so the 8 elements of a word share one scale).
 // `packed` holds the bytes of the packed weight as little-endian u32 words; element 2j is the high
 // nibble of byte j, element 2j + 1 the low nibble. Every storage binding is read_write because
 // cubecl may alias small buffers when this runs as a burn custom kernel.
@@ -20,18 +21,19 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.y * params.row_stride + gid.x;
-    if (i >= params.numel) {
+    let w = gid.y * params.row_stride + gid.x;
+    let first = w * 8u;
+    if (first >= params.numel) {
         return;
     }
-    let byte_index = i / 2u;
-    let word = packed[byte_index / 4u];
-    let byte = (word >> (8u * (byte_index % 4u))) & 0xffu;
-    var nibble: u32;
-    if (i % 2u == 0u) {
-        nibble = byte >> 4u;
-    } else {
-        nibble = byte & 0xfu;
+    let word = packed[w];
+    let scale = absmax[first / params.blocksize];
+    for (var k = 0u; k < 8u; k++) {
+        let i = first + k;
+        if (i < params.numel) {
+            // Element 2j is the high nibble of byte j, element 2j + 1 its low nibble.
+            let shift = 8u * (k / 2u) + 4u * (1u - (k % 2u));
+            out[i] = code[(word >> shift) & 0xfu] * scale;
+        }
     }
-    out[i] = code[nibble] * absmax[i / params.blocksize];
 }

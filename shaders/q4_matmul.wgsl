@@ -5,8 +5,8 @@
 //   trans = 0 (input gradient): out[m, j] = sum_t a[m, t] * W[t, j]   a: [M, n_out], out: [M, n_in]
 // W element i (row-major) = code[nibble(i)] * absmax[i / blocksize]; element 2j is the high nibble
 // of byte j of `packed` (little-endian u32 words), element 2j + 1 its low nibble.
-// Tiling: 64 x 64 outputs per workgroup of 16 x 16 invocations, 4 x 4 per invocation, 16-deep
-// slices of a and W staged in workgroup memory. Every storage binding is read_write because
+// Tiling: 64 x 64 outputs per workgroup of 16 x 16 invocations, 4 x 4 (one vec4 per row) per
+// invocation, 32-deep slices of a (transposed) and of W (dequantized) staged in workgroup memory. Every storage binding is read_write because
 // cubecl may alias small buffers when this runs as a burn custom kernel.
 
 struct Params {
@@ -32,10 +32,10 @@ struct Params {
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
-const TK: u32 = 16u;
+const TK: u32 = 32u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [TM][TK]
-var<workgroup> tile_w: array<f32, 1024>; // [TK][TN]
+var<workgroup> tile_a: array<f32, 2048>; // [TK][TM]: a's slice, transposed
+var<workgroup> tile_w: array<vec4<f32>, 512>; // [TK][TN / 4]
 var<workgroup> shared_t: u32;
 
 fn weight(i: u32) -> f32 {
@@ -61,14 +61,14 @@ fn main(
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
 
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
     }
 
     for (var t0 = 0u; t0 < t_len; t0 += TK) {
-        // Stage a[row0.., t0..] (64 x 16).
-        for (var s = 0u; s < 4u; s++) {
+        // Stage a[row0.., t0..] (64 x 32), neighbouring invocations reading neighbouring t.
+        for (var s = 0u; s < 8u; s++) {
             let e = tid + s * 256u;
             let r = e / TK;
             let k = e % TK;
@@ -78,46 +78,37 @@ fn main(
             if (gr < m && gt < t_len) {
                 v = a[gr * t_len + gt];
             }
-            tile_a[e] = v;
+            tile_a[k * TM + r] = v;
         }
-        // Stage the W slice (16 x 64), dequantizing on the way in. Neighbouring invocations read
-        // neighbouring elements of W in both modes.
-        for (var s = 0u; s < 4u; s++) {
-            let e = tid + s * 256u;
-            var k: u32;
-            var c: u32;
-            if (params.trans == 1u) {
-                k = e % TK;
-                c = e / TK;
-            } else {
-                k = e / TN;
-                c = e % TN;
-            }
+        // Stage the W slice (32 x 64), dequantizing on the way in: each invocation fills four
+        // neighbouring columns of two rows of the slice.
+        for (var s = 0u; s < 2u; s++) {
+            let k = tid / 16u + s * 16u;
+            let c4 = tid % 16u;
             let gt = t0 + k;
-            let gc = col0 + c;
-            var v = 0.0;
-            if (gt < t_len && gc < jn) {
-                if (params.trans == 1u) {
-                    v = weight(gc * params.n_in + gt);
-                } else {
-                    v = weight(gt * params.n_in + gc);
+            var v = vec4<f32>(0.0);
+            if (gt < t_len) {
+                for (var q = 0u; q < 4u; q++) {
+                    let gc = col0 + c4 * 4u + q;
+                    if (gc < jn) {
+                        if (params.trans == 1u) {
+                            v[q] = weight(gc * params.n_in + gt);
+                        } else {
+                            v[q] = weight(gt * params.n_in + gc);
+                        }
+                    }
                 }
             }
-            tile_w[k * TN + c] = v;
+            tile_w[k * 16u + c4] = v;
         }
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
-            var av: array<f32, 4>;
-            var wv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = tile_a[(lid.y * 4u + i) * TK + k];
-                wv[i] = tile_w[k * TN + lid.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var q = 0u; q < 4u; q++) {
-                    acc[i * 4u + q] = acc[i * 4u + q] + av[i] * wv[q];
-                }
-            }
+            let wv = tile_w[k * 16u + lid.x];
+            let base = k * TM + lid.y * 4u;
+            acc[0] = acc[0] + tile_a[base] * wv;
+            acc[1] = acc[1] + tile_a[base + 1u] * wv;
+            acc[2] = acc[2] + tile_a[base + 2u] * wv;
+            acc[3] = acc[3] + tile_a[base + 3u] * wv;
         }
         workgroupBarrier();
     }
@@ -127,7 +118,7 @@ fn main(
         for (var q = 0u; q < 4u; q++) {
             let c = col0 + lid.x * 4u + q;
             if (r < m && c < jn) {
-                out[r * jn + c] = acc[i * 4u + q];
+                out[r * jn + c] = acc[i][q];
             }
         }
     }

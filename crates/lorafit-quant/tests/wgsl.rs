@@ -179,7 +179,8 @@ fn dequant_on_gpu(gpu: &Gpu, q: &Quantized4bit) -> Vec<f32> {
             )
         }
     };
-    let ((x, y), row_stride) = grid(q.numel());
+    // One invocation per packed word (8 elements).
+    let ((x, y), row_stride) = grid(q.numel().div_ceil(8));
     let mut params = Vec::new();
     for v in [q.numel() as u32, q.blocksize as u32, row_stride, 0] {
         params.extend(v.to_le_bytes());

@@ -21,4 +21,4 @@ pub use config::{Backend, TrainArgs};
 pub use error::{Error, Result};
 pub use lora::{Adapter, LoraSpec};
 pub use model::{Model, ModelConfig};
-pub use trainer::{Outcome, StepInfo, Summary, Trainer, make_device};
+pub use trainer::{Outcome, StepInfo, Summary, Trainer, make_device, make_plain_device};

@@ -1,6 +1,6 @@
 //! The WGSL kernels of shaders/ as burn custom kernels on the wgpu runtime: double-quant scales
 //! (nested_absmax.wgsl), dequantization (nf4_dequant.wgsl) and the fused dequant-matmul
-//! (q4_matmul.wgsl). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
+//! (q4_matmul.wgsl, and q4_gemv.wgsl for a few rows). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
 
 use burn::backend::Cube;
 use burn::backend::ops::FloatTensorOps;
@@ -16,6 +16,10 @@ use crate::quant_ops::{Q4Meta, QuantOps, dequantize_ops};
 const NF4_DEQUANT: &str = include_str!("../../../shaders/nf4_dequant.wgsl");
 const NESTED_ABSMAX: &str = include_str!("../../../shaders/nested_absmax.wgsl");
 const Q4_MATMUL: &str = include_str!("../../../shaders/q4_matmul.wgsl");
+const Q4_GEMV: &str = include_str!("../../../shaders/q4_gemv.wgsl");
+
+/// Up to this many rows of `a`, the column-per-workgroup kernel (q4_gemv.wgsl) is used.
+const GEMV_MAX_ROWS: usize = 16;
 
 /// One of the shader files, launched as written (its entry point is `main`).
 struct Wgsl {
@@ -138,7 +142,8 @@ impl QuantOps for Cube {
             &meta,
         );
         let numel = meta.out * meta.inp;
-        let (count, row_stride) = grid_1d(numel);
+        // One invocation per packed word (8 elements).
+        let (count, row_stride) = grid_1d(numel.div_ceil(8));
         let params = [numel as u32, meta.blocksize as u32, row_stride, 0];
         launch(
             Wgsl::new("nf4_dequant", NF4_DEQUANT),
@@ -189,7 +194,6 @@ impl QuantOps for Cube {
             "q4_matmul: a is {dims:?}, the weight is [{}, {}]",
             meta.out, meta.inp
         );
-        let count = CubeCount::Static(j.div_ceil(64) as u32, m.div_ceil(64) as u32, 1);
         let params = [
             m as u32,
             t as u32,
@@ -200,13 +204,24 @@ impl QuantOps for Cube {
             0,
             0,
         ];
-        launch(
-            Wgsl::new("q4_matmul", Q4_MATMUL),
-            CubeDim::new_2d(16, 16),
-            count,
-            &[&a, &words, &scales, &code],
-            &params,
-            Shape::new([m, j]),
-        )
+        if m <= GEMV_MAX_ROWS && j <= 65535 {
+            launch(
+                Wgsl::new("q4_gemv", Q4_GEMV),
+                CubeDim::new_1d(64),
+                CubeCount::Static(j as u32, m.div_ceil(8) as u32, 1),
+                &[&a, &words, &scales, &code],
+                &params,
+                Shape::new([m, j]),
+            )
+        } else {
+            launch(
+                Wgsl::new("q4_matmul", Q4_MATMUL),
+                CubeDim::new_2d(16, 16),
+                CubeCount::Static(j.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
+                &[&a, &words, &scales, &code],
+                &params,
+                Shape::new([m, j]),
+            )
+        }
     }
 }

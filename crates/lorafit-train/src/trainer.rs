@@ -60,6 +60,16 @@ pub struct Summary {
 
 /// Make the device for a backend (with autodiff, and gradient checkpointing when asked).
 pub fn make_device(backend: Backend, checkpointing: bool) -> Result<Device> {
+    let device = make_plain_device(backend)?.autodiff();
+    Ok(if checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    })
+}
+
+/// The device of `backend` without autodiff (benchmarks, inference).
+pub fn make_plain_device(backend: Backend) -> Result<Device> {
     #[allow(deprecated)]
     let device = match backend {
         Backend::NdArray => Device::ndarray(),
@@ -77,12 +87,7 @@ pub fn make_device(backend: Backend, checkpointing: bool) -> Result<Device> {
             )));
         }
     };
-    let device = device.autodiff();
-    Ok(if checkpointing {
-        device.gradient_checkpointing()
-    } else {
-        device
-    })
+    Ok(device)
 }
 
 fn memory_in_use(device: &Device) -> Option<u64> {

@@ -82,12 +82,19 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
 }
 
 /// `x·Wᵀ` and, through autodiff, `g·W` equal the dense products of the dequantized weight, for
-/// shapes that leave partial 64 × 64 tiles and 16-deep slices on every side.
+/// shapes that leave partial 64 × 64 tiles and 16-deep slices on every side; m ≤ 16 takes the
+/// few-rows kernel (q4_gemv.wgsl) on wgpu, larger m the tiled one (q4_matmul.wgsl).
 #[test]
 fn fused_matmul_and_its_backward_equal_the_dense_product() {
     for (name, device) in devices() {
         let ad = device.clone().autodiff();
-        for (m, out, inp) in [(5, 64, 64), (37, 72, 40), (130, 96, 200), (64, 128, 64)] {
+        for (m, out, inp) in [
+            (5, 64, 64),
+            (12, 72, 40),
+            (37, 72, 40),
+            (130, 96, 200),
+            (64, 128, 64),
+        ] {
             for (qt, dq) in [(QuantType::Nf4, true), (QuantType::Fp4, false)] {
                 let q = Quantized4bit::quantize(&random(out * inp, 7), &[out, inp], qt, 64, dq)
                     .expect("q");
