@@ -1013,6 +1013,14 @@ fn example() -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench-quant`: throughput of the 4-bit kernels (crates/lorafit-train/examples/
+/// bench_quant.rs) in release; prints the markdown table of docs/benchmarks.md.
+fn bench_quant() -> Result<()> {
+    run(Command::new("cargo")
+        .args(["run", "--release", "-p", "lorafit-train", "--example", "bench_quant"])
+        .current_dir(root()))
+}
+
 /// `cargo xtask bench-train`: training tokens/s on the CPU for a ~19M-parameter llama, lorafit
 /// (release, backend from BENCH_BACKEND, default ndarray) and, when `python3` (or
 /// LORAFIT_PYTHON) has torch + transformers + peft, the same run in PyTorch + PEFT.
@@ -1104,6 +1112,7 @@ fn main() -> Result<()> {
         Some("e2e") => e2e(),
         Some("bench-web") => bench_web(),
         Some("bench-train") => bench_train(),
+        Some("bench-quant") => bench_quant(),
         Some("example") => example(),
         Some("serve") => {
             let _ = setup_web();
@@ -1124,6 +1133,7 @@ fn main() -> Result<()> {
             eprintln!("  validation  print docs/validation.md from the measured points");
             eprintln!("  example     train the bundled tiny LoRA example (offline, ~15 s)");
             eprintln!("  bench-train CPU training tokens/s, lorafit vs PyTorch + PEFT");
+            eprintln!("  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)");
             std::process::exit(2);
         }
     }
