@@ -102,6 +102,11 @@ RUNS = {
                             keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=1,
                                       learning_rate=5e-3, lr_scheduler_type="constant", warmup_steps=0,
                                       max_grad_norm=1.0, weight_decay=0.0, max_steps=6)),
+    "llama_int8": dict(model="llama_q", targets=["q_proj", "k_proj", "o_proj", "up_proj"], r=4, alpha=8,
+                       rslora=False, quant=dict(quantization_bit=8),
+                       keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                                 learning_rate=5e-3, lr_scheduler_type="linear", warmup_steps=1,
+                                 max_grad_norm=1.0, weight_decay=0.0, max_steps=10)),
 }
 
 
@@ -111,6 +116,11 @@ def load_base(model_dir, spec):
     if not q:
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     from transformers import BitsAndBytesConfig
+    if q["quantization_bit"] == 8:
+        # LLaMA-Factory's `quantization_bit: 8`: BitsAndBytesConfig(load_in_8bit=True). On the CPU,
+        # bitsandbytes trains through MatMul8bitFp: W = CB · (SCB / 127), then an fp32 linear.
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map="cpu",
+                                                    quantization_config=BitsAndBytesConfig(load_in_8bit=True))
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q["quantization_type"],
                              bnb_4bit_use_double_quant=q["double_quantization"],
                              bnb_4bit_compute_dtype=torch.float32)
@@ -248,8 +258,23 @@ def make_bnb_checkpoint():
     base.save_pretrained(os.path.join(OUT, "llama_q_bnb4"))
 
 
-def make_adapters():
+def make_int8_weights():
+    """bitsandbytes' int8 storage of llama_q's linears (CB int8, SCB fp32 per row), for the
+    bit-exactness test of lorafit-quant's 8-bit quantization."""
+    base = load_base(os.path.join(OUT, "llama_q"), RUNS["llama_int8"])
+    out = {}
+    for n, m in base.named_modules():
+        if hasattr(m, "weight") and hasattr(m.weight, "CB") and m.weight.CB is not None:
+            out[f"{n}.CB"] = m.weight.CB.contiguous()
+            out[f"{n}.SCB"] = m.weight.SCB.contiguous()
+    assert out, "no Linear8bitLt found"
+    save_file(out, os.path.join(OUT, "llama_q_int8.safetensors"))
+
+
+def make_adapters(only=None):
     for name, spec in RUNS.items():
+        if only and name not in only:
+            continue
         torch.manual_seed(zlib.crc32(name.encode()) % 1000)
         base = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, spec["model"]), dtype=torch.float32)
         cfg = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"],
@@ -284,6 +309,16 @@ def main():
         return
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
+    if len(sys.argv) > 1 and sys.argv[1] == "only":
+        # Add runs to existing fixtures without remaking the models: `only llama_int8`.
+        names = sys.argv[2:]
+        make_adapters(names)
+        if "llama_int8" in names:
+            make_int8_weights()
+        rows = [json.loads(line) for line in open(os.path.join(OUT, "data.jsonl"))]
+        for name in names:
+            train(name, RUNS[name], rows)
+        return
     make_models()
     make_adapters()
     make_bnb_checkpoint()

@@ -1017,7 +1017,14 @@ fn example() -> Result<()> {
 /// bench_quant.rs) in release; prints the markdown table of docs/benchmarks.md.
 fn bench_quant() -> Result<()> {
     run(Command::new("cargo")
-        .args(["run", "--release", "-p", "lorafit-train", "--example", "bench_quant"])
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "lorafit-train",
+            "--example",
+            "bench_quant",
+        ])
         .current_dir(root()))
 }
 
@@ -1133,7 +1140,9 @@ fn main() -> Result<()> {
             eprintln!("  validation  print docs/validation.md from the measured points");
             eprintln!("  example     train the bundled tiny LoRA example (offline, ~15 s)");
             eprintln!("  bench-train CPU training tokens/s, lorafit vs PyTorch + PEFT");
-            eprintln!("  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)");
+            eprintln!(
+                "  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)"
+            );
             std::process::exit(2);
         }
     }

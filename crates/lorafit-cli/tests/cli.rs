@@ -377,10 +377,10 @@ fn train_rejects_bad_configs() {
         &["train", cfg.to_str().expect("utf8")],
         "needs a local checkpoint directory",
     );
-    std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nquantization_bit: 8\n").expect("write");
+    std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nquantization_bit: 3\n").expect("write");
     fails_with(
         &["train", cfg.to_str().expect("utf8")],
-        "8-bit is not implemented",
+        "`quantization_bit: 3` is not allowed: one of 4, 8",
     );
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nlr_scheduler_type: wavy\n").expect("write");
     fails_with(&["train", cfg.to_str().expect("utf8")], "lr_scheduler_type");

@@ -531,3 +531,5 @@ pub fn nest_with_offset(absmax: &[f32], offset: f32) -> Absmax {
 }
 
 pub mod checkpoint;
+pub mod int8;
+pub use int8::Quantized8bit;

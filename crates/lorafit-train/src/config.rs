@@ -138,7 +138,8 @@ impl TrainArgs {
         }
         let quant = match &plan.quant {
             None => None,
-            Some(q) if q.bits == 4 => Some(QuantSpec {
+            Some(q) if q.bits == 4 || q.bits == 8 => Some(QuantSpec {
+                bits: q.bits,
                 quant_type: if q.fp4 {
                     QuantType::Fp4
                 } else {
@@ -150,7 +151,7 @@ impl TrainArgs {
                 return Err(unsupported(
                     "quantization_bit",
                     &Val::Int(q.bits as i64),
-                    "lorafit train runs QLoRA with 4-bit base weights (8-bit is not implemented)",
+                    "lorafit train quantizes base weights to 4 bits (NF4/FP4) or 8 bits (bitsandbytes int8)",
                 ));
             }
         };

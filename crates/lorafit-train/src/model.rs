@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec};
-use crate::quant::{Nf4Weight, QuantSpec};
+use crate::quant::{Int8Weight, Nf4Weight, QuantSpec};
 use crate::weights::{HostTensor, Weights};
 
 /// The shape and numerics of a checkpoint, read from its config.json.
@@ -146,6 +146,7 @@ impl ModelConfig {
 pub enum BaseWeight {
     Dense(Tensor<2>),
     Quant(Nf4Weight),
+    Int8(Int8Weight),
 }
 
 /// A frozen linear layer `y = x·Wᵀ + b`, maybe with LoRA.
@@ -163,6 +164,7 @@ impl Linear {
         let mut y = match &self.weight {
             BaseWeight::Dense(wt) => x.clone().matmul(wt.clone()),
             BaseWeight::Quant(q) => q.matmul(x.clone()),
+            BaseWeight::Int8(q) => q.matmul(x.clone()),
         };
         if let Some(b) = &self.bias {
             y = y + b.clone().unsqueeze_dim(0);
@@ -334,6 +336,9 @@ impl Model {
             }
             let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
             let weight = match quant {
+                Some(spec) if spec.bits == 8 => {
+                    BaseWeight::Int8(Int8Weight::quantize(&weight.data, out, inp, device)?)
+                }
                 Some(spec) => {
                     BaseWeight::Quant(Nf4Weight::quantize(&weight.data, out, inp, spec, device)?)
                 }
@@ -440,6 +445,10 @@ impl Model {
                     (d[0], d[1])
                 }
                 BaseWeight::Quant(q) => {
+                    let (out, inp) = q.shape();
+                    (inp, out)
+                }
+                BaseWeight::Int8(q) => {
                     let (out, inp) = q.shape();
                     (inp, out)
                 }

@@ -5,7 +5,7 @@
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lorafit_quant::{Absmax, QuantType, Quantized4bit};
+use lorafit_quant::{Absmax, QuantType, Quantized4bit, Quantized8bit};
 
 use crate::error::{Error, Result};
 use crate::quant_ops::{Q4Meta, QuantOps};
@@ -13,6 +13,8 @@ use crate::quant_ops::{Q4Meta, QuantOps};
 /// How base weights are quantized (`quantization_bit: 4`, `quantization_type`, `double_quantization`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuantSpec {
+    /// 4 (NF4/FP4 blockwise) or 8 (bitsandbytes' row-wise int8).
+    pub bits: u8,
     pub quant_type: QuantType,
     pub double_quant: bool,
 }
@@ -156,4 +158,63 @@ fn words_of(bytes: &[u8]) -> Vec<i32> {
             i32::from_le_bytes(w)
         })
         .collect()
+}
+
+/// An int8 linear weight `[out, in]` resident on the device (`quantization_bit: 8`): bitsandbytes'
+/// row-wise codes, 4 per 32-bit word, and one f32 multiplier per row.
+#[derive(Debug, Clone)]
+pub struct Int8Weight {
+    words: Tensor<1, Int>,
+    scales: Tensor<1>,
+    out: usize,
+    inp: usize,
+}
+
+impl Int8Weight {
+    /// Quantize a dense `[out, in]` weight as bitsandbytes' `Int8Params` does and upload it.
+    pub fn quantize(data: &[f32], out: usize, inp: usize, device: &Device) -> Result<Self> {
+        let q = Quantized8bit::quantize(data, out, inp).map_err(|e| {
+            Error::Invalid(format!("quantizing a [{out}, {inp}] weight to int8: {e}"))
+        })?;
+        Ok(Self::upload(&q, device))
+    }
+
+    pub fn upload(q: &Quantized8bit, device: &Device) -> Self {
+        let bytes: Vec<u8> = q.cb.iter().map(|&c| c as u8).collect();
+        let words = words_of(&bytes);
+        let n = words.len();
+        let scales = q.row_scales();
+        Int8Weight {
+            words: Tensor::from_data(TensorData::new(words, [n]), device),
+            scales: Tensor::from_data(TensorData::new(scales, [q.rows]), device),
+            out: q.rows,
+            inp: q.cols,
+        }
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
+    /// The f32 weight `[out, in]` bitsandbytes trains with on the CPU.
+    pub fn dequantize(&self) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::q8_dequantize(
+            self.words.clone().into_dispatch(),
+            self.scales.clone().into_dispatch(),
+            self.out,
+            self.inp,
+        ))
+    }
+
+    /// `x·Wᵀ` for x `[n, in]`; the backward re-dequantizes instead of keeping W.
+    pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::q8_matmul(
+            x.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.scales.clone().into_dispatch(),
+            self.out,
+            self.inp,
+            true,
+        ))
+    }
 }

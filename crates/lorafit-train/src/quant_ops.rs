@@ -20,7 +20,7 @@ use burn::backend::{
     backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::{Shape, Slice, TensorData};
+use burn::tensor::{FloatDType, Shape, Slice, TensorData};
 
 /// Shape and scale layout of a 4-bit weight `[out, inp]` in bitsandbytes' storage.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,6 +80,60 @@ pub trait QuantOps: Backend {
         };
         Self::float_matmul(a, w)
     }
+
+    /// The int8 weight `[out, inp]` as bitsandbytes trains with it on the CPU:
+    /// `f32(CB) · scales[row]` (`words`: 4 codes per 32-bit word, row-major, little-endian).
+    fn q8_dequantize(
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        out: usize,
+        inp: usize,
+    ) -> FloatTensor<Self> {
+        dequantize8_ops::<Self>(words, scales, out, inp)
+    }
+
+    /// `a·Wᵀ` (`transposed`) or `a·W` for an int8 weight, like [`Self::q4_matmul`].
+    fn q8_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        out: usize,
+        inp: usize,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        let w = dequantize8_ops::<Self>(words, scales, out, inp);
+        let w = if transposed {
+            Self::float_transpose(w)
+        } else {
+            w
+        };
+        Self::float_matmul(a, w)
+    }
+}
+
+/// Int8 dequantization with tensor ops, on any backend.
+pub fn dequantize8_ops<B: Backend>(
+    words: IntTensor<B>,
+    scales: FloatTensor<B>,
+    out: usize,
+    inp: usize,
+) -> FloatTensor<B> {
+    let n_words = words.shape()[0];
+    let bytes: Vec<IntTensor<B>> = (0..4)
+        .map(|k| {
+            // Byte k of each word, sign-extended: ((b + 128) & 255) - 128.
+            let b = B::bitwise_right_shift_scalar(words.clone(), (8 * k).into());
+            let b = B::bitwise_and_scalar(B::int_add_scalar(b, 128.into()), 255.into());
+            B::int_reshape(B::int_sub_scalar(b, 128.into()), Shape::new([n_words, 1]))
+        })
+        .collect();
+    let codes = B::int_reshape(B::int_cat(bytes, 1), Shape::new([n_words * 4]));
+    let codes = B::int_slice(codes, &[Slice::from(0..out * inp)]);
+    let values = B::int_into_float(codes, FloatDType::F32);
+    B::float_mul(
+        B::float_reshape(values, Shape::new([out, inp])),
+        B::float_reshape(scales, Shape::new([out, 1])),
+    )
 }
 
 /// The f32 scale of every block: `absmax` itself, or undoing double quantization as bitsandbytes
@@ -219,7 +273,83 @@ impl<B: QuantOps> Backward<B, 1> for Q4MatmulBackward {
     }
 }
 
+/// The int8 parts, kept by the backward pass.
+#[derive(Debug, Clone)]
+struct Parts8<B: Backend> {
+    words: IntTensor<B>,
+    scales: FloatTensor<B>,
+    out: usize,
+    inp: usize,
+    transposed: bool,
+}
+
+#[derive(Debug)]
+struct Q8MatmulBackward;
+
+impl<B: QuantOps> Backward<B, 1> for Q8MatmulBackward {
+    type State = Parts8<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let p = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::q8_matmul(grad, p.words, p.scales, p.out, p.inp, !p.transposed)
+        });
+    }
+}
+
 impl<B: QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
+    fn q8_dequantize(
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        out: usize,
+        inp: usize,
+    ) -> FloatTensor<Self> {
+        let dense = B::q8_dequantize(words, scales.into_primitive(), out, inp);
+        <Self as AutodiffBackend>::from_inner(dense)
+    }
+
+    fn q8_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        out: usize,
+        inp: usize,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        let parts = Parts8::<B> {
+            words,
+            scales: scales.into_primitive(),
+            out,
+            inp,
+            transposed,
+        };
+        match Q8MatmulBackward
+            .prepare::<C>([a.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::q8_matmul(
+                    a.into_primitive(),
+                    parts.words.clone(),
+                    parts.scales.clone(),
+                    out,
+                    inp,
+                    transposed,
+                );
+                prep.finish(parts, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::q8_matmul(
+                a.into_primitive(),
+                parts.words,
+                parts.scales,
+                out,
+                inp,
+                transposed,
+            )),
+        }
+    }
+
     fn q4_dequantize(
         words: IntTensor<Self>,
         absmax: FloatTensor<Self>,

@@ -37,8 +37,14 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
     for quant in [
         None,
         Some(lorafit_train::quant::QuantSpec {
+            bits: 4,
             quant_type: lorafit_quant::QuantType::Nf4,
             double_quant: true,
+        }),
+        Some(lorafit_train::quant::QuantSpec {
+            bits: 8,
+            quant_type: lorafit_quant::QuantType::Nf4,
+            double_quant: false,
         }),
     ] {
         let _ = device.sync();
@@ -50,10 +56,10 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
         let per_param = (after - before - 4.0 * other_params) / linear_params;
         eprintln!(
             "{}: {:.0} bytes resident, linears {per_param:.3} bytes/parameter",
-            if quant.is_some() {
-                "QLoRA nf4+dq"
-            } else {
-                "dense f32"
+            match quant.map(|q| q.bits) {
+                Some(4) => "QLoRA nf4+dq",
+                Some(_) => "int8",
+                None => "dense f32",
             },
             after - before
         );
@@ -107,14 +113,21 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
         "4-bit linears: measured {} bytes/parameter",
         resident[1]
     );
+    assert!(
+        resident[2] > 1.0 && resident[2] < 1.1,
+        "int8 linears: measured {} bytes/parameter",
+        resident[2]
+    );
     // The step's peak falls by (nearly) all the bytes the base saves: the fused dequant-matmul
     // and its backward never keep a dequantized weight (before it, the QLoRA peak was above dense).
-    let saved = (resident[0] - resident[1]) * linear_params;
-    assert!(
-        peaks[1] < peaks[0] - 0.9 * saved,
-        "QLoRA peak {} should be below the dense peak {} by ~{saved:.0} bytes",
-        peaks[1],
-        peaks[0]
-    );
+    for (i, what) in [(1, "QLoRA"), (2, "int8")] {
+        let saved = (resident[0] - resident[i]) * linear_params;
+        assert!(
+            peaks[i] < peaks[0] - 0.9 * saved,
+            "{what} peak {} should be below the dense peak {} by ~{saved:.0} bytes",
+            peaks[i],
+            peaks[0]
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,11 +5,11 @@
 //! the tensor-op bodies.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use lorafit_quant::{QuantType, Quantized4bit};
+use lorafit_quant::{QuantType, Quantized4bit, Quantized8bit};
 use lorafit_train::config::Backend;
 use lorafit_train::make_device;
 use lorafit_train::model::StepRng;
-use lorafit_train::quant::Nf4Weight;
+use lorafit_train::quant::{Int8Weight, Nf4Weight};
 
 mod common;
 use common::wgpu_available;
@@ -157,4 +157,110 @@ fn unusable_blocksize_is_a_clear_error() {
         .expect_err("blocksize 12")
         .to_string();
     assert!(err.contains("blocksize 12"), "{err}");
+}
+
+/// lorafit-quant's int8 quantization equals what bitsandbytes 0.50.2 stored for every linear of
+/// the tiny llama (`CB`, `SCB` in fixtures/llama_q_int8.safetensors, made by
+/// `scripts/make_train_fixtures.py only llama_int8`).
+#[test]
+fn int8_quantization_equals_bitsandbytes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let model = std::fs::read(dir.join("llama_q/model.safetensors")).expect("model");
+    let model = safetensors::SafeTensors::deserialize(&model).expect("st");
+    let bnb = std::fs::read(dir.join("llama_q_int8.safetensors")).expect("bnb");
+    let bnb = safetensors::SafeTensors::deserialize(&bnb).expect("st");
+    let mut n = 0;
+    for name in bnb.names() {
+        let Some(layer) = name.strip_suffix(".CB") else {
+            continue;
+        };
+        let w = model.tensor(&format!("{layer}.weight")).expect("weight");
+        let (rows, cols) = (w.shape()[0], w.shape()[1]);
+        let data: Vec<f32> = w
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let q = Quantized8bit::quantize(&data, rows, cols).expect("quantize");
+        let cb: Vec<i8> = bnb
+            .tensor(name)
+            .expect("CB")
+            .data()
+            .iter()
+            .map(|&b| b as i8)
+            .collect();
+        let scb: Vec<f32> = bnb
+            .tensor(&format!("{layer}.SCB"))
+            .expect("SCB")
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let bad: Vec<usize> = (0..cb.len()).filter(|&i| q.cb[i] != cb[i]).collect();
+        assert!(
+            bad.is_empty(),
+            "{layer}: {} of {} CB codes differ, first at {:?}",
+            bad.len(),
+            cb.len(),
+            bad.first().map(|&i| (i, q.cb[i], cb[i]))
+        );
+        assert_eq!(
+            q.scb.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            scb.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{layer}: SCB"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 14, "linears compared");
+}
+
+/// The device int8 dequantization equals lorafit-quant's bit for bit, and the int8 product and its
+/// backward equal the f64 product of the dequantized weight.
+#[test]
+fn int8_dequant_and_matmul_on_every_backend() {
+    for (name, device) in devices() {
+        let ad = device.clone().autodiff();
+        for (m, out, inp) in [(5, 64, 64), (37, 72, 41), (3, 1, 7)] {
+            let mut data = random(out * inp, 17);
+            data[..inp.min(3)].fill(0.0);
+            let q = Quantized8bit::quantize(&data, out, inp).expect("q");
+            let dense = q.dequantize();
+            let got = vec_of(Int8Weight::upload(&q, &device).dequantize());
+            assert!(
+                got.iter()
+                    .zip(&dense)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name} [{out}, {inp}]: int8 dequantization differs"
+            );
+            let w = Int8Weight::upload(&q, &ad);
+            let xs = random(m * inp, 19);
+            let r = random(m * out, 23);
+            let x =
+                Tensor::<2>::from_data(TensorData::new(xs.clone(), [m, inp]), &ad).require_grad();
+            let rt = Tensor::<2>::from_data(TensorData::new(r.clone(), [m, out]), &ad);
+            let y = w.matmul(x.clone());
+            let grads = (y.clone() * rt).sum().backward();
+            let gx = vec_of(x.grad(&grads).expect("x has a gradient"));
+            let y = vec_of(y);
+            let mut want_y = vec![0f32; m * out];
+            let mut want_gx = vec![0f32; m * inp];
+            for i in 0..m {
+                for o in 0..out {
+                    want_y[i * out + o] = (0..inp)
+                        .map(|k| xs[i * inp + k] as f64 * dense[o * inp + k] as f64)
+                        .sum::<f64>() as f32;
+                }
+                for k in 0..inp {
+                    want_gx[i * inp + k] = (0..out)
+                        .map(|o| r[i * out + o] as f64 * dense[o * inp + k] as f64)
+                        .sum::<f64>() as f32;
+                }
+            }
+            let (ey, eg) = (max_rel(&y, &want_y), max_rel(&gx, &want_gx));
+            assert!(
+                ey < 1e-5 && eg < 1e-5,
+                "{name} [{out}, {inp}]: forward {ey}, gradient {eg}"
+            );
+        }
+    }
 }

@@ -522,6 +522,20 @@ fn qlora_fp4_matches_peft_bnb_on_ndarray() {
     check_parity("llama_qlora_fp4", Backend::NdArray);
 }
 
+/// `quantization_bit: 8` against PEFT + bitsandbytes' `Linear8bitLt` (CPU training path: int8
+/// codes times the row scale, then an fp32 linear), 10 steps with a linear schedule and warm-up.
+#[test]
+fn int8_base_matches_peft_bnb_on_ndarray() {
+    check_parity("llama_int8", Backend::NdArray);
+}
+
+#[test]
+fn int8_base_matches_peft_bnb_on_wgpu() {
+    if wgpu_available() {
+        check_parity("llama_int8", Backend::Wgpu);
+    }
+}
+
 #[test]
 fn qlora_nf4_double_quant_matches_peft_bnb_on_wgpu() {
     if wgpu_available() {
