@@ -76,6 +76,12 @@ SHAREGPT = [
                                                    "then give the next prime after each of them."},
                        {"from": "gpt", "value": "2, 3 and 5. A prime has exactly two divisors, 1 and itself. "
                                                 "The next primes are 3, 5 and 7."}]},
+    {"conversations": [{"from": "human", "value": "What is 6 times 7?"},
+                       {"from": "gpt", "value": "<think>\nSix sevens.\n</think>\n\n42."},
+                       {"from": "human", "value": "Half of that?"},
+                       {"from": "gpt", "value": "<think>\n42 / 2.\n</think>\n\n21."},
+                       {"from": "human", "value": "And plus one?"},
+                       {"from": "gpt", "value": "22."}]},
 ]
 DATASET_INFO = {
     "alpaca_demo": {"file_name": "alpaca_demo.json",
@@ -122,31 +128,52 @@ def main():
     with open(os.path.join(text_dir, "dataset_info.json"), "w") as f:
         json.dump(DATASET_INFO, f, indent=1)
 
-    cases = []
+    # (template, dataset, cutoff_len, options): every template × dataset × cutoff plain, packing once,
+    # then train_on_prompt, mask_history (a reasoning template too) and neat_packing.
+    specs = []
     for template in TEMPLATES:
-        for dataset, rows, conv_cls in (("alpaca_demo", ALPACA, AlpacaDatasetConverter),
-                                        ("sharegpt_demo", SHAREGPT, SharegptDatasetConverter)):
+        for dataset in ("alpaca_demo", "sharegpt_demo"):
             for cutoff in (1024, 24):
-                for packing in ((False, True) if (template, dataset, cutoff) == ("qwen", "alpaca_demo", 1024)
-                                else (False,)):
-                    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-                    data_args = DataArguments(template=template, cutoff_len=cutoff, dataset_dir=text_dir,
-                                              dataset=[dataset], packing=packing)
-                    tmpl = get_template_and_fix_tokenizer(tokenizer, data_args)
-                    attr = get_dataset_list([dataset], text_dir)[0]
-                    conv = conv_cls(attr, data_args)
-                    converted = [conv(dict({k: None for k in ("system", "history")}, **r)) for r in rows]
-                    batch = {k: [c[k] for c in converted] for k in converted[0]}
-                    cls = PackedSupervisedDatasetProcessor if packing else SupervisedDatasetProcessor
-                    proc = cls(template=tmpl, tokenizer=tokenizer, processor=None, data_args=data_args)
-                    out = proc.preprocess_dataset(batch)
-                    case = {"template": template, "dataset": dataset, "cutoff_len": cutoff, "packing": packing,
-                            "input_ids": out["input_ids"], "labels": out["labels"]}
-                    if packing:
-                        case["position_ids"] = out["position_ids"]
-                        case["pad_token_id"] = tokenizer.pad_token_id
-                    cases.append(case)
-                    print(template, dataset, cutoff, "packing" if packing else "", [len(x) for x in out["input_ids"]])
+                specs.append((template, dataset, cutoff, {}))
+    specs.append(("qwen", "alpaca_demo", 1024, {"packing": True}))
+    for template in ("qwen", "llama3"):
+        for dataset in ("alpaca_demo", "sharegpt_demo"):
+            for cutoff in (1024, 24):
+                specs.append((template, dataset, cutoff, {"train_on_prompt": True}))
+    for template in ("qwen", "deepseekr1"):
+        for dataset in ("alpaca_demo", "sharegpt_demo"):
+            for cutoff in (1024, 24):
+                specs.append((template, dataset, cutoff, {"mask_history": True}))
+    for dataset in ("alpaca_demo", "sharegpt_demo"):
+        specs.append(("qwen", dataset, 1024, {"neat_packing": True}))
+
+    converters = {"alpaca_demo": (ALPACA, AlpacaDatasetConverter),
+                  "sharegpt_demo": (SHAREGPT, SharegptDatasetConverter)}
+    cases = []
+    for template, dataset, cutoff, opts in specs:
+        rows, conv_cls = converters[dataset]
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        data_args = DataArguments(template=template, cutoff_len=cutoff, dataset_dir=text_dir,
+                                  dataset=[dataset], **opts)
+        packing = data_args.packing  # neat_packing turns it on, and cutoff_len -= 1 with it
+        tmpl = get_template_and_fix_tokenizer(tokenizer, data_args)
+        attr = get_dataset_list([dataset], text_dir)[0]
+        conv = conv_cls(attr, data_args)
+        converted = [conv(dict({k: None for k in ("system", "history")}, **r)) for r in rows]
+        batch = {k: [c[k] for c in converted] for k in converted[0]}
+        cls = PackedSupervisedDatasetProcessor if packing else SupervisedDatasetProcessor
+        proc = cls(template=tmpl, tokenizer=tokenizer, processor=None, data_args=data_args)
+        out = proc.preprocess_dataset(batch)
+        case = {"template": template, "dataset": dataset, "cutoff_len": cutoff, "packing": packing,
+                "input_ids": out["input_ids"], "labels": out["labels"]}
+        case.update({k: v for k, v in opts.items() if k != "packing"})
+        if packing:
+            case["position_ids"] = out["position_ids"]
+            case["pad_token_id"] = tokenizer.pad_token_id
+        if opts.get("neat_packing"):
+            case["attention_mask"] = out["attention_mask"]
+        cases.append(case)
+        print(template, dataset, cutoff, opts, [len(x) for x in out["input_ids"]])
     with open(os.path.join(OUT, "data_expected.json"), "w") as f:
         json.dump({"llamafactory": llamafactory.__version__, "cases": cases}, f)
 

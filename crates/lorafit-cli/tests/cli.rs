@@ -382,6 +382,11 @@ fn train_rejects_bad_configs() {
         &["train", cfg.to_str().expect("utf8")],
         "`quantization_bit: 3` is not allowed: one of 4, 8",
     );
+    std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nmask_history: true\ntrain_on_prompt: true\n").expect("write");
+    fails_with(
+        &["train", cfg.to_str().expect("utf8")],
+        "`mask_history: true` and `train_on_prompt: true` exclude each other",
+    );
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nlr_scheduler_type: wavy\n").expect("write");
     fails_with(&["train", cfg.to_str().expect("utf8")], "lr_scheduler_type");
     // examples/tiny/model has a config but no weights.

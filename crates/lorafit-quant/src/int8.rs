@@ -83,8 +83,8 @@ mod tests {
     fn zero_rows_bad_values_and_ties() {
         // Row 0 is all zeros; row 1 has |max| 127, so codes equal the values, with 0.5 → 0 and
         // 1.5 → 2 (ties to even) and 2.5 → 2.
-        let q = Quantized8bit::quantize(&[0.0, 0.0, 0.0, 0.0, 127.0, 0.5, 1.5, -2.5], 2, 4)
-            .expect("q");
+        let q =
+            Quantized8bit::quantize(&[0.0, 0.0, 0.0, 0.0, 127.0, 0.5, 1.5, -2.5], 2, 4).expect("q");
         assert_eq!(q.cb, [0, 0, 0, 0, 127, 0, 2, -2]);
         assert_eq!(q.scb, [0.0, 127.0]);
         assert_eq!(&q.dequantize()[..4], &[0.0; 4]);

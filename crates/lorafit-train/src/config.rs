@@ -58,6 +58,10 @@ pub struct TrainArgs {
     pub cutoff_len: usize,
     pub max_samples: Option<usize>,
     pub packing: bool,
+    /// `neat_packing`: packing with attention blocked between the packed examples.
+    pub neat_packing: bool,
+    /// `train_on_prompt`, `mask_history`.
+    pub masking: crate::dataset::Masking,
     pub batch_size: usize,
     pub grad_accum: usize,
     pub learning_rate: f64,
@@ -155,6 +159,17 @@ impl TrainArgs {
                 ));
             }
         };
+        let masking = crate::dataset::Masking {
+            train_on_prompt: s.bool("train_on_prompt", false),
+            mask_history: s.bool("mask_history", false),
+        };
+        if masking.train_on_prompt && masking.mask_history {
+            return Err(Error::Invalid(
+                "`mask_history: true` and `train_on_prompt: true` exclude each other (as in LLaMA-Factory): \
+                 mask_history learns only the last answer, train_on_prompt learns the prompts too"
+                    .into(),
+            ));
+        }
         let dataset = s.str("dataset").map(str::to_string).ok_or_else(|| {
             Error::Invalid(
                 "`dataset` is missing: a name in dataset_dir/dataset_info.json or a .jsonl file"
@@ -205,6 +220,8 @@ impl TrainArgs {
             cutoff_len: plan.cutoff_len as usize,
             max_samples: plan.max_samples.map(|m| m as usize),
             packing: plan.packing,
+            neat_packing: s.bool("neat_packing", false),
+            masking,
             batch_size: plan.batch_size as usize,
             grad_accum: plan.grad_accum as usize,
             learning_rate: s.float("learning_rate").unwrap_or(5e-5),

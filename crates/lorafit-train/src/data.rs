@@ -8,12 +8,15 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// One tokenized example: labels unshifted, same length as input_ids, -100 = ignored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Example {
     pub input_ids: Vec<u32>,
     pub labels: Vec<i64>,
     /// RoPE positions; empty means 0, 1, 2, … (packed sequences restart at each sub-sequence).
     pub position_ids: Vec<u32>,
+    /// `neat_packing`: the sub-sequence of each token, from 1 (0 = padding), LLaMA-Factory's
+    /// packed `attention_mask`; attention stays within a sub-sequence. Empty: one sequence.
+    pub segment_ids: Vec<u32>,
 }
 
 impl Example {
@@ -111,7 +114,7 @@ pub fn load_pretokenized(path: &Path) -> Result<Vec<Example>> {
         out.push(Example {
             input_ids: ids,
             labels,
-            position_ids: Vec::new(),
+            ..Default::default()
         });
     }
     if out.is_empty() {
@@ -154,9 +157,11 @@ pub fn greedy_knapsack(mut lengths: Vec<usize>, capacity: usize) -> Vec<Vec<usiz
 
 /// Pack examples as LLaMA-Factory's `packing: true`: examples longer than `capacity` are dropped,
 /// the rest packed with [`greedy_knapsack`], each pack padded with `pad_id` (label -100,
-/// position 0) to `capacity + 1` tokens; positions restart at each example; attention is not
-/// blocked between examples (`neat_packing` is not implemented).
-pub fn pack(examples: Vec<Example>, capacity: usize, pad_id: u32) -> Vec<Example> {
+/// position 0) to `capacity + 1` tokens; positions restart at each example. With `neat`
+/// (`neat_packing`) each token also gets its sub-sequence (1, 2, …; padding 0) and attention is
+/// blocked between sub-sequences; without it, packed examples attend to each other, as in
+/// LLaMA-Factory.
+pub fn pack(examples: Vec<Example>, capacity: usize, pad_id: u32, neat: bool) -> Vec<Example> {
     let mut by_len: std::collections::HashMap<usize, Vec<usize>> = Default::default();
     let mut lengths = Vec::new();
     for (i, e) in examples.iter().enumerate() {
@@ -168,12 +173,8 @@ pub fn pack(examples: Vec<Example>, capacity: usize, pad_id: u32) -> Vec<Example
     }
     let mut out = Vec::new();
     for bin in greedy_knapsack(lengths, capacity) {
-        let mut p = Example {
-            input_ids: Vec::new(),
-            labels: Vec::new(),
-            position_ids: Vec::new(),
-        };
-        for len in bin {
+        let mut p = Example::default();
+        for (k, len) in bin.into_iter().enumerate() {
             let Some(i) = by_len.get_mut(&len).and_then(Vec::pop) else {
                 continue;
             };
@@ -181,11 +182,18 @@ pub fn pack(examples: Vec<Example>, capacity: usize, pad_id: u32) -> Vec<Example
             p.input_ids.extend_from_slice(&e.input_ids);
             p.labels.extend_from_slice(&e.labels);
             p.position_ids.extend(0..e.input_ids.len() as u32);
+            if neat {
+                p.segment_ids
+                    .extend(std::iter::repeat_n(k as u32 + 1, e.input_ids.len()));
+            }
         }
         let pad = (capacity + 1).saturating_sub(p.input_ids.len());
         p.input_ids.extend(std::iter::repeat_n(pad_id, pad));
         p.labels.extend(std::iter::repeat_n(-100, pad));
         p.position_ids.extend(std::iter::repeat_n(0, pad));
+        if neat {
+            p.segment_ids.extend(std::iter::repeat_n(0, pad));
+        }
         out.push(p);
     }
     out
@@ -260,7 +268,7 @@ pub fn load_dataset(args: &crate::config::TrainArgs) -> Result<Vec<Example>> {
     }
     truncate(&mut examples, cutoff);
     if args.packing {
-        examples = pack(examples, cutoff, pad_id);
+        examples = pack(examples, cutoff, pad_id, args.neat_packing);
     }
     Ok(examples)
 }

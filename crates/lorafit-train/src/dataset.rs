@@ -251,14 +251,46 @@ pub fn infer_seqlen(source: usize, target: usize, cutoff: usize) -> (usize, usiz
     (new_source, new_target)
 }
 
-/// Encode a conversation as LLaMA-Factory's supervised processor: prompts masked with -100,
-/// turns truncated to cutoff_len with `infer_seqlen`.
+/// LLaMA-Factory's `train_on_prompt` and `mask_history` (they exclude each other).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Masking {
+    /// Learn the prompts too (their labels are their ids).
+    pub train_on_prompt: bool,
+    /// Learn only the last answer; truncation keeps the last turns first; reasoning templates drop
+    /// the thoughts of earlier answers.
+    pub mask_history: bool,
+}
+
+/// LLaMA-Factory's `remove_thought`: every `<think>\n…\n</think>\n\n` removed, then leading newlines.
+fn remove_thought(content: &str) -> String {
+    let (open, close) = THOUGHT;
+    let mut out = String::new();
+    let mut rest = content;
+    while let Some(a) = rest.find(open) {
+        let Some(b) = rest[a + open.len()..].find(close) else {
+            break;
+        };
+        out.push_str(&rest[..a]);
+        rest = &rest[a + open.len() + b + close.len()..];
+    }
+    out.push_str(rest);
+    out.trim_start_matches('\n').to_string()
+}
+
+/// Encode a conversation as LLaMA-Factory's supervised processor: prompts masked with -100
+/// (unless `train_on_prompt`), turns truncated to cutoff_len with `infer_seqlen`, and with
+/// `mask_history` only the last answer learned, the turns taken last to first.
 pub fn encode(
     tok: &TextTokenizer,
     t: &Template,
     conv: &Conversation,
     cutoff_len: usize,
+    masking: Masking,
 ) -> Result<Example> {
+    // mask_history on a reasoning template: earlier answers lose their thoughts
+    // (`discarding_history_cot`, LLaMA-Factory's default preserve_thinking: false).
+    let discard_cot = masking.mask_history && t.reasoning;
+    let n_msgs = conv.messages.len();
     let system = if conv.system.is_empty() {
         t.default_system
     } else {
@@ -284,6 +316,9 @@ pub fn encode(
         }
         match role {
             Role::User => ids.extend(tok.slots(&t.user, &format!("{fused}{content}"))?),
+            Role::Assistant if discard_cot && i + 1 < n_msgs => {
+                ids.extend(tok.slots(&t.assistant, &remove_thought(content))?)
+            }
             Role::Assistant => ids.extend(tok.slots(&t.assistant, content)?),
         }
         encoded.push(ids);
@@ -291,7 +326,9 @@ pub fn encode(
     if t.reasoning {
         // enable_thinking (LLaMA-Factory's default): an empty thought, learned, before answers without one.
         let empty = tok.encode(&format!("{}{}", THOUGHT.0, THOUGHT.1))?;
-        for i in (0..conv.messages.len()).step_by(2) {
+        // With discarded history thoughts only the last answer gets one.
+        let first = if discard_cot { n_msgs - 2 } else { 0 };
+        for i in (first..n_msgs).step_by(2) {
             let resp = &conv.messages[i + 1].1;
             if !resp.contains(THOUGHT.0.trim()) && !resp.contains(THOUGHT.1.trim()) {
                 let mut r = empty.clone();
@@ -300,25 +337,49 @@ pub fn encode(
             }
         }
     }
-    let mut input_ids = Vec::new();
-    let mut labels = Vec::new();
+    let mut pairs: Vec<&[Vec<u32>]> = encoded.chunks(2).collect();
+    if masking.mask_history {
+        pairs.reverse(); // the last turns have priority
+    }
+    // Each turn's ids and labels, in the order taken.
+    let mut turns: Vec<(Vec<u32>, Vec<i64>)> = Vec::new();
     let mut total = 0usize;
-    for pair in encoded.chunks(2) {
+    for (turn, pair) in pairs.into_iter().enumerate() {
         if total >= cutoff_len {
             break;
         }
         let (src, tgt) = (&pair[0], &pair[1]);
         let (sl, tl) = infer_seqlen(src.len(), tgt.len(), cutoff_len - total);
         total += sl + tl;
-        input_ids.extend(&src[..sl]);
-        labels.extend(std::iter::repeat_n(-100i64, sl));
-        input_ids.extend(&tgt[..tl]);
-        labels.extend(tgt[..tl].iter().map(|&x| x as i64));
+        let mut ids = src[..sl].to_vec();
+        ids.extend(&tgt[..tl]);
+        let mut lab: Vec<i64> = if masking.train_on_prompt {
+            src[..sl].iter().map(|&x| x as i64).collect()
+        } else {
+            vec![-100; sl]
+        };
+        if masking.mask_history && turn != 0 {
+            lab.extend(std::iter::repeat_n(-100i64, tl));
+        } else {
+            lab.extend(tgt[..tl].iter().map(|&x| x as i64));
+        }
+        turns.push((ids, lab));
     }
+    if masking.mask_history {
+        turns.reverse(); // back to conversation order
+    }
+    let (input_ids, labels) =
+        turns
+            .into_iter()
+            .fold((Vec::new(), Vec::new()), |(mut ids, mut lab), (i, l)| {
+                ids.extend(i);
+                lab.extend(l);
+                (ids, lab)
+            });
     Ok(Example {
         input_ids,
         labels,
-        position_ids: Vec::new(),
+        ..Default::default()
     })
 }
 
@@ -585,7 +646,7 @@ pub fn load_named(args: &TrainArgs, cutoff_len: usize) -> Result<(Vec<Example>, 
         .filter(|n| !n.is_empty())
     {
         for conv in conversations(&args.dataset_dir, name)? {
-            out.push(encode(&tok, &template, &conv, cutoff_len)?);
+            out.push(encode(&tok, &template, &conv, cutoff_len, args.masking)?);
         }
     }
     Ok((out, tok.pad_id.unwrap_or(0)))

@@ -482,11 +482,13 @@ impl Model {
     }
 
     /// Logits `[batch·len, vocab]` for `ids` `[batch, len]` (right-padded), at `positions`
-    /// (per row; an empty row means 0, 1, 2, …).
+    /// (per row; an empty row means 0, 1, 2, …). `segments` (per row; empty: one sequence) confines
+    /// attention to each packed sub-sequence (`neat_packing`).
     pub fn logits(
         &self,
         ids: &[Vec<u32>],
         positions: &[Vec<u32>],
+        segments: &[Vec<u32>],
         adapter: &Adapter,
         rng: &mut StepRng,
     ) -> Tensor<2> {
@@ -505,17 +507,34 @@ impl Model {
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
         let mut x = self.embed.clone().select(0, idx);
         let (cos, sin) = self.rope(positions, b, len);
-        let mask = Tensor::<2, Bool>::from_data(
-            TensorData::new(
-                (0..len * len)
-                    .map(|i| i % len > i / len)
-                    .collect::<Vec<bool>>(),
-                [len, len],
-            ),
-            &self.device,
-        )
-        .reshape([1, 1, len, len])
-        .expand([b, nh, len, len]);
+        let mask = if segments.iter().all(Vec::is_empty) {
+            Tensor::<2, Bool>::from_data(
+                TensorData::new(
+                    (0..len * len)
+                        .map(|i| i % len > i / len)
+                        .collect::<Vec<bool>>(),
+                    [len, len],
+                ),
+                &self.device,
+            )
+            .reshape([1, 1, len, len])
+            .expand([b, nh, len, len])
+        } else {
+            // Causal within a sub-sequence. Padding (segment 0, and the right-padding of short
+            // rows) attends only to padding, so no row is fully masked.
+            let seg =
+                |r: usize, t: usize| segments.get(r).and_then(|s| s.get(t)).copied().unwrap_or(0);
+            let masked: Vec<bool> = (0..b)
+                .flat_map(|r| {
+                    (0..len * len).map(move |i| {
+                        let (q, k) = (i / len, i % len);
+                        k > q || seg(r, q) != seg(r, k)
+                    })
+                })
+                .collect();
+            Tensor::<4, Bool>::from_data(TensorData::new(masked, [b, 1, len, len]), &self.device)
+                .expand([b, nh, len, len])
+        };
         let scale = 1.0 / (hd as f64).sqrt();
         let group = nh / nkv;
         for layer in &self.layers {
@@ -559,6 +578,7 @@ impl Model {
         ids: &[Vec<u32>],
         labels: &[Vec<i64>],
         positions: &[Vec<u32>],
+        segments: &[Vec<u32>],
         adapter: &Adapter,
         rng: &mut StepRng,
     ) -> (Tensor<1>, usize) {
@@ -574,7 +594,7 @@ impl Model {
         }
         let count = weights.iter().filter(|w| **w > 0.0).count();
         let n = targets.len();
-        let logits = self.logits(ids, positions, adapter, rng);
+        let logits = self.logits(ids, positions, segments, adapter, rng);
         let logp = log_softmax(logits, 1);
         let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
         let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);

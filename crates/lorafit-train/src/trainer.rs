@@ -117,6 +117,10 @@ fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
         "num_examples": num_examples,
         "total_steps": total,
         "lora_rank": args.lora_rank,
+        "packing": args.packing,
+        "neat_packing": args.neat_packing,
+        "train_on_prompt": args.masking.train_on_prompt,
+        "mask_history": args.masking.mask_history,
     })
 }
 
@@ -326,10 +330,19 @@ impl<'a> Trainer<'a> {
                         .iter()
                         .map(|&i| self.examples[i].position_ids.clone())
                         .collect();
+                    let segments: Vec<Vec<u32>> = mb
+                        .iter()
+                        .map(|&i| self.examples[i].segment_ids.clone())
+                        .collect();
                     let mut rng = StepRng::new(self.args.seed, step, mi as u64);
-                    let (sum, _) =
-                        self.model
-                            .loss_sum(&ids, &labels, &positions, &self.adapter, &mut rng);
+                    let (sum, _) = self.model.loss_sum(
+                        &ids,
+                        &labels,
+                        &positions,
+                        &segments,
+                        &self.adapter,
+                        &mut rng,
+                    );
                     let loss = sum / n_tokens as f64;
                     loss_value += loss.clone().inner().into_scalar::<f32>() as f64;
                     // At the end of the forward pass (everything autodiff keeps is alive) and

@@ -30,18 +30,24 @@ fn templates_and_truncation_match_llamafactory() {
         let name = case["template"].as_str().expect("template");
         let ds = case["dataset"].as_str().expect("dataset");
         let cutoff = case["cutoff_len"].as_u64().expect("cutoff") as usize;
-        let packing = case["packing"].as_bool().unwrap_or(false);
+        let neat = case["neat_packing"].as_bool().unwrap_or(false);
+        let packing = case["packing"].as_bool().unwrap_or(false) || neat;
+        let masking = dataset::Masking {
+            train_on_prompt: case["train_on_prompt"].as_bool().unwrap_or(false),
+            mask_history: case["mask_history"].as_bool().unwrap_or(false),
+        };
         let template = Template::get(name).expect("template");
         let tok = TextTokenizer::load(&fixtures().join("tok"), &template).expect("tokenizer");
         let convs = dataset::conversations(&fixtures().join("text"), ds).expect("dataset");
         let enc_cutoff = if packing { cutoff - 1 } else { cutoff };
         let mut got: Vec<Example> = convs
             .iter()
-            .map(|c| dataset::encode(&tok, &template, c, enc_cutoff).expect("encode"))
+            .map(|c| dataset::encode(&tok, &template, c, enc_cutoff, masking).expect("encode"))
             .collect();
         if packing {
-            got = data::pack(got, enc_cutoff, tok.pad_id.expect("pad"));
+            got = data::pack(got, enc_cutoff, tok.pad_id.expect("pad"), neat);
         }
+        let what = format!("{name}/{ds}/{cutoff} packing={packing} neat={neat} {masking:?}");
         let want_ids = case["input_ids"].as_array().expect("ids");
         let want_labels = case["labels"].as_array().expect("labels");
         assert_eq!(
@@ -53,13 +59,13 @@ fn templates_and_truncation_match_llamafactory() {
             assert_eq!(
                 e.input_ids,
                 ints::<u32>(&want_ids[i]),
-                "{name}/{ds}/{cutoff} packing={packing}: input_ids of row {}",
+                "{what}: input_ids of row {}",
                 i + 1
             );
             assert_eq!(
                 e.labels,
                 ints::<i64>(&want_labels[i]),
-                "{name}/{ds}/{cutoff} packing={packing}: labels of row {}",
+                "{what}: labels of row {}",
                 i + 1
             );
             if packing {
@@ -70,10 +76,18 @@ fn templates_and_truncation_match_llamafactory() {
                     i + 1
                 );
             }
+            if neat {
+                assert_eq!(
+                    e.segment_ids,
+                    ints::<u32>(&case["attention_mask"][i]),
+                    "{what}: sub-sequences (LLaMA-Factory's attention_mask) of pack {}",
+                    i + 1
+                );
+            }
         }
         checked += 1;
     }
-    assert!(checked >= 25, "only {checked} cases");
+    assert!(checked >= 43, "only {checked} cases");
 }
 
 #[test]

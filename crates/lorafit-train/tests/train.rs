@@ -183,6 +183,7 @@ fn check_parity_with(
     let logits = trainer.model.logits(
         &ids,
         &[],
+        &[],
         &trainer.adapter,
         &mut lorafit_train::model::StepRng::eval(),
     );
@@ -558,4 +559,64 @@ fn prequantized_bnb_checkpoint_matches_peft_bnb() {
         1e-4,
         1e-4,
     );
+}
+
+/// `neat_packing`: a packed row whose sub-sequences are kept apart (block-diagonal causal
+/// attention, positions restarting) gives each example the loss it has alone; without the
+/// segments the later examples attend to the earlier ones and the loss changes.
+#[test]
+fn neat_packing_equals_the_examples_alone() {
+    #[allow(deprecated)]
+    let device = burn::tensor::Device::ndarray();
+    let model = Model::load(&fixtures().join("llama"), &device).expect("model");
+    let spec = lorafit_train::LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec!["q_proj".into(), "v_proj".into()],
+    };
+    let adapter = lorafit_train::Adapter::init(&model, spec, 1, &device).expect("adapter");
+    let rows = data::load_pretokenized(&fixtures().join("data.jsonl")).expect("rows");
+    let parts: Vec<data::Example> = rows[..3].to_vec();
+    let mut rng = lorafit_train::model::StepRng::eval();
+    let alone: f64 = parts
+        .iter()
+        .map(|e| {
+            let (s, _) = model.loss_sum(
+                std::slice::from_ref(&e.input_ids),
+                std::slice::from_ref(&e.labels),
+                &[],
+                &[],
+                &adapter,
+                &mut rng,
+            );
+            s.into_scalar::<f32>() as f64
+        })
+        .sum();
+    let capacity: usize = parts.iter().map(|e| e.input_ids.len()).sum::<usize>() + 3;
+    for neat in [true, false] {
+        let packed = data::pack(parts.clone(), capacity, 0, neat);
+        assert_eq!(packed.len(), 1, "one pack");
+        let p = &packed[0];
+        let (s, _) = model.loss_sum(
+            std::slice::from_ref(&p.input_ids),
+            std::slice::from_ref(&p.labels),
+            std::slice::from_ref(&p.position_ids),
+            std::slice::from_ref(&p.segment_ids),
+            &adapter,
+            &mut rng,
+        );
+        let s = s.into_scalar::<f32>() as f64;
+        let rel = (s - alone).abs() / alone;
+        eprintln!("neat={neat}: packed {s:.6}, examples alone {alone:.6}, rel {rel:.2e}");
+        if neat {
+            assert!(rel < 1e-5, "neat packing changed the loss by {rel}");
+        } else {
+            assert!(
+                rel > 1e-4,
+                "plain packing should let examples see each other"
+            );
+        }
+    }
 }
