@@ -102,6 +102,16 @@ RUNS = {
                             keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=1,
                                       learning_rate=5e-3, lr_scheduler_type="constant", warmup_steps=0,
                                       max_grad_norm=1.0, weight_decay=0.0, max_steps=6)),
+    "llama_dora": dict(model="llama", targets=["q_proj", "v_proj", "down_proj"], r=4, alpha=8, rslora=False,
+                       dora=True, keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                                            learning_rate=5e-3, lr_scheduler_type="cosine", warmup_steps=2,
+                                            max_grad_norm=1.0, weight_decay=0.01, max_steps=10)),
+    "llama_qlora_dora": dict(model="llama_q", targets=["q_proj", "o_proj", "up_proj"], r=4, alpha=8,
+                             rslora=False, dora=True,
+                             quant=dict(quantization_bit=4, quantization_type="nf4", double_quantization=False),
+                             keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                                       learning_rate=5e-3, lr_scheduler_type="constant", warmup_steps=0,
+                                       max_grad_norm=1.0, weight_decay=0.0, max_steps=8)),
     "llama_int8": dict(model="llama_q", targets=["q_proj", "k_proj", "o_proj", "up_proj"], r=4, alpha=8,
                        rslora=False, quant=dict(quantization_bit=8),
                        keys=dict(per_device_train_batch_size=2, gradient_accumulation_steps=1,
@@ -209,13 +219,16 @@ def train(name, spec, rows):
     final = {}
     for key, value in model.state_dict().items():
         if "lora_" in key:
-            final[key.replace(".default", "")] = value.detach().contiguous()
+            # PEFT's file names (adapter_model.safetensors): DoRA's magnitude has no `.weight`.
+            key = key.replace(".default", "").replace("lora_magnitude_vector.weight", "lora_magnitude_vector")
+            final[key] = value.detach().contiguous()
     runs = os.path.join(OUT, "runs")
     os.makedirs(runs, exist_ok=True)
     save_file(final, os.path.join(runs, f"{name}.adapter.safetensors"))
     keys = dict(k, model_name_or_path=spec["model"], adapter_name_or_path=f"{spec['model']}/adapter_init_{name}",
                 lora_rank=spec["r"], lora_alpha=spec["alpha"], lora_target=",".join(spec["targets"]),
-                use_rslora=spec["rslora"], lora_dropout=0.0, shuffle=False, seed=0, **spec.get("quant", {}))
+                use_rslora=spec["rslora"], lora_dropout=0.0, shuffle=False, seed=0, use_dora=spec.get("dora", False),
+                **spec.get("quant", {}))
     with open(os.path.join(runs, f"{name}.json"), "w") as f:
         json.dump({"keys": keys, "losses": losses, "lrs": lrs, "grad_norms": norms,
                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -278,12 +291,15 @@ def make_adapters(only=None):
         torch.manual_seed(zlib.crc32(name.encode()) % 1000)
         base = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, spec["model"]), dtype=torch.float32)
         cfg = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"],
-                         lora_dropout=0.0, use_rslora=spec["rslora"], task_type="CAUSAL_LM")
+                         lora_dropout=0.0, use_rslora=spec["rslora"], task_type="CAUSAL_LM",
+                         use_dora=spec.get("dora", False))
         model = get_peft_model(base, cfg)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     p.copy_(0.05 * torch.randn_like(p))
+                if "lora_magnitude_vector" in n:  # DoRA: a magnitude away from its init
+                    p.mul_(1.0 + 0.1 * torch.randn_like(p))
         model.save_pretrained(os.path.join(OUT, spec["model"], f"adapter_init_{name}"))
 
 

@@ -49,6 +49,8 @@ pub struct TrainArgs {
     pub lora_rank: usize,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
+    /// `use_dora`: DoRA (PEFT's weight-decomposed LoRA).
+    pub use_dora: bool,
     pub use_rslora: bool,
     /// `all`, or module names.
     pub lora_target: Vec<String>,
@@ -112,10 +114,7 @@ impl TrainArgs {
                 plan.model
             )));
         }
-        for (key, reason) in [
-            ("use_dora", "DoRA training is not implemented yet"),
-            ("deepspeed", "lorafit trains on one device"),
-        ] {
+        for (key, reason) in [("deepspeed", "lorafit trains on one device")] {
             if let Some(v) = s.get(key)
                 && !matches!(v, Val::Bool(false))
             {
@@ -212,6 +211,7 @@ impl TrainArgs {
             lora_rank: plan.lora_rank as usize,
             lora_alpha: plan.lora_alpha,
             lora_dropout: plan.lora_dropout,
+            use_dora: s.bool("use_dora", false),
             use_rslora: plan.use_rslora,
             lora_target: targets,
             dataset,

@@ -21,6 +21,8 @@ pub struct LoraSpec {
     pub rslora: bool,
     /// Leaf module names (`q_proj`, …).
     pub targets: Vec<String>,
+    /// DoRA (`use_dora`): a trainable magnitude per output row rescales the adapted weight.
+    pub dora: bool,
 }
 
 impl LoraSpec {
@@ -34,17 +36,30 @@ impl LoraSpec {
     }
 }
 
-/// One adapted layer: A `[r, in]`, B `[out, r]`.
+/// One adapted layer: A `[r, in]`, B `[out, r]`, and with DoRA the magnitude `[1, out]`.
 #[derive(Debug, Clone)]
 pub struct LoraWeights {
     pub a: Tensor<2>,
     pub b: Tensor<2>,
+    pub magnitude: Option<Tensor<2>>,
 }
 
 impl LoraWeights {
     /// x `[n, in]` → `[n, out]`: dropout(x)·Aᵀ·Bᵀ·scale.
     pub fn forward(&self, x: Tensor<2>, spec: &LoraSpec, rng: &mut StepRng) -> Tensor<2> {
-        let x = if spec.dropout > 0.0 && rng_active(rng) {
+        self.product(Self::dropout(x, spec, rng).0, spec)
+    }
+
+    /// x·Aᵀ·Bᵀ·scale, without dropout.
+    pub fn product(&self, x: Tensor<2>, spec: &LoraSpec) -> Tensor<2> {
+        x.matmul(self.a.clone().transpose())
+            .matmul(self.b.clone().transpose())
+            * spec.scale()
+    }
+
+    /// LoRA's input dropout (seeded by `rng`), and whether it was applied.
+    pub fn dropout(x: Tensor<2>, spec: &LoraSpec, rng: &mut StepRng) -> (Tensor<2>, bool) {
+        if spec.dropout > 0.0 && rng_active(rng) {
             let [n, d] = x.dims();
             let keep = 1.0 - spec.dropout as f32;
             let mask: Vec<f32> = (0..n * d)
@@ -57,13 +72,13 @@ impl LoraWeights {
                 })
                 .collect();
             let device = x.device();
-            x * Tensor::<2>::from_data(TensorData::new(mask, [n, d]), &device)
+            (
+                x * Tensor::<2>::from_data(TensorData::new(mask, [n, d]), &device),
+                true,
+            )
         } else {
-            x
-        };
-        x.matmul(self.a.clone().transpose())
-            .matmul(self.b.clone().transpose())
-            * spec.scale()
+            (x, false)
+        }
     }
 }
 
@@ -81,6 +96,11 @@ pub struct Adapter {
 /// The tensor names PEFT uses.
 pub fn peft_key(path: &str, which: char) -> String {
     format!("base_model.model.{path}.lora_{which}.weight")
+}
+
+/// PEFT's name for DoRA's magnitude vector `[out]`.
+pub fn magnitude_key(path: &str) -> String {
+    format!("base_model.model.{path}.lora_magnitude_vector")
 }
 
 /// Copy a device tensor to the host as f32.
@@ -107,11 +127,18 @@ impl Adapter {
             let a: Vec<f32> = (0..spec.rank * inp)
                 .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
                 .collect();
+            // DoRA starts from the magnitude of the base rows, ‖W + s·B·A‖ with B = 0 (PEFT).
+            let magnitude = if spec.dora {
+                Some(model.row_norms(&path)?.sqrt().detach())
+            } else {
+                None
+            };
             layers.insert(
                 path,
                 LoraWeights {
                     a: Tensor::from_data(TensorData::new(a, [spec.rank, inp]), device),
                     b: Tensor::zeros([out, spec.rank], device),
+                    magnitude,
                 },
             );
         }
@@ -130,11 +157,7 @@ impl Adapter {
         {
             return Err(bad(format!("peft_type `{t}` is not LORA")));
         }
-        if v.get("use_dora").and_then(Value::as_bool) == Some(true) {
-            return Err(bad(
-                "DoRA adapters are not supported for training yet".into()
-            ));
-        }
+        let dora = v.get("use_dora").and_then(Value::as_bool) == Some(true);
         for key in ["rank_pattern", "alpha_pattern"] {
             if v.get(key)
                 .and_then(Value::as_object)
@@ -178,6 +201,7 @@ impl Adapter {
             dropout,
             rslora,
             targets,
+            dora,
         };
         let paths = target_paths(model, &spec)?;
         let st_path = dir.join("adapter_model.safetensors");
@@ -193,11 +217,20 @@ impl Adapter {
             let b = w
                 .take(&peft_key(&path, 'B'), &[out, rank])
                 .map_err(|e| Error::ckpt(&st_path, e.to_string()))?;
+            let magnitude = if dora {
+                let m = w
+                    .take(&magnitude_key(&path), &[out])
+                    .map_err(|e| Error::ckpt(&st_path, e.to_string()))?;
+                Some(Tensor::from_data(TensorData::new(m.data, [1, out]), device))
+            } else {
+                None
+            };
             layers.insert(
                 path,
                 LoraWeights {
                     a: Tensor::from_data(TensorData::new(a.data, a.shape), device),
                     b: Tensor::from_data(TensorData::new(b.data, b.shape), device),
+                    magnitude,
                 },
             );
         }
@@ -218,11 +251,18 @@ impl Adapter {
         self.layers.get(path)
     }
 
-    /// Trainable tensors in a fixed order (A then B per layer, layers sorted by path).
+    /// Trainable tensors in a fixed order (A, B, and DoRA's magnitude `[1, out]` per layer,
+    /// layers sorted by path).
     pub fn params(&self) -> Vec<(String, &Tensor<2>)> {
         self.layers
             .iter()
-            .flat_map(|(p, l)| [(peft_key(p, 'A'), &l.a), (peft_key(p, 'B'), &l.b)])
+            .flat_map(|(p, l)| {
+                let mut v = vec![(peft_key(p, 'A'), &l.a), (peft_key(p, 'B'), &l.b)];
+                if let Some(m) = &l.magnitude {
+                    v.push((magnitude_key(p), m));
+                }
+                v
+            })
             .collect()
     }
 
@@ -233,6 +273,9 @@ impl Adapter {
             if let (Some(a), Some(b)) = (new.pop(), new.pop()) {
                 l.a = a;
                 l.b = b;
+            }
+            if l.magnitude.is_some() {
+                l.magnitude = new.pop();
             }
         }
     }
@@ -245,11 +288,17 @@ impl Adapter {
             .sum()
     }
 
-    /// Host copies of every tensor under PEFT's names.
+    /// Host copies of every tensor under PEFT's names and shapes (the magnitude is `[out]`).
     pub fn to_host(&self) -> Result<BTreeMap<String, HostTensor>> {
         self.params()
             .into_iter()
-            .map(|(k, t)| Ok((k, host_of(t)?)))
+            .map(|(k, t)| {
+                let mut h = host_of(t)?;
+                if k.ends_with("lora_magnitude_vector") {
+                    h = HostTensor::new(vec![h.data.len()], h.data);
+                }
+                Ok((k, h))
+            })
             .collect()
     }
 
@@ -266,7 +315,7 @@ impl Adapter {
             "lora_dropout": self.spec.dropout,
             "target_modules": self.spec.targets,
             "use_rslora": self.spec.rslora,
-            "use_dora": false,
+            "use_dora": self.spec.dora,
             "bias": "none",
             "fan_in_fan_out": false,
             "inference_mode": true,
@@ -287,6 +336,7 @@ impl Adapter {
         for l in self.layers.values_mut() {
             l.a = l.a.clone().detach().require_grad();
             l.b = l.b.clone().detach().require_grad();
+            l.magnitude = l.magnitude.take().map(|m| m.detach().require_grad());
         }
     }
 }

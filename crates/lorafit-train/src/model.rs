@@ -156,23 +156,85 @@ pub struct Linear {
     pub bias: Option<Tensor<1>>,
     /// The HF module path, e.g. `model.layers.0.self_attn.q_proj`.
     pub path: String,
+    /// ‖W_o‖² per output row `[1, out]`, computed once when DoRA first needs it.
+    row_norms: std::sync::OnceLock<Tensor<2>>,
 }
 
 impl Linear {
-    /// x `[n, in]` → `[n, out]`, adding the adapter's LoRA term when it targets this layer.
+    fn new(weight: BaseWeight, bias: Option<Tensor<1>>, path: String) -> Self {
+        Linear {
+            weight,
+            bias,
+            path,
+            row_norms: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// x·Wᵀ (no bias) for x `[n, in]`.
+    pub fn base(&self, x: Tensor<2>) -> Tensor<2> {
+        match &self.weight {
+            BaseWeight::Dense(wt) => x.matmul(wt.clone()),
+            BaseWeight::Quant(q) => q.matmul(x),
+            BaseWeight::Int8(q) => q.matmul(x),
+        }
+    }
+
+    /// ‖W_o‖², `[1, out]`, as a constant.
+    pub fn row_norms(&self) -> Tensor<2> {
+        self.row_norms
+            .get_or_init(|| {
+                let sq = match &self.weight {
+                    BaseWeight::Dense(wt) => (wt.clone() * wt.clone()).sum_dim(0),
+                    BaseWeight::Quant(q) => {
+                        let w = q.dequantize();
+                        (w.clone() * w).sum_dim(1).transpose()
+                    }
+                    BaseWeight::Int8(q) => {
+                        let w = q.dequantize();
+                        (w.clone() * w).sum_dim(1).transpose()
+                    }
+                };
+                sq.detach()
+            })
+            .clone()
+    }
+
+    /// DoRA's ‖W + s·B·A‖ per output row `[1, out]`, treated as a constant (PEFT detaches it), from
+    /// factors: ‖W_o‖² + 2s·Σ_r B[o,r]·(A·Wᵀ)[r,o] + s²·Σ B[o,:]·(A·Aᵀ)·B[o,:]ᵀ, so neither W nor
+    /// B·A is ever formed.
+    fn dora_norm(&self, lora: &crate::lora::LoraWeights, s: f64) -> Tensor<2> {
+        let a = lora.a.clone().detach();
+        let b = lora.b.clone().detach();
+        let aw = self.base(a.clone()); // A·Wᵀ [r, out]
+        let cross = (b.clone() * aw.transpose()).sum_dim(1).transpose();
+        let quad = (b.clone().matmul(a.clone().matmul(a.transpose())) * b)
+            .sum_dim(1)
+            .transpose();
+        (self.row_norms() + cross * (2.0 * s) + quad * (s * s)).sqrt()
+    }
+
+    /// x `[n, in]` → `[n, out]`, adding the adapter's LoRA (or DoRA) term when it targets this layer.
     pub fn forward(&self, x: Tensor<2>, adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
-        let mut y = match &self.weight {
-            BaseWeight::Dense(wt) => x.clone().matmul(wt.clone()),
-            BaseWeight::Quant(q) => q.matmul(x.clone()),
-            BaseWeight::Int8(q) => q.matmul(x.clone()),
-        };
+        let base = self.base(x.clone());
+        let mut y = base.clone();
         if let Some(b) = &self.bias {
             y = y + b.clone().unsqueeze_dim(0);
         }
-        if let Some(lora) = adapter.get(&self.path) {
-            y = y + lora.forward(x, adapter.spec(), rng);
+        let Some(lora) = adapter.get(&self.path) else {
+            return y;
+        };
+        let spec = adapter.spec();
+        match &lora.magnitude {
+            None => y + lora.forward(x, spec, rng),
+            Some(m) => {
+                // PEFT's DoRA: y + (m/‖W+sBA‖ − 1)·(x'·Wᵀ) + m/‖W+sBA‖·(x'·Aᵀ·Bᵀ·s), x' = dropout(x).
+                let (xd, dropped) = crate::lora::LoraWeights::dropout(x, spec, rng);
+                let base_d = if dropped { self.base(xd.clone()) } else { base };
+                let lora_out = lora.product(xd, spec);
+                let k = m.clone() / self.dora_norm(lora, spec.scale());
+                y + (k.clone() - 1.0) * base_d + k * lora_out
+            }
         }
-        y
     }
 }
 
@@ -328,11 +390,11 @@ impl Model {
                         q.shape
                     )));
                 }
-                return Ok(Linear {
-                    weight: BaseWeight::Quant(Nf4Weight::upload(&q, device)?),
+                return Ok(Linear::new(
+                    BaseWeight::Quant(Nf4Weight::upload(&q, device)?),
                     bias,
                     path,
-                });
+                ));
             }
             let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
             let weight = match quant {
@@ -344,7 +406,7 @@ impl Model {
                 }
                 None => BaseWeight::Dense(to_device(transpose_host(weight), device)),
             };
-            Ok(Linear { weight, bias, path })
+            Ok(Linear::new(weight, bias, path))
         };
         let embed_host = w.take("model.embed_tokens.weight", &[vocab, h])?;
         let mut layers = Vec::new();
@@ -432,6 +494,15 @@ impl Model {
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
             .collect()
+    }
+
+    /// ‖W_o‖² per output row `[1, out]` of the linear at `path` (DoRA's initial magnitude²).
+    pub fn row_norms(&self, path: &str) -> Result<Tensor<2>> {
+        self.linears()
+            .into_iter()
+            .find(|l| l.path == path)
+            .map(Linear::row_norms)
+            .ok_or_else(|| Error::Invalid(format!("no linear layer `{path}`")))
     }
 
     /// Input and output features of the linear at `path`.

@@ -214,6 +214,7 @@ impl<'a> Trainer<'a> {
             dropout: args.lora_dropout,
             rslora: args.use_rslora,
             targets,
+            dora: args.use_dora,
         };
         let resume_dir = match &args.resume {
             Resume::No => None,

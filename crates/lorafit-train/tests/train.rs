@@ -523,6 +523,27 @@ fn qlora_fp4_matches_peft_bnb_on_ndarray() {
     check_parity("llama_qlora_fp4", Backend::NdArray);
 }
 
+/// DoRA (`use_dora: true`) against PEFT's DoRA: the magnitude trains with A and B, the row norm
+/// is a constant of the step; cosine + warm-up, accumulation 2, weight decay; a magnitude away
+/// from its init in the starting adapter.
+#[test]
+fn dora_matches_peft_on_ndarray() {
+    check_parity("llama_dora", Backend::NdArray);
+}
+
+#[test]
+fn dora_matches_peft_on_wgpu() {
+    if wgpu_available() {
+        check_parity("llama_dora", Backend::Wgpu);
+    }
+}
+
+/// DoRA on an NF4 base (PEFT dequantizes the base for the norm; we use the fused product).
+#[test]
+fn qlora_dora_matches_peft_bnb_on_ndarray() {
+    check_parity("llama_qlora_dora", Backend::NdArray);
+}
+
 /// `quantization_bit: 8` against PEFT + bitsandbytes' `Linear8bitLt` (CPU training path: int8
 /// codes times the row scale, then an fp32 linear), 10 steps with a linear schedule and warm-up.
 #[test]
@@ -575,6 +596,7 @@ fn neat_packing_equals_the_examples_alone() {
         dropout: 0.0,
         rslora: false,
         targets: vec!["q_proj".into(), "v_proj".into()],
+        dora: false,
     };
     let adapter = lorafit_train::Adapter::init(&model, spec, 1, &device).expect("adapter");
     let rows = data::load_pretokenized(&fixtures().join("data.jsonl")).expect("rows");
