@@ -266,14 +266,24 @@ fn losses(s: &Summary) -> Vec<f64> {
 /// uninterrupted run, with dropout and shuffling on (their random streams must resume too).
 #[test]
 fn interrupted_run_resumes_exactly() {
+    check_resume("llama_cosine_clip_ga", 12);
+}
+
+/// The same with DoRA: the magnitude and its optimizer state go through the checkpoint too.
+#[test]
+fn interrupted_dora_run_resumes_exactly() {
+    check_resume("llama_dora", 10);
+}
+
+fn check_resume(name: &str, total_steps: u64) {
     let extra = [
         ("lora_dropout", Val::Float(0.1)),
         ("shuffle", Val::Bool(true)),
         ("save_steps", Val::Int(4)),
         ("seed", Val::Int(7)),
     ];
-    let full_dir = tmp_dir("resume-full");
-    let (full, _) = run_with("llama_cosine_clip_ga", Backend::NdArray, &extra, &full_dir);
+    let full_dir = tmp_dir(&format!("resume-full-{name}"));
+    let (full, _) = run_with(name, Backend::NdArray, &extra, &full_dir);
     assert!(
         full_dir
             .join("checkpoint-4/adapter_model.safetensors")
@@ -285,9 +295,9 @@ fn interrupted_run_resumes_exactly() {
             .is_file()
     );
 
-    let dir = tmp_dir("resume-split");
+    let dir = tmp_dir(&format!("resume-split-{name}"));
     let run: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("runs/llama_cosine_clip_ga.json")).expect("run"),
+        &std::fs::read_to_string(fixtures().join(format!("runs/{name}.json"))).expect("run"),
     )
     .expect("json");
     let mut extra2 = extra.to_vec();
@@ -341,7 +351,7 @@ fn interrupted_run_resumes_exactly() {
         .collect();
     assert_eq!(
         steps,
-        (1..=12).collect::<Vec<_>>(),
+        (1..=total_steps).collect::<Vec<_>>(),
         "trainer_log.jsonl after resume"
     );
     // A checkpoint written by another configuration is refused, naming the key.
