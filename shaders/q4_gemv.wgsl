@@ -1,7 +1,8 @@
 // Fused 4-bit dequant-matmul for few rows (QLoRA with small batches, or decoding): the same
 // products as q4_matmul.wgsl, with one workgroup per output column j and per group of 8 rows of
 // `a`; its 64 invocations split the summed dimension and reduce in workgroup memory, so every
-// invocation has work even when m = 1.
+// invocation has work even when m = 1. For x·Wᵀ with rows of whole words (n_in % 8 = 0) each
+// invocation takes a packed word (8 elements sharing one scale) at a time.
 //   trans = 1: out[m, j] = sum_t a[m, t] * W[j, t]      trans = 0: out[m, j] = sum_t a[m, t] * W[t, j]
 // W element i (row-major) = code[nibble(i)] * absmax[i / blocksize]; element 2j is the high nibble
 // of byte j of `packed` (little-endian u32 words), element 2j + 1 its low nibble. Every storage
@@ -50,17 +51,37 @@ fn main(
     for (var r = 0u; r < R; r++) {
         acc[r] = 0.0;
     }
-    for (var t = tid; t < t_len; t += WG) {
-        var i: u32;
-        if (params.trans == 1u) {
-            i = j * params.n_in + t;
-        } else {
-            i = t * params.n_in + j;
+    if (params.trans == 1u && params.n_in % 8u == 0u) {
+        // Row j of W is whole packed words: one word (8 elements, one scale) per step.
+        let words_per_row = params.n_in / 8u;
+        for (var tw = tid; tw < words_per_row; tw += WG) {
+            let wi = j * words_per_row + tw;
+            let word = packed[wi];
+            let scale = absmax[(wi * 8u) / params.blocksize];
+            let t0 = tw * 8u;
+            for (var k = 0u; k < 8u; k++) {
+                let shift = 8u * (k / 2u) + 4u * (1u - (k % 2u));
+                let w = code[(word >> shift) & 0xfu] * scale;
+                for (var r = 0u; r < R; r++) {
+                    if (r < rows) {
+                        acc[r] = acc[r] + a[(r0 + r) * t_len + t0 + k] * w;
+                    }
+                }
+            }
         }
-        let w = weight(i);
-        for (var r = 0u; r < R; r++) {
-            if (r < rows) {
-                acc[r] = acc[r] + a[(r0 + r) * t_len + t] * w;
+    } else {
+        for (var t = tid; t < t_len; t += WG) {
+            var i: u32;
+            if (params.trans == 1u) {
+                i = j * params.n_in + t;
+            } else {
+                i = t * params.n_in + j;
+            }
+            let w = weight(i);
+            for (var r = 0u; r < R; r++) {
+                if (r < rows) {
+                    acc[r] = acc[r] + a[(r0 + r) * t_len + t] * w;
+                }
             }
         }
     }
