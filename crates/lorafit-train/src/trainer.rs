@@ -582,6 +582,12 @@ fn load_state(
     let fp = &v["fingerprint"];
     if let (Some(have), Some(want)) = (fp.as_object(), expect.as_object()) {
         for (k, w) in want {
+            // Keys added after a checkpoint was written read as their default (off), so older
+            // checkpoints of runs that did not use them still resume.
+            let added_later = ["packing", "neat_packing", "train_on_prompt", "mask_history"];
+            if have.get(k).is_none() && added_later.contains(&k.as_str()) && *w == json!(false) {
+                continue;
+            }
             if have.get(k) != Some(w) {
                 return Err(Error::ckpt(
                     &state_path,

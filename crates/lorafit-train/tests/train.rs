@@ -354,6 +354,20 @@ fn check_resume(name: &str, total_steps: u64) {
         (1..=total_steps).collect::<Vec<_>>(),
         "trainer_log.jsonl after resume"
     );
+    // A checkpoint written before the data keys joined the fingerprint still resumes.
+    let old = dir.join("checkpoint-5/trainer_state.json");
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&old).expect("state")).expect("json");
+    let fp = state["fingerprint"].as_object_mut().expect("fingerprint");
+    for k in ["packing", "neat_packing", "train_on_prompt", "mask_history"] {
+        assert!(fp.remove(k).is_some(), "{k} in the fingerprint");
+    }
+    std::fs::write(&old, serde_json::to_string(&state).expect("json")).expect("write");
+    let mut args4 = args.clone();
+    args4.resume = lorafit_train::config::Resume::Dir(dir.join("checkpoint-5"));
+    let resumed = Trainer::new(args4, &model, data::load_dataset(&args).expect("data"))
+        .expect("an older checkpoint resumes");
+    assert_eq!(resumed.start_step(), 5);
     // A checkpoint written by another configuration is refused, naming the key.
     let mut args3 = args.clone();
     args3.resume = lorafit_train::config::Resume::Dir(dir.join("checkpoint-5"));
