@@ -141,8 +141,8 @@ impl TrainArgs {
         }
         let quant = match &plan.quant {
             None => None,
-            Some(q) if q.bits == 4 || q.bits == 8 => Some(QuantSpec {
-                bits: q.bits,
+            Some(q) if q.bits == 8 => Some(QuantSpec::Int8),
+            Some(q) if q.bits == 4 => Some(QuantSpec::FourBit {
                 quant_type: if q.fp4 {
                     QuantType::Fp4
                 } else {

@@ -12,6 +12,7 @@ use lorafit_core::ModelArch;
 use lorafit_core::arch::RopeScaling;
 use serde_json::Value;
 
+use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec};
 use crate::quant::{Int8Weight, Nf4Weight, QuantSpec};
@@ -398,12 +399,20 @@ impl Model {
             }
             let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
             let weight = match quant {
-                Some(spec) if spec.bits == 8 => {
+                Some(QuantSpec::Int8) => {
                     BaseWeight::Int8(Int8Weight::quantize(&weight.data, out, inp, device)?)
                 }
-                Some(spec) => {
-                    BaseWeight::Quant(Nf4Weight::quantize(&weight.data, out, inp, spec, device)?)
-                }
+                Some(QuantSpec::FourBit {
+                    quant_type,
+                    double_quant,
+                }) => BaseWeight::Quant(Nf4Weight::quantize(
+                    &weight.data,
+                    out,
+                    inp,
+                    quant_type,
+                    double_quant,
+                    device,
+                )?),
                 None => BaseWeight::Dense(to_device(transpose_host(weight), device)),
             };
             Ok(Linear::new(weight, bias, path))
@@ -527,17 +536,14 @@ impl Model {
     }
 
     /// RoPE tables `[batch, 1, len, head_dim]` (cos, sin), rotate-half layout, for each token's position.
-    fn rope(&self, positions: &[Vec<u32>], b: usize, len: usize) -> (Tensor<4>, Tensor<4>) {
+    fn rope(&self, batch: &[&Example], len: usize) -> (Tensor<4>, Tensor<4>) {
+        let b = batch.len();
         let inv = self.config.inv_freq();
         let hd = self.config.arch.head_dim as usize;
         let mut cos = Vec::with_capacity(b * len * hd);
         let mut sin = Vec::with_capacity(b * len * hd);
         for (row, t) in (0..b).flat_map(|r| (0..len).map(move |t| (r, t))) {
-            let pos = positions
-                .get(row)
-                .and_then(|p| p.get(t))
-                .copied()
-                .unwrap_or(t as u32);
+            let pos = batch[row].position_ids.get(t).copied().unwrap_or(t as u32);
             for _ in 0..2 {
                 for f in &inv {
                     let angle = pos as f32 * f;
@@ -552,23 +558,17 @@ impl Model {
         )
     }
 
-    /// Logits `[batch·len, vocab]` for `ids` `[batch, len]` (right-padded), at `positions`
-    /// (per row; an empty row means 0, 1, 2, …). `segments` (per row; empty: one sequence) confines
-    /// attention to each packed sub-sequence (`neat_packing`).
-    pub fn logits(
-        &self,
-        ids: &[Vec<u32>],
-        positions: &[Vec<u32>],
-        segments: &[Vec<u32>],
-        adapter: &Adapter,
-        rng: &mut StepRng,
-    ) -> Tensor<2> {
+    /// Logits `[batch·len, vocab]` for a micro-batch (rows right-padded to the longest): at each
+    /// example's `position_ids` (empty: 0, 1, 2, …), attention confined to its `segment_ids`
+    /// sub-sequences when it has them (`neat_packing`).
+    pub fn logits(&self, batch: &[&Example], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
         let (h, _, nh, nkv, hd, _) = self.config.dims();
-        let b = ids.len();
-        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-        let flat: Vec<i64> = ids
+        let b = batch.len();
+        let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let flat: Vec<i64> = batch
             .iter()
-            .flat_map(|r| {
+            .flat_map(|e| {
+                let r = &e.input_ids;
                 r.iter()
                     .map(|&t| t as i64)
                     .chain(std::iter::repeat_n(0, len - r.len()))
@@ -577,8 +577,8 @@ impl Model {
         let n = b * len;
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
         let mut x = self.embed.clone().select(0, idx);
-        let (cos, sin) = self.rope(positions, b, len);
-        let mask = if segments.iter().all(Vec::is_empty) {
+        let (cos, sin) = self.rope(batch, len);
+        let mask = if batch.iter().all(|e| e.segment_ids.is_empty()) {
             Tensor::<2, Bool>::from_data(
                 TensorData::new(
                     (0..len * len)
@@ -593,8 +593,7 @@ impl Model {
         } else {
             // Causal within a sub-sequence. Padding (segment 0, and the right-padding of short
             // rows) attends only to padding, so no row is fully masked.
-            let seg =
-                |r: usize, t: usize| segments.get(r).and_then(|s| s.get(t)).copied().unwrap_or(0);
+            let seg = |r: usize, t: usize| batch[r].segment_ids.get(t).copied().unwrap_or(0);
             let masked: Vec<bool> = (0..b)
                 .flat_map(|r| {
                     (0..len * len).map(move |i| {
@@ -646,26 +645,23 @@ impl Model {
     /// and the number of those positions.
     pub fn loss_sum(
         &self,
-        ids: &[Vec<u32>],
-        labels: &[Vec<i64>],
-        positions: &[Vec<u32>],
-        segments: &[Vec<u32>],
+        batch: &[&Example],
         adapter: &Adapter,
         rng: &mut StepRng,
     ) -> (Tensor<1>, usize) {
-        let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-        let mut targets = Vec::with_capacity(ids.len() * len);
-        let mut weights = Vec::with_capacity(ids.len() * len);
-        for lab in labels {
+        let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let mut targets = Vec::with_capacity(batch.len() * len);
+        let mut weights = Vec::with_capacity(batch.len() * len);
+        for e in batch {
             for t in 0..len {
-                let next = lab.get(t + 1).copied().unwrap_or(-100);
+                let next = e.labels.get(t + 1).copied().unwrap_or(-100);
                 targets.push(next.max(0));
                 weights.push(if next >= 0 { 1.0f32 } else { 0.0 });
             }
         }
         let count = weights.iter().filter(|w| **w > 0.0).count();
         let n = targets.len();
-        let logits = self.logits(ids, positions, segments, adapter, rng);
+        let logits = self.logits(batch, adapter, rng);
         let logp = log_softmax(logits, 1);
         let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
         let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);

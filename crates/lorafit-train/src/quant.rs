@@ -10,13 +10,16 @@ use lorafit_quant::{Absmax, QuantType, Quantized4bit, Quantized8bit};
 use crate::error::{Error, Result};
 use crate::quant_ops::{Q4Meta, QuantOps};
 
-/// How base weights are quantized (`quantization_bit: 4`, `quantization_type`, `double_quantization`).
+/// How base weights are quantized.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QuantSpec {
-    /// 4 (NF4/FP4 blockwise) or 8 (bitsandbytes' row-wise int8).
-    pub bits: u8,
-    pub quant_type: QuantType,
-    pub double_quant: bool,
+pub enum QuantSpec {
+    /// `quantization_bit: 4` with `quantization_type` and `double_quantization`.
+    FourBit {
+        quant_type: QuantType,
+        double_quant: bool,
+    },
+    /// `quantization_bit: 8`: bitsandbytes' row-wise int8.
+    Int8,
 }
 
 const BLOCK: usize = 64;
@@ -44,12 +47,12 @@ impl Nf4Weight {
         data: &[f32],
         out: usize,
         inp: usize,
-        spec: QuantSpec,
+        quant_type: QuantType,
+        double_quant: bool,
         device: &Device,
     ) -> Result<Self> {
-        let q =
-            Quantized4bit::quantize(data, &[out, inp], spec.quant_type, BLOCK, spec.double_quant)
-                .map_err(|e| Error::Invalid(format!("quantizing a [{out}, {inp}] weight: {e}")))?;
+        let q = Quantized4bit::quantize(data, &[out, inp], quant_type, BLOCK, double_quant)
+            .map_err(|e| Error::Invalid(format!("quantizing a [{out}, {inp}] weight: {e}")))?;
         Self::upload(&q, device)
     }
 
@@ -99,7 +102,6 @@ impl Nf4Weight {
                 out,
                 inp,
                 blocksize: q.blocksize,
-                blocks,
                 nested_blocksize,
                 offset,
             },

@@ -29,12 +29,17 @@ pub struct Q4Meta {
     pub inp: usize,
     /// bitsandbytes' quantization block (64).
     pub blocksize: usize,
-    /// Number of quantization blocks (`ceil(out·inp / blocksize)`).
-    pub blocks: usize,
     /// Double quantization: scales are 8-bit codes into a 256-value map, times one nested
     /// absmax per `nested_blocksize` blocks, plus `offset`. 0 when the scales are plain f32.
     pub nested_blocksize: usize,
     pub offset: f32,
+}
+
+impl Q4Meta {
+    /// Number of quantization blocks, `ceil(out·inp / blocksize)`.
+    pub fn blocks(&self) -> usize {
+        (self.out * self.inp).div_ceil(self.blocksize)
+    }
 }
 
 /// The 4-bit operations. Tensors, in order:
@@ -73,12 +78,7 @@ pub trait QuantOps: Backend {
         transposed: bool,
     ) -> FloatTensor<Self> {
         let w = dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
-        let w = if transposed {
-            Self::float_transpose(w)
-        } else {
-            w
-        };
-        Self::float_matmul(a, w)
+        dense_product::<Self>(a, w, transposed)
     }
 
     /// The int8 weight `[out, inp]` as bitsandbytes trains with it on the CPU:
@@ -102,13 +102,18 @@ pub trait QuantOps: Backend {
         transposed: bool,
     ) -> FloatTensor<Self> {
         let w = dequantize8_ops::<Self>(words, scales, out, inp);
-        let w = if transposed {
-            Self::float_transpose(w)
-        } else {
-            w
-        };
-        Self::float_matmul(a, w)
+        dense_product::<Self>(a, w, transposed)
     }
+}
+
+/// `a·Wᵀ` (`transposed`) or `a·W` for a dense `w` `[out, inp]`.
+pub fn dense_product<B: Backend>(
+    a: FloatTensor<B>,
+    w: FloatTensor<B>,
+    transposed: bool,
+) -> FloatTensor<B> {
+    let w = if transposed { B::float_transpose(w) } else { w };
+    B::float_matmul(a, w)
 }
 
 /// Int8 dequantization with tensor ops, on any backend.
@@ -147,7 +152,7 @@ pub fn block_scales_ops<B: Backend>(
     if meta.nested_blocksize == 0 {
         return absmax;
     }
-    let n = meta.blocks;
+    let n = meta.blocks();
     let n_words = scale_codes.shape()[0];
     let bytes: Vec<IntTensor<B>> = (0..4)
         .map(|k| {
@@ -237,63 +242,80 @@ impl QuantOps for burn::backend::Flex {}
 #[cfg(all(feature = "cuda", not(feature = "wgpu")))]
 impl QuantOps for burn::backend::Cube {}
 
-/// The quantized parts, kept by the backward pass (handles to the resident tensors, no copies).
+/// A frozen quantized weight as the backward pass keeps it (handles to the resident tensors,
+/// no copies).
 #[derive(Debug, Clone)]
-struct Parts<B: Backend> {
-    words: IntTensor<B>,
-    absmax: FloatTensor<B>,
-    scale_codes: IntTensor<B>,
-    code: FloatTensor<B>,
-    map: FloatTensor<B>,
-    meta: Q4Meta,
-    transposed: bool,
+enum Frozen<B: Backend> {
+    Q4 {
+        words: IntTensor<B>,
+        absmax: FloatTensor<B>,
+        scale_codes: IntTensor<B>,
+        code: FloatTensor<B>,
+        map: FloatTensor<B>,
+        meta: Q4Meta,
+    },
+    Q8 {
+        words: IntTensor<B>,
+        scales: FloatTensor<B>,
+        out: usize,
+        inp: usize,
+    },
+}
+
+impl<B: QuantOps> Frozen<B> {
+    /// `a·Wᵀ` (`transposed`) or `a·W` on the inner backend.
+    fn product(self, a: FloatTensor<B>, transposed: bool) -> FloatTensor<B> {
+        match self {
+            Frozen::Q4 {
+                words,
+                absmax,
+                scale_codes,
+                code,
+                map,
+                meta,
+            } => B::q4_matmul(a, words, absmax, scale_codes, code, map, meta, transposed),
+            Frozen::Q8 {
+                words,
+                scales,
+                out,
+                inp,
+            } => B::q8_matmul(a, words, scales, out, inp, transposed),
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Q4MatmulBackward;
+struct FrozenMatmulBackward;
 
-impl<B: QuantOps> Backward<B, 1> for Q4MatmulBackward {
-    type State = Parts<B>;
+impl<B: QuantOps> Backward<B, 1> for FrozenMatmulBackward {
+    type State = (Frozen<B>, bool);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let p = ops.state;
+        let (w, transposed) = ops.state;
+        // d(a·Wᵀ)/da = g·W and d(a·W)/da = g·Wᵀ: the same kernel, the other orientation.
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            // d(a·Wᵀ)/da = g·W and d(a·W)/da = g·Wᵀ: the same kernel, the other orientation.
-            B::q4_matmul(
-                grad,
-                p.words,
-                p.absmax,
-                p.scale_codes,
-                p.code,
-                p.map,
-                p.meta,
-                !p.transposed,
-            )
+            w.product(grad, !transposed)
         });
     }
 }
 
-/// The int8 parts, kept by the backward pass.
-#[derive(Debug, Clone)]
-struct Parts8<B: Backend> {
-    words: IntTensor<B>,
-    scales: FloatTensor<B>,
-    out: usize,
-    inp: usize,
+/// The product of a tracked `a` and a frozen weight, whose backward re-dequantizes: the graph
+/// keeps only the quantized parts.
+fn frozen_matmul<B: QuantOps, C: CheckpointStrategy>(
+    a: FloatTensor<Autodiff<B, C>>,
+    w: Frozen<B>,
     transposed: bool,
-}
-
-#[derive(Debug)]
-struct Q8MatmulBackward;
-
-impl<B: QuantOps> Backward<B, 1> for Q8MatmulBackward {
-    type State = Parts8<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let p = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::q8_matmul(grad, p.words, p.scales, p.out, p.inp, !p.transposed)
-        });
+) -> FloatTensor<Autodiff<B, C>> {
+    match FrozenMatmulBackward
+        .prepare::<C>([a.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = w.clone().product(a.into_primitive(), transposed);
+            prep.finish((w, transposed), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(w.product(a.into_primitive(), transposed)),
     }
 }
 
@@ -316,38 +338,13 @@ impl<B: QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
         inp: usize,
         transposed: bool,
     ) -> FloatTensor<Self> {
-        let parts = Parts8::<B> {
+        let w = Frozen::Q8 {
             words,
             scales: scales.into_primitive(),
             out,
             inp,
-            transposed,
         };
-        match Q8MatmulBackward
-            .prepare::<C>([a.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = B::q8_matmul(
-                    a.into_primitive(),
-                    parts.words.clone(),
-                    parts.scales.clone(),
-                    out,
-                    inp,
-                    transposed,
-                );
-                prep.finish(parts, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::q8_matmul(
-                a.into_primitive(),
-                parts.words,
-                parts.scales,
-                out,
-                inp,
-                transposed,
-            )),
-        }
+        frozen_matmul::<B, C>(a, w, transposed)
     }
 
     fn q4_dequantize(
@@ -380,43 +377,14 @@ impl<B: QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
         meta: Q4Meta,
         transposed: bool,
     ) -> FloatTensor<Self> {
-        let parts = Parts::<B> {
+        let w = Frozen::Q4 {
             words,
             absmax: absmax.into_primitive(),
             scale_codes,
             code: code.into_primitive(),
             map: map.into_primitive(),
             meta,
-            transposed,
         };
-        match Q4MatmulBackward
-            .prepare::<C>([a.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::q4_matmul(
-                    a.into_primitive(),
-                    parts.words.clone(),
-                    parts.absmax.clone(),
-                    parts.scale_codes.clone(),
-                    parts.code.clone(),
-                    parts.map.clone(),
-                    meta,
-                    transposed,
-                );
-                prep.finish(parts, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::q4_matmul(
-                a.into_primitive(),
-                parts.words,
-                parts.absmax,
-                parts.scale_codes,
-                parts.code,
-                parts.map,
-                meta,
-                transposed,
-            )),
-        }
+        frozen_matmul::<B, C>(a, w, transposed)
     }
 }

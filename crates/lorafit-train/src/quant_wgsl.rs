@@ -3,7 +3,6 @@
 //! (q4_matmul.wgsl, and q4_gemv.wgsl for a few rows). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
 
 use burn::backend::Cube;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{
     CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
@@ -11,7 +10,7 @@ use burn::backend::wgpu::{
 use burn::tensor::{DType, Shape};
 use burn_cubecl::cubecl::{self, CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 
-use crate::quant_ops::{Q4Meta, QuantOps, dequantize_ops};
+use crate::quant_ops::{Q4Meta, QuantOps, dense_product, dequantize_ops};
 
 const NF4_DEQUANT: &str = include_str!("../../../shaders/nf4_dequant.wgsl");
 const NESTED_ABSMAX: &str = include_str!("../../../shaders/nested_absmax.wgsl");
@@ -105,9 +104,10 @@ fn block_scales(
     if meta.nested_blocksize == 0 {
         return absmax;
     }
-    let (count, row_stride) = grid_1d(meta.blocks);
+    let blocks = meta.blocks();
+    let (count, row_stride) = grid_1d(blocks);
     let params = [
-        meta.blocks as u32,
+        blocks as u32,
         meta.nested_blocksize as u32,
         meta.offset.to_bits(),
         row_stride,
@@ -118,8 +118,26 @@ fn block_scales(
         count,
         &[&scale_codes, &absmax, &map],
         &params,
-        Shape::new([meta.blocks]),
+        Shape::new([blocks]),
     )
+}
+
+/// Contiguous codes, the f32 scale of every block, and the code table: what the kernels read.
+fn kernel_inputs(
+    words: CubeTensor,
+    absmax: CubeTensor,
+    scale_codes: CubeTensor,
+    code: CubeTensor,
+    map: CubeTensor,
+    meta: &Q4Meta,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let scales = block_scales(
+        into_contiguous(absmax),
+        into_contiguous(scale_codes),
+        into_contiguous(map),
+        meta,
+    );
+    (into_contiguous(words), scales, into_contiguous(code))
 }
 
 impl QuantOps for Cube {
@@ -134,13 +152,7 @@ impl QuantOps for Cube {
         if !on_wgpu(&[&words, &absmax, &scale_codes, &code, &map]) {
             return dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
         }
-        let (words, code) = (into_contiguous(words), into_contiguous(code));
-        let scales = block_scales(
-            into_contiguous(absmax),
-            into_contiguous(scale_codes),
-            into_contiguous(map),
-            &meta,
-        );
+        let (words, scales, code) = kernel_inputs(words, absmax, scale_codes, code, map, &meta);
         let numel = meta.out * meta.inp;
         // One invocation per packed word (8 elements).
         let (count, row_stride) = grid_1d(numel.div_ceil(8));
@@ -167,21 +179,10 @@ impl QuantOps for Cube {
     ) -> FloatTensor<Self> {
         if !on_wgpu(&[&a, &words, &absmax, &scale_codes, &code, &map]) {
             let w = dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
-            let w = if transposed {
-                Self::float_transpose(w)
-            } else {
-                w
-            };
-            return Self::float_matmul(a, w);
+            return dense_product::<Self>(a, w, transposed);
         }
         let a = into_contiguous(a);
-        let (words, code) = (into_contiguous(words), into_contiguous(code));
-        let scales = block_scales(
-            into_contiguous(absmax),
-            into_contiguous(scale_codes),
-            into_contiguous(map),
-            &meta,
-        );
+        let (words, scales, code) = kernel_inputs(words, absmax, scale_codes, code, map, &meta);
         let dims = a.meta.shape().clone();
         let m = dims[0];
         let (t, j) = if transposed {

@@ -319,31 +319,9 @@ impl<'a> Trainer<'a> {
             let mut loss_value = 0.0f64;
             if n_tokens > 0 {
                 for (mi, mb) in batches.iter().enumerate() {
-                    let ids: Vec<Vec<u32>> = mb
-                        .iter()
-                        .map(|&i| self.examples[i].input_ids.clone())
-                        .collect();
-                    let labels: Vec<Vec<i64>> = mb
-                        .iter()
-                        .map(|&i| self.examples[i].labels.clone())
-                        .collect();
-                    let positions: Vec<Vec<u32>> = mb
-                        .iter()
-                        .map(|&i| self.examples[i].position_ids.clone())
-                        .collect();
-                    let segments: Vec<Vec<u32>> = mb
-                        .iter()
-                        .map(|&i| self.examples[i].segment_ids.clone())
-                        .collect();
+                    let batch: Vec<&Example> = mb.iter().map(|&i| &self.examples[i]).collect();
                     let mut rng = StepRng::new(self.args.seed, step, mi as u64);
-                    let (sum, _) = self.model.loss_sum(
-                        &ids,
-                        &labels,
-                        &positions,
-                        &segments,
-                        &self.adapter,
-                        &mut rng,
-                    );
+                    let (sum, _) = self.model.loss_sum(&batch, &self.adapter, &mut rng);
                     let loss = sum / n_tokens as f64;
                     loss_value += loss.clone().inner().into_scalar::<f32>() as f64;
                     // At the end of the forward pass (everything autodiff keeps is alive) and
@@ -582,10 +560,9 @@ fn load_state(
     let fp = &v["fingerprint"];
     if let (Some(have), Some(want)) = (fp.as_object(), expect.as_object()) {
         for (k, w) in want {
-            // Keys added after a checkpoint was written read as their default (off), so older
-            // checkpoints of runs that did not use them still resume.
-            let added_later = ["packing", "neat_packing", "train_on_prompt", "mask_history"];
-            if have.get(k).is_none() && added_later.contains(&k.as_str()) && *w == json!(false) {
+            // A key an older checkpoint does not record reads as off (every switch added to the
+            // fingerprint defaults to false), so runs that do not use it still resume.
+            if have.get(k).is_none() && *w == json!(false) {
                 continue;
             }
             if have.get(k) != Some(w) {

@@ -4,6 +4,7 @@
 use lorafit_core::Settings;
 use lorafit_core::plan::Val;
 use lorafit_train::config::Backend;
+use lorafit_train::quant::QuantSpec;
 use lorafit_train::{Model, TrainArgs, Trainer, data, make_device};
 
 mod common;
@@ -36,16 +37,11 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
     let mut peaks = Vec::new();
     for quant in [
         None,
-        Some(lorafit_train::quant::QuantSpec {
-            bits: 4,
+        Some(QuantSpec::FourBit {
             quant_type: lorafit_quant::QuantType::Nf4,
             double_quant: true,
         }),
-        Some(lorafit_train::quant::QuantSpec {
-            bits: 8,
-            quant_type: lorafit_quant::QuantType::Nf4,
-            double_quant: false,
-        }),
+        Some(QuantSpec::Int8),
     ] {
         let _ = device.sync();
         let before = in_use();
@@ -56,9 +52,9 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
         let per_param = (after - before - 4.0 * other_params) / linear_params;
         eprintln!(
             "{}: {:.0} bytes resident, linears {per_param:.3} bytes/parameter",
-            match quant.map(|q| q.bits) {
-                Some(4) => "QLoRA nf4+dq",
-                Some(_) => "int8",
+            match quant {
+                Some(QuantSpec::FourBit { .. }) => "QLoRA nf4+dq",
+                Some(QuantSpec::Int8) => "int8",
                 None => "dense f32",
             },
             after - before

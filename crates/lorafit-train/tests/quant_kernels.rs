@@ -81,6 +81,32 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
         / scale
 }
 
+/// The f64 products `x·Wᵀ` `[m, out]` and `r·W` `[m, inp]` of a dense row-major W `[out, inp]`.
+fn reference(
+    xs: &[f32],
+    r: &[f32],
+    w: &[f32],
+    m: usize,
+    out: usize,
+    inp: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut y = vec![0f32; m * out];
+    let mut gx = vec![0f32; m * inp];
+    for i in 0..m {
+        for o in 0..out {
+            y[i * out + o] = (0..inp)
+                .map(|k| xs[i * inp + k] as f64 * w[o * inp + k] as f64)
+                .sum::<f64>() as f32;
+        }
+        for k in 0..inp {
+            gx[i * inp + k] = (0..out)
+                .map(|o| r[i * out + o] as f64 * w[o * inp + k] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    (y, gx)
+}
+
 /// `x·Wᵀ` and, through autodiff, `g·W` equal the dense products of the dequantized weight, for
 /// shapes that leave partial 64 × 64 tiles and 16-deep slices on every side; m ≤ 16 takes the
 /// few-rows kernel (q4_gemv.wgsl) on wgpu, larger m the tiled one (q4_matmul.wgsl).
@@ -113,23 +139,7 @@ fn fused_matmul_and_its_backward_equal_the_dense_product() {
                 let gx = vec_of(x.grad(&grads).expect("x has a gradient"));
                 let y = vec_of(y);
 
-                // The reference: plain f64 products of the dequantized weight.
-                let mut want_y = vec![0f32; m * out];
-                let mut want_gx = vec![0f32; m * inp];
-                for i in 0..m {
-                    for o in 0..out {
-                        let s: f64 = (0..inp)
-                            .map(|k| xs[i * inp + k] as f64 * dense[o * inp + k] as f64)
-                            .sum();
-                        want_y[i * out + o] = s as f32;
-                    }
-                    for k in 0..inp {
-                        let s: f64 = (0..out)
-                            .map(|o| r[i * out + o] as f64 * dense[o * inp + k] as f64)
-                            .sum();
-                        want_gx[i * inp + k] = s as f32;
-                    }
-                }
+                let (want_y, want_gx) = reference(&xs, &r, &dense, m, out, inp);
                 let (ey, eg) = (max_rel(&y, &want_y), max_rel(&gx, &want_gx));
                 eprintln!(
                     "{name} m={m} [{out}, {inp}] {qt:?} dq={dq}: forward {ey:.2e}, input gradient {eg:.2e}"
@@ -243,20 +253,7 @@ fn int8_dequant_and_matmul_on_every_backend() {
             let grads = (y.clone() * rt).sum().backward();
             let gx = vec_of(x.grad(&grads).expect("x has a gradient"));
             let y = vec_of(y);
-            let mut want_y = vec![0f32; m * out];
-            let mut want_gx = vec![0f32; m * inp];
-            for i in 0..m {
-                for o in 0..out {
-                    want_y[i * out + o] = (0..inp)
-                        .map(|k| xs[i * inp + k] as f64 * dense[o * inp + k] as f64)
-                        .sum::<f64>() as f32;
-                }
-                for k in 0..inp {
-                    want_gx[i * inp + k] = (0..out)
-                        .map(|o| r[i * out + o] as f64 * dense[o * inp + k] as f64)
-                        .sum::<f64>() as f32;
-                }
-            }
+            let (want_y, want_gx) = reference(&xs, &r, &dense, m, out, inp);
             let (ey, eg) = (max_rel(&y, &want_y), max_rel(&gx, &want_gx));
             assert!(
                 ey < 1e-5 && eg < 1e-5,

@@ -176,14 +176,15 @@ fn check_parity_with(
     // the adapter and must reproduce them). Kept when LORAFIT_KEEP_RUNS names a directory.
     let rows = data::load_pretokenized(&fixtures().join("data.jsonl")).expect("rows");
     let len = rows[0].input_ids.len().min(rows[1].input_ids.len());
-    let ids: Vec<Vec<u32>> = rows[..2]
+    let cut: Vec<data::Example> = rows[..2]
         .iter()
-        .map(|r| r.input_ids[..len].to_vec())
+        .map(|r| data::Example {
+            input_ids: r.input_ids[..len].to_vec(),
+            ..Default::default()
+        })
         .collect();
     let logits = trainer.model.logits(
-        &ids,
-        &[],
-        &[],
+        &cut.iter().collect::<Vec<_>>(),
         &trainer.adapter,
         &mut lorafit_train::model::StepRng::eval(),
     );
@@ -200,7 +201,10 @@ fn check_parity_with(
         "input_ids".to_string(),
         lorafit_train::weights::HostTensor::new(
             vec![2, len],
-            ids.iter().flatten().map(|&x| x as f32).collect(),
+            cut.iter()
+                .flat_map(|e| &e.input_ids)
+                .map(|&x| x as f32)
+                .collect(),
         ),
     );
     lorafit_train::weights::save_f32(&out.join("logits.safetensors"), &t).expect("logits");
@@ -629,14 +633,7 @@ fn neat_packing_equals_the_examples_alone() {
     let alone: f64 = parts
         .iter()
         .map(|e| {
-            let (s, _) = model.loss_sum(
-                std::slice::from_ref(&e.input_ids),
-                std::slice::from_ref(&e.labels),
-                &[],
-                &[],
-                &adapter,
-                &mut rng,
-            );
+            let (s, _) = model.loss_sum(&[e], &adapter, &mut rng);
             s.into_scalar::<f32>() as f64
         })
         .sum();
@@ -645,14 +642,7 @@ fn neat_packing_equals_the_examples_alone() {
         let packed = data::pack(parts.clone(), capacity, 0, neat);
         assert_eq!(packed.len(), 1, "one pack");
         let p = &packed[0];
-        let (s, _) = model.loss_sum(
-            std::slice::from_ref(&p.input_ids),
-            std::slice::from_ref(&p.labels),
-            std::slice::from_ref(&p.position_ids),
-            std::slice::from_ref(&p.segment_ids),
-            &adapter,
-            &mut rng,
-        );
+        let (s, _) = model.loss_sum(&[p], &adapter, &mut rng);
         let s = s.into_scalar::<f32>() as f64;
         let rel = (s - alone).abs() / alone;
         eprintln!("neat={neat}: packed {s:.6}, examples alone {alone:.6}, rel {rel:.2e}");
