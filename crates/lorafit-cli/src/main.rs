@@ -28,6 +28,13 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// The accelerate config the run is launched with (LLaMA-Factory's
+        /// examples/accelerate/fsdp_config.yaml …): FSDP sharding and num_processes.
+        #[arg(long, value_name = "ACCELERATE_YAML")]
+        fsdp_config: Option<PathBuf>,
+        /// Also write an SVG of the peak against cutoff_len and batch size.
+        #[arg(long, value_name = "OUT.svg")]
+        plot: Option<PathBuf>,
     },
     /// Write the config back as LLaMA-Factory YAML (and the DeepSpeed JSON it names).
     Export {
@@ -102,7 +109,33 @@ pub(crate) fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Optio
         }
         None => None,
     };
-    if let Some(ds) = plan.deepspeed.clone() {
+    if let Some(acc) = plan.accelerate_config.clone() {
+        let f = [PathBuf::from(&acc), base.join(&acc)]
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| format!("accelerate_config: cannot find `{acc}`"))?;
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        match Zero::from_accelerate_yaml(&text).with_context(|| format!("in {}", f.display()))? {
+            Some((zero, gpus)) => {
+                plan.zero = zero;
+                if let Some(n) = gpus
+                    && settings.get("num_gpus").is_none()
+                {
+                    plan.num_gpus = n;
+                }
+            }
+            None => eprintln!(
+                "warning: {} is neither an FSDP nor a DeepSpeed accelerate config: no sharding assumed",
+                f.display()
+            ),
+        }
+    }
+    if let Some(ds) = plan
+        .deepspeed
+        .clone()
+        .filter(|d| !d.trim_start().starts_with('{'))
+    {
         let file = [PathBuf::from(&ds), base.join(&ds)]
             .into_iter()
             .find(|p| p.is_file());
@@ -121,6 +154,13 @@ pub(crate) fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Optio
         };
     }
     Ok((plan, config_json))
+}
+
+/// Write a file through a temporary name and a rename, so a reader never sees half of it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub(crate) fn gib(bytes: u64) -> String {
@@ -145,10 +185,7 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         e.trainable_params,
         100.0 * e.trainable_params as f64 / e.total_params.max(1) as f64
     );
-    let method = match (plan.method, plan.quant) {
-        (_, Some(q)) => format!("QLoRA {}-bit", q.bits),
-        (m, None) => format!("{m:?}"),
-    };
+    let method = plan.describe();
     println!(
         "method       {method}, batch {} × {} tokens, grad. accumulation {}, {} GPU(s)",
         plan.batch_size, plan.cutoff_len, plan.grad_accum, plan.num_gpus
@@ -167,8 +204,8 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         gib(e.peak_allocated_bytes),
         gib(e.torch_reserved_bytes)
     );
-    if e.cpu_offload_bytes > 0 {
-        println!("  host RAM for offload: {}", gib(e.cpu_offload_bytes));
+    if e.host_ram_bytes > 0 {
+        println!("  host RAM for offload: {}", gib(e.host_ram_bytes));
     }
     println!();
     match (&e.gpu, e.fits, e.gpu_memory_bytes) {
@@ -239,7 +276,16 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Estimate { config, set, json } => {
+        Command::Estimate {
+            config,
+            mut set,
+            json,
+            fsdp_config,
+            plot,
+        } => {
+            if let Some(f) = fsdp_config {
+                set.push(format!("accelerate_config={}", f.display()));
+            }
             let settings = load_settings(&config, &set)?;
             let (plan, config_json) = load_plan(&config, &settings)?;
             let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
@@ -248,6 +294,11 @@ fn run() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&e)?);
             } else {
                 print_table(&e, &plan, &arch);
+            }
+            if let Some(out) = plot {
+                let svg = lorafit_core::chart::peak_chart_svg(&arch, &plan)?;
+                write_atomically(&out, svg.as_bytes())?;
+                eprintln!("wrote {}", out.display());
             }
         }
         Command::Export {

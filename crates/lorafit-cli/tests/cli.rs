@@ -133,7 +133,7 @@ fn deepspeed_json_files_are_read() {
     let yaml = d.join("run.yaml");
     std::fs::write(&yaml, "model_name_or_path: Qwen/Qwen2.5-7B\nfinetuning_type: full\nbf16: true\ndeepspeed: ds.json\nnum_gpus: 4\nper_device_train_batch_size: 1\n").expect("w");
     let v = json(&["estimate", &yaml.to_string_lossy(), "--json"]);
-    assert!(v["cpu_offload_bytes"].as_u64().expect("u64") > 0);
+    assert!(v["host_ram_bytes"].as_u64().expect("u64") > 0);
     std::fs::write(
         &yaml,
         "model_name_or_path: Qwen/Qwen2.5-7B\nfinetuning_type: full\ndeepspeed: missing.json\n",
@@ -396,4 +396,202 @@ fn train_rejects_bad_configs() {
         "neither model.safetensors nor model.safetensors.index.json",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------- LLaMA-Factory-style configs (tests/configs/)
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn config(name: &str) -> serde_json::Value {
+    json(&[
+        "estimate",
+        &format!("crates/lorafit-cli/tests/configs/{name}.yaml"),
+        "--json",
+    ])
+}
+
+fn part(v: &serde_json::Value, name: &str) -> f64 {
+    match name {
+        "trainable" => v["trainable_params"].as_f64(),
+        "peak" => v["peak_reserved_bytes"].as_f64(),
+        "host" => v["host_ram_bytes"].as_f64(),
+        _ => v["breakdown"][name].as_f64(),
+    }
+    .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+/// `part(a) − part(b)` equals `expected` bytes (or counts) within `tol` relative.
+fn differs_by(a: &serde_json::Value, b: &serde_json::Value, name: &str, expected: f64, tol: f64) {
+    let d = part(a, name) - part(b, name);
+    assert!(
+        (d - expected).abs() <= tol * expected.abs().max(1.0),
+        "{name}: difference {d} expected {expected}"
+    );
+}
+
+#[test]
+fn llamafactory_style_configs_estimate_as_worked_out() {
+    // Llama-3.1-8B: 8,030,261,248 parameters, hidden 4096, 32 layers, vocabulary 128,256,
+    // batch 1 × 1024 tokens, bf16, gradient checkpointing, LoRA r8 on all 7 linears.
+    let (total, vocab, h) = (8_030_261_248.0, 128_256.0, 4096.0);
+    let tokens = 1024.0;
+    let sft = config("sft_lora");
+    let sft2 = config("sft_lora_batch2");
+    assert_eq!(part(&sft, "trainable"), 20_971_520.0);
+
+    // pt is sft's memory; LoRA+ and PiSSA change no byte.
+    for same in ["pt_lora", "loraplus", "pissa", "syntax_mappings"] {
+        assert_eq!(config(same)["breakdown"], sft["breakdown"], "{same}");
+    }
+    // flash_attn spellings: v1's flash_attention_2 is fa2.
+    assert_eq!(
+        config("syntax_mappings")["breakdown"],
+        config("flash_fa2")["breakdown"]
+    );
+
+    // DPO with LoRA: chosen + rejected = sft at twice the batch, plus the reference forward
+    // (adapter disabled, no copy) — bf16 logits, their fp32 copy and the log-softmax (10 B each).
+    let dpo = config("dpo_lora");
+    assert_eq!(dpo["breakdown"]["weights"], sft["breakdown"]["weights"]);
+    assert_eq!(
+        dpo["breakdown"]["activations"],
+        sft2["breakdown"]["activations"]
+    );
+    differs_by(&dpo, &sft2, "logits", 10.0 * 2.0 * tokens * vocab, 1e-6);
+    // KTO: the policy's batch keeps gradients, its KL half and the reference run without.
+    let kto = config("kto_lora");
+    assert_eq!(
+        kto["breakdown"]["activations"],
+        sft["breakdown"]["activations"]
+    );
+    differs_by(&kto, &sft, "logits", 10.0 * tokens * vocab, 1e-6);
+    // Reward model: 2 sequences, a value head (h + 1 trained), logits made but not in the loss.
+    let rm = config("rm_lora");
+    differs_by(&rm, &sft, "trainable", h + 1.0, 0.0);
+    assert_eq!(
+        rm["breakdown"]["activations"],
+        sft2["breakdown"]["activations"]
+    );
+    assert!((part(&rm, "logits") - 6.0 * 2.0 * tokens * vocab).abs() < 1e3);
+
+    // DPO full fine-tuning adds a frozen bf16 reference copy; simpo (reference-free) does not.
+    let full = config("sft_full");
+    differs_by(&config("dpo_full"), &full, "weights", 2.0 * total, 1e-9);
+    assert_eq!(
+        config("dpo_full_simpo")["breakdown"]["weights"],
+        full["breakdown"]["weights"]
+    );
+
+    // Offload: ZeRO-3 offload moves the optimizer off the GPU into host RAM: fp32 master, m and
+    // v (12 B) + bf16 gradients (2 B) + bf16 parameters (2 B) per parameter.
+    let z3 = config("z3_full");
+    let z3o = config("z3_offload_full");
+    assert_eq!(part(&z3o, "optimizer"), 0.0);
+    assert!(part(&z3, "optimizer") > 10.0 * GIB);
+    assert!((part(&z3o, "host") - 16.0 * total).abs() < 1e6);
+    assert!(part(&z3o, "peak") < part(&z3, "peak"));
+    // FSDP from an accelerate config (4 processes, FULL_SHARD): a quarter of the fp32 states and
+    // gradients per GPU.
+    let fsdp = config("fsdp_full");
+    assert_eq!(fsdp["num_gpus"], 4);
+    assert!((part(&fsdp, "gradients") - 4.0 * total / 4.0).abs() < 1e6);
+
+    // Optimizers: Adam-mini keeps one fp32 state; GaLore r128 projects the 2-D states;
+    // layer-wise APOLLO holds no gradients; BAdam updates one layer (218,112,000 parameters).
+    let adam = part(&config("sft_full"), "optimizer");
+    let mini = part(&config("adam_mini_full"), "optimizer");
+    assert!((mini - 4.0 * total).abs() < 1e6, "{mini}");
+    assert!(adam > 2.9 * mini);
+    let galore = config("galore_full");
+    assert!(part(&galore, "optimizer") < 0.2 * adam);
+    assert_eq!(part(&config("apollo_full_layerwise"), "gradients"), 0.0);
+    let badam = config("badam_full");
+    assert!((part(&badam, "gradients") - 4.0 * 218_112_000.0).abs() < 1e3);
+    let muon = part(&config("muon_full"), "optimizer");
+    // Muon: one state for the 6.98 B hidden matrices, two for the 1.05 B others.
+    assert!(
+        (muon - 4.0 * (total + 1_050_939_392.0)).abs() < 1e7,
+        "{muon}"
+    );
+
+    // OFT with block 32: in/32 blocks of 32·31/2 per module; Σ in = 6·4096 + 14336 per layer.
+    assert_eq!(
+        part(&config("oft"), "trainable"),
+        32.0 * (6.0 * 4096.0 + 14336.0) / 32.0 * 496.0
+    );
+    // Freeze: the mlp of 2 layers + the embedding table.
+    assert_eq!(
+        part(&config("freeze_modules"), "trainable"),
+        2.0 * 3.0 * 4096.0 * 14336.0 + vocab * h
+    );
+    // Quantization methods: bitsandbytes NF4 < HQQ 4-bit < EETQ int8 < bf16.
+    let (nf4, hqq, eetq) = (
+        part(&config("qlora_bnb"), "weights"),
+        part(&config("qlora_hqq"), "weights"),
+        part(&config("lora_eetq8"), "weights"),
+    );
+    assert!(nf4 < hqq && hqq < eetq && eetq < part(&sft, "weights"));
+    // Liger's fused linear cross-entropy drops the logits for sft; DPO needs them, so none.
+    assert!(part(&config("liger_sft"), "peak") < part(&sft, "peak") - GIB);
+    assert_eq!(config("liger_dpo")["breakdown"], dpo["breakdown"]);
+    // Unsloth's gradient checkpointing moves the checkpoints to host RAM.
+    let uns = config("unsloth_gc");
+    assert!((part(&uns, "host") - 32.0 * tokens * h * 2.0).abs() < 1.0);
+    assert!(part(&uns, "activations") < part(&sft, "activations"));
+
+    // v1 nested configs read into the same keys as their flat equivalents.
+    for (v1, v0) in [
+        ("v1_lora_sft", "v1_equivalent_v0"),
+        ("v1_qlora", "v1_qlora_equivalent_v0"),
+    ] {
+        let (a, b) = (config(v1), config(v0));
+        assert_eq!(a["breakdown"], b["breakdown"], "{v1}");
+        assert_eq!(a["trainable_params"], b["trainable_params"], "{v1}");
+    }
+}
+
+#[test]
+fn unmodelled_features_warn_and_conflicts_are_errors() {
+    let out = lorafit(&[
+        "estimate",
+        "crates/lorafit-cli/tests/configs/sft_lora.yaml",
+        "--set",
+        "fp8=true",
+        "--set",
+        "freeze_vision_tower=true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fp8: FP8 matmuls are not modelled"), "{text}");
+    assert!(text.contains("freeze_vision_tower"), "{text}");
+    let f = "crates/lorafit-cli/tests/configs/sft_lora.yaml";
+    fails_with(
+        &["estimate", f, "--set", "use_galore=true"],
+        "use_galore / use_apollo / use_badam need finetuning_type full or freeze",
+    );
+    fails_with(
+        &[
+            "estimate",
+            f,
+            "--set",
+            "finetuning_type=full",
+            "--set",
+            "use_dora=true",
+        ],
+        "`use_dora` is only valid with finetuning_type: lora",
+    );
+    fails_with(
+        &["estimate", f, "--set", "stage=grpo"],
+        "one of pt, sft, rm, ppo, dpo, kto",
+    );
+    fails_with(
+        &["estimate", f, "--set", "pref_loss=magic"],
+        "one of sigmoid, hinge, ipo, kto_pair, orpo, simpo",
+    );
+    fails_with(
+        &["estimate", f, "--set", "val_size=lots"],
+        "`val_size: lots` is not allowed: a number",
+    );
+    fails_with(&["estimate", f, "--set", "stage=ppo"], "reward_model");
 }

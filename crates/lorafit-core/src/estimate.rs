@@ -42,7 +42,8 @@ pub struct Estimate {
     pub torch_reserved_bytes: u64,
     pub breakdown: Breakdown,
     pub peak_phase: Phase,
-    pub cpu_offload_bytes: u64,
+    /// Host RAM for offloaded states, gradients, parameters or activation checkpoints.
+    pub host_ram_bytes: u64,
     pub gpu: Option<String>,
     pub gpu_memory_bytes: Option<u64>,
     pub num_gpus: u64,
@@ -131,7 +132,7 @@ pub fn memory(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
 pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Estimate, Error> {
     let mem = memory::estimate(arch, plan)?;
     let gpu = gpu_of(plan)?;
-    let mut warnings = Vec::new();
+    let mut warnings = plan.notes.clone();
     let (tflops, bandwidth) = match gpu {
         Some(g) => {
             if !g.bf16 && plan.precision == crate::plan::Precision::Mixed16 && !plan.fp16 {
@@ -197,7 +198,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
         torch_reserved_bytes: mem.torch_reserved_bytes,
         breakdown: mem.breakdown,
         peak_phase: mem.phase,
-        cpu_offload_bytes: mem.cpu_offload_bytes,
+        host_ram_bytes: mem.host_ram_bytes,
         gpu: gpu.map(|g| g.id.clone()),
         gpu_memory_bytes: gpu.map(Gpu::memory_bytes),
         num_gpus: plan.num_gpus,
@@ -277,13 +278,14 @@ pub fn gpu_options(arch: &ModelArch, plan: &Plan) -> Vec<GpuOption> {
             let mut p = plan.clone();
             p.gpu = Some(g.id.clone());
             p.num_gpus = n;
-            if n > 1 && !p.zero.deepspeed {
+            if n > 1 && !p.zero.sharded() {
                 // Across GPUs people shard with ZeRO-3 (LLaMA-Factory's ds_z3_config.json).
                 p.zero = crate::plan::Zero {
                     stage: 3,
                     offload_optimizer: false,
                     offload_param: false,
                     deepspeed: true,
+                    fsdp: false,
                 };
             }
             let Ok(m) = memory::estimate(arch, &p) else {

@@ -9,12 +9,16 @@
 pub mod arch;
 pub mod baselines;
 pub mod catalog;
+pub mod chart;
 pub mod error;
 pub mod estimate;
 pub mod export;
+pub mod keys;
 pub mod memory;
 pub mod plan;
+pub mod settings;
 pub mod throughput;
+pub mod v1;
 pub mod validation;
 
 pub use arch::ModelArch;

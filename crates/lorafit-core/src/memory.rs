@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::arch::ModelArch;
 use crate::error::Error;
-use crate::plan::{Attention, Method, Optimizer, Plan, Precision};
+use crate::plan::{Attention, Method, Optimizer, Plan, Precision, QuantMethod, Stage};
 
 /// Bytes per token per layer of saved activations, in units of the hidden size (bf16 compute).
 /// Calibrated on the no-checkpointing LoRA points.
@@ -118,8 +118,9 @@ pub struct Memory {
     pub peak_reserved_bytes: u64,
     pub breakdown: Breakdown,
     pub phase: Phase,
-    /// Host RAM the run needs for ZeRO offload (0 without offload).
-    pub cpu_offload_bytes: u64,
+    /// Host RAM the run needs beyond the model files: ZeRO / FSDP offload of states, gradients
+    /// and parameters, and offloaded activation checkpoints (0 without offload).
+    pub host_ram_bytes: u64,
 }
 
 fn sat(x: f64) -> u64 {
@@ -139,6 +140,8 @@ struct Trainable {
     factored: f64,
     /// The embedding table is trainable (tied: its gradient is accumulated twice).
     embedding_trainable: bool,
+    /// Of `params`, those in 2-D hidden matrices (the decoder layers' linears): Muon's share.
+    hidden_matrix_params: f64,
 }
 
 /// The layer indices `freeze_trainable_layers` trains (LLaMA-Factory: last N, negative = first N).
@@ -146,19 +149,23 @@ fn freeze_layers(arch: &ModelArch, n: i64) -> u64 {
     (n.unsigned_abs()).min(arch.num_layers)
 }
 
-/// LoRA adapter parameters and the per-layer modules it wraps.
-pub fn lora_modules(arch: &ModelArch, plan: &Plan) -> Result<Vec<crate::arch::Linear>, Error> {
+/// The linear modules a comma list names (`all`, HF module names), for `key`.
+fn target_modules(
+    arch: &ModelArch,
+    targets: &[String],
+    key: &str,
+) -> Result<Vec<crate::arch::Linear>, Error> {
     let all = arch.layer_linears();
-    if plan.lora_target.iter().any(|t| t == "all") {
+    if targets.iter().any(|t| t == "all") {
         return Ok(all.into_iter().filter(|l| l.name != "gate").collect());
     }
     let mut out = Vec::new();
-    for t in &plan.lora_target {
+    for t in targets {
         match all.iter().find(|l| l.name == t.as_str()) {
             Some(l) => out.push(l.clone()),
             None => {
                 return Err(Error::bad(
-                    "lora_target",
+                    key,
                     t,
                     format!(
                         "`all` or module names of this model: {}",
@@ -171,18 +178,111 @@ pub fn lora_modules(arch: &ModelArch, plan: &Plan) -> Result<Vec<crate::arch::Li
     Ok(out)
 }
 
-/// Adapter parameter count (A, B and DoRA magnitudes) over all layers.
+/// LoRA adapter parameters and the per-layer modules it wraps.
+pub fn lora_modules(arch: &ModelArch, plan: &Plan) -> Result<Vec<crate::arch::Linear>, Error> {
+    target_modules(arch, &plan.lora_target, "lora_target")
+}
+
+/// OFT's rotation block size for a module with `in_features` inputs.
+fn oft_block(plan: &Plan, in_features: u64) -> u64 {
+    match in_features.checked_div(plan.oft_rank) {
+        Some(b) => b.max(1),
+        None => plan.oft_block_size.clamp(1, in_features.max(1)),
+    }
+}
+
+/// Adapter parameter count over all layers: LoRA's A, B (and DoRA magnitudes), or OFT's
+/// skew-symmetric blocks (`in/b` blocks of `b(b−1)/2` each, PEFT's `oft_R`).
 pub fn adapter_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
     let r = plan.lora_rank;
     let per_layer: u64 = lora_modules(arch, plan)?
         .iter()
         .map(|l| {
             l.count
-                * (r * (l.in_features + l.out_features)
-                    + if plan.use_dora { l.out_features } else { 0 })
+                * if plan.method == Method::Oft {
+                    let b = oft_block(plan, l.in_features);
+                    (l.in_features / b) * (b * b.saturating_sub(1) / 2)
+                } else {
+                    r * (l.in_features + l.out_features)
+                        + if plan.use_dora { l.out_features } else { 0 }
+                }
         })
         .sum();
     Ok(per_layer * arch.num_layers)
+}
+
+/// Parameters of one layer that `freeze_trainable_modules` selects (LLaMA-Factory matches the
+/// names inside each trained layer: `self_attn`, `mlp`, a linear's name, a norm's name).
+fn freeze_module_params(arch: &ModelArch, modules: &[String]) -> Result<f64, Error> {
+    if modules.iter().any(|m| m == "all") {
+        return Ok(arch.layer_params() as f64);
+    }
+    let linears = arch.layer_linears();
+    let attn = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"];
+    let h = arch.hidden_size as f64;
+    let mut total = 0.0;
+    for m in modules {
+        let sum = |pred: &dyn Fn(&str) -> bool| -> f64 {
+            linears
+                .iter()
+                .filter(|l| pred(l.name))
+                .map(|l| (l.weight_params() + l.bias_params()) as f64)
+                .sum()
+        };
+        let qk_norm = if arch.qk_norm {
+            2.0 * arch.head_dim as f64
+        } else {
+            0.0
+        };
+        total += match m.as_str() {
+            "self_attn" | "attn" | "attention" => sum(&|n| attn.contains(&n)) + qk_norm,
+            "mlp" | "block_sparse_moe" | "feed_forward" => sum(&|n| !attn.contains(&n)),
+            "input_layernorm" | "post_attention_layernorm" => h,
+            name if linears.iter().any(|l| l.name == name) => sum(&|n| n == name),
+            other => {
+                return Err(Error::bad(
+                    "freeze_trainable_modules",
+                    other,
+                    format!(
+                        "`all`, self_attn, mlp, input_layernorm, post_attention_layernorm or a linear of this model: {}",
+                        arch.all_lora_targets().join(", ")
+                    ),
+                ));
+            }
+        };
+    }
+    Ok(total)
+}
+
+/// Parameters `freeze_extra_modules` adds (modules outside the decoder layers).
+fn freeze_extra_params(arch: &ModelArch, modules: &[String]) -> Result<(f64, bool), Error> {
+    let mut total = 0.0;
+    let mut embedding = false;
+    for m in modules {
+        total += match m.as_str() {
+            "embed_tokens" | "wte" => {
+                embedding = true;
+                arch.embedding_params() as f64
+            }
+            "lm_head" | "output" => {
+                if arch.tie_word_embeddings {
+                    embedding = true;
+                    arch.embedding_params() as f64
+                } else {
+                    arch.lm_head_params() as f64
+                }
+            }
+            "norm" | "final_layernorm" => arch.hidden_size as f64,
+            other => {
+                return Err(Error::bad(
+                    "freeze_extra_modules",
+                    other,
+                    "embed_tokens, lm_head or norm",
+                ));
+            }
+        };
+    }
+    Ok((total, embedding))
 }
 
 fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
@@ -197,32 +297,47 @@ fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
         .iter()
         .map(|l| (l.in_features * l.out_features) as f64)
         .fold(0.0, f64::max);
-    Ok(match plan.method {
+    let layer_matrices = arch.layer_linear_weight_params() as f64 / arch.num_layers.max(1) as f64;
+    let mut tr = match plan.method {
         Method::Full => Trainable {
             params: arch.total_params() as f64,
             largest: largest_linear.max(arch.embedding_params() as f64),
             factored: layer_factored * arch.num_layers as f64
                 + (arch.vocab_size as f64 + h) * if arch.tie_word_embeddings { 1.0 } else { 2.0 },
             embedding_trainable: true,
+            hidden_matrix_params: arch.layer_linear_weight_params() as f64,
         },
         Method::Freeze => {
             let n = freeze_layers(arch, plan.freeze_trainable_layers) as f64;
+            let per_layer = freeze_module_params(arch, &plan.freeze_trainable_modules)?;
+            let (extra, embedding) = freeze_extra_params(arch, &plan.freeze_extra_modules)?;
             Trainable {
-                params: n * arch.layer_params() as f64,
-                largest: largest_linear,
-                factored: n * layer_factored,
-                embedding_trainable: false,
+                params: n * per_layer + extra,
+                largest: if embedding {
+                    largest_linear.max(arch.embedding_params() as f64)
+                } else {
+                    largest_linear
+                },
+                factored: n * layer_factored + extra.min(2.0 * (arch.vocab_size as f64 + h)),
+                embedding_trainable: embedding,
+                hidden_matrix_params: n * per_layer.min(layer_matrices),
             }
         }
-        Method::Lora => {
+        Method::Lora | Method::Oft => {
             let mods = lora_modules(arch, plan)?;
             let r = plan.lora_rank as f64;
+            let largest = |l: &crate::arch::Linear| {
+                if plan.method == Method::Oft {
+                    let b = oft_block(plan, l.in_features) as f64;
+                    (l.in_features as f64 / b) * b * (b - 1.0) / 2.0
+                } else {
+                    r * l.in_features.max(l.out_features) as f64
+                }
+            };
+            let params = adapter_params(arch, plan)? as f64;
             Trainable {
-                params: adapter_params(arch, plan)? as f64,
-                largest: mods
-                    .iter()
-                    .map(|l| r * l.in_features.max(l.out_features) as f64)
-                    .fold(0.0, f64::max),
+                params,
+                largest: mods.iter().map(largest).fold(0.0, f64::max),
                 factored: arch.num_layers as f64
                     * mods
                         .iter()
@@ -231,31 +346,96 @@ fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
                         })
                         .sum::<f64>(),
                 embedding_trainable: false,
+                hidden_matrix_params: 0.0,
             }
         }
-    })
+    };
+    if matches!(plan.stage, Stage::Rm | Stage::Ppo) {
+        // TRL's value head: a Linear(hidden, 1) with bias, always trained.
+        tr.params += h + 1.0;
+    }
+    Ok(tr)
 }
 
-/// Bytes of the quantized layer linears (weights + scales) for 4- or 8-bit.
-fn quantized_bytes(arch: &ModelArch, bits: u8, double_quant: bool) -> f64 {
+/// Optimizer state bytes of the matrices GaLore / APOLLO project (instead of 2 full states):
+/// per targeted [out, in] matrix, 2 states of rank × max(out, in) (+ GaLore's projection
+/// rank × min(out, in), fp32), scaled by `state_bytes` per element; returns (states, params
+/// covered).
+fn low_rank_states(
+    arch: &ModelArch,
+    plan: &Plan,
+    lr: &crate::plan::LowRankOptimizer,
+    state_bytes: f64,
+) -> Result<(f64, f64), Error> {
+    let mods = target_modules(arch, &lr.target, &format!("{}_target", lr.kind)).or_else(|e| {
+        // LLaMA-Factory also takes `mlp` / `self_attn` style names here.
+        let attn = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"];
+        let all = arch.layer_linears();
+        let mut out = Vec::new();
+        for t in &lr.target {
+            match t.as_str() {
+                "self_attn" | "attn" => {
+                    out.extend(all.iter().filter(|l| attn.contains(&l.name)).cloned())
+                }
+                "mlp" => out.extend(
+                    all.iter()
+                        .filter(|l| !attn.contains(&l.name) && l.name != "gate")
+                        .cloned(),
+                ),
+                _ => return Err(e.clone()),
+            }
+        }
+        Ok(out)
+    })?;
+    let layers = match plan.method {
+        Method::Freeze => freeze_layers(arch, plan.freeze_trainable_layers),
+        _ => arch.num_layers,
+    } as f64;
+    let r = lr.rank as f64;
+    let (mut states, mut covered) = (0.0, 0.0);
+    for l in &mods {
+        let (big, small) = (
+            l.in_features.max(l.out_features) as f64,
+            l.in_features.min(l.out_features) as f64,
+        );
+        let c = l.count as f64 * layers;
+        states += c
+            * (2.0 * r.min(small) * big * state_bytes
+                + if lr.kind == "galore" {
+                    4.0 * r.min(small) * small
+                } else {
+                    0.0
+                });
+        covered += c * big * small;
+    }
+    Ok((states, covered))
+}
+
+/// Bytes of the quantized layer linears (weights + scales).
+fn quantized_bytes(arch: &ModelArch, q: crate::plan::Quant) -> f64 {
     let n = arch.layer_linear_weight_params() as f64;
-    if bits == 8 {
-        // LLM.int8: int8 weights + one fp32 scale per output row.
-        let rows: f64 = arch.num_layers as f64
-            * arch
-                .layer_linears()
-                .iter()
-                .map(|l| (l.count * l.out_features) as f64)
-                .sum::<f64>();
-        n + 4.0 * rows
-    } else {
-        let blocks = n / 64.0;
-        let scales = if double_quant {
-            blocks + 4.0 * blocks / 256.0
-        } else {
-            4.0 * blocks
-        };
-        0.5 * n + scales
+    let rows: f64 = arch.num_layers as f64
+        * arch
+            .layer_linears()
+            .iter()
+            .map(|l| (l.count * l.out_features) as f64)
+            .sum::<f64>();
+    match (q.method, q.bits) {
+        // LLM.int8 / EETQ: int8 weights + one scale per output row.
+        (QuantMethod::Bnb | QuantMethod::Eetq, 8) => n + 4.0 * rows,
+        // HQQ: codes + fp16 scale and zero per group of 64.
+        (QuantMethod::Hqq, bits) => n * bits as f64 / 8.0 + 4.0 * n / 64.0,
+        // GPTQ / AWQ: codes + fp16 scale and packed zero per group of 128.
+        (QuantMethod::PreQuantized, bits) => n * bits as f64 / 8.0 + 2.5 * n / 128.0,
+        _ => {
+            let blocks = n / 64.0;
+            let scales = if q.double_quant {
+                blocks + 4.0 * blocks / 256.0
+            } else {
+                4.0 * blocks
+            };
+            0.5 * n + scales
+        }
     }
 }
 
@@ -293,7 +473,26 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
             "parameter offload needs ZeRO stage 3".into(),
         ));
     }
+    if plan
+        .low_rank_optimizer
+        .as_ref()
+        .is_some_and(|l| l.layerwise)
+        && plan.grad_accum > 1
+    {
+        return Err(Error::Conflict(
+            "layer-wise GaLore / APOLLO does not support gradient_accumulation_steps > 1 (LLaMA-Factory)"
+                .into(),
+        ));
+    }
     Ok(())
+}
+
+/// Liger's fused linear cross-entropy: tokens per chunk (`next_power_of_2(⌈BT / ⌈V / H⌉⌉)`).
+fn liger_chunk_tokens(tokens: f64, arch: &ModelArch) -> f64 {
+    let ratio = (arch.vocab_size as f64 / arch.hidden_size as f64)
+        .ceil()
+        .max(1.0);
+    (tokens / ratio).ceil().max(1.0).log2().ceil().exp2()
 }
 
 /// The memory model. `arch` is the model; `plan` the configuration.
@@ -307,7 +506,11 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let tr = trainable(arch, plan)?;
     let t = tr.params;
     let ds = plan.zero.deepspeed;
-    let stage = if ds { plan.zero.stage } else { 0 };
+    let stage = if plan.zero.sharded() {
+        plan.zero.stage
+    } else {
+        0
+    };
 
     // Bytes per element of the compute dtype, of frozen weights, and of trainable parameters.
     let cb = if plan.precision == Precision::Fp32 {
@@ -323,69 +526,120 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     };
     let mixed = plan.precision == Precision::Mixed16;
 
-    // Weights.
+    // Weights (a DPO / KTO reference copy is frozen, in the compute dtype).
+    let frozen_base = match plan.quant {
+        Some(q) => {
+            let qn = arch.layer_linear_weight_params() as f64;
+            quantized_bytes(arch, q) + (total - qn) * wb
+        }
+        None => total * wb,
+    };
     let (mut base, adapter) = match plan.method {
         Method::Full => (total * tb, 0.0),
         Method::Freeze => ((total - t) * wb + t * tb, 0.0),
-        Method::Lora => {
-            let base = match plan.quant {
-                Some(q) => {
-                    let qn = arch.layer_linear_weight_params() as f64;
-                    quantized_bytes(arch, q.bits, q.double_quant) + (total - qn) * wb
-                }
-                None => total * wb,
-            };
-            (base, t * tb)
-        }
+        Method::Lora | Method::Oft => (frozen_base, t * tb),
+    };
+    let reference = if plan.reference_model {
+        total * wb
+    } else {
+        0.0
     };
     if stage == 3 {
         // Partitioned parameters plus the gathered working set of about two layers.
         let gathered = 2.0 * arch.layer_params() as f64 * 2.0;
         base = base / n_gpu + gathered;
     }
+    let reference = if stage == 3 {
+        reference / n_gpu
+    } else {
+        reference
+    };
     if plan.zero.offload_param {
         base = 2.0 * 2.0 * arch.layer_params() as f64;
     }
-    // autocast keeps bf16 copies of fp32 trainable weights alive through forward and backward.
-    let cast = if mixed && !ds { 2.0 * t } else { 0.0 };
+    base += reference;
+    // autocast keeps bf16 copies of fp32 trainable weights alive through forward and backward
+    // (FSDP's mixed precision casts per wrapped unit instead).
+    let cast = if mixed && !plan.zero.sharded() {
+        2.0 * t
+    } else {
+        0.0
+    };
+
+    // BAdam trains one block (a layer, or a ratio of each matrix) at a time: gradients and
+    // optimizer states exist for that block only, with an fp32 master copy under bf16.
+    let opt_params = match plan.badam {
+        Some(b) => match b.update_ratio {
+            Some(r) => r * t,
+            None => arch.layer_params() as f64,
+        },
+        None => t,
+    };
+    let badam_master = match plan.badam {
+        Some(_) if tb < 4.0 => 4.0 * opt_params,
+        _ => 0.0,
+    };
 
     // Gradients and optimizer.
-    let mut grads = t * tb;
-    let state_per_param = match plan.optimizer {
-        Optimizer::AdamwTorch if ds && mixed => 12.0, // fp32 master + m + v
-        Optimizer::AdamwTorch => 2.0 * tb,
-        Optimizer::Adamw8bit | Optimizer::PagedAdamw8bit => {
-            2.0 + if ds && mixed { 4.0 } else { 0.0 }
-        }
-        Optimizer::Sgd => {
-            if ds && mixed {
-                4.0
-            } else {
-                0.0
-            }
-        }
-        Optimizer::Adafactor => {
-            if ds && mixed {
-                4.0
-            } else {
-                0.0
-            }
-        }
+    let mut grads = match plan.badam {
+        Some(b) if b.update_ratio.is_none() => opt_params * 4.0,
+        _ => t * tb,
     };
-    let mut states = state_per_param * t
+    let layerwise = plan
+        .low_rank_optimizer
+        .as_ref()
+        .is_some_and(|l| l.layerwise);
+    if plan.optimizer == Optimizer::Lomo || layerwise {
+        // The update runs inside backward, one parameter at a time.
+        grads = tr.largest * tb;
+    }
+    // DeepSpeed's mixed precision: an fp32 master copy, and the states in fp32.
+    let master = if ds && mixed { 4.0 } else { 0.0 };
+    let sb = if ds && mixed { 4.0 } else { tb };
+    let full_state = match plan.optimizer {
+        Optimizer::AdamwTorch => 2.0 * sb,
+        Optimizer::Adamw8bit | Optimizer::PagedAdamw8bit => 2.0,
+        Optimizer::Adamw4bit => 1.0,
+        Optimizer::Ademamix => 3.0 * sb,
+        Optimizer::Ademamix8bit => 3.0,
+        Optimizer::OneState | Optimizer::AdamMini => sb,
+        Optimizer::OneState8bit => 1.0,
+        Optimizer::Sgd | Optimizer::Adafactor | Optimizer::Lomo => 0.0,
+        // Momentum for the hidden matrices, AdamW's two states for the rest (below).
+        Optimizer::Muon => sb,
+    };
+    let state_bytes_per_element = match plan.optimizer {
+        Optimizer::Adamw8bit | Optimizer::PagedAdamw8bit => 1.0,
+        _ => 4.0,
+    };
+    let mut states = (full_state + master) * opt_params
+        + badam_master
         + if plan.optimizer == Optimizer::Adafactor {
             4.0 * tr.factored
         } else {
             0.0
         };
+    if plan.optimizer == Optimizer::Muon {
+        states += sb * (opt_params - tr.hidden_matrix_params).max(0.0);
+    }
+    if let Some(lr) = &plan.low_rank_optimizer {
+        let (projected, covered) = low_rank_states(arch, plan, lr, state_bytes_per_element)?;
+        let covered = covered.min(opt_params);
+        states = states - full_state * covered + projected;
+    }
     let mut opt_temp = if ds {
         0.0
     } else {
         match plan.optimizer {
-            Optimizer::AdamwTorch => t * tb,
-            Optimizer::Adamw8bit | Optimizer::PagedAdamw8bit => 1.6 * 4.0 * tr.largest,
+            // torch's foreach AdamW: one more full-precision tensor per parameter it updates
+            // (BAdam: the active block's fp32 copy).
+            Optimizer::AdamwTorch if plan.low_rank_optimizer.is_none() => {
+                opt_params * if plan.badam.is_some() { 4.0 } else { tb }
+            }
+            Optimizer::Sgd | Optimizer::Lomo => 0.0,
+            Optimizer::Muon => 3.0 * 4.0 * tr.largest,
             Optimizer::Adafactor => 1.0 * 4.0 * tr.largest,
-            Optimizer::Sgd => 0.0,
+            _ => 1.6 * 4.0 * tr.largest,
         }
     };
     let mut cpu = 0.0;
@@ -402,13 +656,22 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
         opt_temp = 0.0;
     }
     if plan.zero.offload_param {
-        cpu += 2.0 * total;
+        cpu += (if plan.zero.fsdp { tb } else { 2.0 }) * total;
     }
     // Plain DDP keeps gradient buckets beside the gradients.
-    let ddp_buckets = if plan.num_gpus > 1 && !ds { grads } else { 0.0 };
+    let ddp_buckets = if plan.num_gpus > 1 && !plan.zero.sharded() {
+        grads
+    } else {
+        0.0
+    };
 
-    // Activations of one micro-batch.
-    let b = plan.batch_size as f64;
+    // Activations of one micro-batch: DPO / RM carry chosen and rejected (KTO's KL half runs
+    // without gradients, so it only adds a transient).
+    let b = if plan.stage == Stage::Kto {
+        plan.batch_size as f64
+    } else {
+        plan.sequences_per_micro_batch() as f64
+    };
     let s = plan.cutoff_len as f64;
     let tokens = b * s;
     let h = arch.hidden_size as f64;
@@ -422,13 +685,18 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
         } else {
             0.0
         };
-    if plan.is_lora() && plan.lora_dropout > 0.0 {
-        // PEFT's dropout saves a dropped copy of each target's input and its mask.
+    if plan.is_adapter() {
         let ins: f64 = lora_modules(arch, plan)?
             .iter()
             .map(|l| l.in_features as f64)
             .sum();
-        per_token_layer += ins * (cb + 1.0);
+        if plan.method == Method::Oft {
+            // OFT rotates each target's input block by block and keeps the rotated copy.
+            per_token_layer += ins * cb;
+        } else if plan.lora_dropout > 0.0 {
+            // PEFT's dropout saves a dropped copy of each target's input and its mask.
+            per_token_layer += ins * (cb + 1.0);
+        }
     }
     if plan.use_dora && plan.is_lora() {
         // DoRA computes the dense weight norm per module and keeps the base output for the rescale.
@@ -453,9 +721,40 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     } else {
         LOGIT_BYTES_PER_ELEMENT
     };
-    let logits = logit_bytes * tokens * arch.vocab_size as f64;
+    let vocab = arch.vocab_size as f64;
+    let logits = if plan.chunked_loss {
+        // The gradient of the last hidden state is computed in forward; one chunk of fp32
+        // logits (and its gradient, in place) lives at a time.
+        tokens * h * cb + liger_chunk_tokens(tokens, arch) * vocab * (cb + 4.0)
+    } else {
+        match plan.stage {
+            // The value head's loss ignores the logits: TRL's forward still makes them and an
+            // fp32 copy, dropped before backward.
+            Stage::Rm => (cb + 4.0) * tokens * vocab,
+            _ => logit_bytes * tokens * vocab,
+        }
+    };
+    // DPO / KTO: the reference log-probs are computed (no grad) while the policy's graph is
+    // alive: its bf16 logits, their fp32 copy and the log-softmax.
+    let ref_seq = if plan.stage == Stage::Kto {
+        plan.batch_size as f64
+    } else {
+        b
+    };
+    let ref_logits = if plan.reference_forward {
+        (cb + 8.0) * ref_seq * s * vocab
+    } else {
+        0.0
+    };
+    let logits = logits + ref_logits;
+    let mut host_checkpoints = 0.0;
     let (activations, logit_part) = if plan.gradient_checkpointing {
-        let ckpt = active_layers * tokens * h * res_bytes;
+        let mut ckpt = active_layers * tokens * h * res_bytes;
+        if plan.offload_checkpoints {
+            // Unsloth's checkpointing keeps the layer inputs in host RAM (two on the GPU).
+            host_checkpoints = ckpt;
+            ckpt = 2.0 * tokens * h * res_bytes;
+        }
         let recompute = act_layer + attn_layer;
         if logits >= recompute {
             (ckpt, logits)
@@ -465,6 +764,7 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     } else {
         (active_layers * (act_layer + attn_layer), logits)
     };
+    cpu += host_checkpoints;
 
     let persistent = base + adapter + states;
     let accum_grads = if plan.grad_accum > 1 {
@@ -520,7 +820,7 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
         peak_reserved_bytes: smi_u,
         breakdown: bd,
         phase,
-        cpu_offload_bytes: sat(cpu),
+        host_ram_bytes: sat(cpu),
     })
 }
 
@@ -535,7 +835,7 @@ fn inference(arch: &ModelArch, plan: &Plan) -> Memory {
     let weights = match plan.quant {
         Some(q) => {
             let qn = arch.layer_linear_weight_params() as f64;
-            quantized_bytes(arch, q.bits, q.double_quant) + (total - qn) * cb
+            quantized_bytes(arch, q) + (total - qn) * cb
         }
         None => total * cb,
     } / plan.num_gpus.max(1) as f64;
@@ -571,6 +871,6 @@ fn inference(arch: &ModelArch, plan: &Plan) -> Memory {
         peak_reserved_bytes: smi,
         breakdown: bd,
         phase: Phase::Inference,
-        cpu_offload_bytes: 0,
+        host_ram_bytes: 0,
     }
 }

@@ -1,724 +1,50 @@
-//! Contract 1: LLaMA-Factory's configuration keys (plus lorafit's own) parsed into a typed
-//! [`Plan`], with `--set key=value` overrides, warnings for unknown keys, and errors that name the
-//! key, the value and what is allowed.
-
-use std::collections::BTreeMap;
+//! The typed, defaulted configuration ([`Plan`]) an estimate or a training run needs, made from
+//! [`Settings`] with LLaMA-Factory's defaults and its cross-key checks (the ones in its
+//! `FinetuningArguments.__post_init__`); features whose memory is not modelled become notes.
 
 use serde::Serialize;
 
 use crate::error::Error;
+pub use crate::settings::{
+    OPTIMIZERS, Origin, STAGES, Settings, Val, known_keys, parse_text_value,
+};
 
-/// A configuration value as written (YAML scalar, `--set` text or share-link parameter).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Val {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl std::fmt::Display for Val {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Val::Bool(b) => write!(f, "{b}"),
-            Val::Int(i) => write!(f, "{i}"),
-            Val::Float(x) => write!(f, "{x}"),
-            Val::Str(s) => write!(f, "{s}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Bool,
-    Int(i64, i64),
-    Float(f64, f64),
-    Enum(&'static [&'static str]),
-    Str,
-    /// A string, or `true`/`false` (resume_from_checkpoint).
-    StrOrBool,
-}
-
-/// Where a key comes from.
+/// LLaMA-Factory's training stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Origin {
-    /// `llamafactory-cli train` reads it.
-    LlamaFactory,
-    /// lorafit's own; left out of exports for LLaMA-Factory.
-    Lorafit,
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Pre-training on plain text (same memory as sft).
+    Pt,
+    Sft,
+    /// Reward model: a value head; chosen and rejected in one batch.
+    Rm,
+    /// PPO (not modelled beyond sft + value head; noted).
+    Ppo,
+    /// DPO family (sigmoid, hinge, ipo, orpo, simpo): chosen and rejected in one batch.
+    Dpo,
+    /// KTO: the batch and its KL batch.
+    Kto,
 }
 
-struct KeyDef {
-    name: &'static str,
-    kind: Kind,
-    origin: Origin,
-    help: &'static str,
-}
-
-const LF: Origin = Origin::LlamaFactory;
-const LO: Origin = Origin::Lorafit;
-const BIG: i64 = 1 << 40;
-
-/// Optimizers understood (`adamw_torch_fused`/`adamw_bnb_8bit` are the HF spellings of the same).
-pub const OPTIMIZERS: &[&str] = &[
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_8bit",
-    "adamw_bnb_8bit",
-    "paged_adamw_8bit",
-    "sgd",
-    "adafactor",
-];
-
-const KEYS: &[KeyDef] = &[
-    KeyDef {
-        name: "model_name_or_path",
-        kind: Kind::Str,
-        origin: LF,
-        help: "catalog id or a directory with config.json",
-    },
-    KeyDef {
-        name: "adapter_name_or_path",
-        kind: Kind::Str,
-        origin: LF,
-        help: "PEFT adapter to start from",
-    },
-    KeyDef {
-        name: "stage",
-        kind: Kind::Enum(&["sft", "pt"]),
-        origin: LF,
-        help: "training stage",
-    },
-    KeyDef {
-        name: "do_train",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "false estimates inference instead of training",
-    },
-    KeyDef {
-        name: "finetuning_type",
-        kind: Kind::Enum(&["full", "freeze", "lora"]),
-        origin: LF,
-        help: "full, freeze or lora",
-    },
-    KeyDef {
-        name: "freeze_trainable_layers",
-        kind: Kind::Int(-4096, 4096),
-        origin: LF,
-        help: "freeze: train the last N layers (negative: the first N)",
-    },
-    KeyDef {
-        name: "lora_rank",
-        kind: Kind::Int(1, 8192),
-        origin: LF,
-        help: "LoRA rank r",
-    },
-    KeyDef {
-        name: "lora_alpha",
-        kind: Kind::Float(1e-6, 1e9),
-        origin: LF,
-        help: "LoRA alpha (default 2 × rank)",
-    },
-    KeyDef {
-        name: "lora_dropout",
-        kind: Kind::Float(0.0, 0.999),
-        origin: LF,
-        help: "dropout on the LoRA input",
-    },
-    KeyDef {
-        name: "lora_target",
-        kind: Kind::Str,
-        origin: LF,
-        help: "`all` or a comma list of module names",
-    },
-    KeyDef {
-        name: "use_rslora",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "rank-stabilised scaling alpha/√r",
-    },
-    KeyDef {
-        name: "use_dora",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "weight-decomposed LoRA",
-    },
-    KeyDef {
-        name: "quantization_bit",
-        kind: Kind::Enum(&["4", "8"]),
-        origin: LF,
-        help: "4 or 8 (QLoRA)",
-    },
-    KeyDef {
-        name: "quantization_type",
-        kind: Kind::Enum(&["nf4", "fp4"]),
-        origin: LF,
-        help: "4-bit data type",
-    },
-    KeyDef {
-        name: "double_quantization",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "quantize the absmax scales too",
-    },
-    KeyDef {
-        name: "dataset",
-        kind: Kind::Str,
-        origin: LF,
-        help: "dataset name(s) in dataset_info.json, or a file",
-    },
-    KeyDef {
-        name: "dataset_dir",
-        kind: Kind::Str,
-        origin: LF,
-        help: "folder of dataset_info.json",
-    },
-    KeyDef {
-        name: "template",
-        kind: Kind::Str,
-        origin: LF,
-        help: "chat template",
-    },
-    KeyDef {
-        name: "cutoff_len",
-        kind: Kind::Int(1, 10_000_000),
-        origin: LF,
-        help: "tokens per sample after truncation",
-    },
-    KeyDef {
-        name: "max_samples",
-        kind: Kind::Int(1, BIG),
-        origin: LF,
-        help: "use at most this many samples",
-    },
-    KeyDef {
-        name: "packing",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "pack samples into cutoff_len sequences",
-    },
-    KeyDef {
-        name: "neat_packing",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "packing with attention kept within each packed sample",
-    },
-    KeyDef {
-        name: "train_on_prompt",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "learn the prompts too",
-    },
-    KeyDef {
-        name: "mask_history",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "learn only the last turn of each conversation",
-    },
-    KeyDef {
-        name: "per_device_train_batch_size",
-        kind: Kind::Int(1, 65_536),
-        origin: LF,
-        help: "micro-batch per GPU",
-    },
-    KeyDef {
-        name: "gradient_accumulation_steps",
-        kind: Kind::Int(1, 65_536),
-        origin: LF,
-        help: "micro-batches per optimizer step",
-    },
-    KeyDef {
-        name: "learning_rate",
-        kind: Kind::Float(0.0, 10.0),
-        origin: LF,
-        help: "peak learning rate",
-    },
-    KeyDef {
-        name: "num_train_epochs",
-        kind: Kind::Float(1e-9, 1e6),
-        origin: LF,
-        help: "epochs over the dataset",
-    },
-    KeyDef {
-        name: "max_steps",
-        kind: Kind::Int(-1, BIG),
-        origin: LF,
-        help: "optimizer steps (-1: from epochs)",
-    },
-    KeyDef {
-        name: "lr_scheduler_type",
-        kind: Kind::Enum(&["constant", "linear", "cosine", "constant_with_warmup"]),
-        origin: LF,
-        help: "learning-rate schedule",
-    },
-    KeyDef {
-        name: "warmup_steps",
-        kind: Kind::Int(0, BIG),
-        origin: LF,
-        help: "warm-up steps",
-    },
-    KeyDef {
-        name: "warmup_ratio",
-        kind: Kind::Float(0.0, 1.0),
-        origin: LF,
-        help: "warm-up as a fraction of the steps",
-    },
-    KeyDef {
-        name: "max_grad_norm",
-        kind: Kind::Float(0.0, 1e9),
-        origin: LF,
-        help: "global-norm clipping (0: none)",
-    },
-    KeyDef {
-        name: "weight_decay",
-        kind: Kind::Float(0.0, 10.0),
-        origin: LF,
-        help: "AdamW weight decay",
-    },
-    KeyDef {
-        name: "adam_beta1",
-        kind: Kind::Float(0.0, 0.999_999_9),
-        origin: LF,
-        help: "AdamW β1",
-    },
-    KeyDef {
-        name: "adam_beta2",
-        kind: Kind::Float(0.0, 0.999_999_9),
-        origin: LF,
-        help: "AdamW β2",
-    },
-    KeyDef {
-        name: "adam_epsilon",
-        kind: Kind::Float(0.0, 1.0),
-        origin: LF,
-        help: "AdamW ε",
-    },
-    KeyDef {
-        name: "optim",
-        kind: Kind::Enum(OPTIMIZERS),
-        origin: LF,
-        help: "optimizer",
-    },
-    KeyDef {
-        name: "bf16",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "bf16 mixed precision",
-    },
-    KeyDef {
-        name: "fp16",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "fp16 mixed precision",
-    },
-    KeyDef {
-        name: "pure_bf16",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "bf16 weights, gradients and optimizer states",
-    },
-    KeyDef {
-        name: "flash_attn",
-        kind: Kind::Enum(&["auto", "disabled", "sdpa", "fa2"]),
-        origin: LF,
-        help: "attention kernel (disabled = eager)",
-    },
-    KeyDef {
-        name: "disable_gradient_checkpointing",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "keep all activations",
-    },
-    KeyDef {
-        name: "deepspeed",
-        kind: Kind::Str,
-        origin: LF,
-        help: "DeepSpeed JSON (ds_z{0,2,3}[_offload]_config.json understood)",
-    },
-    KeyDef {
-        name: "seed",
-        kind: Kind::Int(0, u32::MAX as i64),
-        origin: LF,
-        help: "random seed",
-    },
-    KeyDef {
-        name: "logging_steps",
-        kind: Kind::Int(1, BIG),
-        origin: LF,
-        help: "log every N steps",
-    },
-    KeyDef {
-        name: "save_steps",
-        kind: Kind::Int(1, BIG),
-        origin: LF,
-        help: "checkpoint every N steps",
-    },
-    KeyDef {
-        name: "output_dir",
-        kind: Kind::Str,
-        origin: LF,
-        help: "where outputs go",
-    },
-    KeyDef {
-        name: "resume_from_checkpoint",
-        kind: Kind::StrOrBool,
-        origin: LF,
-        help: "checkpoint to resume",
-    },
-    KeyDef {
-        name: "plot_loss",
-        kind: Kind::Bool,
-        origin: LF,
-        help: "write training_loss.png",
-    },
-    KeyDef {
-        name: "gpu",
-        kind: Kind::Str,
-        origin: LO,
-        help: "GPU catalog id",
-    },
-    KeyDef {
-        name: "num_gpus",
-        kind: Kind::Int(1, 4096),
-        origin: LO,
-        help: "data-parallel GPUs",
-    },
-    KeyDef {
-        name: "shuffle",
-        kind: Kind::Bool,
-        origin: LO,
-        help: "shuffle samples (false keeps file order)",
-    },
-    KeyDef {
-        name: "backend",
-        kind: Kind::Enum(&["ndarray", "flex", "wgpu", "cuda"]),
-        origin: LO,
-        help: "lorafit train backend",
-    },
-    KeyDef {
-        name: "dataset_tokens",
-        kind: Kind::Int(0, 1 << 50),
-        origin: LO,
-        help: "tokens per epoch, for time and cost",
-    },
-    KeyDef {
-        name: "price_per_hour",
-        kind: Kind::Float(0.0, 1e6),
-        origin: LO,
-        help: "USD per GPU-hour",
-    },
-];
-
-/// LLaMA-Factory / transformers keys that do not change an estimate: accepted silently.
-const IGNORED: &[&str] = &[
-    "trust_remote_code",
-    "overwrite_cache",
-    "overwrite_output_dir",
-    "preprocessing_num_workers",
-    "dataloader_num_workers",
-    "report_to",
-    "ddp_timeout",
-    "val_size",
-    "per_device_eval_batch_size",
-    "eval_strategy",
-    "evaluation_strategy",
-    "eval_steps",
-    "save_only_model",
-    "save_total_limit",
-    "run_name",
-    "do_eval",
-    "do_predict",
-    "lora_bias",
-    "additional_target",
-    "plot_loss_keys",
-    "include_num_input_tokens_seen",
-    "logging_dir",
-    "tokenized_path",
-    "streaming",
-    "buffer_size",
-    "mix_strategy",
-    "eval_dataset",
-    "media_dir",
-    "image_max_pixels",
-    "video_max_pixels",
-    "enable_thinking",
-    "resize_vocab",
-    "use_fast_tokenizer",
-    "rope_scaling",
-    "upcast_layernorm",
-    "upcast_lmhead_output",
-    "use_unsloth",
-    "use_liger_kernel",
-    "enable_liger_kernel",
-    "ddp_find_unused_parameters",
-    "save_strategy",
-    "logging_strategy",
-    "push_to_hub",
-    "hub_model_id",
-    "max_new_tokens",
-];
-
-/// Every key lorafit reads, with its origin and one line of help.
-pub fn known_keys() -> impl Iterator<Item = (&'static str, Origin, &'static str)> {
-    KEYS.iter().map(|k| (k.name, k.origin, k.help))
-}
-
-fn describe(kind: Kind) -> String {
-    match kind {
-        Kind::Bool => "true or false".into(),
-        Kind::Int(lo, hi) => format!("a whole number from {lo} to {hi}"),
-        Kind::Float(lo, hi) => format!("a number from {lo} to {hi}"),
-        Kind::Enum(v) => format!("one of {}", v.join(", ")),
-        Kind::Str => "a string".into(),
-        Kind::StrOrBool => "a path, true or false".into(),
+impl Stage {
+    /// Chosen and rejected (or target and KL) sequences per sample.
+    pub fn sequences_per_sample(self) -> u64 {
+        match self {
+            Stage::Rm | Stage::Dpo | Stage::Kto => 2,
+            _ => 1,
+        }
     }
 }
 
-fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
-    let bad = |v: &Val| Error::bad(def.name, v, describe(def.kind));
-    match def.kind {
-        Kind::Bool => match &v {
-            Val::Bool(_) => Ok(v),
-            Val::Str(s) if s.eq_ignore_ascii_case("true") => Ok(Val::Bool(true)),
-            Val::Str(s) if s.eq_ignore_ascii_case("false") => Ok(Val::Bool(false)),
-            _ => Err(bad(&v)),
-        },
-        Kind::Int(lo, hi) => {
-            let i = match &v {
-                Val::Int(i) => *i,
-                Val::Float(f) if f.fract() == 0.0 && f.is_finite() && f.abs() < 9e15 => *f as i64,
-                Val::Str(s) => s.trim().parse::<i64>().map_err(|_| bad(&v))?,
-                _ => return Err(bad(&v)),
-            };
-            if (lo..=hi).contains(&i) {
-                Ok(Val::Int(i))
-            } else {
-                Err(bad(&v))
-            }
-        }
-        Kind::Float(lo, hi) => {
-            let f = match &v {
-                Val::Int(i) => *i as f64,
-                Val::Float(f) => *f,
-                Val::Str(s) => s.trim().parse::<f64>().map_err(|_| bad(&v))?,
-                Val::Bool(_) => return Err(bad(&v)),
-            };
-            if f.is_finite() && f >= lo && f <= hi {
-                Ok(Val::Float(f))
-            } else {
-                Err(bad(&v))
-            }
-        }
-        Kind::Enum(allowed) => {
-            let s = match &v {
-                Val::Str(s) => s.trim().to_string(),
-                Val::Int(i) => i.to_string(),
-                Val::Bool(b) => b.to_string(),
-                Val::Float(f) => f.to_string(),
-            };
-            // YAML reads `flash_attn: disabled` fine, but `quantization_bit: 4` as an int: both normalise here.
-            if allowed.contains(&s.as_str()) {
-                Ok(Val::Str(s))
-            } else {
-                Err(bad(&v))
-            }
-        }
-        Kind::Str => match v {
-            Val::Str(s) if !s.trim().is_empty() && s.len() <= 4096 => Ok(Val::Str(s)),
-            Val::Int(_) | Val::Float(_) => Ok(Val::Str(v.to_string())),
-            _ => Err(bad(&v)),
-        },
-        Kind::StrOrBool => match v {
-            Val::Bool(_) => Ok(v),
-            Val::Str(s) if s.len() <= 4096 => Ok(Val::Str(s)),
-            _ => Err(bad(&v)),
-        },
-    }
-}
-
-/// The keys of a configuration as given, validated one by one, in canonical key order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Settings {
-    values: BTreeMap<usize, Val>,
-    /// Unknown keys seen (warned about, otherwise ignored).
-    #[serde(skip)]
-    pub warnings: Vec<String>,
-}
-
-fn yaml_scalar(key: &str, v: &serde_yaml::Value) -> Result<Option<Val>, Error> {
-    use serde_yaml::Value as Y;
-    Ok(Some(match v {
-        Y::Null => return Ok(None),
-        Y::Bool(b) => Val::Bool(*b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Val::Int(i)
-            } else {
-                Val::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Y::String(s) => Val::Str(s.clone()),
-        Y::Sequence(items) => {
-            // LLaMA-Factory accepts lists for dataset / lora_target: join with commas.
-            let mut parts = Vec::new();
-            for it in items {
-                match it {
-                    Y::String(s) => parts.push(s.clone()),
-                    Y::Number(n) => parts.push(n.to_string()),
-                    _ => {
-                        return Err(Error::bad(
-                            key,
-                            format!("{it:?}"),
-                            "a list of plain strings",
-                        ));
-                    }
-                }
-            }
-            Val::Str(parts.join(","))
-        }
-        other => {
-            return Err(Error::bad(
-                key,
-                format!("{other:?}"),
-                "a plain value, not a mapping",
-            ));
-        }
-    }))
-}
-
-/// Parse a value written as text (`--set k=v`, a share link) the way YAML would read it.
-pub fn parse_text_value(text: &str) -> Val {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("true") {
-        return Val::Bool(true);
-    }
-    if t.eq_ignore_ascii_case("false") {
-        return Val::Bool(false);
-    }
-    if let Ok(i) = t.parse::<i64>() {
-        return Val::Int(i);
-    }
-    if let Ok(f) = t.parse::<f64>()
-        && f.is_finite()
-    {
-        return Val::Float(f);
-    }
-    Val::Str(t.to_string())
-}
-
-impl Settings {
-    /// Parse LLaMA-Factory YAML text.
-    pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        let doc: serde_yaml::Value = serde_yaml::from_str(text)
-            .map_err(|e| Error::Syntax(format!("the YAML does not parse: {e}")))?;
-        let mut s = Settings::default();
-        let map = match doc {
-            serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => return Ok(s),
-            _ => {
-                return Err(Error::Syntax(
-                    "the YAML must be a mapping of `key: value` lines".into(),
-                ));
-            }
-        };
-        for (k, v) in &map {
-            let Some(key) = k.as_str() else {
-                return Err(Error::Syntax(format!("keys must be strings, got {k:?}")));
-            };
-            if let Some(val) = yaml_scalar(key, v)? {
-                s.set(key, val)?;
-            }
-        }
-        Ok(s)
-    }
-
-    /// Set one key (validated). Unknown keys become warnings.
-    pub fn set(&mut self, key: &str, v: Val) -> Result<(), Error> {
-        let key = key.trim();
-        match KEYS.iter().position(|k| k.name == key) {
-            Some(i) => {
-                let checked = check(&KEYS[i], v)?;
-                self.values.insert(i, checked);
-            }
-            None if IGNORED.contains(&key) => {}
-            None => self.warnings.push(format!("unknown key `{key}` ignored")),
-        }
-        Ok(())
-    }
-
-    /// Apply `key=value` (the command line's `--set`).
-    pub fn set_assignment(&mut self, assignment: &str) -> Result<(), Error> {
-        let (k, v) = assignment.split_once('=').ok_or_else(|| {
-            Error::Syntax(format!("`--set {assignment}` must look like key=value"))
-        })?;
-        self.set(k, parse_text_value(v))
-    }
-
-    /// Remove a key (back to its default).
-    pub fn unset(&mut self, key: &str) {
-        if let Some(i) = KEYS.iter().position(|k| k.name == key) {
-            self.values.remove(&i);
-        }
-    }
-
-    /// The value given for a key, if any.
-    pub fn get(&self, key: &str) -> Option<&Val> {
-        KEYS.iter()
-            .position(|k| k.name == key)
-            .and_then(|i| self.values.get(&i))
-    }
-
-    /// The keys given, in canonical order, with their origin.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Origin, &Val)> {
-        self.values
-            .iter()
-            .map(|(i, v)| (KEYS[*i].name, KEYS[*i].origin, v))
-    }
-
-    /// The value of `key` if given with this type.
-    pub fn str(&self, key: &str) -> Option<&str> {
-        match self.get(key) {
-            Some(Val::Str(s)) => Some(s),
-            _ => None,
-        }
-    }
-    /// The value of `key` if given with this type.
-    pub fn bool(&self, key: &str, default: bool) -> bool {
-        match self.get(key) {
-            Some(Val::Bool(b)) => *b,
-            _ => default,
-        }
-    }
-    /// The value of `key` if given with this type.
-    pub fn int(&self, key: &str) -> Option<i64> {
-        match self.get(key) {
-            Some(Val::Int(i)) => Some(*i),
-            _ => None,
-        }
-    }
-    /// The value of `key` if given with this type.
-    pub fn float(&self, key: &str) -> Option<f64> {
-        match self.get(key) {
-            Some(Val::Float(f)) => Some(*f),
-            Some(Val::Int(i)) => Some(*i as f64),
-            _ => None,
-        }
-    }
-
-    /// The typed plan, with defaults filled in and cross-key conflicts rejected.
-    pub fn plan(&self) -> Result<Plan, Error> {
-        Plan::from_settings(self)
-    }
-}
-
-/// full / freeze / lora.
+/// full / freeze / lora / oft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     Full,
     Freeze,
     Lora,
+    /// Orthogonal fine-tuning (PEFT OFT): block-diagonal rotations of each target's input.
+    Oft,
 }
 
 /// Numeric precision of the training step.
@@ -741,7 +67,7 @@ pub enum Attention {
     Eager,
     /// PyTorch SDPA (flash / memory-efficient kernels).
     Sdpa,
-    /// flash-attention 2.
+    /// flash-attention 2 (or 3).
     Fa2,
 }
 
@@ -749,11 +75,81 @@ pub enum Attention {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Optimizer {
+    /// Two full-precision states (AdamW in all its torch spellings, paged 32-bit too).
     AdamwTorch,
+    /// Two 8-bit states (bitsandbytes / torchao).
     Adamw8bit,
     PagedAdamw8bit,
+    /// Two 4-bit states (torchao).
+    Adamw4bit,
+    /// Three full-precision states (AdEMAMix).
+    Ademamix,
+    /// Three 8-bit states.
+    Ademamix8bit,
+    /// One full-precision state (Lion, RMSprop, Adagrad).
+    OneState,
+    /// One 8-bit state (Lion / RMSprop 8-bit).
+    OneState8bit,
+    /// No state (plain SGD, momentum 0 as transformers sets it).
     Sgd,
+    /// Factored second moments.
     Adafactor,
+    /// LOMO / AdaLomo: the update is fused into backward; gradients are never all held.
+    Lomo,
+    /// Adam-mini: one full state, the second moment one scalar per block.
+    AdamMini,
+    /// Muon: one momentum state for the 2-D hidden matrices, AdamW for the rest.
+    Muon,
+}
+
+impl Optimizer {
+    /// The memory family of an `optim` value (one of [`OPTIMIZERS`]).
+    pub fn from_name(name: &str) -> Optimizer {
+        match name {
+            "adamw_8bit"
+            | "adamw_bnb_8bit"
+            | "adamw_torch_8bit"
+            | "galore_adamw_8bit"
+            | "galore_adamw_8bit_layerwise" => Optimizer::Adamw8bit,
+            "paged_adamw_8bit" => Optimizer::PagedAdamw8bit,
+            "adamw_torch_4bit" => Optimizer::Adamw4bit,
+            "ademamix" | "paged_ademamix_32bit" => Optimizer::Ademamix,
+            "ademamix_8bit" | "paged_ademamix_8bit" => Optimizer::Ademamix8bit,
+            "lion_32bit" | "paged_lion_32bit" | "adagrad" | "rmsprop" | "rmsprop_bnb"
+            | "rmsprop_bnb_32bit" => Optimizer::OneState,
+            "lion_8bit" | "paged_lion_8bit" | "rmsprop_bnb_8bit" => Optimizer::OneState8bit,
+            "sgd" | "schedule_free_sgd" => Optimizer::Sgd,
+            "adafactor" | "galore_adafactor" | "galore_adafactor_layerwise" => Optimizer::Adafactor,
+            "lomo" | "adalomo" => Optimizer::Lomo,
+            _ => Optimizer::AdamwTorch,
+        }
+    }
+}
+
+/// Where the frozen base's quantization comes from (`quantization_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantMethod {
+    /// bitsandbytes NF4 / FP4 / LLM.int8 (quantized at load).
+    Bnb,
+    /// HQQ: 4-bit codes with fp16 scale and zero per group of 64 (quantized at load).
+    Hqq,
+    /// EETQ: int8 per output channel (quantized at load).
+    Eetq,
+    /// A pre-quantized checkpoint (GPTQ / AWQ / AQLM …): 4-bit codes + fp16 scales per 128.
+    PreQuantized,
+}
+
+impl QuantMethod {
+    /// The `quantization_method` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantMethod::Bnb => "bnb",
+            QuantMethod::Hqq => "hqq",
+            QuantMethod::Eetq => "eetq",
+            QuantMethod::PreQuantized => "pre-quantized",
+        }
+    }
 }
 
 /// Weight quantization of the frozen base (QLoRA).
@@ -764,17 +160,39 @@ pub struct Quant {
     /// nf4 / fp4 (4-bit only).
     pub fp4: bool,
     pub double_quant: bool,
+    pub method: QuantMethod,
 }
 
-/// ZeRO sharding across the data-parallel GPUs.
+/// GaLore / APOLLO: optimizer states of the targeted matrices kept in a rank-r projection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LowRankOptimizer {
+    /// "galore" or "apollo".
+    pub kind: &'static str,
+    pub rank: u64,
+    /// `all` or module names (`q_proj`, `mlp`, …).
+    pub target: Vec<String>,
+    /// Per-layer updates in backward: gradients are never all held.
+    pub layerwise: bool,
+}
+
+/// BAdam: block coordinate descent over the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Badam {
+    /// `ratio` mode's `badam_update_ratio`; `None` in layer mode (one layer at a time).
+    pub update_ratio: Option<f64>,
+}
+
+/// ZeRO / FSDP sharding across the data-parallel GPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 pub struct Zero {
-    /// 0 = plain data parallel.
+    /// 0 = plain data parallel; FSDP FULL_SHARD is 3, SHARD_GRAD_OP 2.
     pub stage: u8,
     pub offload_optimizer: bool,
     pub offload_param: bool,
     /// Whether DeepSpeed is in use at all (changes mixed-precision bookkeeping).
     pub deepspeed: bool,
+    /// PyTorch FSDP / FSDP2 (fp32 sharded parameters, no DeepSpeed bookkeeping).
+    pub fsdp: bool,
 }
 
 impl Zero {
@@ -792,6 +210,7 @@ impl Zero {
             offload_optimizer: offload,
             offload_param: offload && stage == 3,
             deepspeed: true,
+            fsdp: false,
         })
     }
 
@@ -825,7 +244,112 @@ impl Zero {
             offload_optimizer: dev("offload_optimizer"),
             offload_param: dev("offload_param"),
             deepspeed: true,
+            fsdp: false,
         })
+    }
+}
+
+impl Zero {
+    /// Whether parameters, gradients or states are sharded by anything.
+    pub fn sharded(&self) -> bool {
+        self.deepspeed || self.fsdp
+    }
+
+    /// transformers' `fsdp` key (`full_shard auto_wrap`, `shard_grad_op`, `… offload`).
+    pub fn from_fsdp_option(value: &str) -> Option<Zero> {
+        let v = value.to_ascii_lowercase();
+        let stage = if v.contains("full_shard") || v.contains("hybrid_shard") {
+            3
+        } else if v.contains("shard_grad_op") {
+            2
+        } else if v.trim().is_empty() || v.contains("no_shard") || v == "false" {
+            return None;
+        } else {
+            3
+        };
+        let offload = v.contains("offload");
+        Some(Zero {
+            stage,
+            offload_optimizer: offload,
+            offload_param: offload,
+            deepspeed: false,
+            fsdp: true,
+        })
+    }
+
+    /// An accelerate config (LLaMA-Factory's examples/accelerate/fsdp*_config.yaml): the sharding
+    /// and `num_processes`, or `None` when it is not an FSDP config.
+    pub fn from_accelerate_yaml(text: &str) -> Result<Option<(Zero, Option<u64>)>, Error> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| Error::Syntax(format!("the accelerate config does not parse: {e}")))?;
+        let gpus = doc
+            .get("num_processes")
+            .and_then(serde_yaml::Value::as_u64)
+            .filter(|n| *n > 0);
+        match doc
+            .get("distributed_type")
+            .and_then(serde_yaml::Value::as_str)
+        {
+            Some("FSDP") => {}
+            Some("DEEPSPEED") => {
+                let cfg = doc.get("deepspeed_config");
+                let stage = cfg
+                    .and_then(|c| c.get("zero_stage"))
+                    .and_then(serde_yaml::Value::as_u64)
+                    .unwrap_or(0)
+                    .min(3) as u8;
+                let dev = |k: &str| {
+                    cfg.and_then(|c| c.get(k))
+                        .and_then(serde_yaml::Value::as_str)
+                        .is_some_and(|d| d != "none")
+                };
+                let zero = Zero {
+                    stage,
+                    offload_optimizer: dev("offload_optimizer_device"),
+                    offload_param: dev("offload_param_device"),
+                    deepspeed: true,
+                    fsdp: false,
+                };
+                return Ok(Some((zero, gpus)));
+            }
+            _ => return Ok(None),
+        }
+        let f = doc.get("fsdp_config");
+        let field = |k: &str| f.and_then(|c| c.get(k));
+        let strategy = field("fsdp_sharding_strategy")
+            .map(|v| match v {
+                serde_yaml::Value::Number(n) => match n.as_u64() {
+                    Some(2) => "SHARD_GRAD_OP".to_string(),
+                    Some(3) => "NO_SHARD".to_string(),
+                    _ => "FULL_SHARD".to_string(),
+                },
+                other => other.as_str().unwrap_or("FULL_SHARD").to_string(),
+            })
+            .unwrap_or_else(|| {
+                // FSDP2 has no strategy key: reshard_after_forward false is SHARD_GRAD_OP.
+                match field("fsdp_reshard_after_forward").and_then(serde_yaml::Value::as_bool) {
+                    Some(false) => "SHARD_GRAD_OP".into(),
+                    _ => "FULL_SHARD".into(),
+                }
+            });
+        let offload = field("fsdp_offload_params")
+            .and_then(serde_yaml::Value::as_bool)
+            .unwrap_or(false);
+        let stage = match strategy.to_ascii_uppercase().as_str() {
+            "NO_SHARD" => 0,
+            "SHARD_GRAD_OP" => 2,
+            _ => 3,
+        };
+        Ok(Some((
+            Zero {
+                stage,
+                offload_optimizer: offload,
+                offload_param: offload,
+                deepspeed: false,
+                fsdp: true,
+            },
+            gpus,
+        )))
     }
 }
 
@@ -834,8 +358,13 @@ impl Zero {
 pub struct Plan {
     pub model: String,
     pub train: bool,
+    pub stage: Stage,
     pub method: Method,
     pub freeze_trainable_layers: i64,
+    /// `all` or module names within the trained layers (`mlp`, `self_attn`, …).
+    pub freeze_trainable_modules: Vec<String>,
+    /// Modules outside the layers trained too (`embed_tokens`, `lm_head`, `norm`).
+    pub freeze_extra_modules: Vec<String>,
     pub lora_rank: u64,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
@@ -843,12 +372,27 @@ pub struct Plan {
     pub lora_target: Vec<String>,
     pub use_rslora: bool,
     pub use_dora: bool,
+    /// OFT: the rotation block size (`oft_block_size`; from `oft_rank` when that is given).
+    pub oft_block_size: u64,
+    pub oft_rank: u64,
     pub quant: Option<Quant>,
     pub precision: Precision,
     pub fp16: bool,
     pub attention: Attention,
     pub gradient_checkpointing: bool,
+    /// Unsloth's gradient checkpointing: the checkpointed layer inputs live in host RAM.
+    pub offload_checkpoints: bool,
+    /// The loss is computed chunk by chunk from the last hidden state (Liger's fused linear
+    /// cross-entropy, Unsloth's chunked loss): no full-vocabulary logits.
+    pub chunked_loss: bool,
     pub optimizer: Optimizer,
+    pub low_rank_optimizer: Option<LowRankOptimizer>,
+    pub badam: Option<Badam>,
+    /// DPO / KTO keep a second frozen model for the reference log-probs (full / freeze / oft
+    /// without `ref_model`, or any `ref_model`).
+    pub reference_model: bool,
+    /// The reference log-probs are computed (DPO except orpo / simpo; KTO).
+    pub reference_forward: bool,
     pub batch_size: u64,
     pub grad_accum: u64,
     pub cutoff_len: u64,
@@ -858,41 +402,152 @@ pub struct Plan {
     pub max_samples: Option<u64>,
     pub gpu: Option<String>,
     pub num_gpus: u64,
-    /// DeepSpeed path as given (the CLI reads a real file and fills `zero`).
+    /// DeepSpeed path (or inline JSON) as given (the CLI reads a real file and fills `zero`).
     pub deepspeed: Option<String>,
+    /// lorafit's `accelerate_config` path as given (the CLI reads it and fills `zero`).
+    pub accelerate_config: Option<String>,
     pub zero: Zero,
     pub dataset_tokens: Option<u64>,
     pub price_per_hour: Option<f64>,
+    /// What the estimate assumes for keys whose memory it does not model (shown as warnings).
+    pub notes: Vec<String>,
+}
+
+fn list(s: &Settings, key: &str, default: &str) -> Vec<String> {
+    s.str(key)
+        .unwrap_or(default)
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 impl Plan {
-    fn from_settings(s: &Settings) -> Result<Plan, Error> {
+    pub(crate) fn from_settings(s: &Settings) -> Result<Plan, Error> {
         let model = s
             .str("model_name_or_path")
             .ok_or_else(|| Error::Missing("model_name_or_path".into()))?
             .to_string();
-        let method = match s.str("finetuning_type").unwrap_or("lora") {
+        let mut notes = Vec::new();
+        let stage = match s.str("stage").unwrap_or("sft") {
+            "pt" => Stage::Pt,
+            "rm" => Stage::Rm,
+            "ppo" => Stage::Ppo,
+            "dpo" => Stage::Dpo,
+            "kto" => Stage::Kto,
+            _ => Stage::Sft,
+        };
+        let ft = s.str("finetuning_type").unwrap_or("lora");
+        let method = match ft {
             "full" => Method::Full,
             "freeze" => Method::Freeze,
+            "oft" => Method::Oft,
             _ => Method::Lora,
         };
+        let flag = |k: &str| s.bool(k, false);
+        // LLaMA-Factory's own cross-key checks (FinetuningArguments.__post_init__).
+        let (galore, apollo, badam) = (flag("use_galore"), flag("use_apollo"), flag("use_badam"));
+        if method == Method::Lora && (galore || apollo || badam) {
+            return Err(Error::Conflict(
+                "use_galore / use_apollo / use_badam need finetuning_type full or freeze, not lora"
+                    .into(),
+            ));
+        }
+        if u8::from(galore) + u8::from(apollo) + u8::from(badam) > 1 {
+            return Err(Error::Conflict(
+                "use_galore, use_apollo and use_badam cannot be combined".into(),
+            ));
+        }
+        if method != Method::Lora {
+            for k in ["loraplus_lr_ratio", "use_rslora", "use_dora", "pissa_init"] {
+                let on = match s.get(k) {
+                    Some(Val::Bool(b)) => *b,
+                    Some(_) => true,
+                    None => false,
+                };
+                if on {
+                    return Err(Error::Conflict(format!(
+                        "`{k}` is only valid with finetuning_type: lora (got {ft})"
+                    )));
+                }
+            }
+        }
+        if flag("use_llama_pro") && method == Method::Full {
+            return Err(Error::Conflict(
+                "use_llama_pro needs finetuning_type freeze or lora".into(),
+            ));
+        }
+        let pref_loss = s.str("pref_loss").unwrap_or("sigmoid");
+        if stage == Stage::Dpo
+            && pref_loss != "sigmoid"
+            && s.float("dpo_label_smoothing").unwrap_or(0.0) > 1e-6
+        {
+            return Err(Error::Conflict(
+                "dpo_label_smoothing applies to pref_loss: sigmoid only".into(),
+            ));
+        }
+        let use_ref = match stage {
+            Stage::Dpo => !matches!(pref_loss, "orpo" | "simpo"),
+            Stage::Kto => true,
+            _ => false,
+        };
+        if flag("pissa_init") && (use_ref || stage == Stage::Ppo) {
+            return Err(Error::Conflict(
+                "pissa_init cannot be used with stage ppo / kto or a DPO reference model".into(),
+            ));
+        }
+        if stage == Stage::Ppo {
+            if s.str("reward_model").is_none() {
+                return Err(Error::Missing("reward_model (stage: ppo needs one)".into()));
+            }
+            notes.push(
+                "stage ppo: estimated as sft plus a value head; the reward model, the reference \
+                 model and generation buffers are not counted"
+                    .into(),
+            );
+        }
+        let reference_model = use_ref && (method != Method::Lora || s.str("ref_model").is_some());
+        if use_ref && s.str("ref_model").is_some() {
+            notes.push("ref_model: assumed the size of the trained model".into());
+        }
+
         let lora_rank = s.int("lora_rank").unwrap_or(8) as u64;
-        let quant = s.str("quantization_bit").map(|b| Quant {
-            bits: if b == "8" { 8 } else { 4 },
-            fp4: s.str("quantization_type") == Some("fp4"),
-            double_quant: s.bool("double_quantization", true),
-        });
-        if quant.is_some() && method != Method::Lora {
+        let quant = match s.str("quantization_bit") {
+            Some(b) => {
+                let method_name = s.str("quantization_method").unwrap_or("bnb");
+                let qm = match method_name {
+                    "bnb" => QuantMethod::Bnb,
+                    "hqq" => QuantMethod::Hqq,
+                    "eetq" => QuantMethod::Eetq,
+                    other => {
+                        notes.push(format!(
+                            "quantization_method {other}: a pre-quantized checkpoint is assumed (4-bit codes, fp16 scales per 128); its config.json's quantization_config is not read"
+                        ));
+                        QuantMethod::PreQuantized
+                    }
+                };
+                if qm == QuantMethod::Eetq && b != "8" {
+                    return Err(Error::bad(
+                        "quantization_bit",
+                        b,
+                        "8 with quantization_method: eetq (EETQ is int8 only)",
+                    ));
+                }
+                Some(Quant {
+                    bits: if b == "8" { 8 } else { 4 },
+                    fp4: s.str("quantization_type") == Some("fp4"),
+                    double_quant: s.bool("double_quantization", true),
+                    method: qm,
+                })
+            }
+            None => None,
+        };
+        if quant.is_some() && !matches!(method, Method::Lora | Method::Oft) {
             return Err(Error::Conflict(format!(
-                "quantization_bit needs finetuning_type: lora (QLoRA); got finetuning_type: {}",
-                s.str("finetuning_type").unwrap_or("lora")
+                "quantization_bit needs finetuning_type: lora or oft (QLoRA); got finetuning_type: {ft}"
             )));
         }
-        let (bf16, fp16, pure) = (
-            s.bool("bf16", false),
-            s.bool("fp16", false),
-            s.bool("pure_bf16", false),
-        );
+        let (bf16, fp16, pure) = (flag("bf16"), flag("fp16"), flag("pure_bf16"));
         if bf16 && fp16 {
             return Err(Error::Conflict("bf16 and fp16 cannot both be true".into()));
         }
@@ -910,23 +565,18 @@ impl Plan {
         };
         let attention = match s.str("flash_attn").unwrap_or("auto") {
             "disabled" => Attention::Eager,
-            "fa2" => Attention::Fa2,
+            "fa2" | "fa3" => Attention::Fa2,
             _ => Attention::Sdpa,
         };
-        let optimizer = match s.str("optim").unwrap_or("adamw_torch") {
-            "adamw_8bit" | "adamw_bnb_8bit" => Optimizer::Adamw8bit,
-            "paged_adamw_8bit" => Optimizer::PagedAdamw8bit,
-            "sgd" => Optimizer::Sgd,
-            "adafactor" => Optimizer::Adafactor,
-            _ => Optimizer::AdamwTorch,
-        };
-        let lora_target = s
-            .str("lora_target")
-            .unwrap_or("all")
-            .split(',')
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>();
+        let optim = s.str("optim").unwrap_or("adamw_torch");
+        let mut optimizer = Optimizer::from_name(optim);
+        if flag("use_adam_mini") {
+            optimizer = Optimizer::AdamMini;
+        }
+        if flag("use_muon") {
+            optimizer = Optimizer::Muon;
+        }
+        let lora_target = list(s, "lora_target", "all");
         if lora_target.is_empty() {
             return Err(Error::bad(
                 "lora_target",
@@ -934,51 +584,223 @@ impl Plan {
                 "`all` or a comma list of module names",
             ));
         }
+        let low_rank_optimizer = if galore || optim.starts_with("galore_") {
+            Some(LowRankOptimizer {
+                kind: "galore",
+                rank: s.int("galore_rank").unwrap_or(16).max(1) as u64,
+                target: list(s, "galore_target", "all"),
+                layerwise: s.bool("galore_layerwise", false) || optim.ends_with("_layerwise"),
+            })
+        } else if apollo || optim.starts_with("apollo_") {
+            Some(LowRankOptimizer {
+                kind: "apollo",
+                rank: s.int("apollo_rank").unwrap_or(16).max(1) as u64,
+                target: list(s, "apollo_target", "all"),
+                layerwise: s.bool("apollo_layerwise", false) || optim.ends_with("_layerwise"),
+            })
+        } else {
+            None
+        };
+        let badam = badam.then(|| Badam {
+            update_ratio: (s.str("badam_mode") == Some("ratio"))
+                .then(|| s.float("badam_update_ratio").unwrap_or(0.05)),
+        });
+        // Liger's fused linear cross-entropy is off for the stages that need logits.
+        let liger = flag("enable_liger_kernel") || flag("use_liger_kernel");
+        let unsloth = flag("use_unsloth");
+        let chunked_loss = (liger && matches!(stage, Stage::Pt | Stage::Sft)) || unsloth;
+        if liger && !chunked_loss {
+            notes.push(format!(
+                "enable_liger_kernel with stage {}: LLaMA-Factory turns the fused cross-entropy off (the logits are needed), so they are counted",
+                s.str("stage").unwrap_or("sft")
+            ));
+        }
+        if unsloth {
+            notes.push(
+                "use_unsloth: modelled as chunked cross-entropy and checkpoints in host RAM; Unsloth's other kernels are not"
+                    .into(),
+            );
+        }
+        if flag("fp8") {
+            notes.push("fp8: FP8 matmuls are not modelled (memory and time as bf16)".into());
+        }
+        if flag("pissa_init") {
+            notes.push(
+                "pissa_init: the one-off SVD at load is not counted (training memory as LoRA)"
+                    .into(),
+            );
+        }
+        for k in [
+            "freeze_vision_tower",
+            "freeze_multi_modal_projector",
+            "freeze_language_model",
+        ] {
+            if s.get(k).is_some() {
+                notes.push(format!(
+                    "{k}: vision towers are not modelled yet (text model only)"
+                ));
+            }
+        }
+        if s.int("oft_rank").unwrap_or(0) > 0 && s.int("oft_block_size").is_some_and(|b| b > 0) {
+            return Err(Error::Conflict(
+                "set one of oft_rank and oft_block_size, not both (PEFT's OFT)".into(),
+            ));
+        }
         let deepspeed = s.str("deepspeed").map(str::to_string);
-        let zero = deepspeed
-            .as_deref()
-            .and_then(Zero::from_llamafactory_name)
-            .unwrap_or_default();
+        let mut zero = match deepspeed.as_deref() {
+            Some(text) if text.trim_start().starts_with('{') => Zero::from_deepspeed_json(text)?,
+            Some(path) => Zero::from_llamafactory_name(path).unwrap_or_default(),
+            None => Zero::default(),
+        };
+        if let Some(f) = s.str("fsdp")
+            && let Some(z) = Zero::from_fsdp_option(f)
+        {
+            if deepspeed.is_some() {
+                return Err(Error::Conflict(
+                    "deepspeed and fsdp cannot both be set".into(),
+                ));
+            }
+            zero = z;
+        }
         let max_steps = s.int("max_steps").filter(|&m| m > 0).map(|m| m as u64);
         if let Some(gpu) = s.str("gpu") {
             crate::catalog::find_gpu(gpu)?;
         }
+        let gc_off = flag("disable_gradient_checkpointing");
         Ok(Plan {
             model,
             train: s.bool("do_train", true),
+            stage,
             method,
             freeze_trainable_layers: s.int("freeze_trainable_layers").unwrap_or(2),
+            freeze_trainable_modules: list(s, "freeze_trainable_modules", "all"),
+            freeze_extra_modules: list(s, "freeze_extra_modules", ""),
             lora_rank,
             lora_alpha: s.float("lora_alpha").unwrap_or(2.0 * lora_rank as f64),
             lora_dropout: s.float("lora_dropout").unwrap_or(0.0),
             lora_target,
-            use_rslora: s.bool("use_rslora", false),
-            use_dora: s.bool("use_dora", false),
+            use_rslora: flag("use_rslora"),
+            use_dora: flag("use_dora"),
+            oft_block_size: s.int("oft_block_size").unwrap_or(32).max(0) as u64,
+            oft_rank: s.int("oft_rank").unwrap_or(0).max(0) as u64,
             quant,
             precision,
             fp16,
             attention,
-            gradient_checkpointing: !s.bool("disable_gradient_checkpointing", false),
+            gradient_checkpointing: !gc_off,
+            offload_checkpoints: !gc_off && (flag("use_unsloth_gc") || unsloth),
+            chunked_loss,
             optimizer,
+            low_rank_optimizer,
+            badam,
+            reference_model,
+            reference_forward: use_ref,
             batch_size: s.int("per_device_train_batch_size").unwrap_or(8) as u64,
             grad_accum: s.int("gradient_accumulation_steps").unwrap_or(1) as u64,
             cutoff_len: s.int("cutoff_len").unwrap_or(2048) as u64,
             // LLaMA-Factory turns packing on for neat_packing.
-            packing: s.bool("packing", false) || s.bool("neat_packing", false),
+            packing: flag("packing") || flag("neat_packing"),
             num_train_epochs: s.float("num_train_epochs").unwrap_or(3.0),
             max_steps,
             max_samples: s.int("max_samples").map(|m| m as u64),
             gpu: s.str("gpu").map(str::to_string),
             num_gpus: s.int("num_gpus").unwrap_or(1) as u64,
             deepspeed,
+            accelerate_config: s.str("accelerate_config").map(str::to_string),
             zero,
             dataset_tokens: s.int("dataset_tokens").map(|t| t as u64),
             price_per_hour: s.float("price_per_hour"),
+            notes,
         })
     }
 
     /// Whether the run uses LoRA adapters (LoRA or QLoRA).
     pub fn is_lora(&self) -> bool {
         self.method == Method::Lora
+    }
+
+    /// Whether the base is frozen behind PEFT adapters (LoRA or OFT).
+    pub fn is_adapter(&self) -> bool {
+        matches!(self.method, Method::Lora | Method::Oft)
+    }
+
+    /// One line naming the stage, the method and what changes memory (`dpo · QLoRA 4-bit (bnb)
+    /// r8`, `sft · full + GaLore r16 layer-wise`), for tables and the page.
+    pub fn describe(&self) -> String {
+        let stage = match self.stage {
+            Stage::Pt => "pt",
+            Stage::Sft => "sft",
+            Stage::Rm => "rm",
+            Stage::Ppo => "ppo",
+            Stage::Dpo => "dpo",
+            Stage::Kto => "kto",
+        };
+        let mut m = match (self.method, self.quant) {
+            (Method::Lora, Some(q)) => {
+                format!(
+                    "QLoRA {}-bit ({}) r{}",
+                    q.bits,
+                    q.method.name(),
+                    self.lora_rank
+                )
+            }
+            (Method::Oft, Some(q)) => format!(
+                "QOFT {}-bit ({}) block {}",
+                q.bits,
+                q.method.name(),
+                self.oft_block_size
+            ),
+            (Method::Lora, None) => format!("LoRA r{}", self.lora_rank),
+            (Method::Oft, None) => format!("OFT block {}", self.oft_block_size),
+            (Method::Full, _) => "full".into(),
+            (Method::Freeze, _) => format!("freeze {} layers", self.freeze_trainable_layers),
+        };
+        if self.use_dora {
+            m.push_str(" + DoRA");
+        }
+        if let Some(l) = &self.low_rank_optimizer {
+            let name = if l.kind == "galore" {
+                "GaLore"
+            } else {
+                "APOLLO"
+            };
+            m.push_str(&format!(
+                " + {name} r{}{}",
+                l.rank,
+                if l.layerwise { " layer-wise" } else { "" }
+            ));
+        }
+        if let Some(b) = self.badam {
+            match b.update_ratio {
+                Some(r) => m.push_str(&format!(" + BAdam ratio {r}")),
+                None => m.push_str(" + BAdam (a layer at a time)"),
+            }
+        }
+        if self.reference_model {
+            m.push_str(" + reference copy");
+        }
+        if self.chunked_loss {
+            m.push_str(" + chunked loss");
+        }
+        if self.zero.fsdp {
+            m.push_str(&format!(" + FSDP (as ZeRO-{})", self.zero.stage));
+        } else if self.zero.deepspeed {
+            m.push_str(&format!(
+                " + ZeRO-{}{}",
+                self.zero.stage,
+                if self.zero.offload_optimizer {
+                    " offload"
+                } else {
+                    ""
+                }
+            ));
+        }
+        format!("{stage} · {m}")
+    }
+
+    /// Sequences in one micro-batch (DPO / KTO / RM put two per sample).
+    pub fn sequences_per_micro_batch(&self) -> u64 {
+        self.batch_size
+            .saturating_mul(self.stage.sequences_per_sample())
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::arch::ModelArch;
-use crate::plan::{Method, Plan, Precision};
+use crate::plan::{Method, Plan, Precision, Stage};
 
 /// Achieved MFU of transformers + PEFT LoRA with gradient checkpointing on an H100, by hidden
 /// size: measured points (hidden size, MFU) from `data/validation/measured_h100.jsonl`, linearly
@@ -26,9 +26,10 @@ pub const MFU_BY_HIDDEN: &[(f64, f64)] = &[
 pub fn optimizer_seconds_per_param(opt: crate::plan::Optimizer) -> f64 {
     use crate::plan::Optimizer::*;
     match opt {
-        AdamwTorch => 55e-12,
-        Sgd => 15e-12,
-        Adamw8bit | PagedAdamw8bit | Adafactor => 100e-12,
+        AdamwTorch | Ademamix | AdamMini | Muon => 55e-12,
+        Sgd | Lomo => 15e-12,
+        OneState => 35e-12,
+        Adamw8bit | PagedAdamw8bit | Adamw4bit | Ademamix8bit | OneState8bit | Adafactor => 100e-12,
     }
 }
 
@@ -98,7 +99,7 @@ pub fn step_time(
         // backward = input grads + weight grads.
         Method::Full => 3.0 + recompute,
         // frozen weights: backward computes input grads only.
-        Method::Lora => 2.0 + recompute,
+        Method::Lora | Method::Oft => 2.0 + recompute,
         // LLaMA-Factory makes the embedding output require grad, so input gradients flow through
         // every layer; only the trainable layers add weight gradients.
         Method::Freeze => {
@@ -110,12 +111,19 @@ pub fn step_time(
             2.0 + recompute + frac
         }
     };
+    // Reference log-probs (DPO, KTO) are one more forward without gradients; KTO's KL half of the
+    // batch runs forward only, like its reference.
+    let passes = match plan.stage {
+        Stage::Dpo if plan.reference_forward => passes + 1.0,
+        Stage::Kto => passes / 2.0 + 1.5,
+        _ => passes,
+    };
     let flops_per_token = fwd * passes;
     let mut mfu = interp(MFU_BY_HIDDEN, arch.hidden_size as f64);
     match plan.method {
         // The curve was measured with LoRA on all 7 linear modules; each wrapped module adds two thin
         // matmuls, a scale and an add per pass (calibrated: q/v-only runs 1.55× faster).
-        Method::Lora => {
+        Method::Lora | Method::Oft => {
             let n = if plan.lora_target.iter().any(|t| t == "all") {
                 arch.all_lora_targets().len()
             } else {
@@ -137,7 +145,7 @@ pub fn step_time(
         mfu *= 0.5;
     }
     let per_gpu = plan
-        .batch_size
+        .sequences_per_micro_batch()
         .saturating_mul(plan.cutoff_len)
         .saturating_mul(plan.grad_accum);
     let tokens_per_step = per_gpu.saturating_mul(plan.num_gpus.max(1));
