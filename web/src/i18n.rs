@@ -15,6 +15,27 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "微调显存、时长与费用估算",
         ),
         "copy_link" => ("Copy link", "复制链接"),
+        "stage_help" => (
+            "stage: dpo / kto / rm put chosen and rejected in one batch; DPO full or freeze keeps a frozen reference copy",
+            "训练阶段：dpo / kto / rm 一个批次含 chosen 与 rejected；全参或冻结微调的 DPO 另有一份参考模型",
+        ),
+        "pref_help" => (
+            "pref_loss: orpo and simpo need no reference model",
+            "偏好损失：orpo 与 simpo 不需要参考模型",
+        ),
+        "liger_help" => (
+            "Liger's fused linear cross-entropy: no full-vocabulary logits (pt / sft only)",
+            "Liger 融合交叉熵：不保存整词表 logits（仅 pt / sft）",
+        ),
+        "unsloth_help" => (
+            "Unsloth's gradient checkpointing keeps the checkpoints in host RAM",
+            "Unsloth 梯度检查点：检查点保存在内存中",
+        ),
+        "host_ram" => ("host RAM (offload)", "内存占用（卸载）"),
+        "chart" => (
+            "Peak against cutoff_len and batch size",
+            "峰值显存随截断长度与批大小的变化",
+        ),
         "model" => ("Model", "模型"),
         "model_help" => (
             "model_name_or_path: a catalog model (its config.json is built in)",

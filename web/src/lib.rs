@@ -55,15 +55,25 @@ fn split_lang(query: &str) -> (String, Option<Lang>) {
     (rest.join("&"), lang)
 }
 
-/// Settings from a share link's query string: defaults, overridden by every valid parameter.
+/// Settings from a share link's query string. An empty link shows the page's example; in a
+/// non-empty one every absent key has LLaMA-Factory's default, as in a YAML file, so the page
+/// and `lorafit estimate` of the same keys agree. Only the model, which LLaMA-Factory has no
+/// default for, falls back to the example's (with a warning).
 pub fn settings_from_query(query: &str) -> (Settings, Vec<String>) {
     let (query, _) = split_lang(query);
-    let (given, warnings) = export::from_query(&query);
-    let mut s = default_settings();
-    for (k, _, v) in given.iter() {
-        let _ = s.set(k, v.clone());
+    if query.trim().is_empty() {
+        return (default_settings(), Vec::new());
     }
-    // A link must name a model; if its value was bad the default stays.
+    let (mut s, mut warnings) = export::from_query(&query);
+    if s.get("model_name_or_path").is_none() {
+        let example = default_settings();
+        if let Some(m) = example.get("model_name_or_path") {
+            let _ = s.set("model_name_or_path", m.clone());
+            warnings.push(format!(
+                "the link names no valid model_name_or_path: showing {m}"
+            ));
+        }
+    }
     (s, warnings)
 }
 
@@ -160,6 +170,7 @@ fn method_of(s: &Settings) -> &'static str {
         ("full", _) if s.get("pure_bf16") == Some(&Val::Bool(true)) => "full_pure",
         ("full", _) => "full",
         ("freeze", _) => "freeze",
+        ("oft", _) => "oft",
         (_, "4") => "qlora4",
         (_, "8") => "qlora8",
         _ => "lora",
@@ -172,6 +183,7 @@ fn apply_method(s: &mut Settings, m: &str) {
     let ft = match m {
         "full" | "full_pure" => "full",
         "freeze" => "freeze",
+        "oft" => "oft",
         _ => "lora",
     };
     let _ = s.set("finetuning_type", Val::Str(ft.into()));
@@ -187,6 +199,63 @@ fn apply_method(s: &mut Settings, m: &str) {
             let _ = s.set("pure_bf16", Val::Bool(true));
         }
         _ => {}
+    }
+}
+
+/// The optimizer selector folds `optim` and LLaMA-Factory's `use_galore` / `use_apollo` /
+/// `use_badam` / `use_adam_mini` / `use_muon` switches into one choice.
+const OPTIMIZER_SWITCHES: [(&str, &str); 5] = [
+    ("galore", "use_galore"),
+    ("apollo", "use_apollo"),
+    ("badam", "use_badam"),
+    ("adam_mini", "use_adam_mini"),
+    ("muon", "use_muon"),
+];
+
+fn optimizer_of(s: &Settings) -> String {
+    OPTIMIZER_SWITCHES
+        .iter()
+        .find(|(_, k)| s.get(k) == Some(&Val::Bool(true)))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_else(|| {
+            s.get("optim")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "adamw_torch".into())
+        })
+}
+
+fn apply_optimizer(s: &mut Settings, v: &str) {
+    s.unset("optim");
+    for (_, k) in OPTIMIZER_SWITCHES {
+        s.unset(k);
+    }
+    match OPTIMIZER_SWITCHES.iter().find(|(name, _)| *name == v) {
+        Some((_, k)) => {
+            let _ = s.set(k, Val::Bool(true));
+        }
+        None if v != "adamw_torch" => {
+            let _ = s.set("optim", Val::Str(v.into()));
+        }
+        None => {}
+    }
+}
+
+/// The sharding selector: LLaMA-Factory's DeepSpeed files, or FSDP (transformers' `fsdp`).
+fn sharding_of(s: &Settings) -> String {
+    match (s.get("deepspeed"), s.get("fsdp")) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(f)) => format!("fsdp:{f}"),
+        _ => String::new(),
+    }
+}
+
+fn apply_sharding(s: &mut Settings, v: &str) {
+    s.unset("deepspeed");
+    s.unset("fsdp");
+    if let Some(f) = v.strip_prefix("fsdp:") {
+        let _ = s.set("fsdp", Val::Str(f.into()));
+    } else if !v.is_empty() {
+        let _ = s.set("deepspeed", Val::Str(v.into()));
     }
 }
 
@@ -289,8 +358,12 @@ pub fn app() -> Html {
         let settings = settings.clone();
         Callback::from(move |(k, v): (String, String)| {
             let mut s = (*settings).clone();
-            if v.trim().is_empty() {
+            if k == "sharding" {
+                apply_sharding(&mut s, &v);
+            } else if v.trim().is_empty() {
                 s.unset(&k);
+            } else if k == "optimizer" {
+                apply_optimizer(&mut s, &v);
             } else if k == "method" {
                 apply_method(&mut s, &v);
             } else if k == "precision" {
@@ -373,10 +446,12 @@ pub fn app() -> Html {
             .map(|v| v.to_string())
             .unwrap_or_else(|| d.to_string())
     };
-    let gpu_options: Html = catalog::gpus()
-        .iter()
-        .map(|g| html! { <option value={g.id.clone()} selected={current_gpu == g.id}>{&g.name}</option> })
+    let gpu_options: Html = std::iter::once(html! { <option value="" selected={current_gpu.is_empty()}>{"—"}</option> })
+        .chain(catalog::gpus().iter().map(|g| html! { <option value={g.id.clone()} selected={current_gpu == g.id}>{&g.name}</option> }))
         .collect();
+    let check = |key: &'static str| -> Html {
+        html! { <input type="checkbox" data-testid={key} checked={s.get(key) == Some(&Val::Bool(true))} onchange={on_check(key)} /> }
+    };
     let select = |key: &'static str, opts: &[(&str, &str)], current: &str| -> Html {
         let o: Html = opts.iter().map(|(v, label)| html! { <option value={v.to_string()} selected={*v == current}>{*label}</option> }).collect();
         html! { <select data-testid={key} onchange={on(key)}>{o}</select> }
@@ -407,7 +482,12 @@ pub fn app() -> Html {
     });
 
     let yaml = export::to_llamafactory_yaml(s, false);
-    let deepspeed_json = s.plan().ok().filter(|p| p.zero.deepspeed).map(|p| {
+    let plan = s.plan().ok();
+    let chart_svg = plan.as_ref().and_then(|p| {
+        let (a, _) = estimate::resolve_model(p, cfg.as_deref()).ok()?;
+        lorafit_core::chart::peak_chart_svg(&a, p).ok()
+    });
+    let deepspeed_json = plan.as_ref().filter(|p| p.zero.deepspeed).map(|p| {
         (
             export::deepspeed_file_name(&p.zero),
             export::to_deepspeed_json(&p.zero),
@@ -466,8 +546,19 @@ pub fn app() -> Html {
                     <div class={if e.fits == Some(false) { "fit no" } else { "fit yes" }} data-testid="fits">{fits}</div>
                     <div class="sub">{format!("{} · torch max_memory_allocated {}", t(l, "per_gpu_smi"), gib(e.peak_allocated_bytes))}</div>
                 </div>
+                <p class="sub" data-testid="plan">{plan.as_ref().map(|p| p.describe()).unwrap_or_default()}</p>
+                if e.host_ram_bytes > 0 {
+                    <p class="sub" data-testid="host-ram" data-bytes={e.host_ram_bytes.to_string()}>{format!("{}: {}", t(l, "host_ram"), gib(e.host_ram_bytes))}</p>
+                }
+                if !e.warnings.is_empty() {
+                    <ul class="notes" data-testid="notes">{ e.warnings.iter().map(|w| html! { <li>{w}</li> }).collect::<Html>() }</ul>
+                }
                 <Bar e={e.clone()} />
                 <table class="legend">{legend}</table>
+                if let Some(svg) = chart_svg.clone() {
+                    <h3>{t(l, "chart")}</h3>
+                    <div class="chart" data-testid="chart">{Html::from_html_unchecked(svg.into())}</div>
+                }
                 <p class="sub">{format!("{}: {}", t(l, "largest_batch"), largest_b.map(|b| b.to_string()).unwrap_or("—".into()))}
                    {" · "}{format!("{}: {}", t(l, "longest_cutoff"), longest.map(|b| b.to_string()).unwrap_or("—".into()))}</p>
                 <h3>{t(l, "every_gpu")}</h3>
@@ -513,9 +604,15 @@ pub fn app() -> Html {
                     <input type="search" list="model-list" data-testid="model_name_or_path" placeholder="Qwen/Qwen2.5-7B, 7B…"
                         value={get_str(s, "model_name_or_path")} onchange={on("model_name_or_path")} />
                     <ModelList /></label>
+                <label title={t(l, "stage_help")}>{"stage"}
+                    { select("stage", &[("pt", "pt"), ("sft", "sft"), ("rm", "rm (reward model)"), ("dpo", "dpo"), ("kto", "kto"), ("ppo", "ppo")], &or("stage", "sft")) }</label>
+                if s.get("stage").is_some_and(|v| v.to_string() == "dpo") {
+                    <label title={t(l, "pref_help")}>{"pref_loss"}
+                        { select("pref_loss", &[("sigmoid", "sigmoid (DPO)"), ("hinge", "hinge"), ("ipo", "ipo"), ("orpo", "orpo"), ("simpo", "simpo")], &or("pref_loss", "sigmoid")) }</label>
+                }
                 <label title={t(l, "method_help")}>{t(l, "method")}
                     { select("method", &[("full", "Full (bf16 mixed)"), ("full_pure", "Full (pure_bf16)"), ("freeze", "Freeze"),
-                        ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit")], method_of(s)) }</label>
+                        ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit"), ("qlora8", "QLoRA 8-bit"), ("oft", "OFT")], method_of(s)) }</label>
                 <label title={t(l, "config_help")}>{"config.json"}
                     <textarea data-testid="config_json" rows="2" placeholder="{ \"model_type\": \"llama\", … }" onchange={on_config} value={(*config_json).clone().unwrap_or_default()} />
                     <input type="file" accept=".json,application/json" data-testid="config_upload" onchange={on_upload} /></label>
@@ -525,17 +622,22 @@ pub fn app() -> Html {
                 <label title={t(l, "alpha_help")}>{"lora_alpha"}{ number("lora_alpha", "0", "1000000", "") }</label>
                 <label title={t(l, "target_help")}>{"lora_target"}
                     <input type="text" data-testid="lora_target" value={or("lora_target", "all")} onchange={on("lora_target")} /></label>
-                <label title={t(l, "dora_help")}><input type="checkbox" data-testid="use_dora" checked={s.get("use_dora") == Some(&Val::Bool(true))} onchange={on_check("use_dora")} />{"use_dora"}</label>
-                <label title={t(l, "rslora_help")}><input type="checkbox" data-testid="use_rslora" checked={s.get("use_rslora") == Some(&Val::Bool(true))} onchange={on_check("use_rslora")} />{"use_rslora"}</label>
+                <label title={t(l, "dora_help")}>{ check("use_dora") }{"use_dora"}</label>
+                <label title={t(l, "rslora_help")}>{ check("use_rslora") }{"use_rslora"}</label>
                 <label title={t(l, "batch_help")}>{"per_device_train_batch_size"}{ number("per_device_train_batch_size", "1", "65536", "8") }</label>
                 <label title={t(l, "ga_help")}>{"gradient_accumulation_steps"}{ number("gradient_accumulation_steps", "1", "65536", "1") }</label>
                 <label title={t(l, "cutoff_help")}>{"cutoff_len"}{ number("cutoff_len", "1", "10000000", "2048") }</label>
                 <label title={t(l, "gc_help")}><input type="checkbox" data-testid="gradient_checkpointing" checked={gc} onchange={on_check("gradient_checkpointing")} />{t(l, "gc")}</label>
                 <label title={t(l, "attn_help")}>{"flash_attn"}{ select("flash_attn", &[("auto", "auto (sdpa)"), ("sdpa", "sdpa"), ("fa2", "fa2"), ("disabled", "eager")], &or("flash_attn", "auto")) }</label>
-                <label title={t(l, "optim_help")}>{"optim"}{ select("optim", &[("adamw_torch", "adamw_torch"), ("adamw_8bit", "adamw_8bit"), ("paged_adamw_8bit", "paged_adamw_8bit"), ("adafactor", "adafactor"), ("sgd", "sgd")], &or("optim", "adamw_torch")) }</label>
+                <label title={t(l, "optim_help")}>{"optim"}{ select("optimizer", &[("adamw_torch", "adamw_torch"), ("adamw_8bit", "adamw_8bit"), ("paged_adamw_8bit", "paged_adamw_8bit"),
+                    ("adamw_torch_4bit", "adamw_torch_4bit"), ("lion_8bit", "lion_8bit"), ("adafactor", "adafactor"), ("sgd", "sgd"), ("lomo", "lomo"),
+                    ("galore", "GaLore (use_galore)"), ("apollo", "APOLLO (use_apollo)"), ("badam", "BAdam (use_badam)"), ("adam_mini", "Adam-mini (use_adam_mini)"), ("muon", "Muon (use_muon)")], &optimizer_of(s)) }</label>
+                <label title={t(l, "liger_help")}>{ check("enable_liger_kernel") }{"enable_liger_kernel"}</label>
+                <label title={t(l, "unsloth_help")}>{ check("use_unsloth_gc") }{"use_unsloth_gc"}</label>
                 <label title={t(l, "gpu_help")}>{t(l, "gpu")}<select data-testid="gpu" onchange={on("gpu")}>{gpu_options}</select></label>
                 <label title={t(l, "ngpu_help")}>{"num_gpus"}{ number("num_gpus", "1", "4096", "1") }</label>
-                <label title={t(l, "ds_help")}>{"deepspeed"}{ select("deepspeed", &[("", "—"), ("ds_z2_config.json", "ZeRO-2"), ("ds_z3_config.json", "ZeRO-3"), ("ds_z3_offload_config.json", "ZeRO-3 offload")], &or("deepspeed", "")) }</label>
+                <label title={t(l, "ds_help")}>{"deepspeed / fsdp"}{ select("sharding", &[("", "—"), ("ds_z2_config.json", "ZeRO-2"), ("ds_z2_offload_config.json", "ZeRO-2 offload"), ("ds_z3_config.json", "ZeRO-3"), ("ds_z3_offload_config.json", "ZeRO-3 offload"),
+                    ("fsdp:full_shard", "FSDP full_shard"), ("fsdp:full_shard offload", "FSDP full_shard offload")], &sharding_of(s)) }</label>
                 <label title={t(l, "tokens_help")}>{"dataset_tokens"}{ number("dataset_tokens", "0", "1000000000000000", "") }</label>
                 <label title={t(l, "epochs_help")}>{"num_train_epochs"}{ number("num_train_epochs", "0", "1000", "3") }</label>
                 <label title={t(l, "price_help")}>{"price_per_hour"}{ number("price_per_hour", "0", "1000000", "") }</label>

@@ -80,3 +80,27 @@ fn hostile_query_strings_fall_back_to_defaults() {
     assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert!(compute(&s).is_ok());
 }
+
+#[wasm_bindgen_test]
+fn a_link_without_a_key_means_llamafactorys_default_not_the_examples() {
+    // The example has gradient_accumulation_steps 8 and a GPU; a link that leaves them out has
+    // LLaMA-Factory's default (1) and no GPU, exactly as `lorafit estimate` of the same keys.
+    let q = "?model_name_or_path=meta-llama%2FLlama-3.2-3B&finetuning_type=full&per_device_train_batch_size=1&cutoff_len=4096&disable_gradient_checkpointing=true&flash_attn=sdpa&bf16=true";
+    let (s, warnings) = settings_from_query(q);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(s.get("gradient_accumulation_steps"), None);
+    assert_eq!(s.get("gpu"), None);
+    let (given, _) = lorafit_core::export::from_query(q);
+    assert_eq!(
+        compute(&s).expect("page").peak_reserved_bytes,
+        compute(&given).expect("keys alone").peak_reserved_bytes
+    );
+    // An empty link (or one with only the language) is the example.
+    assert_eq!(settings_from_query("?lang=zh").0, default_settings());
+    // A stage is an input like any other key.
+    let (dpo, _) = settings_from_query("?model_name_or_path=Qwen%2FQwen2.5-7B&stage=dpo");
+    let (sft, _) = settings_from_query("?model_name_or_path=Qwen%2FQwen2.5-7B");
+    assert!(
+        compute(&dpo).expect("dpo").breakdown.logits > compute(&sft).expect("sft").breakdown.logits
+    );
+}

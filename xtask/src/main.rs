@@ -893,6 +893,19 @@ fn e2e() -> Result<()> {
         "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=lora&lora_rank=64&bf16=true&gpu=H100-SXM&per_device_train_batch_size=1&cutoff_len=4096",
         "model_name_or_path=Qwen%2FQwen2.5-1.5B&finetuning_type=full&bf16=true&gpu=A100-80GB&num_gpus=4&deepspeed=ds_z3_config.json&per_device_train_batch_size=4&cutoff_len=2048",
         "model_name_or_path=mistralai%2FMistral-7B-v0.1&finetuning_type=freeze&bf16=true&disable_gradient_checkpointing=true&flash_attn=disabled&per_device_train_batch_size=1&cutoff_len=1024&gpu=L40S",
+        // Keys left out take LLaMA-Factory's defaults (gradient_accumulation_steps 1, …), not the page's example.
+        "model_name_or_path=meta-llama%2FLlama-3.2-3B&finetuning_type=full&per_device_train_batch_size=1&cutoff_len=4096&disable_gradient_checkpointing=true&flash_attn=sdpa&bf16=true",
+        "model_name_or_path=Qwen%2FQwen2.5-7B",
+        // Stages and methods.
+        "model_name_or_path=Qwen%2FQwen2.5-7B&stage=dpo&finetuning_type=lora&bf16=true&per_device_train_batch_size=1&cutoff_len=2048&gpu=H100-SXM",
+        "model_name_or_path=Qwen%2FQwen2.5-1.5B&stage=dpo&finetuning_type=full&bf16=true&per_device_train_batch_size=1&cutoff_len=1024",
+        "model_name_or_path=Qwen%2FQwen2.5-1.5B&stage=dpo&pref_loss=simpo&finetuning_type=full&bf16=true",
+        "model_name_or_path=Qwen%2FQwen2.5-7B&stage=kto&quantization_bit=4&bf16=true&gpu=RTX-4090&per_device_train_batch_size=1&cutoff_len=1024",
+        "model_name_or_path=Qwen%2FQwen2.5-7B&stage=rm&bf16=true&per_device_train_batch_size=2&cutoff_len=1024",
+        "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=oft&oft_block_size=32&bf16=true&per_device_train_batch_size=1",
+        "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=full&use_galore=true&galore_rank=128&pure_bf16=true&per_device_train_batch_size=1",
+        "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=full&use_badam=true&pure_bf16=true&per_device_train_batch_size=1&enable_liger_kernel=true",
+        "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=full&bf16=true&fsdp=full_shard%20offload&num_gpus=4&per_device_train_batch_size=1",
     ];
     let mut failures = Vec::new();
     for q in configs {
@@ -903,12 +916,14 @@ fn e2e() -> Result<()> {
         let want = lorafit_web::compute(&settings)
             .map_err(anyhow::Error::msg)?
             .peak_reserved_bytes;
-        // The same keys through the real binary: `lorafit estimate CONFIG.yaml --json`.
+        // The link's own keys (nothing the page adds) through the real binary:
+        // `lorafit estimate CONFIG.yaml --json`.
+        let (given, _) = lorafit_core::export::from_query(q);
         let yaml_path = profile.with_extension("yaml");
         std::fs::create_dir_all(&profile)?;
         std::fs::write(
             &yaml_path,
-            lorafit_core::export::to_llamafactory_yaml(&settings, true),
+            lorafit_core::export::to_llamafactory_yaml(&given, true),
         )?;
         let out = output(
             Command::new(debug_lorafit()?)

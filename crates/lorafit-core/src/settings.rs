@@ -733,11 +733,17 @@ impl Settings {
         self.extra.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    /// The keys given, in canonical order, with their origin.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Origin, &Val)> {
+    /// The keys given with their origin: lorafit's typed keys in canonical order, then the other
+    /// LLaMA-Factory keys by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Origin, &Val)> {
         self.values
             .iter()
             .map(|(i, v)| (KEYS[*i].name, KEYS[*i].origin, v))
+            .chain(
+                self.extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), Origin::LlamaFactory, v)),
+            )
     }
 
     /// The value of `key` if given with this type.

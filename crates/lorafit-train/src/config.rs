@@ -114,12 +114,49 @@ impl TrainArgs {
                 plan.model
             )));
         }
-        for (key, reason) in [("deepspeed", "lorafit trains on one device")] {
+        // Keys that change what is trained or how: refused rather than silently ignored.
+        for (key, reason) in [
+            ("deepspeed", "lorafit trains on one device"),
+            ("fsdp", "lorafit trains on one device"),
+            ("accelerate_config", "lorafit trains on one device"),
+            ("use_galore", "lorafit train implements adamw_torch"),
+            ("use_apollo", "lorafit train implements adamw_torch"),
+            ("use_badam", "lorafit train implements adamw_torch"),
+            ("use_adam_mini", "lorafit train implements adamw_torch"),
+            ("use_muon", "lorafit train implements adamw_torch"),
+            (
+                "loraplus_lr_ratio",
+                "lorafit train uses one learning rate for A and B",
+            ),
+            (
+                "pissa_init",
+                "lorafit train initialises LoRA as PEFT's default (kaiming A, zero B)",
+            ),
+            ("use_llama_pro", "lorafit train runs LoRA"),
+        ] {
             if let Some(v) = s.get(key)
                 && !matches!(v, Val::Bool(false))
             {
                 return Err(unsupported(key, v, reason));
             }
+        }
+        if let Some(v) = s.get("stage")
+            && v.to_string() != "sft"
+        {
+            return Err(unsupported(
+                "stage",
+                v,
+                "lorafit train runs supervised fine-tuning (stage: sft); `lorafit estimate` covers the other stages",
+            ));
+        }
+        if let Some(v) = s.get("quantization_method")
+            && v.to_string() != "bnb"
+        {
+            return Err(unsupported(
+                "quantization_method",
+                v,
+                "lorafit train quantizes like bitsandbytes (quantization_method: bnb)",
+            ));
         }
         if let Some(v) = s.get("finetuning_type")
             && v.to_string() != "lora"
