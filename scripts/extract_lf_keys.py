@@ -23,8 +23,11 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent.parent / "crates/lorafit-core/data/llamafactory_keys.json"
 
 
+MEMBERS: dict[str, dict[str, str]] = {}
+
+
 def enum_classes(tree: ast.Module) -> dict[str, list[str]]:
-    """`class X(StrEnum)` → its string values."""
+    """`class X(StrEnum)` → its string values (members kept in MEMBERS for defaults)."""
     out = {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and any(
@@ -36,6 +39,7 @@ def enum_classes(tree: ast.Module) -> dict[str, list[str]]:
                     st.value.value, str
                 ):
                     vals.append(st.value.value)
+                    MEMBERS.setdefault(node.name, {})[st.targets[0].id] = st.value.value
             if vals:
                 out[node.name] = vals
     return out
@@ -75,9 +79,10 @@ def default_of(call: ast.expr):
             try:
                 return ast.literal_eval(kw.value)
             except Exception:
-                # An enum member such as AttentionFunction.AUTO: keep its member name lower-cased.
-                if isinstance(kw.value, ast.Attribute):
-                    return kw.value.attr.lower()
+                # An enum member such as EngineName.HF: its value ("huggingface").
+                v = kw.value
+                if isinstance(v, ast.Attribute) and isinstance(v.value, ast.Name):
+                    return MEMBERS.get(v.value.id, {}).get(v.attr, v.attr.lower())
                 return None
     return None
 

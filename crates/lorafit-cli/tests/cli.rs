@@ -389,6 +389,28 @@ fn train_rejects_bad_configs() {
     );
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nlr_scheduler_type: wavy\n").expect("write");
     fails_with(&["train", cfg.to_str().expect("utf8")], "lr_scheduler_type");
+    // A schedule transformers has but lorafit train does not run is refused by the trainer.
+    std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nlr_scheduler_type: cosine_with_min_lr\n").expect("write");
+    fails_with(
+        &["train", cfg.to_str().expect("utf8")],
+        "`lr_scheduler_type: cosine_with_min_lr` is not one of",
+    );
+    // Stages and methods `lorafit estimate` knows but the trainer does not run.
+    for (key, needle) in [
+        ("stage: dpo", "lorafit train runs supervised fine-tuning"),
+        (
+            "use_galore: true\nfinetuning_type: full",
+            "`use_galore: true`: lorafit train implements adamw_torch",
+        ),
+        ("loraplus_lr_ratio: 16", "one learning rate for A and B"),
+        (
+            "quantization_bit: 4\nquantization_method: hqq",
+            "quantization_method: bnb",
+        ),
+    ] {
+        std::fs::write(&cfg, format!("model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\n{key}\n")).expect("write");
+        fails_with(&["train", cfg.to_str().expect("utf8")], needle);
+    }
     // examples/tiny/model has a config but no weights.
     std::fs::write(&cfg, "model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\nbackend: ndarray\n").expect("write");
     fails_with(

@@ -112,6 +112,22 @@ pub const OPTIMIZERS: &[&str] = &[
     "apollo_adamw_layerwise",
 ];
 
+/// Every `lr_scheduler_type` transformers 5.8 accepts (the schedule changes no estimate).
+pub const SCHEDULERS: &[&str] = &[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+];
+
 /// Spellings other versions of LLaMA-Factory write for the same value.
 fn alias(key: &str, value: &str) -> Option<&'static str> {
     Some(match (key, value) {
@@ -299,9 +315,9 @@ const KEYS: &[KeyDef] = &[
     },
     KeyDef {
         name: "lr_scheduler_type",
-        kind: Kind::Enum(&["constant", "linear", "cosine", "constant_with_warmup"]),
+        kind: Kind::Enum(SCHEDULERS),
         origin: LF,
-        help: "learning-rate schedule",
+        help: "learning-rate schedule (lorafit train runs constant, constant_with_warmup, linear, cosine)",
     },
     KeyDef {
         name: "warmup_steps",

@@ -693,3 +693,56 @@ fn published_longest_context_points_within_25_percent() {
     }
     assert_eq!(n, 4);
 }
+
+#[test]
+fn every_llamafactory_key_is_accepted_with_a_value_of_its_type() {
+    use lorafit_core::keys;
+    assert!(keys::all().len() > 350, "{}", keys::all().len());
+    assert!(keys::source().contains("LLaMA-Factory"));
+    let sample = |k: &keys::LfKey| -> Val {
+        match (&k.default, k.kind.as_str()) {
+            _ if k.name == "quantization_bit" => Val::Int(4),
+            (serde_json::Value::Bool(b), _) => Val::Bool(*b),
+            (serde_json::Value::Number(n), _) if n.is_i64() => Val::Int(n.as_i64().unwrap_or(1)),
+            (serde_json::Value::Number(n), _) => Val::Float(n.as_f64().unwrap_or(0.5)),
+            (serde_json::Value::String(s), _) if !s.is_empty() => Val::Str(s.clone()),
+            (_, "bool") => Val::Bool(true),
+            (_, "int") => Val::Int(1),
+            (_, "float") => Val::Float(0.5),
+            (_, "enum") => Val::Str(k.choices[0].clone()),
+            _ => Val::Str("x".into()),
+        }
+    };
+    for k in keys::all() {
+        let mut s = Settings::default();
+        let v = sample(k);
+        s.set(&k.name, v.clone())
+            .unwrap_or_else(|e| panic!("{} = {v}: {e}", k.name));
+        assert!(s.warnings.is_empty(), "{}: {:?}", k.name, s.warnings);
+        // Every declared choice of an enum is accepted too.
+        for c in &k.choices {
+            Settings::default()
+                .set(&k.name, Val::Str(c.clone()))
+                .unwrap_or_else(|e| panic!("{} = {c}: {e}", k.name));
+        }
+    }
+    // A value of the wrong type names the key and what it takes.
+    let e = Settings::default()
+        .set("val_size", Val::Str("lots".into()))
+        .expect_err("float");
+    assert_eq!(e.to_string(), "`val_size: lots` is not allowed: a number");
+    let e = Settings::default()
+        .set("mix_strategy", Val::Str("shuffle".into()))
+        .expect_err("enum");
+    assert!(e.to_string().contains("interleave_under"), "{e}");
+    // v1's top-level keys are known as v1 keys.
+    for k in [
+        "model",
+        "peft_config",
+        "dist_config",
+        "micro_batch_size",
+        "quant_config",
+    ] {
+        assert!(keys::is_v1(k), "{k}");
+    }
+}
