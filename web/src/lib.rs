@@ -271,15 +271,20 @@ pub struct BarProps {
     pub e: Estimate,
 }
 
-const COLORS: [(&str, &str); 7] = [
-    ("weights", "#4e79a7"),
-    ("adapter", "#59a14f"),
-    ("gradients", "#f28e2b"),
-    ("optimizer", "#e15759"),
-    ("activations", "#76b7b2"),
-    ("logits", "#edc948"),
-    ("overhead", "#bab0ac"),
-];
+/// (part, colour): the same colours as the chart's (lorafit-core).
+const COLORS: [(&str, &str); 7] = {
+    let n = lorafit_core::memory::Breakdown::NAMES;
+    let c = lorafit_core::chart::PART_COLOURS;
+    [
+        (n[0], c[0]),
+        (n[1], c[1]),
+        (n[2], c[2]),
+        (n[3], c[3]),
+        (n[4], c[4]),
+        (n[5], c[5]),
+        (n[6], c[6]),
+    ]
+};
 
 fn parts(e: &Estimate) -> [u64; 7] {
     e.breakdown.parts().map(|(_, v)| v)
