@@ -88,7 +88,11 @@ fn from_modelscope(id: &str) -> Option<PathBuf> {
 /// The cached config.json of hub id `id` (`ORG/NAME`), if any cache has it.
 pub fn find(id: &str) -> Option<(PathBuf, Cache)> {
     let parts: Vec<&str> = id.split('/').collect();
-    if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts.len() != 2
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return None;
     }
     let modelscope_first = std::env::var("USE_MODELSCOPE_HUB")

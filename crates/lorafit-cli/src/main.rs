@@ -68,12 +68,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// List the model catalog.
-    Models,
+    /// List the model catalog (every id, variants and pre-quantized repos included).
+    Models {
+        /// Only this family (`qwen3`, `Qwen2.5`, `llama 3.1`) or model_type (`qwen3_moe`).
+        #[arg(long)]
+        family: Option<String>,
+    },
     /// List the GPU catalog with prices.
     Gpus,
 }
 
+mod hub_cache;
 mod train;
 
 fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
@@ -89,24 +94,46 @@ fn load_settings(path: &Path, sets: &[String]) -> Result<Settings> {
     Ok(s)
 }
 
-/// The plan plus what only the binary can read: a model directory's config.json and a DeepSpeed file.
-pub(crate) fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Option<String>)> {
+/// Where `model_name_or_path`'s config.json was read from (None: the catalog or a raw size).
+pub(crate) fn model_config_file(path: &Path, model: &str) -> Result<Option<PathBuf>> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    if let Some(dir) = [PathBuf::from(model), base.join(model)]
+        .into_iter()
+        .find(|p| p.is_dir())
+    {
+        let f = dir.join("config.json");
+        if !f.is_file() {
+            bail!(
+                "model_name_or_path `{model}` is a directory but {} cannot be read",
+                f.display()
+            );
+        }
+        return Ok(Some(f));
+    }
+    // A hub id: the machine's Hugging Face / ModelScope cache comes before the catalog.
+    Ok(hub_cache::find(model).map(|(f, cache)| {
+        eprintln!(
+            "model: {model}'s config.json from {}: {}",
+            cache.name(),
+            f.display()
+        );
+        f
+    }))
+}
+
+/// The plan plus what only the binary can read: the model's config.json (a directory or a hub
+/// cache), an accelerate config and a DeepSpeed file.
+pub(crate) fn load_plan(
+    path: &Path,
+    settings: &Settings,
+) -> Result<(Plan, Option<String>, Option<PathBuf>)> {
     let mut plan = settings.plan()?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let model_dir = [PathBuf::from(&plan.model), base.join(&plan.model)]
-        .into_iter()
-        .find(|p| p.is_dir());
-    let config_json = match model_dir {
-        Some(dir) => {
-            let f = dir.join("config.json");
-            Some(std::fs::read_to_string(&f).with_context(|| {
-                format!(
-                    "model_name_or_path `{}` is a directory but {} cannot be read",
-                    plan.model,
-                    f.display()
-                )
-            })?)
-        }
+    let config_file = model_config_file(path, &plan.model)?;
+    let config_json = match &config_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ),
         None => None,
     };
     if let Some(acc) = plan.accelerate_config.clone() {
@@ -153,7 +180,7 @@ pub(crate) fn load_plan(path: &Path, settings: &Settings) -> Result<(Plan, Optio
             },
         };
     }
-    Ok((plan, config_json))
+    Ok((plan, config_json, config_file))
 }
 
 /// Write a file through a temporary name and a rename, so a reader never sees half of it.
@@ -185,6 +212,12 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         e.trainable_params,
         100.0 * e.trainable_params as f64 / e.total_params.max(1) as f64
     );
+    if let Some(sq) = &arch.stored_quant {
+        println!(
+            "base         pre-quantized: {} {}-bit, {:.3} bytes per linear weight",
+            sq.method, sq.bits, sq.bytes_per_param
+        );
+    }
     let method = plan.describe();
     println!(
         "method       {method}, batch {} × {} tokens, grad. accumulation {}, {} GPU(s)",
@@ -287,9 +320,10 @@ fn run() -> Result<()> {
                 set.push(format!("accelerate_config={}", f.display()));
             }
             let settings = load_settings(&config, &set)?;
-            let (plan, config_json) = load_plan(&config, &settings)?;
+            let (plan, config_json, config_file) = load_plan(&config, &settings)?;
             let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
-            let e = estimate::estimate(&arch, source, &plan)?;
+            let mut e = estimate::estimate(&arch, source, &plan)?;
+            e.model_config_path = config_file.map(|f| f.display().to_string());
             if json {
                 println!("{}", serde_json::to_string_pretty(&e)?);
             } else {
@@ -309,7 +343,7 @@ fn run() -> Result<()> {
         } => {
             let settings = load_settings(&config, &set)?;
             if deepspeed {
-                let (plan, _) = load_plan(&config, &settings)?;
+                let (plan, _, _) = load_plan(&config, &settings)?;
                 println!("{}", export::to_deepspeed_json(&plan.zero));
             } else {
                 print!("{}", export::to_llamafactory_yaml(&settings, lorafit_keys));
@@ -353,10 +387,43 @@ fn run() -> Result<()> {
                 out.display()
             );
         }
-        Command::Models => {
+        Command::Models { family } => {
+            let squash = |s: &str| s.to_ascii_lowercase().replace([' ', '-', '_'], "");
+            let wanted = family.as_deref().map(squash);
+            let mut shown = 0;
             for m in catalog::models() {
+                if let Some(w) = &wanted {
+                    let model_type = m
+                        .config
+                        .get("model_type")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or("");
+                    if squash(&m.family) != *w && squash(model_type) != *w {
+                        continue;
+                    }
+                }
+                shown += 1;
                 let p = m.arch().map(|a| a.total_params()).unwrap_or(0);
-                println!("{:<48} {:<20} {:>7.2} B", m.id, m.family, p as f64 / 1e9);
+                let quant = m
+                    .config
+                    .get("quantization_config")
+                    .and_then(|q| q.get("quant_method"))
+                    .and_then(|q| q.as_str())
+                    .map(|q| format!("  ({q})"))
+                    .unwrap_or_default();
+                println!(
+                    "{:<56} {:<20} {:>7.2} B{quant}",
+                    m.id,
+                    m.family,
+                    p as f64 / 1e9
+                );
+            }
+            if shown == 0 {
+                bail!(
+                    "no catalog model of family `{}`; families: {}",
+                    family.unwrap_or_default(),
+                    catalog::families().join(", ")
+                );
             }
         }
         Command::Gpus => {

@@ -19,7 +19,7 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     let args = TrainArgs::from_settings(settings, base)?;
 
     // lorafit-core's estimate for the same keys (what PyTorch + PEFT would need on a CUDA GPU).
-    let estimate = load_plan(config, settings).and_then(|(plan, config_json)| {
+    let estimate = load_plan(config, settings).and_then(|(plan, config_json, _)| {
         let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
         Ok(estimate::estimate(&arch, source, &plan)?)
     });

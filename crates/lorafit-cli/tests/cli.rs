@@ -617,3 +617,198 @@ fn unmodelled_features_warn_and_conflicts_are_errors() {
     );
     fails_with(&["estimate", f, "--set", "stage=ppo"], "reward_model");
 }
+
+// --------------------------------------------------- hub caches, variants, pre-quantized
+
+/// `lorafit` with a temporary HOME (and no cache variables from the machine).
+fn lorafit_home(home: &Path, extra_env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lorafit"));
+    cmd.args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .env("HOME", home);
+    for k in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+        "MODELSCOPE_CACHE",
+        "USE_MODELSCOPE_HUB",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run lorafit")
+}
+
+#[test]
+fn hub_ids_resolve_from_the_hf_and_modelscope_caches_before_the_catalog() {
+    let home = scratch("hub-home");
+    // A Qwen2.5-0.5B-shaped config under an id the catalog does not have, and one under a
+    // catalog id with a different shape (the cache must win).
+    let cfg = |layers: u64| {
+        format!(
+            r#"{{"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": {layers},
+               "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": true}}"#
+        )
+    };
+    let hf = home.join(".cache/huggingface/hub/models--acme--tiny-qwen");
+    std::fs::create_dir_all(hf.join("snapshots/abc123")).expect("mkdir");
+    std::fs::create_dir_all(hf.join("refs")).expect("mkdir");
+    std::fs::write(hf.join("refs/main"), "abc123\n").expect("ref");
+    std::fs::write(hf.join("snapshots/abc123/config.json"), cfg(24)).expect("cfg");
+    let ms = home.join(".cache/modelscope/hub/models/acme/ms-only");
+    std::fs::create_dir_all(&ms).expect("mkdir");
+    std::fs::write(ms.join("config.json"), cfg(12)).expect("cfg");
+    let over = home.join(".cache/huggingface/hub/models--Qwen--Qwen2.5-7B/snapshots/r1");
+    std::fs::create_dir_all(&over).expect("mkdir");
+    std::fs::write(over.join("config.json"), cfg(2)).expect("cfg");
+    let yaml = home.join("c.yaml");
+    let run = |model: &str, env: &[(&str, &Path)]| {
+        std::fs::write(
+            &yaml,
+            format!("model_name_or_path: {model}\nfinetuning_type: lora\nbf16: true\n"),
+        )
+        .expect("yaml");
+        let out = lorafit_home(
+            &home,
+            env,
+            &["estimate", yaml.to_str().expect("utf8"), "--json"],
+        );
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (v, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // 24 layers of Qwen2.5-0.5B: 494,032,768 parameters.
+    let (v, err) = run("acme/tiny-qwen", &[]);
+    assert_eq!(v["total_params"], 494_032_768);
+    assert_eq!(v["model_source"], "config_json");
+    assert!(
+        v["model_config_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("models--acme--tiny-qwen/snapshots/abc123/config.json")),
+        "{v}"
+    );
+    assert!(err.contains("from the Hugging Face cache"), "{err}");
+    // ModelScope's cache (newer `models/ORG/NAME` layout).
+    let (v, err) = run("acme/ms-only", &[]);
+    assert!(err.contains("from the ModelScope cache"), "{err}");
+    let layer = (494_032_768 - 151_936 * 896 - 896) / 24;
+    assert_eq!(v["total_params"], 151_936 * 896 + 896 + 12 * layer);
+    // A cached catalog id wins over the catalog; HF_HUB_CACHE elsewhere hides it again.
+    let (v, _) = run("Qwen/Qwen2.5-7B", &[]);
+    assert_eq!(v["total_params"], 151_936 * 896 + 896 + 2 * layer);
+    let empty = scratch("hub-empty");
+    let (v, _) = run("Qwen/Qwen2.5-7B", &[("HF_HUB_CACHE", &empty)]);
+    assert_eq!(v["model_source"], "catalog");
+    assert_eq!(v["total_params"], 7_615_616_512u64);
+    // MODELSCOPE_CACHE moves ModelScope's root; USE_MODELSCOPE_HUB puts it first.
+    let msroot = scratch("hub-ms");
+    std::fs::create_dir_all(msroot.join("acme/tiny-qwen")).expect("mkdir");
+    std::fs::write(msroot.join("acme/tiny-qwen/config.json"), cfg(6)).expect("cfg");
+    let (v, err) = run(
+        "acme/tiny-qwen",
+        &[
+            ("MODELSCOPE_CACHE", &msroot),
+            ("USE_MODELSCOPE_HUB", Path::new("1")),
+        ],
+    );
+    assert!(err.contains("ModelScope"), "{err}");
+    assert_eq!(v["total_params"], 151_936 * 896 + 896 + 6 * layer);
+    for d in [home, empty, msroot] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn variants_and_prequantized_checkpoints() {
+    let dir = scratch("variants");
+    let yaml = dir.join("c.yaml");
+    let est = |model: &str, extra: &str| {
+        std::fs::write(
+            &yaml,
+            format!("model_name_or_path: {model}\nfinetuning_type: lora\nbf16: true\n{extra}"),
+        )
+        .expect("yaml");
+        json(&["estimate", yaml.to_str().expect("utf8"), "--json"])
+    };
+    // LLaMA-Factory's example ids are catalog ids now, with their base's shape.
+    for (variant, base) in [
+        ("Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B"),
+        (
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            "meta-llama/Meta-Llama-3-8B",
+        ),
+        ("Qwen/Qwen2-1.5B-Instruct", "Qwen/Qwen2-1.5B"),
+    ] {
+        assert_eq!(
+            est(variant, "")["breakdown"],
+            est(base, "")["breakdown"],
+            "{variant}"
+        );
+    }
+    // AWQ / GPTQ 4-bit with group 128: 0.5 + 2.5/128 bytes per linear weight of the 6.98 B
+    // decoder linears; bnb NF4 + double quant: 0.5 + 1.0156/64.
+    let bf16 = est("meta-llama/Meta-Llama-3-8B", "");
+    let awq = est("TechxGenus/Meta-Llama-3-8B-Instruct-AWQ", "");
+    let linears = 6_979_321_856.0;
+    let saved = bf16["breakdown"]["weights"].as_f64().expect("w")
+        - awq["breakdown"]["weights"].as_f64().expect("w");
+    assert!(
+        (saved - linears * (2.0 - 0.5 - 2.5 / 128.0)).abs() < 1e4,
+        "{saved}"
+    );
+    let bnb = est("unsloth/llama-3-8b-bnb-4bit", "");
+    let qlora = est("meta-llama/Meta-Llama-3-8B", "quantization_bit: 4\n");
+    assert_eq!(bnb["breakdown"]["weights"], qlora["breakdown"]["weights"]);
+    // quantization_bit on a pre-quantized checkpoint is ignored, as in LLaMA-Factory.
+    let both = est(
+        "TechxGenus/Meta-Llama-3-8B-Instruct-GPTQ",
+        "quantization_bit: 4\n",
+    );
+    assert!(
+        both["warnings"].as_array().expect("w").iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("quantization_bit is ignored"))),
+        "{both}"
+    );
+    // Full fine-tuning of a quantized checkpoint is refused.
+    std::fs::write(
+        &yaml,
+        "model_name_or_path: Qwen/Qwen2.5-7B-Instruct-AWQ\nfinetuning_type: full\n",
+    )
+    .expect("yaml");
+    fails_with(
+        &["estimate", yaml.to_str().expect("utf8")],
+        "pre-quantized (quant_method awq): train it with finetuning_type lora or oft",
+    );
+    // A config.json that carries its own quantization_config.
+    let model = dir.join("gptq-model");
+    std::fs::create_dir_all(&model).expect("mkdir");
+    let cfg = serde_json::json!({
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128256, "tie_word_embeddings": false,
+        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    });
+    std::fs::write(model.join("config.json"), cfg.to_string()).expect("cfg");
+    let local = est(model.to_str().expect("utf8"), "");
+    assert_eq!(local["breakdown"]["weights"], awq["breakdown"]["weights"]);
+    // `lorafit models --family` filters; an unknown family lists the families.
+    let out = lorafit(&["models", "--family", "qwen3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Qwen/Qwen3-4B-Instruct-2507") && !text.contains("Llama"),
+        "{text}"
+    );
+    assert!(text.lines().count() >= 20, "{text}");
+    let all = lorafit(&["models"]);
+    assert!(String::from_utf8_lossy(&all.stdout).lines().count() >= 220);
+    fails_with(&["models", "--family", "nope"], "families: Llama 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,6 +16,22 @@ pub struct CatalogModel {
     #[serde(default)]
     pub aliases: Vec<String>,
     pub config: serde_json::Value,
+    /// Published variants with this shape (Instruct / Chat / -it / -2507 / distills /
+    /// pre-quantized repos), as the hub spells them; each becomes a catalog entry of its own.
+    #[serde(default, skip_serializing)]
+    pub variants: Vec<Variant>,
+    /// For a variant: the id whose config block it shares.
+    #[serde(default)]
+    pub variant_of: Option<String>,
+}
+
+/// A variant: an id, or a pre-quantized repo's id with the name of the `quantization_config`
+/// its config.json carries (a key of the file's `quantization_presets`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Variant {
+    Id(String),
+    Quantized { id: String, quantization: String },
 }
 
 impl CatalogModel {
@@ -72,6 +88,8 @@ impl Gpu {
 
 #[derive(Deserialize)]
 struct ModelsFile {
+    #[serde(default)]
+    quantization_presets: std::collections::BTreeMap<String, serde_json::Value>,
     models: Vec<CatalogModel>,
 }
 
@@ -80,14 +98,54 @@ struct GpusFile {
     gpus: Vec<Gpu>,
 }
 
-/// All catalog models.
+/// All catalog models, each variant an entry of its own right after its base.
 pub fn models() -> &'static [CatalogModel] {
     static M: OnceLock<Vec<CatalogModel>> = OnceLock::new();
     M.get_or_init(|| {
-        serde_json::from_str::<ModelsFile>(include_str!("../data/models.json"))
-            .map(|f| f.models)
-            .unwrap_or_default()
+        let Ok(file) = serde_json::from_str::<ModelsFile>(include_str!("../data/models.json"))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for m in file.models {
+            let variants = m.variants.clone();
+            let (id, family, config) = (m.id.clone(), m.family.clone(), m.config.clone());
+            out.push(m);
+            for v in variants {
+                let (vid, quant) = match v {
+                    Variant::Id(i) => (i, None),
+                    // A test checks every preset name resolves.
+                    Variant::Quantized { id, quantization } => {
+                        (id, file.quantization_presets.get(&quantization).cloned())
+                    }
+                };
+                let mut cfg = config.clone();
+                if let (Some(q), Some(obj)) = (quant, cfg.as_object_mut()) {
+                    obj.insert("quantization_config".into(), q);
+                }
+                out.push(CatalogModel {
+                    id: vid,
+                    family: family.clone(),
+                    aliases: Vec::new(),
+                    config: cfg,
+                    variants: Vec::new(),
+                    variant_of: Some(id.clone()),
+                });
+            }
+        }
+        out
     })
+}
+
+/// The catalog's families, in catalog order.
+pub fn families() -> Vec<&'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for m in models() {
+        if !out.contains(&m.family.as_str()) {
+            out.push(&m.family);
+        }
+    }
+    out
 }
 
 /// All catalog GPUs.

@@ -35,6 +35,9 @@ pub struct ProviderCost {
 pub struct Estimate {
     pub model: String,
     pub model_source: ModelSource,
+    /// The config.json the model's shape was read from, when the caller read one (a model
+    /// directory, a Hugging Face or ModelScope cache).
+    pub model_config_path: Option<String>,
     pub total_params: u64,
     pub trainable_params: u64,
     pub peak_allocated_bytes: u64,
@@ -133,6 +136,20 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
     let mem = memory::estimate(arch, plan)?;
     let gpu = gpu_of(plan)?;
     let mut warnings = plan.notes.clone();
+    if let Some(sq) = &arch.stored_quant {
+        if sq.assumed {
+            warnings.push(format!(
+                "quantization_config quant_method `{}` is not modelled: its weights are counted as 16-bit",
+                sq.method
+            ));
+        }
+        if plan.quant.is_some() {
+            warnings.push(format!(
+                "quantization_bit is ignored: the checkpoint is pre-quantized ({} {}-bit), as LLaMA-Factory does",
+                sq.method, sq.bits
+            ));
+        }
+    }
     let (tflops, bandwidth) = match gpu {
         Some(g) => {
             if !g.bf16 && plan.precision == crate::plan::Precision::Mixed16 && !plan.fp16 {
@@ -191,6 +208,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
     Ok(Estimate {
         model: plan.model.clone(),
         model_source: source,
+        model_config_path: None,
         total_params: mem.total_params,
         trainable_params: mem.trainable_params,
         peak_allocated_bytes: mem.peak_allocated_bytes,

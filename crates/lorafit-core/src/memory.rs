@@ -439,6 +439,19 @@ fn quantized_bytes(arch: &ModelArch, q: crate::plan::Quant) -> f64 {
     }
 }
 
+/// Bytes of the frozen base: a pre-quantized checkpoint as stored (LLaMA-Factory ignores
+/// `quantization_bit` for those), else quantized at load as `quantization_bit` says, else
+/// `bytes` (the compute dtype) per parameter. Embeddings, norms and lm_head stay 16-bit.
+fn frozen_weight_bytes(arch: &ModelArch, plan: &Plan, bytes: f64) -> f64 {
+    let total = arch.total_params() as f64;
+    let qn = arch.layer_linear_weight_params() as f64;
+    match (&arch.stored_quant, plan.quant) {
+        (Some(sq), _) => qn * sq.bytes_per_param + (total - qn) * bytes,
+        (None, Some(q)) => quantized_bytes(arch, q) + (total - qn) * bytes,
+        (None, None) => total * bytes,
+    }
+}
+
 /// Validate the numbers that must make sense for this model.
 fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
     if plan.is_lora() {
@@ -455,6 +468,15 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
                 ),
             ));
         }
+    }
+    if let Some(sq) = &arch.stored_quant
+        && !plan.is_adapter()
+        && plan.train
+    {
+        return Err(Error::Conflict(format!(
+            "this checkpoint is pre-quantized (quant_method {}): train it with finetuning_type lora or oft, not {:?}",
+            sq.method, plan.method
+        ).to_lowercase()));
     }
     if plan.method == Method::Freeze && plan.freeze_trainable_layers == 0 {
         return Err(Error::bad(
@@ -527,13 +549,7 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let mixed = plan.precision == Precision::Mixed16;
 
     // Weights (a DPO / KTO reference copy is frozen, in the compute dtype).
-    let frozen_base = match plan.quant {
-        Some(q) => {
-            let qn = arch.layer_linear_weight_params() as f64;
-            quantized_bytes(arch, q) + (total - qn) * wb
-        }
-        None => total * wb,
-    };
+    let frozen_base = frozen_weight_bytes(arch, plan, wb);
     let (mut base, adapter) = match plan.method {
         Method::Full => (total * tb, 0.0),
         Method::Freeze => ((total - t) * wb + t * tb, 0.0),
@@ -831,14 +847,7 @@ fn inference(arch: &ModelArch, plan: &Plan) -> Memory {
     } else {
         2.0
     };
-    let total = arch.total_params() as f64;
-    let weights = match plan.quant {
-        Some(q) => {
-            let qn = arch.layer_linear_weight_params() as f64;
-            quantized_bytes(arch, q) + (total - qn) * cb
-        }
-        None => total * cb,
-    } / plan.num_gpus.max(1) as f64;
+    let weights = frozen_weight_bytes(arch, plan, cb) / plan.num_gpus.max(1) as f64;
     let b = plan.batch_size as f64;
     let s = plan.cutoff_len as f64;
     let kv = 2.0 * arch.num_layers as f64 * arch.kv_dim() as f64 * cb * b * s

@@ -521,7 +521,7 @@ impl Plan {
                     "eetq" => QuantMethod::Eetq,
                     other => {
                         notes.push(format!(
-                            "quantization_method {other}: a pre-quantized checkpoint is assumed (4-bit codes, fp16 scales per 128); its config.json's quantization_config is not read"
+                            "quantization_method {other} quantizes nothing at load (LLaMA-Factory does that with bnb, hqq or eetq): 4-bit codes with fp16 scales per 128 are assumed unless the model's config.json has a quantization_config"
                         ));
                         QuantMethod::PreQuantized
                     }

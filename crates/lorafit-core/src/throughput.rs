@@ -135,7 +135,7 @@ pub fn step_time(
         Method::Freeze => mfu *= 1.6,
         Method::Full => {}
     }
-    if plan.quant.is_some() {
+    if plan.quant.is_some() || arch.stored_quant.is_some() {
         // bitsandbytes dequantizes every weight in every pass; measured 1.0–1.6× slower, worst on small models.
         let h = arch.hidden_size as f64;
         mfu /= 1.0 + 0.55 * ((4096.0 - h) / 2048.0).clamp(0.0, 1.0);

@@ -746,3 +746,37 @@ fn every_llamafactory_key_is_accepted_with_a_value_of_its_type() {
         assert!(keys::is_v1(k), "{k}");
     }
 }
+
+#[test]
+fn catalog_variants_share_their_base_and_quantized_repos_carry_their_storage() {
+    use lorafit_core::catalog;
+    let all = catalog::models();
+    assert!(all.len() >= 220, "{}", all.len());
+    let mut ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate catalog ids");
+    for m in all {
+        let a = m.arch().unwrap_or_else(|e| panic!("{}: {e}", m.id));
+        let lower = m.id.to_ascii_lowercase();
+        let quantized = ["awq", "gptq", "bnb-4bit", "fp8", "aqlm"]
+            .iter()
+            .any(|q| lower.contains(q));
+        assert_eq!(a.stored_quant.is_some(), quantized, "{}", m.id);
+        if let Some(sq) = &a.stored_quant {
+            assert!(!sq.assumed, "{}: {}", m.id, sq.method);
+        }
+        if let Some(base) = &m.variant_of {
+            let b = catalog::find_model(base).expect("base").arch().expect("arch");
+            assert_eq!(a.total_params(), b.total_params(), "{}", m.id);
+        }
+    }
+    assert_eq!(
+        catalog::find_model("qwen/qwen3-4b-instruct-2507")
+            .expect("case-insensitive")
+            .variant_of
+            .as_deref(),
+        Some("Qwen/Qwen3-4B")
+    );
+}
