@@ -22,7 +22,7 @@ fn yaml_value(v: &Val) -> String {
             if s.parse::<i64>().is_ok() {
                 return s.clone();
             }
-            serde_yaml::to_string(s)
+            serde_yaml_ng::to_string(s)
                 .map(|t| t.trim_end().to_string())
                 .unwrap_or_else(|_| format!("{s:?}"))
         }

@@ -280,27 +280,27 @@ impl Zero {
     /// An accelerate config (LLaMA-Factory's examples/accelerate/fsdp*_config.yaml): the sharding
     /// and `num_processes`, or `None` when it is not an FSDP config.
     pub fn from_accelerate_yaml(text: &str) -> Result<Option<(Zero, Option<u64>)>, Error> {
-        let doc: serde_yaml::Value = serde_yaml::from_str(text)
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
             .map_err(|e| Error::Syntax(format!("the accelerate config does not parse: {e}")))?;
         let gpus = doc
             .get("num_processes")
-            .and_then(serde_yaml::Value::as_u64)
+            .and_then(serde_yaml_ng::Value::as_u64)
             .filter(|n| *n > 0);
         match doc
             .get("distributed_type")
-            .and_then(serde_yaml::Value::as_str)
+            .and_then(serde_yaml_ng::Value::as_str)
         {
             Some("FSDP") => {}
             Some("DEEPSPEED") => {
                 let cfg = doc.get("deepspeed_config");
                 let stage = cfg
                     .and_then(|c| c.get("zero_stage"))
-                    .and_then(serde_yaml::Value::as_u64)
+                    .and_then(serde_yaml_ng::Value::as_u64)
                     .unwrap_or(0)
                     .min(3) as u8;
                 let dev = |k: &str| {
                     cfg.and_then(|c| c.get(k))
-                        .and_then(serde_yaml::Value::as_str)
+                        .and_then(serde_yaml_ng::Value::as_str)
                         .is_some_and(|d| d != "none")
                 };
                 let zero = Zero {
@@ -318,7 +318,7 @@ impl Zero {
         let field = |k: &str| f.and_then(|c| c.get(k));
         let strategy = field("fsdp_sharding_strategy")
             .map(|v| match v {
-                serde_yaml::Value::Number(n) => match n.as_u64() {
+                serde_yaml_ng::Value::Number(n) => match n.as_u64() {
                     Some(2) => "SHARD_GRAD_OP".to_string(),
                     Some(3) => "NO_SHARD".to_string(),
                     _ => "FULL_SHARD".to_string(),
@@ -327,13 +327,13 @@ impl Zero {
             })
             .unwrap_or_else(|| {
                 // FSDP2 has no strategy key: reshard_after_forward false is SHARD_GRAD_OP.
-                match field("fsdp_reshard_after_forward").and_then(serde_yaml::Value::as_bool) {
+                match field("fsdp_reshard_after_forward").and_then(serde_yaml_ng::Value::as_bool) {
                     Some(false) => "SHARD_GRAD_OP".into(),
                     _ => "FULL_SHARD".into(),
                 }
             });
         let offload = field("fsdp_offload_params")
-            .and_then(serde_yaml::Value::as_bool)
+            .and_then(serde_yaml_ng::Value::as_bool)
             .unwrap_or(false);
         let stage = match strategy.to_ascii_uppercase().as_str() {
             "NO_SHARD" => 0,

@@ -128,6 +128,16 @@ pub const SCHEDULERS: &[&str] = &[
     "greedy",
 ];
 
+/// A boolean as PyYAML (YAML 1.1, what LLaMA-Factory reads configs with) spells it:
+/// true/false, yes/no, on/off, any case.
+pub(crate) fn yaml11_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Some(true),
+        "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 /// Spellings other versions of LLaMA-Factory write for the same value.
 fn alias(key: &str, value: &str) -> Option<&'static str> {
     Some(match (key, value) {
@@ -504,8 +514,9 @@ fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
     match def.kind {
         Kind::Bool => match &v {
             Val::Bool(_) => Ok(v),
-            Val::Str(s) if s.eq_ignore_ascii_case("true") => Ok(Val::Bool(true)),
-            Val::Str(s) if s.eq_ignore_ascii_case("false") => Ok(Val::Bool(false)),
+            Val::Str(s) => crate::settings::yaml11_bool(s).map(Val::Bool).ok_or_else(|| {
+                bad(&v)
+            }),
             _ => Err(bad(&v)),
         },
         Kind::Int(lo, hi) => {
@@ -575,8 +586,8 @@ pub struct Settings {
 }
 
 /// A YAML value as a [`Val`]; `Ok(None)` for null. Mappings and nested lists are `Err(Nested)`.
-pub(crate) fn yaml_scalar(key: &str, v: &serde_yaml::Value) -> Result<Option<Val>, YamlValueError> {
-    use serde_yaml::Value as Y;
+pub(crate) fn yaml_scalar(key: &str, v: &serde_yaml_ng::Value) -> Result<Option<Val>, YamlValueError> {
+    use serde_yaml_ng::Value as Y;
     Ok(Some(match v {
         Y::Null => return Ok(None),
         Y::Bool(b) => Val::Bool(*b),
@@ -636,12 +647,12 @@ pub fn parse_text_value(text: &str) -> Val {
 impl Settings {
     /// Parse LLaMA-Factory YAML text.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        let doc: serde_yaml::Value = serde_yaml::from_str(text)
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
             .map_err(|e| Error::Syntax(format!("the YAML does not parse: {e}")))?;
         let mut s = Settings::default();
         let map = match doc {
-            serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => return Ok(s),
+            serde_yaml_ng::Value::Mapping(m) => m,
+            serde_yaml_ng::Value::Null => return Ok(s),
             _ => {
                 return Err(Error::Syntax(
                     "the YAML must be a mapping of `key: value` lines".into(),
@@ -670,7 +681,7 @@ impl Settings {
 
     /// A mapping (or list of mappings) as a key's value: DeepSpeed's config written inline, or
     /// an LLaMA-Factory / transformers key whose type takes one (`gradient_checkpointing_kwargs`).
-    fn set_nested(&mut self, key: &str, v: &serde_yaml::Value) -> Result<(), Error> {
+    fn set_nested(&mut self, key: &str, v: &serde_yaml_ng::Value) -> Result<(), Error> {
         if key == "deepspeed" {
             let json = serde_json::to_string(v)
                 .map_err(|e| Error::bad(key, "(mapping)", format!("a DeepSpeed config ({e})")))?;

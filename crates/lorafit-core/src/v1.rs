@@ -2,7 +2,7 @@
 //! `dist_config:`, `optim_config:`, `micro_batch_size:` …) read into the same flat keys as v0's,
 //! with v1's own defaults (bf16 on, micro-batch 1, LoRA dropout 0.05), so both estimate alike.
 
-use serde_yaml::Value as Y;
+use serde_yaml_ng::Value as Y;
 
 use crate::error::Error;
 
@@ -27,7 +27,7 @@ const NO_EFFECT: &[&str] = &[
     "save_epochs",
 ];
 
-fn plugin_name(key: &str, m: &serde_yaml::Mapping) -> Result<String, Error> {
+fn plugin_name(key: &str, m: &serde_yaml_ng::Mapping) -> Result<String, Error> {
     match m.get("name").and_then(Y::as_str) {
         Some(n) => Ok(n.to_string()),
         None => Err(Error::bad(
@@ -39,7 +39,7 @@ fn plugin_name(key: &str, m: &serde_yaml::Mapping) -> Result<String, Error> {
 }
 
 fn show(v: &Y) -> String {
-    serde_yaml::to_string(v)
+    serde_yaml_ng::to_string(v)
         .map(|t| t.trim_end().to_string())
         .unwrap_or_default()
 }
@@ -211,7 +211,7 @@ fn peft(key: &str, v: &Y, out: &mut Flat, notes: &mut Vec<String>) -> Result<(),
             if m.get("lora_dropout").is_none() {
                 out.push((
                     "lora_dropout".into(),
-                    Y::Number(serde_yaml::Number::from(0.05)),
+                    Y::Number(serde_yaml_ng::Number::from(0.05)),
                 ));
             }
             if m.get("lora_alpha").is_none() {

@@ -795,3 +795,21 @@ fn catalog_variants_share_their_base_and_quantized_repos_carry_their_storage() {
         Some("Qwen/Qwen3-4B")
     );
 }
+
+#[test]
+fn yaml_reads_as_llamafactory_reads_it() {
+    // LLaMA-Factory loads configs with OmegaConf over PyYAML (YAML 1.1): yes/on are booleans and
+    // 1e-4 is a float; lists join as LLaMA-Factory's split_arg expects.
+    let s = settings(
+        "model_name_or_path: Qwen/Qwen2.5-7B\npacking: yes\nbf16: On\nplot_loss: off\nlearning_rate: 1e-4\n\
+         lora_target: [q_proj, v_proj]\ndataset: [identity, alpaca_en_demo]\nresume_from_checkpoint: null\n",
+    );
+    assert_eq!(s.get("packing"), Some(&Val::Bool(true)));
+    assert_eq!(s.get("bf16"), Some(&Val::Bool(true)));
+    assert_eq!(s.get("plot_loss"), Some(&Val::Bool(false)));
+    assert_eq!(s.get("learning_rate"), Some(&Val::Float(1e-4)));
+    assert_eq!(s.get("lora_target"), Some(&Val::Str("q_proj,v_proj".into())));
+    assert_eq!(s.get("dataset"), Some(&Val::Str("identity,alpaca_en_demo".into())));
+    assert_eq!(s.get("resume_from_checkpoint"), None);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+}
