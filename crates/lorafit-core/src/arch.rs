@@ -51,6 +51,9 @@ pub struct Linear {
     pub bias: bool,
     /// How many copies per layer (experts).
     pub count: u64,
+    /// An `nn.Linear` PEFT can wrap (`lora_target: all` takes it); MoE routers and fused
+    /// 3-D expert tensors (gpt-oss) are not.
+    pub targetable: bool,
 }
 
 impl Linear {
@@ -186,8 +189,16 @@ pub struct ModelArch {
     pub qk_norm: bool,
     /// RMSNorms per decoder layer (2; gemma2/3 have 4).
     pub norms_per_layer: u64,
-    /// Fused `qkv_proj` and `gate_up_proj` (phi3).
+    /// Fused `qkv_proj` (phi3).
     pub fused_projections: bool,
+    /// Fused `gate_up_proj` (phi3, glm4).
+    pub fused_gate_up: bool,
+    /// q/k norms over the whole projection width rather than per head (olmo2).
+    pub qk_norm_full: bool,
+    /// Bias on o_proj (gpt-oss).
+    pub o_bias: bool,
+    /// Attention sinks: one learned logit per head and layer (gpt-oss).
+    pub attention_sinks: bool,
     pub moe: Option<Moe>,
     pub max_position_embeddings: Option<u64>,
     pub rope_theta: Option<f64>,
@@ -294,6 +305,10 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "phi3",
     "mixtral",
     "qwen3_moe",
+    "glm4",
+    "olmo2",
+    "granite",
+    "gpt_oss",
 ];
 
 impl ModelArch {
@@ -386,10 +401,16 @@ impl ModelArch {
             ));
         let qkv_bias = match model_type.as_str() {
             "qwen2" => true,
+            "glm4" => get_bool(obj, "attention_bias").unwrap_or(true),
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
         };
         let moe = match model_type.as_str() {
             "mixtral" => Some(Moe {
+                num_experts: req_u64(obj, "num_local_experts")?,
+                experts_per_token: req_u64(obj, "num_experts_per_tok")?,
+                expert_intermediate_size: intermediate_size,
+            }),
+            "gpt_oss" => Some(Moe {
                 num_experts: req_u64(obj, "num_local_experts")?,
                 experts_per_token: req_u64(obj, "num_experts_per_tok")?,
                 expert_intermediate_size: intermediate_size,
@@ -419,13 +440,20 @@ impl ModelArch {
         };
         Ok(ModelArch {
             stored_quant,
-            qk_norm: matches!(model_type.as_str(), "qwen3" | "qwen3_moe" | "gemma3_text"),
-            norms_per_layer: if matches!(model_type.as_str(), "gemma2" | "gemma3_text") {
+            qk_norm: matches!(
+                model_type.as_str(),
+                "qwen3" | "qwen3_moe" | "gemma3_text" | "olmo2"
+            ),
+            qk_norm_full: model_type == "olmo2",
+            norms_per_layer: if matches!(model_type.as_str(), "gemma2" | "gemma3_text" | "glm4") {
                 4
             } else {
                 2
             },
             fused_projections: model_type == "phi3",
+            fused_gate_up: matches!(model_type.as_str(), "phi3" | "glm4"),
+            o_bias: model_type == "gpt_oss",
+            attention_sinks: model_type == "gpt_oss",
             model_type,
             hidden_size,
             intermediate_size,
@@ -462,6 +490,11 @@ impl ModelArch {
             out_features,
             bias,
             count,
+            targetable: true,
+        };
+        let fixed = |name, in_features, out_features, count| Linear {
+            targetable: false,
+            ..lin(name, in_features, out_features, true, count)
         };
         let mut v = if self.fused_projections {
             vec![
@@ -473,25 +506,38 @@ impl ModelArch {
                 lin("q_proj", h, q, self.qkv_bias, 1),
                 lin("k_proj", h, kv, self.qkv_bias, 1),
                 lin("v_proj", h, kv, self.qkv_bias, 1),
-                lin("o_proj", q, h, false, 1),
+                lin("o_proj", q, h, self.o_bias, 1),
             ]
         };
         match (&self.moe, self.model_type.as_str()) {
+            (Some(m), "gpt_oss") => {
+                // The router and the experts' fused 3-D tensors (with biases) are not nn.Linear.
+                let i = m.expert_intermediate_size;
+                v.push(fixed("router", h, m.num_experts, 1));
+                v.push(fixed("experts.gate_up_proj", h, 2 * i, m.num_experts));
+                v.push(fixed("experts.down_proj", i, h, m.num_experts));
+            }
             (Some(m), "mixtral") => {
                 let i = m.expert_intermediate_size;
-                v.push(lin("gate", h, m.num_experts, false, 1));
+                v.push(Linear {
+                    targetable: false,
+                    ..lin("gate", h, m.num_experts, false, 1)
+                });
                 v.push(lin("w1", h, i, false, m.num_experts));
                 v.push(lin("w3", h, i, false, m.num_experts));
                 v.push(lin("w2", i, h, false, m.num_experts));
             }
             (Some(m), _) => {
                 let i = m.expert_intermediate_size;
-                v.push(lin("gate", h, m.num_experts, false, 1));
+                v.push(Linear {
+                    targetable: false,
+                    ..lin("gate", h, m.num_experts, false, 1)
+                });
                 v.push(lin("gate_proj", h, i, false, m.num_experts));
                 v.push(lin("up_proj", h, i, false, m.num_experts));
                 v.push(lin("down_proj", i, h, false, m.num_experts));
             }
-            (None, _) if self.fused_projections => {
+            (None, _) if self.fused_gate_up => {
                 v.push(lin("gate_up_proj", h, 2 * self.intermediate_size, false, 1));
                 v.push(lin("down_proj", self.intermediate_size, h, false, 1));
             }
@@ -506,18 +552,28 @@ impl ModelArch {
     }
 
     /// Names `lora_target: all` expands to (LLaMA-Factory: every linear layer except lm_head; the
-    /// MoE router is left out).
+    /// MoE router and non-`nn.Linear` expert tensors are left out).
     pub fn all_lora_targets(&self) -> Vec<&'static str> {
         self.layer_linears()
             .into_iter()
-            .filter(|l| l.name != "gate")
+            .filter(|l| l.targetable)
             .map(|l| l.name)
             .collect()
     }
 
-    /// Norm (and q/k-norm) parameters of one decoder layer.
+    /// Norm (and q/k-norm, attention-sink) parameters of one decoder layer: the 1-D ones.
     pub fn layer_norm_params(&self) -> u64 {
-        self.norms_per_layer * self.hidden_size + if self.qk_norm { 2 * self.head_dim } else { 0 }
+        let qk = match (self.qk_norm, self.qk_norm_full) {
+            (true, true) => self.q_dim() + self.kv_dim(),
+            (true, false) => 2 * self.head_dim,
+            _ => 0,
+        };
+        let sinks = if self.attention_sinks {
+            self.num_attention_heads
+        } else {
+            0
+        };
+        self.norms_per_layer * self.hidden_size + qk + sinks
     }
 
     /// Parameters of one decoder layer.
@@ -566,7 +622,13 @@ impl ModelArch {
         match &self.moe {
             None => self.total_params(),
             Some(m) => {
-                let expert = 3 * self.hidden_size * m.expert_intermediate_size;
+                // One expert's weights and biases, over the linears replicated per expert.
+                let expert: u64 = self
+                    .layer_linears()
+                    .iter()
+                    .filter(|l| l.count == m.num_experts && m.num_experts > 1)
+                    .map(|l| (l.weight_params() + l.bias_params()) / l.count)
+                    .sum();
                 self.total_params()
                     - self.num_layers * (m.num_experts - m.experts_per_token) * expert
             }
@@ -622,8 +684,12 @@ impl ModelArch {
             tie_word_embeddings: false,
             qkv_bias: false,
             qk_norm: false,
+            qk_norm_full: false,
             norms_per_layer: 2,
             fused_projections: false,
+            fused_gate_up: false,
+            o_bias: false,
+            attention_sinks: false,
             moe: None,
             max_position_embeddings: None,
             rope_theta: None,

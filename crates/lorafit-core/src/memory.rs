@@ -157,11 +157,11 @@ fn target_modules(
 ) -> Result<Vec<crate::arch::Linear>, Error> {
     let all = arch.layer_linears();
     if targets.iter().any(|t| t == "all") {
-        return Ok(all.into_iter().filter(|l| l.name != "gate").collect());
+        return Ok(all.into_iter().filter(|l| l.targetable).collect());
     }
     let mut out = Vec::new();
     for t in targets {
-        match all.iter().find(|l| l.name == t.as_str()) {
+        match all.iter().find(|l| l.targetable && l.name == t.as_str()) {
             Some(l) => out.push(l.clone()),
             None => {
                 return Err(Error::bad(
@@ -379,7 +379,7 @@ fn low_rank_states(
                 }
                 "mlp" => out.extend(
                     all.iter()
-                        .filter(|l| !attn.contains(&l.name) && l.name != "gate")
+                        .filter(|l| !attn.contains(&l.name) && l.targetable)
                         .cloned(),
                 ),
                 _ => return Err(e.clone()),

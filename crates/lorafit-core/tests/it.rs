@@ -54,6 +54,30 @@ fn parameter_counts_match_published_totals() {
     };
     assert!((active("Qwen/Qwen3-30B-A3B") / 3.3e9 - 1.0).abs() < 0.02);
     assert!((active("Qwen/Qwen3-235B-A22B") / 22.0e9 - 1.0).abs() < 0.01);
+    // gpt-oss: attention sinks, biases on q/k/v/o, the router and the experts; OpenAI's model
+    // card: 20.91 B total / 3.61 B active, 116.83 B / 5.13 B (active counts the unembedding only).
+    check_params("openai/gpt-oss-20b", 20_914_757_184);
+    check_params("openai/gpt-oss-120b", 116_829_156_672);
+    for (id, published) in [("openai/gpt-oss-20b", 3.61e9), ("openai/gpt-oss-120b", 5.13e9)] {
+        let a = catalog::find_model(id).expect("id").arch().expect("arch");
+        let active = (a.active_params() - a.embedding_params()) as f64;
+        assert!((active / published - 1.0).abs() < 0.005, "{id}: {active}");
+        // PEFT's `all` finds only the attention projections: router and experts are not nn.Linear.
+        assert_eq!(a.all_lora_targets(), vec!["q_proj", "k_proj", "v_proj", "o_proj"]);
+    }
+    // GLM-4-0414 (fused gate_up, q/k/v bias, 4 norms per layer): 9.4 B on its model card.
+    check_params("THUDM/GLM-4-9B-0414", 9_400_279_040);
+    // OLMo 2 (full-width q/k norms, post-norms): 7.30 B and 13.7 B.
+    check_params("allenai/OLMo-2-1124-7B", 7_298_617_344);
+    let olmo13 = catalog::find_model("allenai/OLMo-2-1124-13B")
+        .expect("id")
+        .arch()
+        .expect("arch")
+        .total_params() as f64;
+    assert!((olmo13 / 13.7e9 - 1.0).abs() < 0.005, "{olmo13}");
+    // Granite 3.1: 8.17 B and 2.53 B.
+    check_params("ibm-granite/granite-3.1-8b-instruct", 8_170_848_256);
+    check_params("ibm-granite/granite-3.1-2b-instruct", 2_533_531_648);
 }
 
 #[test]
