@@ -89,6 +89,48 @@ pub fn compute_with(s: &Settings, config_json: Option<&str>) -> Result<Estimate,
     estimate::estimate(&arch, src, &plan).map_err(|e| e.to_string())
 }
 
+/// What the page shows below the headline: full / freeze / LoRA / QLoRA side by side, and the
+/// largest batch and cutoff_len that fit the chosen GPU.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Secondary {
+    pub methods: Vec<(&'static str, Result<Estimate, String>)>,
+    pub largest_batch: Option<u64>,
+    pub longest_cutoff: Option<u64>,
+}
+
+impl Secondary {
+    /// Compute it for the page's settings (and a pasted config.json).
+    pub fn of(s: &Settings, config_json: Option<&str>) -> Secondary {
+        let methods = [
+            ("full", "Full"),
+            ("freeze", "Freeze"),
+            ("lora", "LoRA"),
+            ("qlora4", "QLoRA 4-bit"),
+        ]
+        .into_iter()
+        .map(|(m, label)| {
+            let mut alt = s.clone();
+            apply_method(&mut alt, m);
+            (label, compute_with(&alt, config_json))
+        })
+        .collect();
+        let searches = s.plan().ok().and_then(|p| {
+            let (a, _) = estimate::resolve_model(&p, config_json).ok()?;
+            let m = catalog::find_gpu(p.gpu.as_deref()?).ok()?.memory_bytes();
+            Some((
+                estimate::largest_batch(&a, &p, m),
+                estimate::longest_cutoff(&a, &p, m),
+            ))
+        });
+        let (largest_batch, longest_cutoff) = searches.unwrap_or((None, None));
+        Secondary {
+            methods,
+            largest_batch,
+            longest_cutoff,
+        }
+    }
+}
+
 /// Average milliseconds one estimate takes, for `cargo xtask bench-web`.
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn bench_recompute(iterations: u32) -> f64 {
@@ -322,6 +364,41 @@ pub fn bar(p: &BarProps) -> Html {
     }
 }
 
+#[derive(Properties, PartialEq, Debug)]
+pub struct ChartProps {
+    pub settings: Settings,
+    pub config_json: Option<String>,
+}
+
+/// The peak against cutoff_len and batch size (lorafit-core's SVG). Its ~34 estimates and the
+/// SVG's DOM run in the task after the numbers are on screen, like the share-link rewrite.
+#[function_component(Chart)]
+pub fn chart(p: &ChartProps) -> Html {
+    let svg = use_state(String::new);
+    {
+        let svg = svg.clone();
+        use_effect_with(
+            (p.settings.clone(), p.config_json.clone()),
+            move |(s, cfg)| {
+                let (s, cfg) = (s.clone(), cfg.clone());
+                yew::platform::spawn_local(async move {
+                    yew::platform::time::sleep(std::time::Duration::ZERO).await;
+                    let text = s
+                        .plan()
+                        .ok()
+                        .and_then(|p| {
+                            let (a, _) = estimate::resolve_model(&p, cfg.as_deref()).ok()?;
+                            lorafit_core::chart::peak_chart_svg(&a, &p).ok()
+                        })
+                        .unwrap_or_default();
+                    svg.set(text);
+                });
+            },
+        );
+    }
+    html! { <div class="chart" data-testid="chart">{Html::from_html_unchecked((*svg).clone().into())}</div> }
+}
+
 /// The catalog as a `<datalist>`: a prop-less component, so re-renders of the page skip it.
 #[function_component(ModelList)]
 pub fn model_list() -> Html {
@@ -441,6 +518,19 @@ pub fn app() -> Html {
     let s = &*settings;
     let cfg = (*config_json).clone();
     let result = compute_with(s, cfg.as_deref());
+    // The method comparison and the searches (~30 estimates) run in the task after the headline
+    // is on screen, and not at all when only the language changes.
+    let secondary = use_state(Secondary::default);
+    {
+        let secondary = secondary.clone();
+        use_effect_with((s.clone(), cfg.clone()), move |(s, cfg)| {
+            let (s, cfg) = (s.clone(), cfg.clone());
+            yew::platform::spawn_local(async move {
+                yew::platform::time::sleep(std::time::Duration::ZERO).await;
+                secondary.set(Secondary::of(&s, cfg.as_deref()));
+            });
+        });
+    }
 
     // The GPU alias selects its catalog entry; unset keys show their defaults.
     let current_gpu = catalog::find_gpu(&get_str(s, "gpu"))
@@ -488,10 +578,6 @@ pub fn app() -> Html {
 
     let yaml = export::to_llamafactory_yaml(s, false);
     let plan = s.plan().ok();
-    let chart_svg = plan.as_ref().and_then(|p| {
-        let (a, _) = estimate::resolve_model(p, cfg.as_deref()).ok()?;
-        lorafit_core::chart::peak_chart_svg(&a, p).ok()
-    });
     let deepspeed_json = plan.as_ref().filter(|p| p.zero.deepspeed).map(|p| {
         (
             export::deepspeed_file_name(&p.zero),
@@ -518,12 +604,10 @@ pub fn app() -> Html {
                 <tr><td>{&c.provider}</td><td>{&c.kind}</td><td class="num">{format!("${:.2}/h", c.usd_per_hour)}</td>
                 <td class="num">{format!("${:.2}", c.cost_usd)}</td><td><a href={c.source.clone()} rel="noopener" target="_blank">{&c.as_of}</a></td></tr>
             }).collect();
-            let methods: Html = [("full", "Full"), ("freeze", "Freeze"), ("lora", "LoRA"), ("qlora4", "QLoRA 4-bit")]
+            let methods: Html = secondary.methods
                 .iter()
-                .map(|(m, label)| {
-                    let mut alt = s.clone();
-                    apply_method(&mut alt, m);
-                    match compute(&alt) {
+                .map(|(label, r)| {
+                    match r {
                         Ok(x) => html! { <tr><td>{*label}</td><td class="num">{gib(x.peak_reserved_bytes)}</td>
                             <td>{x.fits.map(|f| if f { "✓" } else { "✗" }).unwrap_or("")}</td>
                             <td class="num">{x.total_seconds.map(hours).unwrap_or_default()}</td>
@@ -532,18 +616,7 @@ pub fn app() -> Html {
                     }
                 })
                 .collect();
-            let (largest_b, longest) = s
-                .plan()
-                .ok()
-                .and_then(|p| {
-                    let (a, _) = estimate::resolve_model(&p, None).ok()?;
-                    let m = e.gpu_memory_bytes?;
-                    Some((
-                        estimate::largest_batch(&a, &p, m),
-                        estimate::longest_cutoff(&a, &p, m),
-                    ))
-                })
-                .unwrap_or((None, None));
+            let (largest_b, longest) = (secondary.largest_batch, secondary.longest_cutoff);
             html! {
                 <>
                 <div class="headline">
@@ -560,10 +633,8 @@ pub fn app() -> Html {
                 }
                 <Bar e={e.clone()} />
                 <table class="legend">{legend}</table>
-                if let Some(svg) = chart_svg.clone() {
-                    <h3>{t(l, "chart")}</h3>
-                    <div class="chart" data-testid="chart">{Html::from_html_unchecked(svg.into())}</div>
-                }
+                <h3>{t(l, "chart")}</h3>
+                <Chart settings={s.clone()} config_json={cfg.clone()} />
                 <p class="sub">{format!("{}: {}", t(l, "largest_batch"), largest_b.map(|b| b.to_string()).unwrap_or("—".into()))}
                    {" · "}{format!("{}: {}", t(l, "longest_cutoff"), longest.map(|b| b.to_string()).unwrap_or("—".into()))}</p>
                 <h3>{t(l, "every_gpu")}</h3>

@@ -49,11 +49,29 @@ async fn the_page_shows_lorafit_core_peak_in_data_bytes() {
             "label {i} has no help"
         );
     }
-    // The comparison table has the four methods.
+    // The comparison table has the four methods; it and the chart are computed in the task after
+    // the headline (slow in this unoptimised test build): wait for them.
+    for _ in 0..60 {
+        let done = root
+            .query_selector_all("[data-testid=chart] svg path")
+            .is_ok_and(|p| p.length() > 0)
+            && root
+                .query_selector_all("[data-testid=compare] tr")
+                .is_ok_and(|r| r.length() > 1);
+        if done {
+            break;
+        }
+        yew::platform::time::sleep(Duration::from_millis(50)).await;
+    }
     let rows = root
         .query_selector_all("[data-testid=compare] tr")
         .expect("rows");
     assert_eq!(rows.length(), 5);
+    // The peak chart (drawn in the task after the headline) has the 7 stacked parts per panel.
+    let areas = root
+        .query_selector_all("[data-testid=chart] svg path")
+        .expect("paths");
+    assert_eq!(areas.length(), 14);
 }
 
 #[wasm_bindgen_test]

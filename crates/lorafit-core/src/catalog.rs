@@ -180,12 +180,26 @@ fn suggestions<'a>(id: &str, names: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
+/// Lower-cased ids and aliases → index in [`models`], built once (the page looks models up on
+/// every input).
+fn model_index() -> &'static std::collections::HashMap<String, usize> {
+    static I: OnceLock<std::collections::HashMap<String, usize>> = OnceLock::new();
+    I.get_or_init(|| {
+        let mut map = std::collections::HashMap::new();
+        for (i, m) in models().iter().enumerate() {
+            for name in std::iter::once(&m.id).chain(&m.aliases) {
+                map.entry(norm(name)).or_insert(i);
+            }
+        }
+        map
+    })
+}
+
 /// Find a catalog model by HF id or alias (case-insensitive).
 pub fn find_model(id: &str) -> Result<&'static CatalogModel, Error> {
-    let n = norm(id);
-    models()
-        .iter()
-        .find(|m| norm(&m.id) == n || m.aliases.iter().any(|a| norm(a) == n))
+    model_index()
+        .get(&norm(id))
+        .map(|&i| &models()[i])
         .ok_or_else(|| Error::Unknown {
             kind: "model",
             id: id.to_string(),

@@ -80,9 +80,9 @@ pub fn check(key: &LfKey, v: Val) -> Result<Val, Error> {
     match key.kind.as_str() {
         "bool" => match &v {
             Val::Bool(_) => Ok(v),
-            Val::Str(s) => crate::settings::yaml11_bool(s).map(Val::Bool).ok_or_else(|| {
-                bad(&v, "true or false".into())
-            }),
+            Val::Str(s) => crate::settings::yaml11_bool(s)
+                .map(Val::Bool)
+                .ok_or_else(|| bad(&v, "true or false".into())),
             _ => Err(bad(&v, "true or false".into())),
         },
         "int" => match &v {

@@ -514,9 +514,9 @@ fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
     match def.kind {
         Kind::Bool => match &v {
             Val::Bool(_) => Ok(v),
-            Val::Str(s) => crate::settings::yaml11_bool(s).map(Val::Bool).ok_or_else(|| {
-                bad(&v)
-            }),
+            Val::Str(s) => crate::settings::yaml11_bool(s)
+                .map(Val::Bool)
+                .ok_or_else(|| bad(&v)),
             _ => Err(bad(&v)),
         },
         Kind::Int(lo, hi) => {
@@ -586,7 +586,10 @@ pub struct Settings {
 }
 
 /// A YAML value as a [`Val`]; `Ok(None)` for null. Mappings and nested lists are `Err(Nested)`.
-pub(crate) fn yaml_scalar(key: &str, v: &serde_yaml_ng::Value) -> Result<Option<Val>, YamlValueError> {
+pub(crate) fn yaml_scalar(
+    key: &str,
+    v: &serde_yaml_ng::Value,
+) -> Result<Option<Val>, YamlValueError> {
     use serde_yaml_ng::Value as Y;
     Ok(Some(match v {
         Y::Null => return Ok(None),

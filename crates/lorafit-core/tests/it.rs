@@ -58,12 +58,18 @@ fn parameter_counts_match_published_totals() {
     // card: 20.91 B total / 3.61 B active, 116.83 B / 5.13 B (active counts the unembedding only).
     check_params("openai/gpt-oss-20b", 20_914_757_184);
     check_params("openai/gpt-oss-120b", 116_829_156_672);
-    for (id, published) in [("openai/gpt-oss-20b", 3.61e9), ("openai/gpt-oss-120b", 5.13e9)] {
+    for (id, published) in [
+        ("openai/gpt-oss-20b", 3.61e9),
+        ("openai/gpt-oss-120b", 5.13e9),
+    ] {
         let a = catalog::find_model(id).expect("id").arch().expect("arch");
         let active = (a.active_params() - a.embedding_params()) as f64;
         assert!((active / published - 1.0).abs() < 0.005, "{id}: {active}");
         // PEFT's `all` finds only the attention projections: router and experts are not nn.Linear.
-        assert_eq!(a.all_lora_targets(), vec!["q_proj", "k_proj", "v_proj", "o_proj"]);
+        assert_eq!(
+            a.all_lora_targets(),
+            vec!["q_proj", "k_proj", "v_proj", "o_proj"]
+        );
     }
     // GLM-4-0414 (fused gate_up, q/k/v bias, 4 norms per layer): 9.4 B on its model card.
     check_params("THUDM/GLM-4-9B-0414", 9_400_279_040);
@@ -832,8 +838,14 @@ fn yaml_reads_as_llamafactory_reads_it() {
     assert_eq!(s.get("bf16"), Some(&Val::Bool(true)));
     assert_eq!(s.get("plot_loss"), Some(&Val::Bool(false)));
     assert_eq!(s.get("learning_rate"), Some(&Val::Float(1e-4)));
-    assert_eq!(s.get("lora_target"), Some(&Val::Str("q_proj,v_proj".into())));
-    assert_eq!(s.get("dataset"), Some(&Val::Str("identity,alpaca_en_demo".into())));
+    assert_eq!(
+        s.get("lora_target"),
+        Some(&Val::Str("q_proj,v_proj".into()))
+    );
+    assert_eq!(
+        s.get("dataset"),
+        Some(&Val::Str("identity,alpaca_en_demo".into()))
+    );
     assert_eq!(s.get("resume_from_checkpoint"), None);
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 }
