@@ -404,6 +404,14 @@ fn train_rejects_bad_configs() {
         ),
         ("loraplus_lr_ratio: 16", "one learning rate for A and B"),
         (
+            "finetuning_type: oft",
+            "`finetuning_type: oft`: lorafit train runs LoRA",
+        ),
+        (
+            "optim: sgd",
+            "`optim: sgd`: lorafit train implements adamw_torch",
+        ),
+        (
             "quantization_bit: 4\nquantization_method: hqq",
             "quantization_method: bnb",
         ),

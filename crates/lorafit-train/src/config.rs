@@ -140,41 +140,34 @@ impl TrainArgs {
                 return Err(unsupported(key, v, reason));
             }
         }
-        if let Some(v) = s.get("stage")
-            && v.to_string() != "sft"
-        {
-            return Err(unsupported(
+        // Keys whose one value lorafit train runs.
+        for (key, only, reason) in [
+            (
                 "stage",
-                v,
+                "sft",
                 "lorafit train runs supervised fine-tuning (stage: sft); `lorafit estimate` covers the other stages",
-            ));
-        }
-        if let Some(v) = s.get("quantization_method")
-            && v.to_string() != "bnb"
-        {
-            return Err(unsupported(
+            ),
+            (
                 "quantization_method",
-                v,
+                "bnb",
                 "lorafit train quantizes like bitsandbytes (quantization_method: bnb)",
-            ));
-        }
-        if let Some(v) = s.get("finetuning_type")
-            && v.to_string() != "lora"
-        {
-            return Err(unsupported(
+            ),
+            (
                 "finetuning_type",
-                v,
+                "lora",
                 "lorafit train runs LoRA (finetuning_type: lora)",
-            ));
-        }
-        if let Some(v) = s.get("optim")
-            && v.to_string() != "adamw_torch"
-        {
-            return Err(unsupported(
+            ),
+            (
                 "optim",
-                v,
+                "adamw_torch",
                 "lorafit train implements adamw_torch",
-            ));
+            ),
+        ] {
+            if let Some(v) = s.get(key)
+                && v.to_string() != only
+            {
+                return Err(unsupported(key, v, reason));
+            }
         }
         let quant = match &plan.quant {
             None => None,
