@@ -586,10 +586,7 @@ pub struct Settings {
 }
 
 /// A YAML value as a [`Val`]; `Ok(None)` for null. Mappings and nested lists are `Err(Nested)`.
-pub(crate) fn yaml_scalar(
-    key: &str,
-    v: &serde_yaml_ng::Value,
-) -> Result<Option<Val>, YamlValueError> {
+fn yaml_scalar(v: &serde_yaml_ng::Value) -> Result<Option<Val>, YamlValueError> {
     use serde_yaml_ng::Value as Y;
     Ok(Some(match v {
         Y::Null => return Ok(None),
@@ -613,7 +610,6 @@ pub(crate) fn yaml_scalar(
                     _ => return Err(YamlValueError::Nested),
                 }
             }
-            let _ = key;
             Val::Str(parts.join(","))
         }
         _ => return Err(YamlValueError::Nested),
@@ -622,7 +618,7 @@ pub(crate) fn yaml_scalar(
 
 /// Why a YAML value is not a plain [`Val`].
 #[derive(Debug)]
-pub(crate) enum YamlValueError {
+enum YamlValueError {
     /// A mapping, or a list of mappings / lists.
     Nested,
 }
@@ -673,7 +669,7 @@ impl Settings {
             flat = crate::v1::flatten(flat, &mut s.warnings)?;
         }
         for (key, v) in &flat {
-            match yaml_scalar(key, v) {
+            match yaml_scalar(v) {
                 Ok(Some(val)) => s.set(key, val)?,
                 Ok(None) => {}
                 Err(YamlValueError::Nested) => s.set_nested(key, v)?,
