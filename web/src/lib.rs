@@ -452,7 +452,7 @@ pub fn app() -> Html {
                 apply_precision(&mut s, &v);
             } else if k == "gradient_checkpointing" {
                 let _ = s.set("disable_gradient_checkpointing", Val::Bool(v != "true"));
-            } else if s.set(&k, lorafit_core::plan::parse_text_value(&v)).is_err() {
+            } else if s.set_text(&k, &v).is_err() {
                 return; // the input shows the old value; the error is in the field's constraints
             }
             // The share link is rewritten in the next task, after the numbers are on screen

@@ -4,6 +4,8 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod fuzz;
 use lorafit_core::validation::{self, Compared};
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -71,7 +73,9 @@ fn test() -> Result<()> {
     ]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
     wasm_component_tests()?;
-    e2e()
+    e2e()?;
+    // A short smoke run of each fuzz target (the long runs are in docs/fuzzing.md).
+    fuzz::fuzz(20)
 }
 
 /// The web crate's wasm-bindgen-test component tests, in headless Chromium.
@@ -1136,6 +1140,7 @@ fn main() -> Result<()> {
         Some("bench-train") => bench_train(),
         Some("bench-quant") => bench_quant(),
         Some("example") => example(),
+        Some("fuzz") => fuzz::fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600)),
         Some("serve") => {
             let _ = setup_web();
             let dist = web()?;
@@ -1154,6 +1159,7 @@ fn main() -> Result<()> {
             eprintln!("  test        install what is missing (wasm32 target) and run every test");
             eprintln!("  validation  print docs/validation.md from the measured points");
             eprintln!("  example     train the bundled tiny LoRA example (offline, ~15 s)");
+            eprintln!("  fuzz [SECS] run each cargo-fuzz target for SECS (default 600)");
             eprintln!("  bench-train CPU training tokens/s, lorafit vs PyTorch + PEFT");
             eprintln!(
                 "  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)"

@@ -179,7 +179,7 @@ pub fn from_query(query: &str) -> (Settings, Vec<String>) {
             ));
             continue;
         };
-        if let Err(e) = s.set(&k, crate::plan::parse_text_value(&v)) {
+        if let Err(e) = s.set_text(&k, &v) {
             warnings.push(format!("{e}; the default is used"));
         }
     }

@@ -735,7 +735,22 @@ impl Settings {
         let (k, v) = assignment.split_once('=').ok_or_else(|| {
             Error::Syntax(format!("`--set {assignment}` must look like key=value"))
         })?;
-        self.set(k, parse_text_value(v))
+        self.set_text(k, v)
+    }
+
+    /// Set a key from text (`--set`, a share link): string-valued keys keep the text as written
+    /// (`gpu=-0` stays `-0`, not the number 0); others are read as YAML would read them.
+    pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), Error> {
+        let key = key.trim();
+        let is_text = match KEYS.iter().find(|k| k.name == key) {
+            Some(def) => matches!(def.kind, Kind::Str),
+            None => crate::keys::find(key).is_some_and(|k| k.kind == "str"),
+        };
+        if is_text && !text.trim().is_empty() {
+            self.set(key, Val::Str(text.trim().to_string()))
+        } else {
+            self.set(key, parse_text_value(text))
+        }
     }
 
     /// Remove a key (back to its default).

@@ -849,3 +849,22 @@ fn yaml_reads_as_llamafactory_reads_it() {
     assert_eq!(s.get("resume_from_checkpoint"), None);
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 }
+
+#[test]
+fn share_links_round_trip_text_values_as_written() {
+    // Found by the share_link fuzz target: a string key whose value looks like a number was
+    // re-encoded as the number (`-.0e0` → `-0` → `0`).
+    for q in [
+        "2&gpu=-.0e0",
+        "model_name_or_path=7B&template=1e5&output_dir=0012",
+    ] {
+        let (s, _) = export::from_query(q);
+        let once = export::to_query(&s);
+        assert_eq!(export::to_query(&export::from_query(&once).0), once, "{q}");
+    }
+    let (s, _) = export::from_query("template=0012");
+    assert_eq!(s.get("template"), Some(&Val::Str("0012".into())));
+    let mut s = Settings::default();
+    s.set_assignment("output_dir=007").expect("set");
+    assert_eq!(s.get("output_dir"), Some(&Val::Str("007".into())));
+}
