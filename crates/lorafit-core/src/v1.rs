@@ -57,6 +57,14 @@ pub fn flatten(flat: Flat, notes: &mut Vec<String>) -> Result<Flat, Error> {
     if !has("peft_config") {
         out.push(("finetuning_type".into(), s("full")));
     }
+    if !has("model") && !has("model_name_or_path") {
+        // v1's ModelArguments default.
+        out.push((
+            "model_name_or_path".into(),
+            s("Qwen/Qwen3-4B-Instruct-2507"),
+        ));
+        notes.push("v1: no `model`, so v1's default Qwen/Qwen3-4B-Instruct-2507".into());
+    }
     if !has("bf16") {
         out.push(("bf16".into(), Y::Bool(true)));
     }

@@ -868,3 +868,21 @@ fn share_links_round_trip_text_values_as_written() {
     s.set_assignment("output_dir=007").expect("set");
     assert_eq!(s.get("output_dir"), Some(&Val::Str("007".into())));
 }
+
+#[test]
+fn v1_configs_take_v1_defaults_and_name_bad_plugins() {
+    let s = settings("micro_batch_size: 2\ncutoff_len: 1024\n");
+    let p = s.plan().expect("plan");
+    assert_eq!(p.model, "Qwen/Qwen3-4B-Instruct-2507");
+    assert_eq!(
+        (p.batch_size, p.method),
+        (2, lorafit_core::plan::Method::Full)
+    );
+    assert_eq!(p.precision, lorafit_core::plan::Precision::Mixed16);
+    let e = Settings::from_yaml("model: Qwen/Qwen3-4B\npeft_config:\n  name: prefix\n")
+        .expect_err("plugin");
+    assert!(e.to_string().contains("lora or freeze"), "{e}");
+    let e =
+        Settings::from_yaml("model: Qwen/Qwen3-4B\ndist_config:\n  stage: 3\n").expect_err("name");
+    assert!(e.to_string().contains("`name:`"), "{e}");
+}
