@@ -68,7 +68,9 @@ pub fn fuzz(seconds: u64) -> Result<()> {
     for t in TARGETS {
         eprintln!("xtask: fuzzing {t} for {seconds} s");
         let (runs, crashes) = run_target(t, seconds)?;
-        rows.push(format!("| `{t}` | {seconds} s | {runs} | {crashes} |"));
+        let row = format!("| `{t}` | {seconds} s | {runs} | {crashes} |");
+        eprintln!("xtask: {row}");
+        rows.push(row);
     }
     println!("| target | time | executions | crashes |\n|---|---|---|---|");
     for r in rows {

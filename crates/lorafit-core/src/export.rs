@@ -34,13 +34,16 @@ fn yaml_value(v: &Val) -> String {
 /// which rejects unknown keys.
 pub fn to_llamafactory_yaml(settings: &Settings, lorafit_keys: bool) -> String {
     let mut out = String::from("### written by lorafit\n");
-    if settings.get("stage").is_none() {
-        out.push_str("stage: sft\n");
+    // LLaMA-Factory wants the stage and do_train spelled out; adding them to a copy keeps the
+    // canonical key order, so exporting what was read back writes the same text.
+    let mut full = settings.clone();
+    if full.get("stage").is_none() {
+        let _ = full.set("stage", Val::Str("sft".into()));
     }
-    if settings.get("do_train").is_none() {
-        out.push_str("do_train: true\n");
+    if full.get("do_train").is_none() {
+        let _ = full.set("do_train", Val::Bool(true));
     }
-    for (k, origin, v) in settings.iter() {
+    for (k, origin, v) in full.iter() {
         if origin == Origin::Lorafit && !lorafit_keys {
             continue;
         }

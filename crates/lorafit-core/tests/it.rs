@@ -886,3 +886,23 @@ fn v1_configs_take_v1_defaults_and_name_bad_plugins() {
         Settings::from_yaml("model: Qwen/Qwen3-4B\ndist_config:\n  stage: 3\n").expect_err("name");
     assert!(e.to_string().contains("`name:`"), "{e}");
 }
+
+#[test]
+fn exporting_what_was_read_back_writes_the_same_yaml() {
+    // Found by the config_yaml fuzz target: defaults the export adds (stage, do_train) moved
+    // between the first and the second export.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lorafit-cli/tests/configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") || path.ends_with("fsdp_config.yaml") {
+            continue;
+        }
+        let s = Settings::from_yaml(&std::fs::read_to_string(&path).expect("read")).expect("parse");
+        let once = export::to_llamafactory_yaml(&s, true);
+        let twice = export::to_llamafactory_yaml(&export::yaml_round_trip(&s).expect("rt"), true);
+        assert_eq!(once, twice, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 30, "{n}");
+}
