@@ -61,11 +61,11 @@ fn run_target(target: &str, seconds: u64) -> Result<(u64, usize)> {
     Ok((runs, crashes))
 }
 
-/// Run every target for `seconds` and print the table.
-pub fn fuzz(seconds: u64) -> Result<()> {
+/// Run every target (or only `only`) for `seconds` and print the table.
+pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
     setup()?;
     let mut rows = Vec::new();
-    for t in TARGETS {
+    for t in TARGETS.into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
         eprintln!("xtask: fuzzing {t} for {seconds} s");
         let (runs, crashes) = run_target(t, seconds)?;
         let row = format!("| `{t}` | {seconds} s | {runs} | {crashes} |");

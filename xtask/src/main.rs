@@ -75,7 +75,7 @@ fn test() -> Result<()> {
     wasm_component_tests()?;
     e2e()?;
     // A short smoke run of each fuzz target (the long runs are in docs/fuzzing.md).
-    fuzz::fuzz(20)
+    fuzz::fuzz(20, None)
 }
 
 /// The web crate's wasm-bindgen-test component tests, in headless Chromium.
@@ -1140,7 +1140,10 @@ fn main() -> Result<()> {
         Some("bench-train") => bench_train(),
         Some("bench-quant") => bench_quant(),
         Some("example") => example(),
-        Some("fuzz") => fuzz::fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600)),
+        Some("fuzz") => fuzz::fuzz(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600),
+            args.get(2).map(String::as_str),
+        ),
         Some("serve") => {
             let _ = setup_web();
             let dist = web()?;
@@ -1159,7 +1162,9 @@ fn main() -> Result<()> {
             eprintln!("  test        install what is missing (wasm32 target) and run every test");
             eprintln!("  validation  print docs/validation.md from the measured points");
             eprintln!("  example     train the bundled tiny LoRA example (offline, ~15 s)");
-            eprintln!("  fuzz [SECS] run each cargo-fuzz target for SECS (default 600)");
+            eprintln!(
+                "  fuzz [SECS] [TARGET]  run each (or one) cargo-fuzz target for SECS (default 600)"
+            );
             eprintln!("  bench-train CPU training tokens/s, lorafit vs PyTorch + PEFT");
             eprintln!(
                 "  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)"

@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::plan::{Origin, Settings, Val, Zero};
 
-fn yaml_value(v: &Val) -> String {
+fn yaml_value(key: &str, v: &Val) -> String {
     match v {
         Val::Bool(b) => b.to_string(),
         Val::Int(i) => i.to_string(),
@@ -18,8 +18,9 @@ fn yaml_value(v: &Val) -> String {
             }
         }
         Val::Str(s) => {
-            // Enum values such as quantization_bit are numbers in LLaMA-Factory's YAML.
-            if s.parse::<i64>().is_ok() {
+            // Enum values such as quantization_bit are numbers in LLaMA-Factory's YAML; text
+            // (`model_name_or_path: '-0'`) stays text.
+            if s.parse::<i64>().is_ok() && !crate::settings::is_text_key(key) {
                 return s.clone();
             }
             serde_yaml_ng::to_string(s)
@@ -47,7 +48,7 @@ pub fn to_llamafactory_yaml(settings: &Settings, lorafit_keys: bool) -> String {
         if origin == Origin::Lorafit && !lorafit_keys {
             continue;
         }
-        out.push_str(&format!("{k}: {}\n", yaml_value(v)));
+        out.push_str(&format!("{k}: {}\n", yaml_value(k, v)));
     }
     out
 }

@@ -128,6 +128,15 @@ pub const SCHEDULERS: &[&str] = &[
     "greedy",
 ];
 
+/// Whether `key` holds free text (a path, an id): its value is kept as written, and exported
+/// quoted when it looks like a number.
+pub(crate) fn is_text_key(key: &str) -> bool {
+    match KEYS.iter().find(|k| k.name == key) {
+        Some(def) => matches!(def.kind, Kind::Str),
+        None => crate::keys::find(key).is_some_and(|k| k.kind == "str"),
+    }
+}
+
 /// A boolean as PyYAML (YAML 1.1, what LLaMA-Factory reads configs with) spells it:
 /// true/false, yes/no, on/off, any case.
 pub(crate) fn yaml11_bool(s: &str) -> Option<bool> {
@@ -742,11 +751,7 @@ impl Settings {
     /// (`gpu=-0` stays `-0`, not the number 0); others are read as YAML would read them.
     pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), Error> {
         let key = key.trim();
-        let is_text = match KEYS.iter().find(|k| k.name == key) {
-            Some(def) => matches!(def.kind, Kind::Str),
-            None => crate::keys::find(key).is_some_and(|k| k.kind == "str"),
-        };
-        if is_text && !text.trim().is_empty() {
+        if is_text_key(key) && !text.trim().is_empty() {
             self.set(key, Val::Str(text.trim().to_string()))
         } else {
             self.set(key, parse_text_value(text))

@@ -906,3 +906,29 @@ fn exporting_what_was_read_back_writes_the_same_yaml() {
     }
     assert!(n >= 30, "{n}");
 }
+
+#[test]
+fn text_that_looks_like_a_number_stays_text_through_yaml() {
+    // Found by the config_yaml fuzz target: `model: -0.` was written back as `-0`, which YAML
+    // reads as the number 0.
+    for yaml in [
+        "model: -0.\nmicro_batch_size: 1\n",
+        "model_name_or_path: Qwen/Qwen2.5-7B\noutput_dir: '007'\ntemplate: '12'\nquantization_bit: 4\n",
+    ] {
+        let s = settings(yaml);
+        let once = export::to_llamafactory_yaml(&s, true);
+        let back = export::yaml_round_trip(&s).expect("round trip");
+        assert_eq!(export::to_llamafactory_yaml(&back, true), once, "{yaml}");
+        for k in [
+            "model_name_or_path",
+            "output_dir",
+            "template",
+            "quantization_bit",
+        ] {
+            assert_eq!(back.get(k), s.get(k), "{k} in {yaml}");
+        }
+    }
+    // Enum values are still numbers for LLaMA-Factory.
+    let s = settings("model_name_or_path: x\nquantization_bit: 4\n");
+    assert!(export::to_llamafactory_yaml(&s, false).contains("\nquantization_bit: 4\n"));
+}
