@@ -115,10 +115,14 @@ pub fn check(key: &LfKey, v: Val) -> Result<Val, Error> {
                 Err(bad(&v, format!("one of {}", key.choices.join(", "))))
             }
         }
-        "str" => Ok(match v {
-            Val::Str(_) => v,
-            other => Val::Str(other.to_string()),
-        }),
+        "str" => match v {
+            Val::Str(s) if s.chars().any(char::is_control) => Err(bad(
+                &Val::Str(s.escape_debug().to_string()),
+                "text without control characters".into(),
+            )),
+            Val::Str(_) => Ok(v),
+            other => Ok(Val::Str(other.to_string())),
+        },
         _ => Ok(v),
     }
 }

@@ -513,7 +513,7 @@ fn describe(kind: Kind) -> String {
         Kind::Int(lo, hi) => format!("a whole number from {lo} to {hi}"),
         Kind::Float(lo, hi) => format!("a number from {lo} to {hi}"),
         Kind::Enum(v) => format!("one of {}", v.join(", ")),
-        Kind::Str => "a string".into(),
+        Kind::Str => "a non-empty string without control characters".into(),
         Kind::StrOrBool => "a path, true or false".into(),
     }
 }
@@ -570,7 +570,11 @@ fn check(def: &KeyDef, v: Val) -> Result<Val, Error> {
             }
         }
         Kind::Str => match v {
-            Val::Str(s) if !s.trim().is_empty() && s.len() <= 4096 => Ok(Val::Str(s)),
+            Val::Str(s)
+                if !s.trim().is_empty() && s.len() <= 4096 && !s.chars().any(char::is_control) =>
+            {
+                Ok(Val::Str(s))
+            }
             Val::Int(_) | Val::Float(_) => Ok(Val::Str(v.to_string())),
             _ => Err(bad(&v)),
         },

@@ -928,6 +928,12 @@ fn text_that_looks_like_a_number_stays_text_through_yaml() {
             assert_eq!(back.get(k), s.get(k), "{k} in {yaml}");
         }
     }
+    // Control characters in text are refused (they did not survive YAML's block scalars).
+    let e = Settings::from_yaml("model_name_or_path: \">-0\\r\\r\"\n").expect_err("cr");
+    assert!(e.to_string().contains("without control characters"), "{e}");
+    let e =
+        Settings::from_yaml("model_name_or_path: x\ntemplate: \"qwen\\u0007\"\n").expect_err("bel");
+    assert!(e.to_string().contains("template"), "{e}");
     // Enum values are still numbers for LLaMA-Factory.
     let s = settings("model_name_or_path: x\nquantization_bit: 4\n");
     assert!(export::to_llamafactory_yaml(&s, false).contains("\nquantization_bit: 4\n"));
