@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz [SECONDS]`: the cargo-fuzz targets in fuzz/ (share-link decoder, YAML/JSON
 //! config reader, config.json reader), each run for SECONDS (default 600) on a scratch copy of the
 //! seeds in fuzz/corpus/, printing executions and crashes as a markdown table (docs/fuzzing.md).
-//! `cargo xtask test` runs a short smoke run of each.
+//! `cargo xtask test` runs a short, reproducible smoke run of each ([`smoke`]).
 
 use std::process::Command;
 
@@ -20,8 +20,16 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
-/// One target for `seconds`: (executions, crash files written).
-fn run_target(target: &str, seconds: u64) -> Result<(u64, usize)> {
+/// How long a run lasts: a time, or (for CI's smoke run) a fixed number of inputs from a fixed
+/// seed, so the smoke run is the same every time.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Seconds(u64),
+    Runs(u64),
+}
+
+/// One target: (executions, crash files written).
+fn run_target(target: &str, budget: Budget) -> Result<(u64, usize)> {
     let dir = root().join("fuzz");
     let scratch =
         std::env::temp_dir().join(format!("lorafit-fuzz-{target}-{}", std::process::id()));
@@ -35,7 +43,10 @@ fn run_target(target: &str, seconds: u64) -> Result<(u64, usize)> {
         .arg(scratch.join("corpus"))
         .arg(dir.join("corpus").join(target))
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+        .args(match budget {
+            Budget::Seconds(t) => vec![format!("-max_total_time={t}")],
+            Budget::Runs(n) => vec![format!("-runs={n}"), "-seed=1".into()],
+        })
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .output()
         .with_context(|| format!("cannot run cargo fuzz for {target}"))?;
@@ -67,7 +78,7 @@ pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
     let mut rows = Vec::new();
     for t in TARGETS.into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
         eprintln!("xtask: fuzzing {t} for {seconds} s");
-        let (runs, crashes) = run_target(t, seconds)?;
+        let (runs, crashes) = run_target(t, Budget::Seconds(seconds))?;
         let row = format!("| `{t}` | {seconds} s | {runs} | {crashes} |");
         eprintln!("xtask: {row}");
         rows.push(row);
@@ -75,6 +86,16 @@ pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
     println!("| target | time | executions | crashes |\n|---|---|---|---|");
     for r in rows {
         println!("{r}");
+    }
+    Ok(())
+}
+
+/// CI's smoke run: 100,000 inputs of each target from seed 1.
+pub fn smoke() -> Result<()> {
+    setup()?;
+    for t in TARGETS {
+        let (runs, crashes) = run_target(t, Budget::Runs(100_000))?;
+        eprintln!("xtask: fuzz smoke {t}: {runs} inputs, {crashes} crashes");
     }
     Ok(())
 }

@@ -75,7 +75,7 @@ fn test() -> Result<()> {
     wasm_component_tests()?;
     e2e()?;
     // A short smoke run of each fuzz target (the long runs are in docs/fuzzing.md).
-    fuzz::fuzz(20, None)
+    fuzz::smoke()
 }
 
 /// The web crate's wasm-bindgen-test component tests, in headless Chromium.
@@ -1140,6 +1140,7 @@ fn main() -> Result<()> {
         Some("bench-train") => bench_train(),
         Some("bench-quant") => bench_quant(),
         Some("example") => example(),
+        Some("fuzz-smoke") => fuzz::smoke(),
         Some("fuzz") => fuzz::fuzz(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600),
             args.get(2).map(String::as_str),
