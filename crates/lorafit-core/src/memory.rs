@@ -211,6 +211,10 @@ pub fn adapter_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
     Ok(per_layer * arch.num_layers)
 }
 
+/// The linears `self_attn` names in `freeze_trainable_modules` / `galore_target`; the rest of a
+/// layer's linears are `mlp`.
+const ATTENTION_LINEARS: [&str; 5] = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"];
+
 /// Parameters of one layer that `freeze_trainable_modules` selects (LLaMA-Factory matches the
 /// names inside each trained layer: `self_attn`, `mlp`, a linear's name, a norm's name).
 fn freeze_module_params(arch: &ModelArch, modules: &[String]) -> Result<f64, Error> {
@@ -218,7 +222,7 @@ fn freeze_module_params(arch: &ModelArch, modules: &[String]) -> Result<f64, Err
         return Ok(arch.layer_params() as f64);
     }
     let linears = arch.layer_linears();
-    let attn = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"];
+    let attn = ATTENTION_LINEARS;
     let h = arch.hidden_size as f64;
     let mut total = 0.0;
     for m in modules {
@@ -369,7 +373,7 @@ fn low_rank_states(
 ) -> Result<(f64, f64), Error> {
     let mods = target_modules(arch, &lr.target, &format!("{}_target", lr.kind)).or_else(|e| {
         // LLaMA-Factory also takes `mlp` / `self_attn` style names here.
-        let attn = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"];
+        let attn = ATTENTION_LINEARS;
         let all = arch.layer_linears();
         let mut out = Vec::new();
         for t in &lr.target {
