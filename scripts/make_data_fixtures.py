@@ -2,7 +2,7 @@
 """Make the dataset-pipeline fixtures for lorafit-train with LLaMA-Factory's own code (run by hand).
 
 Needs tokenizers, transformers and `pip install --no-deps llamafactory` (0.9.5 used) plus `datasets`.
-Writes under crates/lorafit-train/tests/fixtures/:
+Writes under crates/lorafit-data/tests/fixtures/lf095/ (the newer, larger set is scripts/make_lf_data_fixtures.py):
 
   tok/tokenizer.json, tok/tokenizer_config.json   a byte-level BPE tokenizer trained here on the
                                                   rows below (English and Chinese), with the special
@@ -41,7 +41,7 @@ from llamafactory.data.processor.supervised import (  # noqa: E402
 from llamafactory.data.template import get_template_and_fix_tokenizer  # noqa: E402
 from llamafactory.hparams import DataArguments  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "lorafit-train", "tests", "fixtures")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "lorafit-data", "tests", "fixtures", "lf095")
 SPECIALS = ["<s>", "</s>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>",
             "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<｜User｜>",
             "<｜Assistant｜>", "[INST]", "[/INST]"]

@@ -35,6 +35,9 @@ enum Command {
         /// Also write an SVG of the peak against cutoff_len and batch size.
         #[arg(long, value_name = "OUT.svg")]
         plot: Option<PathBuf>,
+        /// Do not read the dataset: size every micro-batch at cutoff_len.
+        #[arg(long)]
+        no_data: bool,
     },
     /// Write the config back as LLaMA-Factory YAML (and the DeepSpeed JSON it names).
     Export {
@@ -76,8 +79,12 @@ enum Command {
     },
     /// List the GPU catalog with prices.
     Gpus,
+    /// List LLaMA-Factory's chat templates (`template:`), with their tool format and whether they
+    /// think (reasoning templates add an empty thought to answers without one).
+    Templates,
 }
 
+mod data_stats;
 mod hub_cache;
 mod train;
 
@@ -315,18 +322,48 @@ fn run() -> Result<()> {
             json,
             fsdp_config,
             plot,
+            no_data,
         } => {
             if let Some(f) = fsdp_config {
                 set.push(format!("accelerate_config={}", f.display()));
             }
             let settings = load_settings(&config, &set)?;
-            let (plan, config_json, config_file) = load_plan(&config, &settings)?;
+            let (mut plan, config_json, config_file) = load_plan(&config, &settings)?;
             let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
+            let stats = if no_data {
+                Err("--no-data".to_string())
+            } else {
+                data_stats::read(&config, &settings, &plan, config_file.as_deref())?
+            };
+            if let Ok(st) = &stats {
+                // The peak is the longest micro-batch's; the steps are the data's.
+                plan.cutoff_len = st.longest_batch_tokens.max(1) as u64;
+                if plan.max_samples.is_none() && plan.dataset_tokens.is_none() {
+                    plan.max_samples = Some(st.examples as u64);
+                }
+            }
             let mut e = estimate::estimate(&arch, source, &plan)?;
             e.model_config_path = config_file.map(|f| f.display().to_string());
+            if let Ok(st) = &stats {
+                data_stats::apply_time(&mut e, &plan, st);
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&e)?);
+                let mut v = serde_json::to_value(&e)?;
+                if let (Ok(st), Some(o)) = (&stats, v.as_object_mut()) {
+                    o.insert("dataset".into(), serde_json::to_value(st)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                match &stats {
+                    Ok(st) => data_stats::print(st),
+                    Err(why) if why != "--no-data" && settings.str("dataset").is_some() => {
+                        eprintln!(
+                            "note: {why}; every micro-batch is assumed to be cutoff_len ({}) tokens",
+                            plan.cutoff_len
+                        )
+                    }
+                    Err(_) => {}
+                }
                 print_table(&e, &plan, &arch);
             }
             if let Some(out) = plot {
@@ -423,6 +460,29 @@ fn run() -> Result<()> {
                     "no catalog model of family `{}`; families: {}",
                     family.unwrap_or_default(),
                     catalog::families().join(", ")
+                );
+            }
+        }
+        Command::Templates => {
+            let reg = lorafit_data::template::registry()?;
+            println!("# {} templates from {}", reg.templates.len(), reg.source);
+            for (name, t) in &reg.templates {
+                let tools = t.format_tools.tool_format.as_deref().unwrap_or("default");
+                let rendered = lorafit_data::tools::TOOL_FORMATS.contains(&tools);
+                let mut tags = Vec::new();
+                if t.is_reasoning() {
+                    tags.push("thinking".to_string());
+                }
+                if t.efficient_eos {
+                    tags.push("efficient_eos".into());
+                }
+                if t.mm_plugin.image_token.is_some() {
+                    tags.push("vision (text part)".into());
+                }
+                println!(
+                    "{name:<22} tools: {tools:<10}{} {}",
+                    if rendered { "" } else { " (not rendered)" },
+                    tags.join(", ")
                 );
             }
         }

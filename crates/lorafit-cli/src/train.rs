@@ -47,8 +47,27 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     );
     let model = Model::load_quantized(&args.model_dir, &device, args.quant)
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
-    let examples = data::load_dataset(&args)?;
+    let (examples, report) = data::load_dataset_report(&args)?;
+    for (name, rows) in &report.rows {
+        eprintln!("dataset {name}: {rows} rows");
+    }
+    if !report.dropped.is_empty() {
+        // LLaMA-Factory skips these rows with a warning each; say how many and why.
+        eprintln!(
+            "warning: {} rows dropped, as LLaMA-Factory drops them:",
+            report.dropped.len()
+        );
+        for d in report.dropped.iter().take(5) {
+            eprintln!("  {} row {}: {}", d.dataset, d.row, d.reason);
+        }
+        if report.dropped.len() > 5 {
+            eprintln!("  … and {} more", report.dropped.len() - 5);
+        }
+    }
     let mut trainer = Trainer::new(args, &model, examples)?;
+    for c in &trainer.cleaned {
+        eprintln!("output_dir: {c}");
+    }
     eprintln!(
         "{} examples, {} optimizer steps{}, {} trainable parameters (LoRA r={}), output in {}",
         trainer.num_examples(),

@@ -397,7 +397,10 @@ fn train_rejects_bad_configs() {
     );
     // Stages and methods `lorafit estimate` knows but the trainer does not run.
     for (key, needle) in [
-        ("stage: dpo", "lorafit train runs supervised fine-tuning"),
+        (
+            "stage: dpo",
+            "lorafit train runs pretraining (pt) and supervised fine-tuning (sft)",
+        ),
         (
             "use_galore: true\nfinetuning_type: full",
             "`use_galore: true`: lorafit train implements adamw_torch",
@@ -818,5 +821,81 @@ fn variants_and_prequantized_checkpoints() {
     let all = lorafit(&["models"]);
     assert!(String::from_utf8_lossy(&all.stdout).lines().count() >= 220);
     fails_with(&["models", "--family", "nope"], "families: Llama 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A dataset-aware estimate: with the model's tokenizer beside its config.json, `lorafit
+/// estimate` reads the data through lorafit-data. A short dataset at cutoff_len 2048 has a lower
+/// peak than the cutoff-length estimate, and exactly the estimate at its longest micro-batch.
+#[test]
+fn short_dataset_lowers_the_peak_to_its_longest_batch() {
+    let dir = scratch("dataset-aware");
+    let model = dir.join("m");
+    std::fs::create_dir_all(&model).expect("dir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(
+            root.join("lorafit-data/tests/fixtures/tok").join(f),
+            model.join(f),
+        )
+        .expect("copy");
+    }
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("lorafit-train/tests/fixtures/llama/config.json"))
+            .expect("config"),
+    )
+    .expect("json");
+    cfg["vocab_size"] = 1300.into();
+    std::fs::write(model.join("config.json"), cfg.to_string()).expect("write");
+    let data = root.join("lorafit-data/tests/fixtures/data");
+    let yaml = dir.join("c.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "model_name_or_path: {}\nstage: sft\nfinetuning_type: lora\ndataset: alpaca_en_demo,glaive_toolcall_en_demo\n\
+             dataset_dir: {}\ntemplate: qwen3\ncutoff_len: 2048\nper_device_train_batch_size: 2\ngpu: H100-SXM\n",
+            model.display(),
+            data.display()
+        ),
+    )
+    .expect("write");
+    let y = yaml.display().to_string();
+    let with_data = json(&["estimate", &y, "--json"]);
+    let d = &with_data["dataset"];
+    assert_eq!(d["examples"], 7, "{d}");
+    let longest = d["longest_batch_tokens"].as_u64().expect("longest");
+    assert!(
+        longest < 2048
+            && longest.is_multiple_of(8)
+            && longest >= d["max_tokens"].as_u64().expect("max"),
+        "{d}"
+    );
+    assert_eq!(d["truncated"], 0);
+    let at_cutoff = json(&["estimate", &y, "--json", "--no-data"]);
+    let at_longest = json(&[
+        "estimate",
+        &y,
+        "--json",
+        "--no-data",
+        "--set",
+        &format!("cutoff_len={longest}"),
+    ]);
+    let peak = |v: &serde_json::Value| v["peak_reserved_bytes"].as_u64().expect("peak");
+    assert!(
+        peak(&with_data) < peak(&at_cutoff),
+        "{} vs {}",
+        peak(&with_data),
+        peak(&at_cutoff)
+    );
+    assert_eq!(peak(&with_data), peak(&at_longest));
+    assert!(with_data["total_seconds"].as_f64().expect("time") > 0.0);
+    // A cutoff below the longest example truncates, and says how many.
+    let short = json(&["estimate", &y, "--json", "--set", "cutoff_len=64"]);
+    assert!(
+        short["dataset"]["truncated"].as_u64().expect("truncated") > 0,
+        "{}",
+        short["dataset"]
+    );
+    assert!(short["dataset"]["max_tokens"].as_u64().expect("max") <= 64);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -56,14 +56,28 @@ pub struct TrainArgs {
     pub lora_target: Vec<String>,
     pub dataset: String,
     pub dataset_dir: PathBuf,
-    pub template: String,
+    /// `template` (LLaMA-Factory's name); none: pt data only.
+    pub template: Option<String>,
+    /// `stage`: pt or sft.
+    pub stage: String,
     pub cutoff_len: usize,
     pub max_samples: Option<usize>,
+    /// `packing` as resolved (on for pt unless `packing: false`).
     pub packing: bool,
+    /// `packing` as given (LLaMA-Factory shortens cutoff_len by one only when it is given).
+    pub packing_given: Option<bool>,
+    /// `mix_strategy`, `interleave_probs`, `enable_thinking`, `preserve_thinking`,
+    /// `default_system`, `tool_format`: the other data keys, passed to lorafit-data.
+    pub mix_strategy: String,
+    pub interleave_probs: Option<Vec<f64>>,
+    pub enable_thinking: bool,
+    pub preserve_thinking: bool,
+    pub default_system: Option<String>,
+    pub tool_format: Option<String>,
     /// `neat_packing`: packing with attention blocked between the packed examples.
     pub neat_packing: bool,
     /// `train_on_prompt`, `mask_history`.
-    pub masking: crate::dataset::Masking,
+    pub masking: lorafit_data::Masking,
     pub batch_size: usize,
     pub grad_accum: usize,
     pub learning_rate: f64,
@@ -93,6 +107,34 @@ fn unsupported(key: &str, value: &Val, why: &str) -> Error {
 }
 
 impl TrainArgs {
+    /// The data keys as lorafit-data takes them (the tokenizer is the model's).
+    pub fn data_args(&self) -> lorafit_data::DataArgs {
+        lorafit_data::DataArgs {
+            dataset: lorafit_data::load::dataset_names(&self.dataset),
+            dataset_dir: self.dataset_dir.clone(),
+            tokenizer_dir: self.model_dir.clone(),
+            template: self.template.clone(),
+            stage: if self.stage == "pt" {
+                lorafit_data::Stage::Pt
+            } else {
+                lorafit_data::Stage::Sft
+            },
+            cutoff_len: self.cutoff_len,
+            max_samples: self.max_samples,
+            packing: self.packing_given,
+            neat_packing: self.neat_packing,
+            masking: self.masking,
+            mix_strategy: lorafit_data::Mix::from_name(&self.mix_strategy).unwrap_or_default(),
+            interleave_probs: self.interleave_probs.clone(),
+            seed: self.seed,
+            enable_thinking: self.enable_thinking,
+            preserve_thinking: self.preserve_thinking,
+            default_system: self.default_system.clone(),
+            tool_format: self.tool_format.clone(),
+            preprocessing_batch_size: 1000,
+        }
+    }
+
     /// Resolve the keys; relative paths are taken from `base` (the config file's directory).
     pub fn from_settings(s: &Settings, base: &Path) -> Result<Self> {
         let plan = s.plan()?;
@@ -143,11 +185,6 @@ impl TrainArgs {
         // Keys whose one value lorafit train runs.
         for (key, only, reason) in [
             (
-                "stage",
-                "sft",
-                "lorafit train runs supervised fine-tuning (stage: sft); `lorafit estimate` covers the other stages",
-            ),
-            (
                 "quantization_method",
                 "bnb",
                 "lorafit train quantizes like bitsandbytes (quantization_method: bnb)",
@@ -169,6 +206,14 @@ impl TrainArgs {
                 return Err(unsupported(key, v, reason));
             }
         }
+        let stage = s.str("stage").unwrap_or("sft").to_string();
+        if stage != "sft" && stage != "pt" {
+            return Err(unsupported(
+                "stage",
+                &Val::Str(stage),
+                "lorafit train runs pretraining (pt) and supervised fine-tuning (sft); `lorafit estimate` covers the other stages",
+            ));
+        }
         let quant = match &plan.quant {
             None => None,
             Some(q) if q.bits == 8 => Some(QuantSpec::Int8),
@@ -188,7 +233,7 @@ impl TrainArgs {
                 ));
             }
         };
-        let masking = crate::dataset::Masking {
+        let masking = lorafit_data::Masking {
             train_on_prompt: s.bool("train_on_prompt", false),
             mask_history: s.bool("mask_history", false),
         };
@@ -246,10 +291,37 @@ impl TrainArgs {
             lora_target: targets,
             dataset,
             dataset_dir: path(s.str("dataset_dir").unwrap_or("data")),
-            template: s.str("template").unwrap_or("default").to_string(),
+            template: s.str("template").map(str::to_string),
+            packing_given: s.get("packing").map(|v| matches!(v, Val::Bool(true))),
+            mix_strategy: {
+                let m = s.str("mix_strategy").unwrap_or("concat");
+                lorafit_data::Mix::from_name(m)?;
+                m.to_string()
+            },
+            interleave_probs: match s.get("interleave_probs") {
+                None => None,
+                Some(v) => Some(
+                    v.to_string()
+                        .split(',')
+                        .map(|x| {
+                            x.trim().parse::<f64>().map_err(|_| {
+                                Error::Invalid(format!(
+                                    "`interleave_probs: {v}` must be comma-separated probabilities"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            },
+            enable_thinking: s.bool("enable_thinking", true),
+            preserve_thinking: s.bool("preserve_thinking", false),
+            default_system: s.str("default_system").map(str::to_string),
+            tool_format: s.str("tool_format").map(str::to_string),
             cutoff_len: plan.cutoff_len as usize,
             max_samples: plan.max_samples.map(|m| m as usize),
-            packing: plan.packing,
+            packing: plan.packing
+                || (stage == "pt" && !matches!(s.get("packing"), Some(Val::Bool(false)))),
+            stage,
             neat_packing: s.bool("neat_packing", false),
             masking,
             batch_size: plan.batch_size as usize,

@@ -13,6 +13,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Config(#[from] lorafit_core::Error),
+    /// Reading or encoding the dataset (lorafit-data).
+    #[error(transparent)]
+    Dataset(#[from] lorafit_data::Error),
     #[error("{path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
     #[error("{0}")]

@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod data;
-pub mod dataset;
 pub mod error;
 pub mod lora;
 pub mod model;

@@ -124,6 +124,72 @@ fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
     })
 }
 
+/// The pid in a leftover's name suffix (`.tmpPID`, `.oldPID`), when it is not a running process
+/// other than this one (on Linux; elsewhere any pid but ours counts as gone).
+fn dead_pid(suffix: &str) -> bool {
+    let Ok(pid) = suffix.parse::<u32>() else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return true;
+    }
+    !Path::new("/proc").join(pid.to_string()).exists() || !Path::new("/proc/self").exists()
+}
+
+/// Remove what a killed save leaves in `out`: `.checkpoint-N.tmpPID/` (an incomplete checkpoint)
+/// and `FILE.tmpPID` files (an incomplete atomic write); a `.checkpoint-N.oldPID/` (a complete
+/// checkpoint renamed away while its replacement was moved in) is restored as `checkpoint-N` when
+/// that is missing, else removed. Returns one line per thing done.
+pub fn clean_leftovers(out: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if let Some(rest) = name.strip_prefix(".checkpoint-")
+            && let Some((step, tail)) = rest.split_once('.')
+            && step.parse::<u64>().is_ok()
+        {
+            if let Some(pid) = tail.strip_prefix("tmp")
+                && dead_pid(pid)
+            {
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+                done.push(format!(
+                    "removed {name} (a checkpoint whose save was interrupted)"
+                ));
+            } else if let Some(pid) = tail.strip_prefix("old")
+                && dead_pid(pid)
+            {
+                let target = out.join(format!("checkpoint-{step}"));
+                if target.exists() {
+                    std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+                    done.push(format!("removed {name} (checkpoint-{step} was replaced)"));
+                } else {
+                    std::fs::rename(&p, &target).map_err(|e| Error::io(&p, e))?;
+                    done.push(format!(
+                        "restored checkpoint-{step} from {name} (its replacement was interrupted)"
+                    ));
+                }
+            }
+            continue;
+        }
+        if p.is_file()
+            && let Some((_, pid)) = name.rsplit_once(".tmp")
+            && !pid.is_empty()
+            && dead_pid(pid)
+        {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            done.push(format!(
+                "removed {name} (a file whose write was interrupted)"
+            ));
+        }
+    }
+    Ok(done)
+}
+
 /// The newest `checkpoint-N` directory in `dir`.
 pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
     let rd = std::fs::read_dir(dir).ok()?;
@@ -159,6 +225,8 @@ pub struct Trainer<'a> {
     start_step: u64,
     log_history: Vec<Value>,
     stop: Arc<AtomicBool>,
+    /// What [`clean_leftovers`] did in output_dir before the run (for the caller to print).
+    pub cleaned: Vec<String>,
 }
 
 impl std::fmt::Debug for Trainer<'_> {
@@ -216,6 +284,13 @@ impl<'a> Trainer<'a> {
             targets,
             dora: args.use_dora,
         };
+        // Leftovers of a run killed while saving go first (a renamed-away complete checkpoint
+        // comes back), so the newest checkpoint is found among complete ones.
+        let cleaned = if args.output_dir.is_dir() {
+            clean_leftovers(&args.output_dir)?
+        } else {
+            Vec::new()
+        };
         let resume_dir = match &args.resume {
             Resume::No => None,
             Resume::Latest => Some(latest_checkpoint(&args.output_dir).ok_or_else(|| {
@@ -266,6 +341,7 @@ impl<'a> Trainer<'a> {
             start_step,
             log_history,
             stop: Arc::new(AtomicBool::new(false)),
+            cleaned,
         })
     }
 

@@ -327,10 +327,34 @@ fn check_resume(name: &str, total_steps: u64) {
         }
         other => panic!("expected an interruption, got {other:?}"),
     }
+    // What a SIGKILL during a save leaves behind (pid 4294967295 is never a live process): a
+    // half-written checkpoint, a half-written file, and the last complete checkpoint renamed
+    // away while its replacement was being moved in. The resumed run cleans up and restores it.
+    let dead = 4294967295u32;
+    let half = dir.join(format!(".checkpoint-6.tmp{dead}"));
+    std::fs::create_dir_all(&half).expect("dir");
+    std::fs::write(half.join("adapter_model.safetensors"), b"partial").expect("write");
+    std::fs::write(dir.join(format!("trainer_log.jsonl.tmp{dead}")), b"{").expect("write");
+    let old = dir.join(format!(".checkpoint-5.old{dead}"));
+    std::fs::rename(dir.join("checkpoint-5"), &old).expect("rename");
     let mut args2 = args.clone();
     args2.resume = lorafit_train::config::Resume::Latest;
     let mut second = Trainer::new(args2, &model, examples).expect("resumed trainer");
-    assert_eq!(second.start_step(), 5);
+    assert_eq!(
+        second.start_step(),
+        5,
+        "checkpoint-5 restored from {}",
+        old.display()
+    );
+    assert_eq!(second.cleaned.len(), 3, "{:?}", second.cleaned);
+    assert!(
+        second
+            .cleaned
+            .iter()
+            .any(|c| c.starts_with("restored checkpoint-5"))
+    );
+    assert!(!half.exists() && !old.exists());
+    assert!(!dir.join(format!("trainer_log.jsonl.tmp{dead}")).exists());
     let part2 = second.run(|_| {}).expect("second part");
     let mut joined = losses(&part1);
     joined.extend(losses(&part2));

@@ -1,14 +1,16 @@
-//! The alpaca / sharegpt + template path against LLaMA-Factory 0.9.5's own preprocessing
-//! (fixtures from scripts/make_data_fixtures.py), and clear errors for bad data.
+//! The first data fixtures, made with LLaMA-Factory 0.9.5 (scripts/make_data_fixtures.py): six
+//! templates × alpaca / sharegpt × cutoff_len, packing, neat_packing, train_on_prompt and
+//! mask_history still give LLaMA-Factory 0.9.5's ids; and clear errors for bad rows.
 
 use std::path::{Path, PathBuf};
 
-use lorafit_train::data::{self, Example};
-use lorafit_train::dataset::{self, Template, TextTokenizer};
+use lorafit_data::example::{greedy_knapsack, load_pretokenized};
+use lorafit_data::load::{DataArgs, Mix, Stage, load};
+use lorafit_data::process::Masking;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lf095")
 }
 
 fn ints<T: TryFrom<i64>>(v: &Value) -> Vec<T> {
@@ -19,8 +21,31 @@ fn ints<T: TryFrom<i64>>(v: &Value) -> Vec<T> {
         .collect()
 }
 
+fn args(dir: &Path, template: &str, dataset: &str, cutoff: usize) -> DataArgs {
+    DataArgs {
+        dataset: vec![dataset.to_string()],
+        dataset_dir: dir.to_path_buf(),
+        tokenizer_dir: fixtures().join("tok"),
+        template: Some(template.to_string()),
+        stage: Stage::Sft,
+        cutoff_len: cutoff,
+        max_samples: None,
+        packing: None,
+        neat_packing: false,
+        masking: Masking::default(),
+        mix_strategy: Mix::Concat,
+        interleave_probs: None,
+        seed: 42,
+        enable_thinking: true,
+        preserve_thinking: false,
+        default_system: None,
+        tool_format: None,
+        preprocessing_batch_size: 1000,
+    }
+}
+
 #[test]
-fn templates_and_truncation_match_llamafactory() {
+fn templates_and_truncation_match_llamafactory_095() {
     let expected: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("data_expected.json")).expect("fixture"),
     )
@@ -32,29 +57,24 @@ fn templates_and_truncation_match_llamafactory() {
         let cutoff = case["cutoff_len"].as_u64().expect("cutoff") as usize;
         let neat = case["neat_packing"].as_bool().unwrap_or(false);
         let packing = case["packing"].as_bool().unwrap_or(false) || neat;
-        let masking = dataset::Masking {
+        let mut a = args(&fixtures().join("text"), name, ds, cutoff);
+        a.packing = Some(packing && !neat).filter(|p| *p);
+        a.neat_packing = neat;
+        a.masking = Masking {
             train_on_prompt: case["train_on_prompt"].as_bool().unwrap_or(false),
             mask_history: case["mask_history"].as_bool().unwrap_or(false),
         };
-        let template = Template::get(name).expect("template");
-        let tok = TextTokenizer::load(&fixtures().join("tok"), &template).expect("tokenizer");
-        let convs = dataset::conversations(&fixtures().join("text"), ds).expect("dataset");
-        let enc_cutoff = if packing { cutoff - 1 } else { cutoff };
-        let mut got: Vec<Example> = convs
-            .iter()
-            .map(|c| dataset::encode(&tok, &template, c, enc_cutoff, masking).expect("encode"))
-            .collect();
-        if packing {
-            got = data::pack(got, enc_cutoff, tok.pad_id.expect("pad"), neat);
-        }
-        let what = format!("{name}/{ds}/{cutoff} packing={packing} neat={neat} {masking:?}");
-        let want_ids = case["input_ids"].as_array().expect("ids");
-        let want_labels = case["labels"].as_array().expect("labels");
-        assert_eq!(
-            got.len(),
-            want_ids.len(),
-            "{name}/{ds}/{cutoff}: number of examples"
+        let what = format!(
+            "{name}/{ds}/{cutoff} packing={packing} neat={neat} {:?}",
+            a.masking
         );
+        let got = load(&a)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .0
+            .into_examples()
+            .expect("examples");
+        let want_ids = case["input_ids"].as_array().expect("ids");
+        assert_eq!(got.len(), want_ids.len(), "{what}: number of examples");
         for (i, e) in got.iter().enumerate() {
             assert_eq!(
                 e.input_ids,
@@ -64,7 +84,7 @@ fn templates_and_truncation_match_llamafactory() {
             );
             assert_eq!(
                 e.labels,
-                ints::<i64>(&want_labels[i]),
+                ints::<i64>(&case["labels"][i]),
                 "{what}: labels of row {}",
                 i + 1
             );
@@ -72,7 +92,7 @@ fn templates_and_truncation_match_llamafactory() {
                 assert_eq!(
                     e.position_ids,
                     ints::<u32>(&case["position_ids"][i]),
-                    "positions of pack {}",
+                    "{what}: positions {}",
                     i + 1
                 );
             }
@@ -80,7 +100,7 @@ fn templates_and_truncation_match_llamafactory() {
                 assert_eq!(
                     e.segment_ids,
                     ints::<u32>(&case["attention_mask"][i]),
-                    "{what}: sub-sequences (LLaMA-Factory's attention_mask) of pack {}",
+                    "{what}: segments {}",
                     i + 1
                 );
             }
@@ -94,11 +114,11 @@ fn templates_and_truncation_match_llamafactory() {
 fn knapsack_follows_llamafactory() {
     // LLaMA-Factory 0.9.5 printed [[8, 2], [7, 3], [5]] for greedy_knapsack([5, 3, 8, 2, 7], 10).
     assert_eq!(
-        data::greedy_knapsack(vec![5, 3, 8, 2, 7], 10),
+        greedy_knapsack(vec![5, 3, 8, 2, 7], 10),
         vec![vec![8, 2], vec![7, 3], vec![5]]
     );
     // Its version loops forever on a length over capacity (its callers drop those first); ours stops.
-    assert_eq!(data::greedy_knapsack(vec![11, 4], 10), vec![vec![4]]);
+    assert_eq!(greedy_knapsack(vec![11, 4], 10), vec![vec![4]]);
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -108,13 +128,9 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn err_of<T: std::fmt::Debug>(r: lorafit_train::Result<T>) -> String {
-    r.expect_err("should fail").to_string()
-}
-
 #[test]
 fn bad_rows_are_clear_errors() {
-    let dir = std::env::temp_dir().join(format!("lorafit-data-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("lorafit-data-rows-{}", std::process::id()));
     let check = |rows: &str, want: &str| {
         write(
             &dir,
@@ -128,12 +144,17 @@ fn bad_rows_are_clear_errors() {
         } else {
             "d"
         };
-        let e = err_of(dataset::conversations(&dir, name));
+        let e = load(&args(&dir, "qwen", name, 64))
+            .expect_err(rows)
+            .to_string();
         assert!(e.contains(want), "{rows:?}: {e}");
     };
     check("", "has no rows");
     check("{}\n", "row 1");
-    check("{\"instruction\": \"hi\"}\n", "has no `output`");
+    check(
+        "{\"instruction\": \"hi\"}\n",
+        "1 prompt messages and 0 responses",
+    );
     check(
         "{\"instruction\": 3, \"output\": \"x\"}\n",
         "`instruction` must be a string",
@@ -144,37 +165,29 @@ fn bad_rows_are_clear_errors() {
     );
     check(
         "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}]}\n",
-        "role `gpt` where `human` was expected",
+        "the role `gpt` where `human` or `observation` was expected",
     );
     check(
         "{\"conversations\": [{\"from\": \"human\", \"value\": \"x\"}]}\n",
         "user/assistant pairs",
     );
-    let e = err_of(dataset::conversations(&dir, "missing"));
+    let e = load(&args(&dir, "qwen", "missing", 64))
+        .expect_err("missing")
+        .to_string();
     assert!(e.contains("is not in") && e.contains("d, s"), "{e}");
-    let e = err_of(Template::get("vicuna"));
-    assert!(
-        e.contains("known: default, empty, llama3, qwen, mistral, deepseekr1"),
-        "{e}"
-    );
 
     let p = write(
         &dir,
         "pre.jsonl",
         "{\"input_ids\": [1, 2], \"labels\": [1]}\n",
     );
-    assert!(
-        err_of(data::load_pretokenized(&p))
-            .contains("`labels` has 1 entries but `input_ids` has 2")
-    );
+    let err = |p: &Path| load_pretokenized(p).expect_err("bad").to_string();
+    assert!(err(&p).contains("`labels` has 1 entries but `input_ids` has 2"));
     let p = write(&dir, "pre.jsonl", "{\"input_ids\": []}\n");
-    assert!(
-        err_of(data::load_pretokenized(&p)).contains("line 1, `input_ids` is empty")
-            || err_of(data::load_pretokenized(&p)).contains("`input_ids` is empty")
-    );
+    assert!(err(&p).contains("`input_ids` is empty"));
     let p = write(&dir, "pre.jsonl", "{\"input_ids\": [1, -3]}\n");
-    assert!(err_of(data::load_pretokenized(&p)).contains("not a non-negative"));
+    assert!(err(&p).contains("not a non-negative"));
     let p = write(&dir, "pre.jsonl", "\n\n");
-    assert!(err_of(data::load_pretokenized(&p)).contains("has no examples"));
+    assert!(err(&p).contains("has no examples"));
     let _ = std::fs::remove_dir_all(&dir);
 }
