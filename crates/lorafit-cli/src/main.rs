@@ -190,6 +190,61 @@ pub(crate) fn load_plan(
     Ok((plan, config_json, config_file))
 }
 
+/// `lorafit export` of a config with `export_dir`: the LoRA adapter merged into its base.
+fn export_merged(config: &Path, s: &Settings, export_dir: &str) -> Result<()> {
+    let base = config.parent().unwrap_or(Path::new("."));
+    let local = |p: &str| -> PathBuf {
+        let path = PathBuf::from(p);
+        if path.exists() || !base.join(p).exists() {
+            path
+        } else {
+            base.join(p)
+        }
+    };
+    let model = s
+        .str("model_name_or_path")
+        .context("`model_name_or_path` is missing")?;
+    let model_dir = local(model);
+    if !model_dir.join("config.json").is_file() {
+        bail!(
+            "`model_name_or_path: {model}`: merging needs the base checkpoint as a local directory ({} has no config.json)",
+            model_dir.display()
+        );
+    }
+    let adapter = s.str("adapter_name_or_path").context(
+        "`export_dir` is set but `adapter_name_or_path` is missing: lorafit export merges a LoRA adapter into the base",
+    )?;
+    if adapter.contains(',') {
+        bail!("`adapter_name_or_path: {adapter}`: lorafit merges one adapter at a time");
+    }
+    if let Some(ft) = s.str("finetuning_type").filter(|f| *f != "lora") {
+        bail!("`finetuning_type: {ft}`: lorafit export merges LoRA adapters");
+    }
+    if s.get("quantization_bit").is_some() {
+        bail!(
+            "`quantization_bit` is set: merge the adapter into the unquantized base (as LLaMA-Factory asks)"
+        );
+    }
+    let size = s.float("export_size").unwrap_or(5.0);
+    let out = local(export_dir);
+    eprintln!(
+        "merging {adapter} into {} → {}",
+        model_dir.display(),
+        out.display()
+    );
+    let m = lorafit_train::merge::merge(&model_dir, &local(adapter), &out, size)?;
+    eprintln!(
+        "merged {} of {} tensors ({}, {}), {} file(s) in {}",
+        m.merged,
+        m.tensors,
+        m.dtype,
+        gib(m.total_bytes),
+        m.files.len(),
+        m.export_dir.display()
+    );
+    Ok(())
+}
+
 /// Write a file through a temporary name and a rename, so a reader never sees half of it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -379,6 +434,10 @@ fn run() -> Result<()> {
             deepspeed,
         } => {
             let settings = load_settings(&config, &set)?;
+            if let Some(dir) = settings.str("export_dir").filter(|_| !deepspeed) {
+                // `llamafactory-cli export`'s job: merge the adapter into the base.
+                return export_merged(&config, &settings, dir);
+            }
             if deepspeed {
                 let (plan, _, _) = load_plan(&config, &settings)?;
                 println!("{}", export::to_deepspeed_json(&plan.zero));

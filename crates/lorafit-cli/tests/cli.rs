@@ -899,3 +899,41 @@ fn short_dataset_lowers_the_peak_to_its_longest_batch() {
     assert!(short["dataset"]["max_tokens"].as_u64().expect("max") <= 64);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lorafit export` of a config with `export_dir` merges the adapter (as `llamafactory-cli export`).
+#[test]
+fn export_with_export_dir_merges_the_adapter() {
+    let dir = scratch("export-merge");
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lorafit-train/tests/fixtures");
+    let yaml = dir.join("merge.yaml");
+    let out = dir.join("merged");
+    std::fs::write(
+        &yaml,
+        format!(
+            "model_name_or_path: {}\nadapter_name_or_path: {}\ntemplate: llama3\nfinetuning_type: lora\nexport_dir: {}\nexport_size: 5\n",
+            fx.join("llama").display(),
+            fx.join("merge/lora").display(),
+            out.display()
+        ),
+    )
+    .expect("write");
+    let o = lorafit(&["export", &yaml.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("merged 6 of 21 tensors"));
+    assert!(out.join("model.safetensors").is_file() && out.join("config.json").is_file());
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!(
+            "model_name_or_path: {}\nexport_dir: {}\n",
+            fx.join("llama").display(),
+            out.display()
+        ),
+    )
+    .expect("write");
+    fails_with(
+        &["export", &bad.display().to_string()],
+        "`adapter_name_or_path` is missing",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
