@@ -47,7 +47,13 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     );
     let model = Model::load_quantized(&args.model_dir, &device, args.quant)
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
-    let (examples, report) = data::load_dataset_report(&args)?;
+    let (data, report) = if args.dpo.is_some() {
+        let (p, r) = data::load_pairs_report(&args)?;
+        (Err(p), r)
+    } else {
+        let (e, r) = data::load_dataset_report(&args)?;
+        (Ok(e), r)
+    };
     for (name, rows) in &report.rows {
         eprintln!("dataset {name}: {rows} rows");
     }
@@ -64,7 +70,10 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             eprintln!("  … and {} more", report.dropped.len() - 5);
         }
     }
-    let mut trainer = Trainer::new(args, &model, examples)?;
+    let mut trainer = match data {
+        Ok(examples) => Trainer::new(args, &model, examples)?,
+        Err(pairs) => Trainer::new_pairs(args, &model, pairs)?,
+    };
     for c in &trainer.cleaned {
         eprintln!("output_dir: {c}");
     }

@@ -398,8 +398,12 @@ fn train_rejects_bad_configs() {
     // Stages and methods `lorafit estimate` knows but the trainer does not run.
     for (key, needle) in [
         (
-            "stage: dpo",
-            "lorafit train runs pretraining (pt) and supervised fine-tuning (sft)",
+            "stage: kto",
+            "lorafit train runs pretraining (pt), supervised fine-tuning (sft) and DPO (dpo)",
+        ),
+        (
+            "stage: dpo\npref_loss: orpo",
+            "lorafit train runs DPO's sigmoid loss",
         ),
         (
             "use_galore: true\nfinetuning_type: full",

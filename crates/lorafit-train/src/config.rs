@@ -32,6 +32,15 @@ impl Backend {
     }
 }
 
+/// DPO's keys (`pref_beta`, `pref_ftx`, `dpo_label_smoothing`), LLaMA-Factory's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpoArgs {
+    pub beta: f64,
+    /// Weight of the chosen answers' SFT loss (per-token mean) added to the DPO loss.
+    pub ftx: f64,
+    pub label_smoothing: f64,
+}
+
 /// `resume_from_checkpoint`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resume {
@@ -58,8 +67,10 @@ pub struct TrainArgs {
     pub dataset_dir: PathBuf,
     /// `template` (LLaMA-Factory's name); none: pt data only.
     pub template: Option<String>,
-    /// `stage`: pt or sft.
+    /// `stage`: pt, sft or dpo.
     pub stage: String,
+    /// `stage: dpo`: TRL's sigmoid loss with these.
+    pub dpo: Option<DpoArgs>,
     pub cutoff_len: usize,
     pub max_samples: Option<usize>,
     /// `packing` as resolved (on for pt unless `packing: false`).
@@ -114,10 +125,10 @@ impl TrainArgs {
             dataset_dir: self.dataset_dir.clone(),
             tokenizer_dir: self.model_dir.clone(),
             template: self.template.clone(),
-            stage: if self.stage == "pt" {
-                lorafit_data::Stage::Pt
-            } else {
-                lorafit_data::Stage::Sft
+            stage: match self.stage.as_str() {
+                "pt" => lorafit_data::Stage::Pt,
+                "dpo" => lorafit_data::Stage::Pairwise,
+                _ => lorafit_data::Stage::Sft,
             },
             cutoff_len: self.cutoff_len,
             max_samples: self.max_samples,
@@ -207,13 +218,44 @@ impl TrainArgs {
             }
         }
         let stage = s.str("stage").unwrap_or("sft").to_string();
-        if stage != "sft" && stage != "pt" {
+        if stage != "sft" && stage != "pt" && stage != "dpo" {
             return Err(unsupported(
                 "stage",
                 &Val::Str(stage),
-                "lorafit train runs pretraining (pt) and supervised fine-tuning (sft); `lorafit estimate` covers the other stages",
+                "lorafit train runs pretraining (pt), supervised fine-tuning (sft) and DPO (dpo); `lorafit estimate` covers the other stages",
             ));
         }
+        let dpo = if stage == "dpo" {
+            if let Some(v) = s.get("pref_loss")
+                && v.to_string() != "sigmoid"
+            {
+                return Err(unsupported(
+                    "pref_loss",
+                    v,
+                    "lorafit train runs DPO's sigmoid loss (pref_loss: sigmoid)",
+                ));
+            }
+            if let Some(v) = s.get("ref_model") {
+                return Err(unsupported(
+                    "ref_model",
+                    v,
+                    "lorafit's DPO reference is the base with the adapter disabled (LLaMA-Factory's LoRA default)",
+                ));
+            }
+            let label_smoothing = s.float("dpo_label_smoothing").unwrap_or(0.0);
+            if !(0.0..0.5).contains(&label_smoothing) {
+                return Err(Error::Invalid(format!(
+                    "`dpo_label_smoothing: {label_smoothing}` must be in [0, 0.5)"
+                )));
+            }
+            Some(DpoArgs {
+                beta: s.float("pref_beta").unwrap_or(0.1),
+                ftx: s.float("pref_ftx").unwrap_or(0.0),
+                label_smoothing,
+            })
+        } else {
+            None
+        };
         let quant = match &plan.quant {
             None => None,
             Some(q) if q.bits == 8 => Some(QuantSpec::Int8),
@@ -322,6 +364,7 @@ impl TrainArgs {
             packing: plan.packing
                 || (stage == "pt" && !matches!(s.get("packing"), Some(Val::Bool(false)))),
             stage,
+            dpo,
             neat_packing: s.bool("neat_packing", false),
             masking,
             batch_size: plan.batch_size as usize,

@@ -2,7 +2,7 @@
 
 pub use lorafit_data::example::{greedy_knapsack, load_pretokenized, pack, truncate};
 pub use lorafit_data::load::{DataArgs, Encoded, Mix, Report, Stage};
-pub use lorafit_data::{Example, Masking, Schedule, StepRng, Template, TextTokenizer};
+pub use lorafit_data::{Example, Masking, Pair, Schedule, StepRng, Template, TextTokenizer};
 
 use crate::config::TrainArgs;
 use crate::error::{Error, Result};
@@ -15,6 +15,18 @@ pub fn load_dataset_report(args: &TrainArgs) -> Result<(Vec<Example>, Report)> {
         _ => Err(Error::Unsupported(format!(
             "`stage: {}`: lorafit train runs pt and sft; this data is for the {} stage",
             args.stage, args.stage
+        ))),
+    }
+}
+
+/// The chosen / rejected pairs of a `stage: dpo` run.
+pub fn load_pairs_report(args: &TrainArgs) -> Result<(Vec<Pair>, Report)> {
+    let (encoded, report) = lorafit_data::load(&args.data_args())?;
+    match encoded {
+        Encoded::Pairs(p) => Ok((p, report)),
+        _ => Err(Error::Invalid(format!(
+            "`stage: {}` needs pairwise data (`ranking: true` in dataset_info.json)",
+            args.stage
         ))),
     }
 }

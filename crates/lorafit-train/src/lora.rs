@@ -243,6 +243,15 @@ impl Adapter {
         Ok(Adapter { spec, layers })
     }
 
+    /// The same adapter switched off (PEFT's `disable_adapter()`): the base model's forward, as
+    /// DPO's reference.
+    pub fn disabled(&self) -> Adapter {
+        Adapter {
+            spec: self.spec.clone(),
+            layers: BTreeMap::new(),
+        }
+    }
+
     pub fn spec(&self) -> &LoraSpec {
         &self.spec
     }

@@ -624,6 +624,35 @@ impl Model {
         let picked = logp.gather(1, t) * w;
         (picked.sum().neg(), count)
     }
+
+    /// Each sequence's summed log-probability of its labels (`get_batch_logps`: labels shifted by
+    /// one, -100 ignored) `[b]`, and how many label tokens each has.
+    pub fn seq_logps(
+        &self,
+        batch: &[&Example],
+        adapter: &Adapter,
+        rng: &mut StepRng,
+    ) -> (Tensor<1>, Vec<usize>) {
+        let b = batch.len();
+        let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let mut targets = Vec::with_capacity(b * len);
+        let mut weights = Vec::with_capacity(b * len);
+        let mut counts = vec![0usize; b];
+        for (i, e) in batch.iter().enumerate() {
+            for t in 0..len {
+                let next = e.labels.get(t + 1).copied().unwrap_or(-100);
+                targets.push(next.max(0));
+                weights.push(if next >= 0 { 1.0f32 } else { 0.0 });
+                counts[i] += usize::from(next >= 0);
+            }
+        }
+        let n = targets.len();
+        let logp = log_softmax(self.logits(batch, adapter, rng), 1);
+        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
+        let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);
+        let picked = (logp.gather(1, t) * w).reshape([b, len]);
+        (picked.sum_dim(1).reshape([b]), counts)
+    }
 }
 
 /// x `[b, h, len, hd]` · cos + rotate_half(x) · sin.

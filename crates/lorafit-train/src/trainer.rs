@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use serde_json::{Value, json};
 
 use crate::config::{Backend, Resume, TrainArgs};
-use crate::data::{Example, Schedule};
+use crate::data::{Example, Pair, Schedule};
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec, host_of};
 use crate::model::{Model, StepRng};
@@ -34,6 +34,8 @@ pub struct StepInfo {
     pub elapsed_secs: f64,
     /// Device memory in use now, where the backend reports it.
     pub memory_bytes: Option<u64>,
+    /// `stage: dpo`: TRL's reward and log-prob metrics of the step (means over its micro-batches).
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// How a run ended.
@@ -107,6 +109,16 @@ fn hms(secs: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
+/// The DPO metrics of trainer_log.jsonl, TRL's names.
+pub const DPO_METRICS: [&str; 6] = [
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+];
+
 /// What a checkpoint must agree on with the run resuming it.
 fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
     json!({
@@ -121,6 +133,7 @@ fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
         "neat_packing": args.neat_packing,
         "train_on_prompt": args.masking.train_on_prompt,
         "mask_history": args.masking.mask_history,
+        "dpo": args.dpo.is_some(),
     })
 }
 
@@ -218,6 +231,8 @@ pub struct Trainer<'a> {
     pub model: &'a Model,
     pub adapter: Adapter,
     examples: Vec<Example>,
+    /// `stage: dpo`: the pairs (`examples` then holds their chosen sides, for counting).
+    pairs: Option<Vec<Pair>>,
     schedule: Schedule,
     pub total_steps: u64,
     warmup: u64,
@@ -240,6 +255,19 @@ impl std::fmt::Debug for Trainer<'_> {
 impl<'a> Trainer<'a> {
     /// Set up a run: adapter (new, from adapter_name_or_path, or from the checkpoint resumed),
     /// optimizer state and the step to start from.
+    /// A `stage: dpo` run on chosen / rejected pairs (the reference is the base with the adapter
+    /// disabled; TRL's sigmoid loss with `pref_beta`, `dpo_label_smoothing`, plus `pref_ftx` × the
+    /// chosen answers' per-token NLL, as LLaMA-Factory's DPO trainer).
+    pub fn new_pairs(args: TrainArgs, model: &'a Model, pairs: Vec<Pair>) -> Result<Self> {
+        if args.dpo.is_none() {
+            return Err(Error::Invalid("pairs are trained with `stage: dpo`".into()));
+        }
+        let chosen = pairs.iter().map(|p| p.chosen.clone()).collect();
+        let mut t = Self::new(args, model, chosen)?;
+        t.pairs = Some(pairs);
+        Ok(t)
+    }
+
     pub fn new(args: TrainArgs, model: &'a Model, examples: Vec<Example>) -> Result<Self> {
         let device = model.device().clone();
         let vocab = model.config.arch.vocab_size as u32;
@@ -334,6 +362,7 @@ impl<'a> Trainer<'a> {
             model,
             adapter,
             examples,
+            pairs: None,
             schedule,
             total_steps,
             warmup,
@@ -371,6 +400,7 @@ impl<'a> Trainer<'a> {
         let mut tokens_total = 0u64;
         let mut peak: Option<u64> = None;
         let mut window: Vec<f64> = Vec::new();
+        let mut metric_window: Vec<[f64; DPO_METRICS.len()]> = Vec::new();
         let mut last_saved: Option<PathBuf> = latest_checkpoint(&out);
         for step in self.start_step..self.total_steps {
             let batches = self.schedule.step_batches(step as usize);
@@ -393,12 +423,24 @@ impl<'a> Trainer<'a> {
                 .collect();
             let mut acc: Option<Vec<Tensor<2>>> = None;
             let mut loss_value = 0.0f64;
+            let mut dpo_metrics = [0.0f64; DPO_METRICS.len()];
             if n_tokens > 0 {
                 for (mi, mb) in batches.iter().enumerate() {
                     let batch: Vec<&Example> = mb.iter().map(|&i| &self.examples[i]).collect();
                     let mut rng = StepRng::new(self.args.seed, step, mi as u64);
-                    let (sum, _) = self.model.loss_sum(&batch, &self.adapter, &mut rng);
-                    let loss = sum / n_tokens as f64;
+                    let loss = match (&self.pairs, self.args.dpo) {
+                        (Some(pairs), Some(dpo)) => {
+                            let (loss, m) = self.dpo_loss(pairs, mb, dpo, &mut rng, batches.len());
+                            for (acc, v) in dpo_metrics.iter_mut().zip(m) {
+                                *acc += v / batches.len() as f64;
+                            }
+                            loss
+                        }
+                        _ => {
+                            let (sum, _) = self.model.loss_sum(&batch, &self.adapter, &mut rng);
+                            sum / n_tokens as f64
+                        }
+                    };
                     loss_value += loss.clone().inner().into_scalar::<f32>() as f64;
                     // At the end of the forward pass (everything autodiff keeps is alive) and
                     // after backward (gradients); burn has no peak counter, so both are polled.
@@ -475,14 +517,24 @@ impl<'a> Trainer<'a> {
                 tokens_per_second: tokens_total as f64 / elapsed.max(1e-9),
                 elapsed_secs: elapsed,
                 memory_bytes: memory_in_use(&device),
+                metrics: if self.pairs.is_some() {
+                    DPO_METRICS
+                        .iter()
+                        .map(|k| k.to_string())
+                        .zip(dpo_metrics)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             };
             window.push(loss_value);
+            metric_window.push(dpo_metrics);
             if (step + 1) % self.args.logging_steps == 0 || step + 1 == self.total_steps {
                 let done = (step + 1 - self.start_step) as f64;
                 let remaining = elapsed / done * (self.total_steps - step - 1) as f64;
                 let mean = window.iter().sum::<f64>() / window.len() as f64;
                 window.clear();
-                let entry = json!({
+                let mut entry = json!({
                     "current_steps": step + 1,
                     "total_steps": self.total_steps,
                     "loss": round(mean, 4),
@@ -495,6 +547,21 @@ impl<'a> Trainer<'a> {
                     "memory": info.memory_bytes.or_else(process_peak_rss_bytes),
                     "loss_exact": mean,
                 });
+                if self.pairs.is_some()
+                    && let Some(o) = entry.as_object_mut()
+                {
+                    // LLaMA-Factory's DPO log: its `accuracy` and TRL's metric names, averaged
+                    // over the logging window.
+                    let n = metric_window.len().max(1) as f64;
+                    for (k, name) in DPO_METRICS.iter().enumerate() {
+                        let v = metric_window.iter().map(|m| m[k]).sum::<f64>() / n;
+                        o.insert(name.to_string(), json!(v));
+                        if *name == "rewards/accuracies" {
+                            o.insert("accuracy".into(), json!(round(v, 4)));
+                        }
+                    }
+                }
+                metric_window.clear();
                 self.append_log(&entry)?;
             }
             on_step(&info);
@@ -560,6 +627,86 @@ impl<'a> Trainer<'a> {
         writeln!(f, "{entry}").map_err(|e| Error::io(&path, e))?;
         self.log_history.push(entry.clone());
         Ok(())
+    }
+
+    /// One micro-batch of pairs: chosen then rejected in one forward (as LLaMA-Factory's
+    /// collator concatenates them), the reference with the adapter disabled; the mean loss over
+    /// the pairs divided by the step's number of micro-batches (transformers' accumulation), and
+    /// the micro-batch's metrics in [`DPO_METRICS`] order.
+    fn dpo_loss(
+        &self,
+        pairs: &[Pair],
+        mb: &[usize],
+        dpo: crate::config::DpoArgs,
+        rng: &mut StepRng,
+        micro_batches: usize,
+    ) -> (Tensor<1>, [f64; DPO_METRICS.len()]) {
+        use burn::tensor::activation::softplus;
+        let b = mb.len();
+        let batch: Vec<&Example> = mb
+            .iter()
+            .map(|&i| &pairs[i].chosen)
+            .chain(mb.iter().map(|&i| &pairs[i].rejected))
+            .collect();
+        let (policy, counts) = self.model.seq_logps(&batch, &self.adapter, rng);
+        let (reference, _) =
+            self.model
+                .seq_logps(&batch, &self.adapter.disabled(), &mut StepRng::eval());
+        let reference = reference.detach();
+        let (pc, pr) = (policy.clone().slice(0..b), policy.slice(b..2 * b));
+        let (rc, rr) = (reference.clone().slice(0..b), reference.slice(b..2 * b));
+        let z = ((pc.clone() - pr.clone()) - (rc.clone() - rr.clone())) * dpo.beta;
+        // −log σ(z)(1 − ε) − log σ(−z) ε, with −log σ(x) = softplus(−x).
+        let mut losses = softplus(z.clone().neg(), 1.0) * (1.0 - dpo.label_smoothing)
+            + softplus(z, 1.0) * dpo.label_smoothing;
+        if dpo.ftx > 1e-6 {
+            let lens: Vec<f32> = counts[..b].iter().map(|&c| c.max(1) as f32).collect();
+            let lens: Tensor<1> = Tensor::from_data(
+                burn::tensor::TensorData::new(lens, [b]),
+                self.model.device(),
+            );
+            losses = losses + (pc.clone().neg() / lens) * dpo.ftx;
+        }
+        let loss = losses.mean() / micro_batches as f64;
+        let host = |t: Tensor<1>| -> Vec<f64> {
+            t.detach()
+                .inner()
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let (pc, pr, rc, rr) = (host(pc), host(pr), host(rc), host(rr));
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let chosen: Vec<f64> = pc
+            .iter()
+            .zip(&rc)
+            .map(|(p, r)| dpo.beta * (p - r))
+            .collect();
+        let rejected: Vec<f64> = pr
+            .iter()
+            .zip(&rr)
+            .map(|(p, r)| dpo.beta * (p - r))
+            .collect();
+        let acc: Vec<f64> = chosen
+            .iter()
+            .zip(&rejected)
+            .map(|(c, r)| f64::from(u8::from(c > r)))
+            .collect();
+        let margins: Vec<f64> = chosen.iter().zip(&rejected).map(|(c, r)| c - r).collect();
+        (
+            loss,
+            [
+                mean(&chosen),
+                mean(&rejected),
+                mean(&acc),
+                mean(&margins),
+                mean(&pc),
+                mean(&pr),
+            ],
+        )
     }
 
     /// Write `checkpoint-{step}/` (adapter, optimizer moments, trainer state) atomically: into a

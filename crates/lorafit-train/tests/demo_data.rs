@@ -1,6 +1,7 @@
 //! `lorafit train` on LLaMA-Factory's demo datasets as its users name them (identity,
 //! alpaca_en/zh_demo, glaive_toolcall_en/zh_demo, c4_demo, wiki_demo, dpo_en_demo, …: small files of
-//! our own in the same formats, lorafit-data's fixtures) with several templates each: a few steps on
+//! our own in the same formats, lorafit-data's fixtures) with several templates each, pt and dpo
+//! included: a few steps on
 //! a tiny random llama whose vocabulary is the fixture tokenizer's, on ndarray.
 
 use std::path::{Path, PathBuf};
@@ -66,8 +67,13 @@ fn train(model: &Path, keys: &[(&str, Val)]) -> Result<Vec<f64>, String> {
     let args = TrainArgs::from_settings(&s, model).map_err(|e| e.to_string())?;
     let device = make_device(args.backend, false).map_err(|e| e.to_string())?;
     let m = Model::load(&args.model_dir, &device).map_err(|e| e.to_string())?;
-    let examples = data::load_dataset(&args).map_err(|e| e.to_string())?;
-    let mut t = Trainer::new(args, &m, examples).map_err(|e| e.to_string())?;
+    let mut t = if args.dpo.is_some() {
+        let (pairs, _) = data::load_pairs_report(&args).map_err(|e| e.to_string())?;
+        Trainer::new_pairs(args, &m, pairs).map_err(|e| e.to_string())?
+    } else {
+        let examples = data::load_dataset(&args).map_err(|e| e.to_string())?;
+        Trainer::new(args, &m, examples).map_err(|e| e.to_string())?
+    };
     let summary = t.run(|_| {}).map_err(|e| e.to_string())?;
     assert!(out.join("trainer_log.jsonl").is_file());
     let _ = std::fs::remove_dir_all(&out);
@@ -141,19 +147,29 @@ fn demo_datasets_train_with_their_templates() {
             what.join(" ")
         );
     }
-    // The preference stages are encoded (lorafit-data) but not trained yet: a clear refusal.
+    // DPO on the pairwise demo data (chosen and rejected through the template).
+    for template in ["qwen3", "llama3"] {
+        let keys = [
+            ("dataset", s("dpo_en_demo,dpo_zh_demo")),
+            ("template", s(template)),
+            ("stage", s("dpo")),
+            ("pref_beta", Val::Float(0.1)),
+        ];
+        let losses = train(&model, &keys).unwrap_or_else(|e| panic!("dpo {template}: {e}"));
+        assert!(
+            losses.iter().all(|l| l.is_finite() && *l > 0.0),
+            "dpo {template}: {losses:?}"
+        );
+    }
     let e = train(
         &model,
         &[
-            ("dataset", s("dpo_en_demo")),
+            ("dataset", s("kto_en_demo")),
             ("template", s("qwen3")),
-            ("stage", s("dpo")),
+            ("stage", s("kto")),
         ],
     )
-    .expect_err("dpo");
-    assert!(
-        e.contains("`stage: dpo`") && e.contains("pt") && e.contains("sft"),
-        "{e}"
-    );
+    .expect_err("kto");
+    assert!(e.contains("`stage: kto`") && e.contains("dpo"), "{e}");
     let _ = std::fs::remove_dir_all(&model);
 }
