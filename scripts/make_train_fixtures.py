@@ -22,6 +22,9 @@ clip_grad_norm_ over all trainable parameters.
     python3 scripts/make_train_fixtures.py            # write the fixtures
     python3 scripts/make_train_fixtures.py verify DIR # PEFT loads lorafit's adapter in DIR and compares
                                                       # its logits with DIR/logits.safetensors
+    python3 scripts/make_train_fixtures.py eval       # runs/llama_constant.eval.json: transformers' eval
+                                                      # loss of PEFT's final llama_constant adapter on
+                                                      # data.jsonl, eval batch 5
 """
 import json
 import math
@@ -318,6 +321,30 @@ def verify(dir_):
     assert diff <= 1e-4 * max(1.0, scale), "logits differ"
 
 
+def eval_fixture():
+    """transformers' evaluation_loop loss: each batch's mean token loss, repeated per example, averaged."""
+    import copy
+    from safetensors.torch import load_file as _load
+    with open(os.path.join(OUT, "data.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, "llama"), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, os.path.join(OUT, "llama", "adapter_init_llama_constant"))
+    trained = _load(os.path.join(OUT, "runs", "llama_constant.adapter.safetensors"))
+    state = {k.replace(".weight", ".default.weight"): v for k, v in trained.items()}
+    missing = model.load_state_dict(state, strict=False)
+    assert not missing.unexpected_keys, missing.unexpected_keys
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for ids, lab in batches(rows, 5):
+            out = model(input_ids=ids, labels=lab)
+            losses += [float(out.loss)] * ids.shape[0]
+    result = {"eval_loss": sum(losses) / len(losses), "per_device_eval_batch_size": 5, "rows": len(rows)}
+    with open(os.path.join(OUT, "runs", "llama_constant.eval.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(result)
+
+
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "verify":
         for d in sys.argv[2:]:
@@ -347,5 +374,8 @@ def main():
         train(name, spec, rows)
 
 
+if __name__ == "__main__" and sys.argv[1:2] == ["eval"]:
+    eval_fixture()
+    sys.exit(0)
 if __name__ == "__main__":
     main()

@@ -71,7 +71,13 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         }
     }
     let mut trainer = match data {
-        Ok(examples) => Trainer::new(args, &model, examples)?,
+        Ok(examples) => {
+            let (train, eval) = data::split_eval(&args, examples)?;
+            if !eval.is_empty() {
+                eprintln!("{} examples for the eval loss", eval.len());
+            }
+            Trainer::new(args, &model, train)?.with_eval(eval)
+        }
         Err(pairs) => Trainer::new_pairs(args, &model, pairs)?,
     };
     for c in &trainer.cleaned {

@@ -41,6 +41,19 @@ pub struct DpoArgs {
     pub label_smoothing: f64,
 }
 
+/// When and on what the eval loss is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalArgs {
+    pub eval_dataset: Option<String>,
+    /// A fraction (< 1) or a number of examples (≥ 1) held out of the training data.
+    pub val_size: f64,
+    /// Steps between evaluations, or a fraction (< 1) of the run's steps as transformers reads
+    /// `eval_steps`; None: each epoch.
+    pub every_steps: Option<f64>,
+    pub per_epoch: bool,
+    pub batch_size: usize,
+}
+
 /// `resume_from_checkpoint`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resume {
@@ -71,6 +84,9 @@ pub struct TrainArgs {
     pub stage: String,
     /// `stage: dpo`: TRL's sigmoid loss with these.
     pub dpo: Option<DpoArgs>,
+    /// Evaluation: `eval_dataset`, or `val_size` of the training data held out; every
+    /// `eval_steps` (`eval_strategy: steps`) or each epoch; `per_device_eval_batch_size`.
+    pub eval: Option<EvalArgs>,
     pub cutoff_len: usize,
     pub max_samples: Option<usize>,
     /// `packing` as resolved (on for pt unless `packing: false`).
@@ -256,6 +272,54 @@ impl TrainArgs {
         } else {
             None
         };
+        let eval = {
+            let strategy = s.str("eval_strategy").unwrap_or("no");
+            let eval_dataset = s.str("eval_dataset").map(str::to_string);
+            let val_size = s.float("val_size").unwrap_or(0.0);
+            if val_size < 0.0 {
+                return Err(Error::Invalid(format!(
+                    "`val_size: {val_size}` must be ≥ 0"
+                )));
+            }
+            let has_data = eval_dataset.is_some() || val_size > 0.0;
+            match strategy {
+                "no" => None,
+                "steps" | "epoch" if !has_data => {
+                    return Err(Error::Invalid(format!(
+                        "`eval_strategy: {strategy}` needs `eval_dataset` or `val_size`"
+                    )));
+                }
+                "steps" => Some(EvalArgs {
+                    eval_dataset,
+                    val_size,
+                    every_steps: Some(
+                        s.float("eval_steps")
+                            .filter(|x| *x > 0.0)
+                            .or(s.float("logging_steps"))
+                            .unwrap_or(10.0),
+                    ),
+                    per_epoch: false,
+                    batch_size: s.int("per_device_eval_batch_size").unwrap_or(8).max(1) as usize,
+                }),
+                "epoch" => Some(EvalArgs {
+                    eval_dataset,
+                    val_size,
+                    every_steps: None,
+                    per_epoch: true,
+                    batch_size: s.int("per_device_eval_batch_size").unwrap_or(8).max(1) as usize,
+                }),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "`eval_strategy: {other}` is not one of no, steps, epoch"
+                    )));
+                }
+            }
+        };
+        if eval.is_some() && dpo.is_some() {
+            return Err(Error::Unsupported(
+                "`eval_strategy` with `stage: dpo`: lorafit evaluates sft / pt runs".into(),
+            ));
+        }
         let quant = match &plan.quant {
             None => None,
             Some(q) if q.bits == 8 => Some(QuantSpec::Int8),
@@ -365,6 +429,7 @@ impl TrainArgs {
                 || (stage == "pt" && !matches!(s.get("packing"), Some(Val::Bool(false)))),
             stage,
             dpo,
+            eval,
             neat_packing: s.bool("neat_packing", false),
             masking,
             batch_size: plan.batch_size as usize,

@@ -36,6 +36,8 @@ pub struct StepInfo {
     pub memory_bytes: Option<u64>,
     /// `stage: dpo`: TRL's reward and log-prob metrics of the step (means over its micro-batches).
     pub metrics: Vec<(String, f64)>,
+    /// The eval loss, on the steps that evaluate.
+    pub eval_loss: Option<f64>,
 }
 
 /// How a run ended.
@@ -233,6 +235,8 @@ pub struct Trainer<'a> {
     examples: Vec<Example>,
     /// `stage: dpo`: the pairs (`examples` then holds their chosen sides, for counting).
     pairs: Option<Vec<Pair>>,
+    /// Held-out examples for the eval loss.
+    eval_examples: Vec<Example>,
     schedule: Schedule,
     pub total_steps: u64,
     warmup: u64,
@@ -363,6 +367,7 @@ impl<'a> Trainer<'a> {
             adapter,
             examples,
             pairs: None,
+            eval_examples: Vec::new(),
             schedule,
             total_steps,
             warmup,
@@ -372,6 +377,36 @@ impl<'a> Trainer<'a> {
             stop: Arc::new(AtomicBool::new(false)),
             cleaned,
         })
+    }
+
+    /// The examples the eval loss is computed on (`eval_strategy` steps / epoch).
+    pub fn with_eval(mut self, eval: Vec<Example>) -> Self {
+        self.eval_examples = eval;
+        self
+    }
+
+    /// transformers' eval loss: each batch's mean token loss (batches of
+    /// `per_device_eval_batch_size` in order, dropout off), averaged over the examples.
+    pub fn eval_loss(&self) -> Option<f64> {
+        let bs = self.args.eval.as_ref()?.batch_size;
+        if self.eval_examples.is_empty() {
+            return None;
+        }
+        let mut total = 0.0;
+        let mut n = 0usize;
+        for chunk in self.eval_examples.chunks(bs) {
+            let batch: Vec<&Example> = chunk.iter().collect();
+            let (sum, count) = self
+                .model
+                .loss_sum(&batch, &self.adapter, &mut StepRng::eval());
+            if count == 0 {
+                continue;
+            }
+            let mean = sum.inner().into_scalar::<f32>() as f64 / count as f64;
+            total += mean * chunk.len() as f64;
+            n += chunk.len();
+        }
+        (n > 0).then(|| total / n as f64)
     }
 
     /// A flag that, once set (e.g. by a Ctrl-C handler), ends the run after the current step
@@ -526,6 +561,7 @@ impl<'a> Trainer<'a> {
                 } else {
                     Vec::new()
                 },
+                eval_loss: None,
             };
             window.push(loss_value);
             metric_window.push(dpo_metrics);
@@ -564,6 +600,30 @@ impl<'a> Trainer<'a> {
                 metric_window.clear();
                 self.append_log(&entry)?;
             }
+            let mut info = info;
+            if let Some(ev) = &self.args.eval {
+                let every = match ev.every_steps {
+                    Some(f) if f < 1.0 => (f * self.total_steps as f64).ceil() as u64,
+                    Some(f) => f as u64,
+                    None => self.schedule.steps_per_epoch() as u64,
+                }
+                .max(1);
+                if (step + 1) % every == 0
+                    && let Some(l) = self.eval_loss()
+                {
+                    info.eval_loss = Some(l);
+                    let entry = json!({
+                        "current_steps": step + 1,
+                        "total_steps": self.total_steps,
+                        "eval_loss": round(l, 4),
+                        "eval_loss_exact": l,
+                        "epoch": round(info.epoch, 2),
+                        "percentage": round(100.0 * (step + 1) as f64 / self.total_steps as f64, 2),
+                        "elapsed_time": hms(elapsed),
+                    });
+                    self.append_log(&entry)?;
+                }
+            }
             on_step(&info);
             steps.push(info);
             let stop = self.stop.load(Ordering::SeqCst);
@@ -593,6 +653,17 @@ impl<'a> Trainer<'a> {
                 .filter_map(|e| Some((e["current_steps"].as_f64()?, e["loss_exact"].as_f64()?)))
                 .collect();
             crate::plot::write_loss_png(&out.join("training_loss.png"), &points)?;
+            let evals: Vec<(f64, f64)> = self
+                .log_history
+                .iter()
+                .filter_map(|e| {
+                    Some((e["current_steps"].as_f64()?, e["eval_loss_exact"].as_f64()?))
+                })
+                .collect();
+            if !evals.is_empty() {
+                // LLaMA-Factory's plot_loss draws eval_loss to its own file too.
+                crate::plot::write_loss_png(&out.join("training_eval_loss.png"), &evals)?;
+            }
         }
         Ok(Summary {
             outcome: Outcome::Finished,

@@ -680,3 +680,62 @@ fn neat_packing_equals_the_examples_alone() {
         }
     }
 }
+
+/// The eval loss (`eval_dataset`, `eval_strategy: steps`) is transformers' evaluation loss: after
+/// the last step it equals that of PEFT's final adapter (runs/llama_constant.eval.json, made by
+/// `make_train_fixtures.py eval`), and it goes to trainer_log.jsonl and training_eval_loss.png.
+#[test]
+fn eval_loss_matches_transformers() {
+    let run: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("runs/llama_constant.json")).expect("run"),
+    )
+    .expect("json");
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("runs/llama_constant.eval.json")).expect("eval"),
+    )
+    .expect("json");
+    let out = tmp_dir("eval-loss");
+    let extra = [
+        ("output_dir", Val::Str(out.display().to_string())),
+        ("backend", Val::Str("ndarray".into())),
+        ("eval_dataset", Val::Str("data.jsonl".into())),
+        ("eval_strategy", Val::Str("steps".into())),
+        ("eval_steps", Val::Int(6)),
+        ("per_device_eval_batch_size", Val::Int(5)),
+        ("plot_loss", Val::Bool(true)),
+    ];
+    let args = TrainArgs::from_settings(&settings(&run, &extra), &fixtures()).expect("args");
+    let device = make_device(args.backend, false).expect("device");
+    let model = Model::load(&args.model_dir, &device).expect("model");
+    let examples = data::load_dataset(&args).expect("data");
+    let (train, eval) = data::split_eval(&args, examples).expect("split");
+    assert_eq!(eval.len(), 24);
+    let mut trainer = Trainer::new(args, &model, train)
+        .expect("trainer")
+        .with_eval(eval);
+    let summary = trainer.run(|_| {}).expect("runs");
+    let evals: Vec<f64> = summary.steps.iter().filter_map(|s| s.eval_loss).collect();
+    assert_eq!(evals.len(), 2, "steps 6 and 12 evaluate");
+    let theirs = want["eval_loss"].as_f64().expect("eval_loss");
+    let r = (evals[1] - theirs).abs() / theirs;
+    eprintln!(
+        "eval loss {} vs transformers {theirs} (rel {r:.2e})",
+        evals[1]
+    );
+    assert!(r < 1e-4, "eval loss {} vs transformers {theirs}", evals[1]);
+    let log = std::fs::read_to_string(out.join("trainer_log.jsonl")).expect("log");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("\"eval_loss\"")).count(),
+        2
+    );
+    assert!(out.join("training_eval_loss.png").is_file());
+    // val_size holds out a share of the training data instead.
+    let mut extra2 = extra.to_vec();
+    extra2.retain(|(k, _)| *k != "eval_dataset");
+    extra2.push(("val_size", Val::Float(0.25)));
+    let args = TrainArgs::from_settings(&settings(&run, &extra2), &fixtures()).expect("args");
+    let (train, eval) =
+        data::split_eval(&args, data::load_dataset(&args).expect("data")).expect("split");
+    assert_eq!((train.len(), eval.len()), (18, 6));
+    let _ = std::fs::remove_dir_all(&out);
+}
