@@ -11,6 +11,7 @@ non-zero B (and magnitudes), and writes under crates/lorafit-train/tests/fixture
 
     python3 scripts/make_merge_fixtures.py            # write the fixtures
     python3 scripts/make_merge_fixtures.py verify DIR # load lorafit's export DIR in transformers
+    python3 scripts/make_merge_fixtures.py generate   # generate.json: transformers' greedy continuations
 """
 import os
 import sys
@@ -69,8 +70,27 @@ def verify(export_dir):
           (got - ref[f"{name}.adapter"]).abs().max().item())
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] != ["generate"]:
     if len(sys.argv) > 2 and sys.argv[1] == "verify":
         verify(sys.argv[2])
     else:
         main()
+
+
+def generate_fixture():
+    """transformers' greedy continuation of fixed prompts with base + the LoRA adapter (`generate.json`)."""
+    import json
+    model = PeftModel.from_pretrained(base(), os.path.join(OUT, "lora")).eval()
+    out = []
+    for prompt in ([1, 17, 42, 91, 5], [1, 30, 21, 4, 66, 19, 33]):
+        with torch.no_grad():
+            ids = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12,
+                                 eos_token_id=None, pad_token_id=0, min_new_tokens=12)
+        out.append({"prompt": prompt, "greedy": ids[0, len(prompt):].tolist()})
+    with open(os.path.join(OUT, "generate.json"), "w") as f:
+        json.dump({"adapter": "lora", "max_new_tokens": 12, "cases": out}, f, indent=1)
+    print(out)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["generate"]:
+    generate_fixture()

@@ -79,11 +79,25 @@ enum Command {
     },
     /// List the GPU catalog with prices.
     Gpus,
+    /// Answer one prompt with the model (+ `adapter_name_or_path`) and `template`: greedy,
+    /// on the CPU, stopping at the template's stop words.
+    Chat {
+        /// LLaMA-Factory YAML (model_name_or_path, adapter_name_or_path, template).
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// The user message.
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+    },
     /// List LLaMA-Factory's chat templates (`template:`), with their tool format and whether they
     /// think (reasoning templates add an empty thought to answers without one).
     Templates,
 }
 
+mod chat;
 mod data_stats;
 mod hub_cache;
 mod train;
@@ -521,6 +535,15 @@ fn run() -> Result<()> {
                     catalog::families().join(", ")
                 );
             }
+        }
+        Command::Chat {
+            config,
+            set,
+            prompt,
+            max_new_tokens,
+        } => {
+            let settings = load_settings(&config, &set)?;
+            chat::run(&config, &settings, &prompt, max_new_tokens)?;
         }
         Command::Templates => {
             let reg = lorafit_data::template::registry()?;

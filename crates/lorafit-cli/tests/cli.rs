@@ -941,3 +941,60 @@ fn export_with_export_dir_merges_the_adapter() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lorafit chat` answers a prompt through the template (a random model, so the answer is noise;
+/// the decoding itself is checked against transformers in lorafit-train's tests/merge.rs).
+#[test]
+fn chat_answers_through_the_template() {
+    let dir = scratch("chat");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).expect("dir");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(
+            root.join("lorafit-data/tests/fixtures/tok").join(f),
+            src.join(f),
+        )
+        .expect("copy");
+    }
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("lorafit-train/tests/fixtures/llama/config.json"))
+            .expect("config"),
+    )
+    .expect("json");
+    cfg["vocab_size"] = 1300.into();
+    std::fs::write(src.join("config.json"), cfg.to_string()).expect("write");
+    let model = dir.join("model");
+    let o = lorafit(&[
+        "random-model",
+        &src.display().to_string(),
+        &model.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let yaml = dir.join("chat.yaml");
+    std::fs::write(
+        &yaml,
+        format!("model_name_or_path: {}\ntemplate: qwen3\n", model.display()),
+    )
+    .expect("write");
+    let o = lorafit(&[
+        "chat",
+        &yaml.display().to_string(),
+        "--prompt",
+        "你好",
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("prompt tokens") && err.contains("generated, greedy"),
+        "{err}"
+    );
+    std::fs::write(&yaml, format!("model_name_or_path: {}\n", model.display())).expect("write");
+    fails_with(
+        &["chat", &yaml.display().to_string(), "--prompt", "hi"],
+        "`template` is missing",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -625,6 +625,36 @@ impl Model {
         (picked.sum().neg(), count)
     }
 
+    /// Greedy decoding: the prompt's continuation, `max_new` tokens or up to (and with) the first
+    /// of `stop`. Each token recomputes the whole sequence (no KV cache yet), so it is for short
+    /// answers and checks, not for serving.
+    pub fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        adapter: &Adapter,
+        max_new: usize,
+        stop: &[u32],
+    ) -> Vec<u32> {
+        let mut ids = prompt.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let e = Example {
+                input_ids: ids.clone(),
+                ..Default::default()
+            };
+            let logits = self.logits(&[&e], adapter, &mut StepRng::eval());
+            let [n, _] = logits.dims();
+            let last = logits.slice([n - 1..n]).argmax(1);
+            let next = last.into_data().iter::<i64>().next().unwrap_or(0) as u32;
+            out.push(next);
+            ids.push(next);
+            if stop.contains(&next) {
+                break;
+            }
+        }
+        out
+    }
+
     /// Each sequence's summed log-probability of its labels (`get_batch_logps`: labels shifted by
     /// one, -100 ignored) `[b]`, and how many label tokens each has.
     pub fn seq_logps(

@@ -226,3 +226,63 @@ fn unmergeable_inputs_are_clear_errors() {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&other);
 }
+
+/// Greedy decoding with base + adapter reproduces transformers' `generate(do_sample=False)`
+/// (`make_merge_fixtures.py generate`), and the merged checkpoint decodes the same.
+#[test]
+fn greedy_generation_matches_transformers() {
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("merge/generate.json")).expect("fixture"),
+    )
+    .expect("json");
+    let device = make_plain_device(lorafit_train::Backend::NdArray).expect("device");
+    let model = Model::load(&fixtures().join("llama"), &device).expect("model");
+    let adapter =
+        Adapter::load(&fixtures().join("merge/lora"), &model, 0.0, &device).expect("adapter");
+    let out = tmp_dir("merge-generate");
+    merge(
+        &fixtures().join("llama"),
+        &fixtures().join("merge/lora"),
+        &out,
+        5.0,
+    )
+    .expect("merge");
+    let merged = Model::load(&out, &device).expect("merged");
+    let spec = LoraSpec {
+        rank: 1,
+        alpha: 1.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec![],
+        dora: false,
+    };
+    let none = Adapter::init(&merged, spec, 0, &device).expect("empty");
+    for case in want["cases"].as_array().expect("cases") {
+        let ids = |k: &str| -> Vec<u32> {
+            case[k]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect()
+        };
+        let (prompt, greedy) = (ids("prompt"), ids("greedy"));
+        assert_eq!(
+            model.generate_greedy(&prompt, &adapter, greedy.len(), &[]),
+            greedy,
+            "base + adapter"
+        );
+        assert_eq!(
+            merged.generate_greedy(&prompt, &none, greedy.len(), &[]),
+            greedy,
+            "merged"
+        );
+        let stop = greedy[3];
+        let first_stop = greedy.iter().position(|&t| t == stop).expect("in") + 1;
+        assert_eq!(
+            model.generate_greedy(&prompt, &adapter, greedy.len(), &[stop]),
+            greedy[..first_stop].to_vec()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
