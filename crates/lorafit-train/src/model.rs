@@ -644,7 +644,7 @@ impl Model {
             };
             let logits = self.logits(&[&e], adapter, &mut StepRng::eval());
             let [n, _] = logits.dims();
-            let last = logits.slice([n - 1..n]).argmax(1);
+            let last = logits.slice(n - 1..n).argmax(1);
             let next = last.into_data().iter::<i64>().next().unwrap_or(0) as u32;
             out.push(next);
             ids.push(next);
