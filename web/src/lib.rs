@@ -608,11 +608,11 @@ pub fn app() -> Html {
                 .iter()
                 .map(|(label, r)| {
                     match r {
-                        Ok(x) => html! { <tr><td>{*label}</td><td class="num">{gib(x.peak_reserved_bytes)}</td>
+                        Ok(x) => html! { <tr><th scope="row">{*label}</th><td class="num">{gib(x.peak_reserved_bytes)}</td>
                             <td>{x.fits.map(|f| if f { "✓" } else { "✗" }).unwrap_or("")}</td>
                             <td class="num">{x.total_seconds.map(hours).unwrap_or_default()}</td>
                             <td class="num">{x.cost_usd.map(|c| format!("${c:.2}")).unwrap_or_default()}</td></tr> },
-                        Err(err) => html! { <tr><td>{*label}</td><td colspan="4">{err}</td></tr> },
+                        Err(err) => html! { <tr><th scope="row">{*label}</th><td colspan="4">{err}</td></tr> },
                     }
                 })
                 .collect();
@@ -633,32 +633,32 @@ pub fn app() -> Html {
                 }
                 <Bar e={e.clone()} />
                 <table class="legend">{legend}</table>
-                <h3>{t(l, "chart")}</h3>
+                <h2>{t(l, "chart")}</h2>
                 <Chart settings={s.clone()} config_json={cfg.clone()} />
                 <p class="sub">{format!("{}: {}", t(l, "largest_batch"), largest_b.map(|b| b.to_string()).unwrap_or("—".into()))}
                    {" · "}{format!("{}: {}", t(l, "longest_cutoff"), longest.map(|b| b.to_string()).unwrap_or("—".into()))}</p>
-                <h3>{t(l, "every_gpu")}</h3>
+                <h2>{t(l, "every_gpu")}</h2>
                 <div class="gpus" data-testid="every-gpu">{ catalog::gpus().iter().map(|g| {
                     let ok = e.peak_reserved_bytes <= g.memory_bytes();
                     html! { <span class={if ok { "chip yes" } else { "chip no" }} title={g.name.clone()}>{format!("{} {} {}", if ok { "✓" } else { "✗" }, g.id, gib(g.memory_bytes()))}</span> }
                 }).collect::<Html>() }</div>
-                <h3>{t(l, "time_cost")}</h3>
+                <h2>{t(l, "time_cost")}</h2>
                 <p data-testid="time">{format!("{:.0} tokens/s · {:.2} s/step · {}", e.tokens_per_second, e.step_seconds,
                     e.total_seconds.map(hours).unwrap_or_else(|| t(l, "need_tokens").to_string()))}</p>
                 <table class="costs">{costs}</table>
-                <h3>{t(l, "compare")}</h3>
-                <table data-testid="compare"><tr><th></th><th>{t(l, "peak")}</th><th></th><th>{t(l, "time")}</th><th>{t(l, "cost")}</th></tr>{methods}</table>
-                <h3>{t(l, "how")}</h3>
+                <h2>{t(l, "compare")}</h2>
+                <table data-testid="compare"><tr><th scope="col">{t(l, "method")}</th><th scope="col">{t(l, "peak")}</th><th scope="col">{t(l, "fits")}</th><th scope="col">{t(l, "time")}</th><th scope="col">{t(l, "cost")}</th></tr>{methods}</table>
+                <h2>{t(l, "how")}</h2>
                 <p class="how">{t(l, "how_text")}</p>
-                <h3>{"LLaMA-Factory YAML"}</h3>
+                <h2>{"LLaMA-Factory YAML"}</h2>
                 <a data-testid="download-yaml" download="lorafit_sft.yaml" href={data_url("text/yaml", &yaml)}>{t(l, "download")}{" lorafit_sft.yaml"}</a>
                 <pre data-testid="yaml">{yaml.clone()}</pre>
                 if let Some(ds) = deepspeed_json.clone() {
-                    <h3>{"DeepSpeed"}</h3>
+                    <h2>{"DeepSpeed"}</h2>
                     <a data-testid="download-deepspeed" download={ds.0.clone()} href={data_url("application/json", &ds.1)}>{t(l, "download")}{" "}{ds.0.clone()}</a>
                     <pre data-testid="deepspeed-json">{ds.1}</pre>
                 }
-                <h3>{"lorafit train"}</h3>
+                <h2>{"lorafit train"}</h2>
                 <pre data-testid="command">{export::to_train_command(s, "lorafit_sft.yaml")}</pre>
                 </>
             }

@@ -854,6 +854,7 @@ fn bench_web() -> Result<()> {
     floor.sort_by(f64::total_cmp);
     drop(wd);
     let _ = std::fs::remove_dir_all(&profile);
+    let lh = lighthouse(&base);
     first.sort_by(f64::total_cmp);
     println!("| budget | measured | limit |\n|---|---|---|");
     println!(
@@ -877,7 +878,55 @@ fn bench_web() -> Result<()> {
         "| first render from a local server (median of 5 loads, performance.now() at first render) | {:.0} ms | 1000 ms |",
         first[first.len() / 2]
     );
+    match lh {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("| Lighthouse | not run: {e} | |"),
+    }
     Ok(())
+}
+
+/// Lighthouse 12.2.3 (npm, into target/npm, with Debian's chromium) on the served page, mobile
+/// preset: the four category scores and the performance metrics, as a table row.
+fn lighthouse(url: &str) -> Result<String> {
+    let root = root();
+    let bin = root.join("target/npm/node_modules/.bin/lighthouse");
+    if !bin.exists() {
+        std::fs::create_dir_all(root.join("target/npm"))?;
+        run(Command::new("npm")
+            .current_dir(root.join("target/npm"))
+            .args(["install", "--no-audit", "--no-fund", "lighthouse@12.2.3"]))?;
+    }
+    let report = std::env::temp_dir().join(format!("lorafit-lighthouse-{}.json", std::process::id()));
+    run(Command::new(&bin)
+        .env("CHROME_PATH", "/usr/bin/chromium")
+        .arg(url)
+        .args([
+            "--quiet",
+            "--chrome-flags=--headless=new --no-sandbox",
+            "--output=json",
+            "--form-factor=mobile",
+        ])
+        .arg(format!("--output-path={}", report.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let _ = std::fs::remove_file(&report);
+    let score = |c: &str| {
+        v["categories"][c]["score"]
+            .as_f64()
+            .map(|s| format!("{:.0}", s * 100.0))
+            .unwrap_or_else(|| "?".into())
+    };
+    let metric = |a: &str| v["audits"][a]["displayValue"].as_str().unwrap_or("?").to_string();
+    Ok(format!(
+        "| Lighthouse {} (mobile): performance / accessibility / best practices / SEO | {} / {} / {} / {} (LCP {}, TBT {}, CLS {}) | |",
+        v["lighthouseVersion"].as_str().unwrap_or("?"),
+        score("performance"),
+        score("accessibility"),
+        score("best-practices"),
+        score("seo"),
+        metric("largest-contentful-paint"),
+        metric("total-blocking-time"),
+        metric("cumulative-layout-shift")
+    ))
 }
 
 /// End-to-end in a real browser: the page built by `web()`, served on loopback, rendered by
