@@ -896,7 +896,8 @@ fn lighthouse(url: &str) -> Result<String> {
             .current_dir(root.join("target/npm"))
             .args(["install", "--no-audit", "--no-fund", "lighthouse@12.2.3"]))?;
     }
-    let report = std::env::temp_dir().join(format!("lorafit-lighthouse-{}.json", std::process::id()));
+    let report =
+        std::env::temp_dir().join(format!("lorafit-lighthouse-{}.json", std::process::id()));
     run(Command::new(&bin)
         .env("CHROME_PATH", "/usr/bin/chromium")
         .arg(url)
@@ -915,7 +916,12 @@ fn lighthouse(url: &str) -> Result<String> {
             .map(|s| format!("{:.0}", s * 100.0))
             .unwrap_or_else(|| "?".into())
     };
-    let metric = |a: &str| v["audits"][a]["displayValue"].as_str().unwrap_or("?").to_string();
+    let metric = |a: &str| {
+        v["audits"][a]["displayValue"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
     Ok(format!(
         "| Lighthouse {} (mobile): performance / accessibility / best practices / SEO | {} / {} / {} / {} (LCP {}, TBT {}, CLS {}) | |",
         v["lighthouseVersion"].as_str().unwrap_or("?"),

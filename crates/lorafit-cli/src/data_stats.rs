@@ -109,6 +109,11 @@ pub fn read(
     let base = config.parent().unwrap_or(Path::new("."));
     let dataset_dir = lorafit_data::load::resolve(base, s.str("dataset_dir").unwrap_or("data"));
     let mut args = data_args(s, plan, dataset_dir, tok_dir.to_path_buf())?;
+    eprintln!(
+        "reading `dataset: {ds}` with {} to size the run (--no-data skips this)",
+        tok_dir.join("tokenizer.json").display()
+    );
+    let started = std::time::Instant::now();
     let (enc, report) =
         lorafit_data::load(&args).with_context(|| format!("reading `dataset: {ds}`"))?;
     let lens: Vec<usize> = match &enc {
@@ -142,6 +147,13 @@ pub fn read(
             .filter(|&&l| l > plan.cutoff_len as usize)
             .count()
     };
+    if started.elapsed().as_secs_f64() > 2.0 {
+        eprintln!(
+            "read {} examples in {:.1} s",
+            lens.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut sorted = lens.clone();
     sorted.sort_unstable();
     // The batches lorafit train forms (seeded shuffle), each padded to its longest, to a multiple
