@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use lorafit_core::Settings;
 use lorafit_data::{Message, Role, Template, TextTokenizer};
-use lorafit_train::lora::{Adapter, LoraSpec};
+use lorafit_train::lora::Adapter;
 use lorafit_train::{Backend, Model, make_plain_device};
 
 pub fn run(config: &Path, s: &Settings, prompt: &str, max_new_tokens: usize) -> Result<()> {
@@ -44,17 +44,7 @@ pub fn run(config: &Path, s: &Settings, prompt: &str, max_new_tokens: usize) -> 
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let adapter = match s.str("adapter_name_or_path") {
         Some(a) => Adapter::load(&local(a), &m, 0.0, &device)?,
-        None => {
-            let spec = LoraSpec {
-                rank: 1,
-                alpha: 1.0,
-                dropout: 0.0,
-                rslora: false,
-                targets: vec![],
-                dora: false,
-            };
-            Adapter::init(&m, spec, 0, &device)?
-        }
+        None => Adapter::none(),
     };
     let mut stop: Vec<u32> = tok.eos_id.into_iter().collect();
     stop.extend(template.stop_words.iter().filter_map(|w| tok.token_id(w)));

@@ -207,14 +207,7 @@ pub(crate) fn load_plan(
 /// `lorafit export` of a config with `export_dir`: the LoRA adapter merged into its base.
 fn export_merged(config: &Path, s: &Settings, export_dir: &str) -> Result<()> {
     let base = config.parent().unwrap_or(Path::new("."));
-    let local = |p: &str| -> PathBuf {
-        let path = PathBuf::from(p);
-        if path.exists() || !base.join(p).exists() {
-            path
-        } else {
-            base.join(p)
-        }
-    };
+    let local = |p: &str| lorafit_data::load::resolve(base, p);
     let model = s
         .str("model_name_or_path")
         .context("`model_name_or_path` is missing")?;

@@ -243,6 +243,21 @@ impl Adapter {
         Ok(Adapter { spec, layers })
     }
 
+    /// No adapter: the base model's forward (for generation or evaluation without one).
+    pub fn none() -> Adapter {
+        Adapter {
+            spec: LoraSpec {
+                rank: 1,
+                alpha: 1.0,
+                dropout: 0.0,
+                rslora: false,
+                targets: Vec::new(),
+                dora: false,
+            },
+            layers: BTreeMap::new(),
+        }
+    }
+
     /// The same adapter switched off (PEFT's `disable_adapter()`): the base model's forward, as
     /// DPO's reference.
     pub fn disabled(&self) -> Adapter {

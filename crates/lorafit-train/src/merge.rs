@@ -79,28 +79,6 @@ fn encode(dtype: Dtype, data: &[f32]) -> Result<Vec<u8>> {
     })
 }
 
-fn decode(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(Error::Unsupported(format!(
-                "merging into {other:?} weights"
-            )));
-        }
-    })
-}
-
 fn dtype_name(d: Dtype) -> &'static str {
     match d {
         Dtype::F32 => "float32",
@@ -238,7 +216,7 @@ pub fn merge(
                 )));
             }
             let (rows, cols, rank) = (shape[0], shape[1], a.shape[0]);
-            let mut w = decode(view.dtype(), view.data())?;
+            let mut w = crate::weights::to_f32(&file, &name, view.dtype(), view.data())?;
             // W + scale·(B·A), accumulated in f64 per element, added in f32.
             for i in 0..rows {
                 let brow = &b.data[i * rank..(i + 1) * rank];

@@ -38,7 +38,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Decode one safetensors view into f32 (bf16, f16, f32 and f64 are accepted).
-fn to_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+pub(crate) fn to_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     let bad = |what: &str| Error::ckpt(path, format!("tensor `{name}`: {what}"));
     Ok(match dtype {
         Dtype::F32 => bytes

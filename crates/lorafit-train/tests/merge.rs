@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lorafit_train::data::{Example, StepRng};
-use lorafit_train::lora::{Adapter, LoraSpec};
+use lorafit_train::lora::Adapter;
 use lorafit_train::merge::merge;
 use lorafit_train::weights::Weights;
 use lorafit_train::{Model, make_plain_device};
@@ -21,15 +21,7 @@ fn fixtures() -> PathBuf {
 fn logits_of(dir: &Path, ids: &[Vec<u32>]) -> Vec<f32> {
     let device = make_plain_device(lorafit_train::Backend::NdArray).expect("device");
     let model = Model::load(dir, &device).expect("merged model loads");
-    let spec = LoraSpec {
-        rank: 1,
-        alpha: 1.0,
-        dropout: 0.0,
-        rslora: false,
-        targets: vec![],
-        dora: false,
-    };
-    let none = Adapter::init(&model, spec, 0, &device).expect("empty adapter");
+    let none = Adapter::none();
     let ex: Vec<Example> = ids
         .iter()
         .map(|i| Example {
@@ -248,15 +240,7 @@ fn greedy_generation_matches_transformers() {
     )
     .expect("merge");
     let merged = Model::load(&out, &device).expect("merged");
-    let spec = LoraSpec {
-        rank: 1,
-        alpha: 1.0,
-        dropout: 0.0,
-        rslora: false,
-        targets: vec![],
-        dora: false,
-    };
-    let none = Adapter::init(&merged, spec, 0, &device).expect("empty");
+    let none = Adapter::none();
     for case in want["cases"].as_array().expect("cases") {
         let ids = |k: &str| -> Vec<u32> {
             case[k]
