@@ -142,6 +142,18 @@ pub(crate) fn model_config_file(path: &Path, model: &str) -> Result<Option<PathB
     }))
 }
 
+/// The first dataset the config names whose dataset_info.json entry has an `images` column
+/// (unreadable entries are left to the dataset-aware estimate to report).
+fn multimodal_dataset(base: &Path, settings: &Settings) -> Option<String> {
+    let names = lorafit_data::load::dataset_names(settings.str("dataset")?);
+    let dir = lorafit_data::load::resolve(base, settings.str("dataset_dir").unwrap_or("data"));
+    let (info_path, info) = lorafit_data::info::read_info(&dir, names.first()?).ok()?;
+    names.into_iter().find(|n| {
+        lorafit_data::info::DatasetAttr::from_info(&info_path, &info, n)
+            .is_ok_and(|a| a.columns.images.is_some())
+    })
+}
+
 /// The plan plus what only the binary can read: the model's config.json (a directory or a hub
 /// cache), an accelerate config and a DeepSpeed file.
 pub(crate) fn load_plan(
@@ -150,6 +162,14 @@ pub(crate) fn load_plan(
 ) -> Result<(Plan, Option<String>, Option<PathBuf>)> {
     let mut plan = settings.plan()?;
     let base = path.parent().unwrap_or(Path::new("."));
+    if settings.get("images_per_sample").is_none()
+        && let Some(name) = multimodal_dataset(base, settings)
+    {
+        plan.vision.images_per_sample = 1;
+        eprintln!(
+            "dataset `{name}` has an images column: images_per_sample 1 assumed (set images_per_sample to change it)"
+        );
+    }
     let config_file = model_config_file(path, &plan.model)?;
     let config_json = match &config_file {
         Some(f) => Some(
@@ -285,6 +305,19 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         println!(
             "base         pre-quantized: {} {}-bit, {:.3} bytes per linear weight",
             sq.method, sq.bits, sq.bytes_per_param
+        );
+    }
+    if let Some(v) = &e.vision {
+        let state = |trained: bool| if trained { "trained" } else { "frozen" };
+        println!(
+            "vision       tower {} parameters ({}), projector {} ({}); {} image(s) per sample = {} tokens of cutoff_len, {} tower patches",
+            v.tower_params,
+            state(v.tower_trained),
+            v.projector_params,
+            state(v.projector_trained),
+            v.images_per_sample,
+            v.image_tokens_per_sample,
+            v.tower_patches_per_sample
         );
     }
     let method = plan.describe();

@@ -62,6 +62,22 @@ pub struct Estimate {
     pub cost_usd: Option<f64>,
     pub costs: Vec<ProviderCost>,
     pub warnings: Vec<String>,
+    /// Vision-language models: the tower, what trains, and the image tokens of a sample.
+    pub vision: Option<VisionSummary>,
+}
+
+/// The vision side of an estimate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisionSummary {
+    pub tower_params: u64,
+    pub projector_params: u64,
+    pub tower_trained: bool,
+    pub projector_trained: bool,
+    pub images_per_sample: u64,
+    /// Language-model tokens the images of one sample take (inside cutoff_len).
+    pub image_tokens_per_sample: u64,
+    /// Patches the tower processes per sample.
+    pub tower_patches_per_sample: u64,
 }
 
 /// Parse `7B`, `1.5b`, `500M` or a plain integer as a parameter count.
@@ -150,6 +166,32 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             ));
         }
     }
+    if arch.vision.is_some() && plan.vision.images_per_sample == 0 && plan.train {
+        warnings.push(
+            "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample, or name a dataset with an images column)".into(),
+        );
+    }
+    if arch.moe.is_some() && plan.is_lora() && plan.lora_target.iter().any(|t| t == "all") {
+        warnings.push(
+            "lora_target all: transformers 5 stores the routed experts as fused 3-D tensors, which PEFT's target_modules does not wrap; attention (and shared experts) get adapters".into(),
+        );
+    }
+    let vision = arch.vision.as_ref().map(|v| {
+        let (t, p) = memory::image_tokens(arch, plan);
+        VisionSummary {
+            tower_params: v.tower_params,
+            projector_params: v.projector_params,
+            tower_trained: !plan.vision.freeze_tower
+                && matches!(
+                    plan.method,
+                    crate::plan::Method::Full | crate::plan::Method::Lora
+                ),
+            projector_trained: !plan.vision.freeze_projector,
+            images_per_sample: plan.vision.images_per_sample,
+            image_tokens_per_sample: t,
+            tower_patches_per_sample: p,
+        }
+    });
     let (tflops, bandwidth) = match gpu {
         Some(g) => {
             if !g.bf16 && plan.precision == crate::plan::Precision::Mixed16 && !plan.fp16 {
@@ -232,6 +274,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
         cost_usd,
         costs,
         warnings,
+        vision,
     })
 }
 

@@ -15,7 +15,7 @@
 
 use serde::Serialize;
 
-use crate::arch::ModelArch;
+use crate::arch::{LayerKind, Linear, Mixer, ModelArch};
 use crate::error::Error;
 use crate::plan::{Attention, Method, Optimizer, Plan, Precision, QuantMethod, Stage};
 
@@ -32,6 +32,9 @@ pub const EAGER_BYTES_PER_SCORE: f64 = 6.0;
 /// Logits: bytes per (token × vocab) element at the start of backward: bf16 logits, the fp32 copy
 /// `ForCausalLMLoss` makes, log-softmax output and its gradient. Calibrated.
 pub const LOGIT_BYTES_PER_ELEMENT: f64 = 11.7;
+/// DeltaNet layers: copies of the q/k/v/z width saved per token (before and after the short
+/// convolution). From the module's structure, not calibrated.
+pub const LINEAR_ATTN_COPIES: f64 = 2.0;
 /// cuBLAS workspaces and small buffers the allocator always holds. Calibrated.
 pub const ALLOCATED_OVERHEAD_BYTES: f64 = 0.25e9;
 /// Fraction of the transient (activation / logit / temporary) memory the caching allocator keeps
@@ -161,9 +164,14 @@ fn target_modules(
     }
     let mut out = Vec::new();
     for t in targets {
-        match all.iter().find(|l| l.targetable && l.name == t.as_str()) {
-            Some(l) => out.push(l.clone()),
-            None => {
+        let hits: Vec<Linear> = all
+            .iter()
+            .filter(|l| l.targetable && l.name == t.as_str())
+            .cloned()
+            .collect();
+        match hits.is_empty() {
+            false => out.extend(hits),
+            true => {
                 return Err(Error::bad(
                     key,
                     t,
@@ -195,10 +203,11 @@ fn oft_block(plan: &Plan, in_features: u64) -> u64 {
 /// skew-symmetric blocks (`in/b` blocks of `b(b−1)/2` each, PEFT's `oft_R`).
 pub fn adapter_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
     let r = plan.lora_rank;
-    let per_layer: u64 = lora_modules(arch, plan)?
+    let decoder: u64 = lora_modules(arch, plan)?
         .iter()
         .map(|l| {
             l.count
+                * l.layers
                 * if plan.method == Method::Oft {
                     let b = oft_block(plan, l.in_features);
                     (l.in_features / b) * (b * b.saturating_sub(1) / 2)
@@ -208,7 +217,86 @@ pub fn adapter_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
                 }
         })
         .sum();
-    Ok(per_layer * arch.num_layers)
+    Ok(decoder + vision_adapter_params(arch, plan))
+}
+
+/// LoRA parameters in the vision tower and projector: LLaMA-Factory wraps the tower's linears
+/// only when `freeze_vision_tower: false` (and the projector's when it is not frozen and its
+/// names are targets).
+fn vision_adapter_params(arch: &ModelArch, plan: &Plan) -> u64 {
+    let Some(v) = &arch.vision else { return 0 };
+    if plan.method != Method::Lora {
+        return 0;
+    }
+    let all = plan.lora_target.iter().any(|t| t == "all");
+    let named = |l: &Linear| all || plan.lora_target.iter().any(|t| t == l.name);
+    let r = plan.lora_rank;
+    let per = |l: &Linear| {
+        l.layers
+            * (r * (l.in_features + l.out_features)
+                + if plan.use_dora { l.out_features } else { 0 })
+    };
+    let mut n = 0;
+    if !plan.vision.freeze_tower {
+        n += v
+            .block_linears
+            .iter()
+            .filter(|l| named(l))
+            .map(per)
+            .sum::<u64>();
+    }
+    if !plan.vision.freeze_projector {
+        // `all` never names the projector (LLaMA-Factory forbids its keys); a name shared with
+        // a wrapped module does.
+        let names: Vec<&str> = if all {
+            let mut n: Vec<&str> = arch.all_lora_targets();
+            if !plan.vision.freeze_tower {
+                n.extend(v.block_linears.iter().map(|l| l.name));
+            }
+            n
+        } else {
+            plan.lora_target.iter().map(String::as_str).collect()
+        };
+        n += v
+            .projector_linears
+            .iter()
+            .filter(|l| names.contains(&l.name))
+            .map(per)
+            .sum::<u64>();
+    }
+    n
+}
+
+/// Adafactor's factored state size of the trained vision parameters.
+fn vision_factored(arch: &ModelArch, plan: &Plan) -> f64 {
+    let Some(v) = &arch.vision else { return 0.0 };
+    let f = |ls: &[Linear]| -> f64 {
+        ls.iter()
+            .map(|l| (l.layers * (l.in_features + l.out_features)) as f64)
+            .sum()
+    };
+    let mut n = 0.0;
+    if !plan.vision.freeze_tower {
+        n += f(&v.block_linears);
+    }
+    if !plan.vision.freeze_projector {
+        n += f(&v.projector_linears);
+    }
+    n
+}
+
+/// Vision parameters that train under full / freeze tuning (`freeze_vision_tower`,
+/// `freeze_multi_modal_projector`; LLaMA-Factory's defaults freeze both).
+fn vision_trainable_params(arch: &ModelArch, plan: &Plan) -> f64 {
+    let Some(v) = &arch.vision else { return 0.0 };
+    let mut n = 0.0;
+    if !plan.vision.freeze_tower && plan.method == Method::Full {
+        n += v.tower_params as f64;
+    }
+    if !plan.vision.freeze_projector {
+        n += v.projector_params as f64;
+    }
+    n
 }
 
 /// The linears `self_attn` names in `freeze_trainable_modules` / `galore_target`; the rest of a
@@ -217,45 +305,67 @@ const ATTENTION_LINEARS: [&str; 5] = ["q_proj", "k_proj", "v_proj", "o_proj", "q
 
 /// Parameters of one layer that `freeze_trainable_modules` selects (LLaMA-Factory matches the
 /// names inside each trained layer: `self_attn`, `mlp`, a linear's name, a norm's name).
-fn freeze_module_params(arch: &ModelArch, modules: &[String]) -> Result<f64, Error> {
-    if modules.iter().any(|m| m == "all") {
-        return Ok(arch.layer_params() as f64);
-    }
-    let linears = arch.layer_linears();
-    let attn = ATTENTION_LINEARS;
-    let h = arch.hidden_size as f64;
+fn freeze_module_params(arch: &ModelArch, modules: &[String], layers: i64) -> Result<f64, Error> {
+    // A name must exist in some layer kind (DeltaNet's projections exist only in its layers).
     let mut total = 0.0;
     for m in modules {
-        let sum = |pred: &dyn Fn(&str) -> bool| -> f64 {
-            linears
-                .iter()
-                .filter(|l| pred(l.name))
-                .map(|l| (l.weight_params() + l.bias_params()) as f64)
-                .sum()
-        };
-        let qk_norm = if arch.qk_norm {
-            2.0 * arch.head_dim as f64
-        } else {
-            0.0
-        };
-        total += match m.as_str() {
-            "self_attn" | "attn" | "attention" => sum(&|n| attn.contains(&n)) + qk_norm,
-            "mlp" | "block_sparse_moe" | "feed_forward" => sum(&|n| !attn.contains(&n)),
-            "input_layernorm" | "post_attention_layernorm" => h,
-            name if linears.iter().any(|l| l.name == name) => sum(&|n| n == name),
-            other => {
-                return Err(Error::bad(
-                    "freeze_trainable_modules",
-                    other,
-                    format!(
-                        "`all`, self_attn, mlp, input_layernorm, post_attention_layernorm or a linear of this model: {}",
-                        arch.all_lora_targets().join(", ")
-                    ),
-                ));
-            }
-        };
+        let mut found = false;
+        for (kind, _) in arch.kind_counts() {
+            found |= freeze_kind_params(arch, m, kind).is_some();
+        }
+        if !found {
+            return Err(Error::bad(
+                "freeze_trainable_modules",
+                m,
+                format!(
+                    "`all`, self_attn, mlp, input_layernorm, post_attention_layernorm or a linear of this model: {}",
+                    arch.all_lora_targets().join(", ")
+                ),
+            ));
+        }
+        for (kind, n) in arch.trained_layer_kinds(layers) {
+            total += n as f64 * freeze_kind_params(arch, m, kind).unwrap_or(0.0);
+        }
     }
     Ok(total)
+}
+
+/// Parameters one `freeze_trainable_modules` name selects in a layer of `kind` (None: the
+/// name is not in such a layer).
+fn freeze_kind_params(arch: &ModelArch, module: &str, kind: LayerKind) -> Option<f64> {
+    let linears = arch.kind_linears(kind);
+    let sum = |pred: &dyn Fn(&Linear) -> bool| -> f64 {
+        linears
+            .iter()
+            .filter(|l| pred(l))
+            .map(|l| (l.weight_params() + l.bias_params()) as f64)
+            .sum()
+    };
+    let mixer = |l: &Linear| ATTENTION_LINEARS.contains(&l.name) || is_mixer_linear(l.name);
+    // The mixer's 1-D parameters: everything but the two layer norms and router biases.
+    let norms = 2.0 * arch.hidden_size as f64;
+    let other = arch.kind_other_params(kind) as f64;
+    let mixer_other = (other - norms).max(0.0);
+    Some(match module {
+        "all" => arch.kind_params(kind) as f64,
+        "self_attn" | "attn" | "attention" if kind.mixer == Mixer::Attention => {
+            sum(&mixer) + mixer_other
+        }
+        "linear_attn" if kind.mixer == Mixer::LinearAttention => sum(&mixer) + mixer_other,
+        "mlp" | "block_sparse_moe" | "feed_forward" => sum(&|l| !mixer(l)),
+        "input_layernorm" | "post_attention_layernorm" => arch.hidden_size as f64,
+        name if linears.iter().any(|l| l.name == name) => sum(&|l| l.name == name),
+        _ => return None,
+    })
+}
+
+/// Linears of the token mixer beyond q/k/v/o: MLA's low-rank projections, DeltaNet's.
+fn is_mixer_linear(name: &str) -> bool {
+    name.starts_with("q_a_")
+        || name.starts_with("q_b_")
+        || name.starts_with("kv_")
+        || name.starts_with("in_proj")
+        || name == "out_proj"
 }
 
 /// Parameters `freeze_extra_modules` adds (modules outside the decoder layers).
@@ -292,39 +402,60 @@ fn freeze_extra_params(arch: &ModelArch, modules: &[String]) -> Result<(f64, boo
 fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
     let h = arch.hidden_size as f64;
     let linears = arch.layer_linears();
-    let layer_factored: f64 = linears
+    let layers = arch.num_layers.max(1) as f64;
+    let decoder_factored: f64 = linears
         .iter()
-        .map(|l| (l.count * (l.in_features + l.out_features)) as f64)
+        .map(|l| (l.layers * l.count * (l.in_features + l.out_features)) as f64)
         .sum::<f64>()
-        + arch.layer_norm_params() as f64;
+        + arch.layer_norm_params_total() as f64;
     let largest_linear = linears
         .iter()
         .map(|l| (l.in_features * l.out_features) as f64)
         .fold(0.0, f64::max);
-    let layer_matrices = arch.layer_linear_weight_params() as f64 / arch.num_layers.max(1) as f64;
+    let vision = vision_trainable_params(arch, plan);
+    let language = arch.language_params() as f64;
     let mut tr = match plan.method {
-        Method::Full => Trainable {
-            params: arch.total_params() as f64,
-            largest: largest_linear.max(arch.embedding_params() as f64),
-            factored: layer_factored * arch.num_layers as f64
-                + (arch.vocab_size as f64 + h) * if arch.tie_word_embeddings { 1.0 } else { 2.0 },
-            embedding_trainable: true,
-            hidden_matrix_params: arch.layer_linear_weight_params() as f64,
-        },
-        Method::Freeze => {
-            let n = freeze_layers(arch, plan.freeze_trainable_layers) as f64;
-            let per_layer = freeze_module_params(arch, &plan.freeze_trainable_modules)?;
-            let (extra, embedding) = freeze_extra_params(arch, &plan.freeze_extra_modules)?;
+        Method::Full => {
+            let lm = if plan.vision.freeze_language {
+                0.0
+            } else {
+                language
+            };
             Trainable {
-                params: n * per_layer + extra,
+                params: lm + vision,
+                largest: largest_linear.max(arch.embedding_params() as f64),
+                factored: decoder_factored
+                    + (arch.vocab_size as f64 + h)
+                        * if arch.tie_word_embeddings { 1.0 } else { 2.0 }
+                    + vision_factored(arch, plan),
+                embedding_trainable: !plan.vision.freeze_language,
+                hidden_matrix_params: arch.layer_linear_weight_params() as f64,
+            }
+        }
+        Method::Freeze => {
+            let n = arch
+                .trained_layer_kinds(plan.freeze_trainable_layers)
+                .iter()
+                .map(|(_, c)| *c)
+                .sum::<u64>() as f64;
+            let in_layers = freeze_module_params(
+                arch,
+                &plan.freeze_trainable_modules,
+                plan.freeze_trainable_layers,
+            )?;
+            let (extra, embedding) = freeze_extra_params(arch, &plan.freeze_extra_modules)?;
+            let layer_matrices = arch.layer_linear_weight_params() as f64 / layers;
+            Trainable {
+                params: in_layers + extra + vision,
                 largest: if embedding {
                     largest_linear.max(arch.embedding_params() as f64)
                 } else {
                     largest_linear
                 },
-                factored: n * layer_factored + extra.min(2.0 * (arch.vocab_size as f64 + h)),
+                factored: n / layers * decoder_factored
+                    + extra.min(2.0 * (arch.vocab_size as f64 + h)),
                 embedding_trainable: embedding,
-                hidden_matrix_params: n * per_layer.min(layer_matrices),
+                hidden_matrix_params: in_layers.min(n * layer_matrices),
             }
         }
         Method::Lora | Method::Oft => {
@@ -338,17 +469,17 @@ fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
                     r * l.in_features.max(l.out_features) as f64
                 }
             };
-            let params = adapter_params(arch, plan)? as f64;
+            let params = adapter_params(arch, plan)? as f64 + vision;
             Trainable {
                 params,
                 largest: mods.iter().map(largest).fold(0.0, f64::max),
-                factored: arch.num_layers as f64
-                    * mods
-                        .iter()
-                        .map(|l| {
-                            l.count as f64 * (2.0 * r + (l.in_features + l.out_features) as f64)
-                        })
-                        .sum::<f64>(),
+                factored: mods
+                    .iter()
+                    .map(|l| {
+                        (l.layers * l.count) as f64
+                            * (2.0 * r + (l.in_features + l.out_features) as f64)
+                    })
+                    .sum::<f64>(),
                 embedding_trainable: false,
                 hidden_matrix_params: 0.0,
             }
@@ -391,10 +522,12 @@ fn low_rank_states(
         }
         Ok(out)
     })?;
-    let layers = match plan.method {
-        Method::Freeze => freeze_layers(arch, plan.freeze_trainable_layers),
-        _ => arch.num_layers,
-    } as f64;
+    let trained_fraction = match plan.method {
+        Method::Freeze => {
+            freeze_layers(arch, plan.freeze_trainable_layers) as f64 / arch.num_layers.max(1) as f64
+        }
+        _ => 1.0,
+    };
     let r = lr.rank as f64;
     let (mut states, mut covered) = (0.0, 0.0);
     for l in &mods {
@@ -402,7 +535,7 @@ fn low_rank_states(
             l.in_features.max(l.out_features) as f64,
             l.in_features.min(l.out_features) as f64,
         );
-        let c = l.count as f64 * layers;
+        let c = (l.count * l.layers) as f64 * trained_fraction;
         states += c
             * (2.0 * r.min(small) * big * state_bytes
                 + if lr.kind == "galore" {
@@ -418,12 +551,11 @@ fn low_rank_states(
 /// Bytes of the quantized layer linears (weights + scales).
 fn quantized_bytes(arch: &ModelArch, q: crate::plan::Quant) -> f64 {
     let n = arch.layer_linear_weight_params() as f64;
-    let rows: f64 = arch.num_layers as f64
-        * arch
-            .layer_linears()
-            .iter()
-            .map(|l| (l.count * l.out_features) as f64)
-            .sum::<f64>();
+    let rows: f64 = arch
+        .layer_linears()
+        .iter()
+        .map(|l| (l.layers * l.count * l.out_features) as f64)
+        .sum::<f64>();
     match (q.method, q.bits) {
         // LLM.int8 / EETQ: int8 weights + one scale per output row.
         (QuantMethod::Bnb | QuantMethod::Eetq, 8) => n + 4.0 * rows,
@@ -482,6 +614,13 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
             sq.method, plan.method
         ).to_lowercase()));
     }
+    let (image_tokens, _) = image_tokens(arch, plan);
+    if image_tokens > plan.cutoff_len && plan.train {
+        return Err(Error::Conflict(format!(
+            "{} image(s) per sample become {image_tokens} tokens (image_max_pixels {}), more than cutoff_len {}: LLaMA-Factory would cut image tokens off; raise cutoff_len or lower image_max_pixels",
+            plan.vision.images_per_sample, plan.vision.image_max_pixels, plan.cutoff_len
+        )));
+    }
     if plan.method == Method::Freeze && plan.freeze_trainable_layers == 0 {
         return Err(Error::bad(
             "freeze_trainable_layers",
@@ -511,6 +650,48 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Image tokens and tower patches per sequence for this plan (0 without a tower or images).
+pub fn image_tokens(arch: &ModelArch, plan: &Plan) -> (u64, u64) {
+    match &arch.vision {
+        Some(v) if plan.vision.images_per_sample > 0 => {
+            let (t, p) = v.image_tokens(plan.vision.image_max_pixels, plan.vision.image_min_pixels);
+            (
+                t * plan.vision.images_per_sample,
+                p * plan.vision.images_per_sample,
+            )
+        }
+        _ => (0, 0),
+    }
+}
+
+/// (all layers, checkpointed inputs, one layer) of a trained vision tower's saved activations
+/// for `b` sequences; zeros when the tower is frozen (its forward builds no graph).
+fn vision_activations(
+    arch: &ModelArch,
+    plan: &Plan,
+    b: f64,
+    scale: f64,
+    cb: f64,
+) -> (f64, f64, f64) {
+    let Some(v) = &arch.vision else {
+        return (0.0, 0.0, 0.0);
+    };
+    if plan.vision.freeze_tower || plan.method == Method::Freeze {
+        return (0.0, 0.0, 0.0);
+    }
+    let patches = image_tokens(arch, plan).1 as f64 * b;
+    let per_layer = patches
+        * scale
+        * (ACT_PER_HIDDEN * v.hidden_size as f64
+            + ACT_PER_INTERMEDIATE * v.intermediate_size as f64);
+    let depth = v.depth as f64;
+    (
+        depth * per_layer,
+        depth * patches * v.hidden_size as f64 * cb,
+        per_layer,
+    )
 }
 
 /// Liger's fused linear cross-entropy: tokens per chunk (`next_power_of_2(⌈BT / ⌈V / H⌉⌉)`).
@@ -554,10 +735,12 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
 
     // Weights (a DPO / KTO reference copy is frozen, in the compute dtype).
     let frozen_base = frozen_weight_bytes(arch, plan, wb);
+    let vision_trained = vision_trainable_params(arch, plan);
     let (mut base, adapter) = match plan.method {
-        Method::Full => (total * tb, 0.0),
-        Method::Freeze => ((total - t) * wb + t * tb, 0.0),
-        Method::Lora | Method::Oft => (frozen_base, t * tb),
+        Method::Full if arch.vision.is_none() => (total * tb, 0.0),
+        Method::Full | Method::Freeze => ((total - t).max(0.0) * wb + t * tb, 0.0),
+        // A trained projector is counted with the adapter, not twice.
+        Method::Lora | Method::Oft => (frozen_base - vision_trained * wb, t * tb),
     };
     let reference = if plan.reference_model {
         total * wb
@@ -698,43 +881,92 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let fp32_residual = plan.method == Method::Full && (tb == 4.0);
     let res_bytes = if fp32_residual { 4.0 } else { cb };
     let scale = cb / 2.0;
-    let mut per_token_layer = scale
-        * (ACT_PER_HIDDEN * h + ACT_PER_INTERMEDIATE * arch.active_intermediate() as f64)
-        + if fp32_residual {
-            ACT_FP32_RESIDUAL_PER_HIDDEN * h
-        } else {
-            0.0
+    let fp32_extra = if fp32_residual {
+        ACT_FP32_RESIDUAL_PER_HIDDEN * h
+    } else {
+        0.0
+    };
+    let mods = if plan.is_adapter() {
+        lora_modules(arch, plan)?
+    } else {
+        Vec::new()
+    };
+    // Saved activations of one layer of each kind: the calibrated dense terms, the adapters'
+    // extra copies of their inputs, DeltaNet's projections and chunk states, eager scores.
+    let layer_activations = |kind: LayerKind| -> f64 {
+        let mut per_token = scale
+            * (ACT_PER_HIDDEN * h + ACT_PER_INTERMEDIATE * arch.kind_intermediate(kind) as f64)
+            + fp32_extra;
+        let here = arch.kind_linears(kind);
+        let in_kind = |l: &&Linear| {
+            here.iter().any(|k| {
+                k.name == l.name
+                    && k.in_features == l.in_features
+                    && k.out_features == l.out_features
+            })
         };
-    if plan.is_adapter() {
-        let ins: f64 = lora_modules(arch, plan)?
+        let ins: f64 = mods
             .iter()
+            .filter(in_kind)
             .map(|l| l.in_features as f64)
             .sum();
         if plan.method == Method::Oft {
             // OFT rotates each target's input block by block and keeps the rotated copy.
-            per_token_layer += ins * cb;
-        } else if plan.lora_dropout > 0.0 {
+            per_token += ins * cb;
+        } else if plan.is_adapter() && plan.lora_dropout > 0.0 {
             // PEFT's dropout saves a dropped copy of each target's input and its mask.
-            per_token_layer += ins * (cb + 1.0);
+            per_token += ins * (cb + 1.0);
         }
-    }
-    if plan.use_dora && plan.is_lora() {
-        // DoRA computes the dense weight norm per module and keeps the base output for the rescale.
-        let outs: f64 = lora_modules(arch, plan)?
-            .iter()
-            .map(|l| l.out_features as f64)
-            .sum();
-        per_token_layer += outs * cb;
-    }
-    let act_layer = tokens * per_token_layer;
-    let attn_layer = if plan.attention == Attention::Eager {
-        b * arch.num_attention_heads as f64 * s * s * EAGER_BYTES_PER_SCORE * scale
-    } else {
-        0.0
+        if plan.use_dora && plan.is_lora() {
+            // DoRA computes the dense weight norm per module and keeps the base output.
+            let outs: f64 = mods
+                .iter()
+                .filter(in_kind)
+                .map(|l| l.out_features as f64)
+                .sum();
+            per_token += outs * cb;
+        }
+        if let Some(m) = &arch.moe
+            && kind.moe
+        {
+            // Routing: the router logits (compute dtype) and their fp32 softmax, the top-k
+            // weights (fp32) and indices (int64) that dispatch each token.
+            let (e, k) = (m.num_experts as f64, m.experts_per_token as f64);
+            per_token += e * (cb + 4.0) + k * (4.0 + 8.0);
+        }
+        let mut bytes = tokens * per_token;
+        match (kind.mixer, &arch.linear_attention) {
+            (Mixer::LinearAttention, Some(la)) => {
+                // q, k, v, z before and after the short convolution, and the fp32 recurrent
+                // state at every 64-token chunk boundary (the chunked kernels' saved states).
+                let width = (2 * la.key_dim() + 2 * la.value_dim()) as f64;
+                bytes += tokens * LINEAR_ATTN_COPIES * width * cb;
+                bytes += b
+                    * (s / 64.0).ceil()
+                    * (la.num_value_heads * la.key_head_dim * la.value_head_dim) as f64
+                    * 4.0;
+            }
+            _ if plan.attention == Attention::Eager => {
+                bytes +=
+                    b * arch.num_attention_heads as f64 * s * s * EAGER_BYTES_PER_SCORE * scale;
+            }
+            _ => {}
+        }
+        bytes
     };
+    let kinds = arch.kind_counts();
     // Every layer keeps its activations, frozen ones too: LLaMA-Factory makes the embedding output
     // require grad, so autograd records the whole stack.
-    let active_layers = arch.num_layers as f64;
+    let all_layers: f64 = kinds
+        .iter()
+        .map(|(k, n)| *n as f64 * layer_activations(*k))
+        .sum();
+    let one_layer = kinds
+        .iter()
+        .map(|(k, _)| layer_activations(*k))
+        .fold(0.0, f64::max);
+    // A trained vision tower keeps its own activations for every image patch.
+    let (tower_all, tower_ckpt, tower_one) = vision_activations(arch, plan, b, scale, cb);
     // fp32 compute: the logits are fp32 already (no extra copy) but every buffer is twice as wide.
     let logit_bytes = if cb == 4.0 {
         14.0
@@ -769,20 +1001,20 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let logits = logits + ref_logits;
     let mut host_checkpoints = 0.0;
     let (activations, logit_part) = if plan.gradient_checkpointing {
-        let mut ckpt = active_layers * tokens * h * res_bytes;
+        let mut ckpt = arch.num_layers as f64 * tokens * h * res_bytes + tower_ckpt;
         if plan.offload_checkpoints {
             // Unsloth's checkpointing keeps the layer inputs in host RAM (two on the GPU).
             host_checkpoints = ckpt;
             ckpt = 2.0 * tokens * h * res_bytes;
         }
-        let recompute = act_layer + attn_layer;
+        let recompute = one_layer.max(tower_one);
         if logits >= recompute {
             (ckpt, logits)
         } else {
             (ckpt + recompute, 0.0)
         }
     } else {
-        (active_layers * (act_layer + attn_layer), logits)
+        (all_layers + tower_all, logits)
     };
     cpu += host_checkpoints;
 
@@ -854,7 +1086,14 @@ fn inference(arch: &ModelArch, plan: &Plan) -> Memory {
     let weights = frozen_weight_bytes(arch, plan, cb) / plan.num_gpus.max(1) as f64;
     let b = plan.batch_size as f64;
     let s = plan.cutoff_len as f64;
-    let kv = 2.0 * arch.num_layers as f64 * arch.kv_dim() as f64 * cb * b * s
+    // KV cache of the softmax-attention layers; DeltaNet layers keep a fixed state per sequence.
+    let state = arch.linear_attention.as_ref().map_or(0.0, |la| {
+        (arch.num_layers - arch.attention_layers()) as f64
+            * b
+            * ((la.num_value_heads * la.key_head_dim * la.value_head_dim) as f64 * 4.0
+                + ((2 * la.key_dim() + la.value_dim()) * la.conv_kernel) as f64 * cb)
+    });
+    let kv = (arch.attention_layers() as f64 * arch.kv_cache_width() as f64 * cb * b * s + state)
         / plan.num_gpus.max(1) as f64;
     let transient =
         b * s * (4.0 * arch.hidden_size as f64 + 2.0 * arch.active_intermediate() as f64) * cb

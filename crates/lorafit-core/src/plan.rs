@@ -409,8 +409,37 @@ pub struct Plan {
     pub zero: Zero,
     pub dataset_tokens: Option<u64>,
     pub price_per_hour: Option<f64>,
+    /// Vision-language models: what trains and how many image tokens a sample carries.
+    pub vision: VisionPlan,
     /// What the estimate assumes for keys whose memory it does not model (shown as warnings).
     pub notes: Vec<String>,
+}
+
+/// LLaMA-Factory's multimodal keys (`freeze_vision_tower`, `freeze_multi_modal_projector`,
+/// `freeze_language_model`, `image_max_pixels`, `image_min_pixels`) and lorafit's
+/// `images_per_sample`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisionPlan {
+    pub freeze_tower: bool,
+    pub freeze_projector: bool,
+    pub freeze_language: bool,
+    /// Images per training sample (lorafit's key; 0 = text-only samples).
+    pub images_per_sample: u64,
+    pub image_max_pixels: u64,
+    pub image_min_pixels: u64,
+}
+
+impl Default for VisionPlan {
+    fn default() -> Self {
+        VisionPlan {
+            freeze_tower: true,
+            freeze_projector: true,
+            freeze_language: false,
+            images_per_sample: 0,
+            image_max_pixels: 768 * 768,
+            image_min_pixels: 32 * 32,
+        }
+    }
 }
 
 fn list(s: &Settings, key: &str, default: &str) -> Vec<String> {
@@ -630,14 +659,35 @@ impl Plan {
                     .into(),
             );
         }
+        let d = VisionPlan::default();
+        let vision = VisionPlan {
+            freeze_tower: s.bool("freeze_vision_tower", d.freeze_tower),
+            freeze_projector: s.bool("freeze_multi_modal_projector", d.freeze_projector),
+            freeze_language: s.bool("freeze_language_model", d.freeze_language),
+            images_per_sample: s.int("images_per_sample").unwrap_or(0).max(0) as u64,
+            image_max_pixels: s
+                .int("image_max_pixels")
+                .unwrap_or(d.image_max_pixels as i64)
+                .max(1) as u64,
+            image_min_pixels: s
+                .int("image_min_pixels")
+                .unwrap_or(d.image_min_pixels as i64)
+                .max(1) as u64,
+        };
+        if vision.image_max_pixels < vision.image_min_pixels {
+            return Err(Error::Conflict(
+                "image_max_pixels cannot be smaller than image_min_pixels (LLaMA-Factory)".into(),
+            ));
+        }
         for k in [
-            "freeze_vision_tower",
-            "freeze_multi_modal_projector",
-            "freeze_language_model",
+            "video_max_pixels",
+            "video_min_pixels",
+            "video_fps",
+            "video_maxlen",
         ] {
             if s.get(k).is_some() {
                 notes.push(format!(
-                    "{k}: vision towers are not modelled yet (text model only)"
+                    "{k}: video inputs are not modelled (images only, images_per_sample)"
                 ));
             }
         }
@@ -708,6 +758,7 @@ impl Plan {
             deepspeed,
             accelerate_config: s.str("accelerate_config").map(str::to_string),
             zero,
+            vision,
             dataset_tokens: s.int("dataset_tokens").map(|t| t as u64),
             price_per_hour: s.float("price_per_hour"),
             notes,

@@ -495,6 +495,12 @@ const KEYS: &[KeyDef] = &[
         help: "USD per GPU-hour",
     },
     KeyDef {
+        name: "images_per_sample",
+        kind: Kind::Int(0, 1024),
+        origin: LO,
+        help: "images per training sample for a vision-language model (default: 1 when the dataset has images, else 0)",
+    },
+    KeyDef {
         name: "accelerate_config",
         kind: Kind::Str,
         origin: LO,

@@ -69,15 +69,23 @@ fn interp(table: &[(f64, f64)], x: f64) -> f64 {
 pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
     let matmul = (arch.active_params()
         - arch.embedding_params()
-        - arch.num_layers * arch.layer_norm_params()) as f64
+        - arch.layer_norm_params_total()
+        - arch.vision_params()) as f64
         + if arch.tie_word_embeddings {
             arch.embedding_params() as f64
         } else {
             0.0
         };
     // QKᵀ and AV: 2·2·s·q_dim per token per layer, halved by the causal mask.
-    let attn = 2.0 * seq_len as f64 * arch.q_dim() as f64 * arch.num_layers as f64;
-    2.0 * matmul + attn
+    // DeltaNet layers are linear in s: their chunked recurrence is ~4·64·(key + value width).
+    let attn = 2.0 * seq_len as f64 * arch.q_dim() as f64 * arch.attention_layers() as f64;
+    let linear = arch.linear_attention.as_ref().map_or(0.0, |la| {
+        (arch.num_layers - arch.attention_layers()) as f64
+            * 4.0
+            * 64.0
+            * (la.key_dim() + la.value_dim()) as f64
+    });
+    2.0 * matmul + attn + linear
 }
 
 /// The step time of `plan` on a GPU with `bf16_tflops` peak and `bandwidth_gbps` memory bandwidth.
@@ -118,7 +126,17 @@ pub fn step_time(
         Stage::Kto => passes / 2.0 + 1.5,
         _ => passes,
     };
-    let flops_per_token = fwd * passes;
+    // A vision tower runs forward on every image patch (and backward when it trains).
+    let patches = crate::memory::image_tokens(arch, plan).1 as f64;
+    let tower_passes = if plan.vision.freeze_tower || plan.method == Method::Freeze {
+        1.0
+    } else {
+        passes
+    };
+    let vision = arch.vision.as_ref().map_or(0.0, |v| {
+        2.0 * v.tower_params as f64 * patches / plan.cutoff_len.max(1) as f64 * tower_passes
+    });
+    let flops_per_token = fwd * passes + vision;
     let mut mfu = interp(MFU_BY_HIDDEN, arch.hidden_size as f64);
     match plan.method {
         // The curve was measured with LoRA on all 7 linear modules; each wrapped module adds two thin
@@ -156,7 +174,7 @@ pub fn step_time(
     let eager_seconds = if plan.attention == crate::plan::Attention::Eager {
         let scores =
             (plan.batch_size * arch.num_attention_heads) as f64 * (plan.cutoff_len as f64).powi(2);
-        (24.0 + 8.0 * recompute) * scores * arch.num_layers as f64 * plan.grad_accum as f64
+        (24.0 + 8.0 * recompute) * scores * arch.attention_layers() as f64 * plan.grad_accum as f64
             / (bandwidth_gbps.max(1.0) * 1e9)
     } else {
         0.0

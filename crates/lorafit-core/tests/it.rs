@@ -805,7 +805,9 @@ fn catalog_variants_share_their_base_and_quantized_repos_carry_their_storage() {
         let quantized = ["awq", "gptq", "bnb-4bit", "fp8", "aqlm"]
             .iter()
             .any(|q| lower.contains(q));
-        assert_eq!(a.stored_quant.is_some(), quantized, "{}", m.id);
+        // DeepSeek-V3 / R1 are published in FP8 under plain names.
+        let native = m.family == "DeepSeek-V3" && m.id.starts_with("deepseek-ai/");
+        assert_eq!(a.stored_quant.is_some(), quantized || native, "{}", m.id);
         if let Some(sq) = &a.stored_quant {
             assert!(!sq.assumed, "{}: {}", m.id, sq.method);
         }
@@ -937,4 +939,217 @@ fn text_that_looks_like_a_number_stays_text_through_yaml() {
     // Enum values are still numbers for LLaMA-Factory.
     let s = settings("model_name_or_path: x\nquantization_bit: 4\n");
     assert!(export::to_llamafactory_yaml(&s, false).contains("\nquantization_bit: 4\n"));
+}
+
+// ---------------------------------------------------------------- transformers' own counts
+
+/// Every catalog config block against the model transformers 5.8 builds from it
+/// (`scripts/arch_reference.py`, meta device): total parameters, the vision tower + projector,
+/// the parameters a token activates (MoE), and LoRA rank 8 on `lora_target: all` as
+/// LLaMA-Factory resolves it (frozen vision tower and projector, routers and fused experts left
+/// out). Exact, for every architecture.
+#[test]
+fn every_catalog_block_counts_as_transformers_builds_it() {
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/arch_reference.json")).expect("reference");
+    let models = reference["models"].as_object().expect("models");
+    let blocks: Vec<_> = catalog::models()
+        .iter()
+        .filter(|m| m.variant_of.is_none())
+        .collect();
+    assert_eq!(
+        models.len(),
+        blocks.len(),
+        "regenerate tests/fixtures/arch_reference.json"
+    );
+    let mut bad = Vec::new();
+    for m in blocks {
+        let r = &models[&m.id];
+        let a = m.arch().expect("arch");
+        let want = |k: &str| r[k].as_u64().expect("count");
+        let lora = est(&format!(
+            "model_name_or_path: {}\nfinetuning_type: lora\nlora_rank: 8\nlora_target: all\n",
+            m.id
+        ))
+        .trainable_params;
+        for (what, got, expected) in [
+            ("total", a.total_params(), want("total")),
+            ("vision", a.vision_params(), want("vision")),
+            ("lora all r8", lora, want("lora_all_r8")),
+        ] {
+            if got != expected {
+                bad.push(format!(
+                    "{} {what}: lorafit {got}, transformers {expected}",
+                    m.id
+                ));
+            }
+        }
+        if a.moe.is_some() && a.model_type != "gpt_oss" && a.active_params() != want("active") {
+            bad.push(format!(
+                "{} active: lorafit {}, transformers {}",
+                m.id,
+                a.active_params(),
+                want("active")
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn new_architectures_match_their_model_cards() {
+    // (id, published total, tolerance): DeepSeek-V3 671 B, V2 236 B, V2-Lite 15.7 B; Qwen3-Next
+    // 80 B; Llama 4 Scout 109 B / Maverick 400 B; Qwen2.5-VL 7B 8.29 B / 72B 73.4 B; Qwen3-VL-8B
+    // 8.77 B; Gemma 3 27B 27.4 B; Mistral Small 3.1 24 B; Qwen3.5-35B-A3B 35 B. The published
+    // figures exclude multi-token-prediction layers, which transformers does not build.
+    for (id, published) in [
+        ("deepseek-ai/DeepSeek-V3", 671e9),
+        ("deepseek-ai/DeepSeek-V2", 236e9),
+        ("deepseek-ai/DeepSeek-V2-Lite", 15.7e9),
+        ("Qwen/Qwen3-Next-80B-A3B-Instruct", 80e9),
+        ("meta-llama/Llama-4-Scout-17B-16E", 109e9),
+        ("meta-llama/Llama-4-Maverick-17B-128E", 400e9),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", 8.29e9),
+        ("Qwen/Qwen2.5-VL-72B-Instruct", 73.4e9),
+        ("Qwen/Qwen3-VL-8B-Instruct", 8.77e9),
+        ("google/gemma-3-27b-it", 27.4e9),
+        ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),
+        ("Qwen/Qwen3.5-35B-A3B", 35.0e9),
+    ] {
+        let a = catalog::find_model(id).expect(id).arch().expect("arch");
+        let err = a.total_params() as f64 / published - 1.0;
+        assert!(
+            err.abs() < 0.005,
+            "{id}: {} vs {published:e} ({:+.2} %)",
+            a.total_params(),
+            100.0 * err
+        );
+    }
+    let arch = |id: &str| catalog::find_model(id).expect(id).arch().expect("arch");
+    // Active: DeepSeek-V3 37 B; Llama 4 17 B (language model); Qwen2.5-VL-7B's tower ~0.67 B.
+    let v3 = arch("deepseek-ai/DeepSeek-V3");
+    assert!((v3.active_params() as f64 / 37e9 - 1.0).abs() < 0.02);
+    let scout = arch("meta-llama/Llama-4-Scout-17B-16E");
+    assert!(((scout.active_params() - scout.vision_params()) as f64 / 17e9 - 1.0).abs() < 0.02);
+    let vl = arch("Qwen/Qwen2.5-VL-7B-Instruct");
+    assert!((vl.vision_params() as f64 / 0.67e9 - 1.0).abs() < 0.02);
+    // The stacks: 3 dense + 58 MoE layers; 36 DeltaNet + 12 attention; Maverick alternates.
+    assert_eq!(v3.layer_kinds.iter().filter(|k| k.moe).count(), 58);
+    let next = arch("Qwen/Qwen3-Next-80B-A3B-Instruct");
+    assert_eq!(next.attention_layers(), 12);
+    let mav = arch("meta-llama/Llama-4-Maverick-17B-128E");
+    assert_eq!(mav.layer_kinds.iter().filter(|k| k.moe).count(), 24);
+}
+
+#[test]
+fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
+    let base = "model_name_or_path: Qwen/Qwen2.5-VL-7B-Instruct\nper_device_train_batch_size: 1\ncutoff_len: 4096\n";
+    let arch = catalog::find_model("Qwen/Qwen2.5-VL-7B-Instruct")
+        .expect("id")
+        .arch()
+        .expect("arch");
+    let v = arch.vision.clone().expect("tower");
+    // 768² (LLaMA-Factory's image_max_pixels) at 14 px × 2×2 merge: 27 × 27 tokens, 4× patches.
+    assert_eq!(v.image_tokens(768 * 768, 32 * 32), (729, 2916));
+    // Full: the frozen tower and projector are not trained (LLaMA-Factory's defaults) …
+    let full = est(&format!("{base}finetuning_type: full\n"));
+    assert_eq!(full.trainable_params, arch.language_params());
+    // … unless freeze_vision_tower / freeze_multi_modal_projector say so.
+    let tower = est(&format!(
+        "{base}finetuning_type: full\nfreeze_vision_tower: false\n"
+    ));
+    assert_eq!(
+        tower.trainable_params,
+        arch.language_params() + v.tower_params
+    );
+    let both = est(&format!(
+        "{base}finetuning_type: full\nfreeze_vision_tower: false\nfreeze_multi_modal_projector: false\n"
+    ));
+    assert_eq!(both.trainable_params, arch.total_params());
+    // LoRA `all` wraps the tower's linears only when it is not frozen: r·(in+out) per block.
+    let lora = est(&format!("{base}lora_rank: 8\nlora_target: all\n"));
+    let lora_tower = est(&format!(
+        "{base}lora_rank: 8\nlora_target: all\nfreeze_vision_tower: false\n"
+    ));
+    let tower_lora: u64 = v
+        .block_linears
+        .iter()
+        .map(|l| l.layers * 8 * (l.in_features + l.out_features))
+        .sum();
+    assert_eq!(
+        lora_tower.trainable_params - lora.trainable_params,
+        tower_lora
+    );
+    // Images cost activations only when the tower trains (a frozen tower builds no graph).
+    let imgs = |extra: &str, n: u32| {
+        est(&format!(
+            "{base}finetuning_type: full\ndisable_gradient_checkpointing: true\nimages_per_sample: {n}\n{extra}"
+        ))
+        .breakdown
+        .activations
+    };
+    assert_eq!(imgs("", 0), imgs("", 4));
+    assert!(imgs("freeze_vision_tower: false\n", 4) > imgs("freeze_vision_tower: false\n", 1));
+    // More image tokens than cutoff_len is an error naming both.
+    let plan = settings(&format!("{base}images_per_sample: 6\n"))
+        .plan()
+        .expect("plan");
+    let err = estimate::estimate(&arch, ModelSource::Catalog, &plan)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4374 tokens") && err.contains("cutoff_len 4096"),
+        "{err}"
+    );
+    // Qwen3-VL: 16 px patches → 24 × 24 tokens; Gemma 3: 256 whatever the size.
+    let q3 = catalog::find_model("Qwen/Qwen3-VL-8B-Instruct")
+        .unwrap()
+        .arch()
+        .unwrap();
+    assert_eq!(q3.vision.unwrap().image_tokens(768 * 768, 1024).0, 576);
+    let g3 = catalog::find_model("google/gemma-3-4b-it")
+        .unwrap()
+        .arch()
+        .unwrap();
+    assert_eq!(g3.vision.unwrap().image_tokens(1 << 30, 1024), (256, 4096));
+}
+
+#[test]
+fn hybrid_and_latent_attention_caches_and_states() {
+    // Inference: Qwen3-Next keeps a KV cache in its 12 attention layers only; its 36 DeltaNet
+    // layers hold a fixed state, so the cache grows 12/48 as fast as a dense stack's would.
+    let kv = |len: u32| {
+        est(&format!(
+            "model_name_or_path: Qwen/Qwen3-Next-80B-A3B-Instruct\nbf16: true\ndo_train: false\nper_device_train_batch_size: 1\ncutoff_len: {len}\n"
+        ))
+        .breakdown
+        .activations
+    };
+    let arch = catalog::find_model("Qwen/Qwen3-Next-80B-A3B-Instruct")
+        .unwrap()
+        .arch()
+        .unwrap();
+    let per_token = 12 * arch.kv_cache_width() * 2;
+    let growth = kv(8192) - kv(4096);
+    // The transient term grows with the length too (4h + 2i per token).
+    let transient = 4096 * (4 * arch.hidden_size + 2 * arch.active_intermediate()) * 2;
+    assert_eq!(growth, 4096 * per_token + transient);
+    // Training: DeltaNet's chunk states (fp32, every 64 tokens) are part of the activations.
+    let act = |len: u32| {
+        est(&format!(
+            "model_name_or_path: Qwen/Qwen3-Next-80B-A3B-Instruct\nper_device_train_batch_size: 1\ncutoff_len: {len}\ndisable_gradient_checkpointing: true\n"
+        ))
+        .breakdown
+        .activations as f64
+    };
+    assert!(
+        (act(8192) / act(4096) - 2.0).abs() < 0.01,
+        "linear in the length"
+    );
+    // MLA caches the expanded per-head keys and values: 128 × (192 + 128) per token and layer.
+    let v3 = catalog::find_model("deepseek-ai/DeepSeek-V3")
+        .unwrap()
+        .arch()
+        .unwrap();
+    assert_eq!(v3.kv_cache_width(), 128 * (128 + 64 + 128));
 }

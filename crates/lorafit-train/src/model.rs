@@ -50,6 +50,12 @@ impl ModelConfig {
                 path.display()
             )));
         }
+        if arch.vision.is_some() {
+            return Err(Error::Unsupported(format!(
+                "{}: vision-language models are not supported for training (lorafit estimate covers them)",
+                path.display()
+            )));
+        }
         match arch.rope_scaling {
             RopeScaling::None | RopeScaling::Llama3 { .. } | RopeScaling::Linear { .. } => {}
             ref other => {

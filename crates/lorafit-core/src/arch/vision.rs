@@ -1,0 +1,408 @@
+//! Vision towers of vision-language models (`vision_config` in a multimodal config.json): their
+//! parameters, the linears LoRA can wrap in them, and how many tokens an image becomes.
+//!
+//! Shapes follow transformers 5.8's modules; `tests/arch_reference.rs` checks every catalog
+//! tower's count against transformers itself.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Linear, get_u64, req_u64};
+use crate::error::Error;
+
+/// The tower families lorafit knows, by the top-level `model_type` that carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisionKind {
+    /// Qwen2-VL: LayerNorm blocks with a GELU MLP (`fc1` / `fc2`), 14-px patches, 2×2 merge.
+    Qwen2Vl,
+    /// Qwen2.5-VL: RMSNorm blocks with a SwiGLU MLP, 14-px patches, 2×2 merge.
+    Qwen25Vl,
+    /// Qwen3-VL / Qwen3.5: LayerNorm blocks, learned position table, 16-px patches, 2×2 merge,
+    /// DeepStack mergers (Qwen3-VL).
+    Qwen3Vl,
+    /// SigLIP (Gemma 3): fixed 896 px, 4096 patches pooled to `mm_tokens_per_image`.
+    Siglip,
+    /// Pixtral (Mistral Small 3.x): RMSNorm SwiGLU blocks, 2×2 patch merger.
+    Pixtral,
+    /// Llama 4: 336-px tiles, pixel shuffle 0.5 (144 tokens per tile).
+    Llama4,
+}
+
+/// A vision tower and its projector into the language model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vision {
+    pub kind: VisionKind,
+    pub hidden_size: u64,
+    pub intermediate_size: u64,
+    pub depth: u64,
+    pub num_heads: u64,
+    pub patch_size: u64,
+    /// Patches merged into one language-model token per side (2 → 2×2).
+    pub merge: u64,
+    /// The linears of one block (each `layers` = depth).
+    #[serde(skip)]
+    pub block_linears: Vec<Linear>,
+    /// Tower parameters (blocks, patch and position embeddings, norms).
+    pub tower_params: u64,
+    /// Projector (merger) parameters.
+    pub projector_params: u64,
+    /// LLaMA-Factory's `lora_target: all` also wraps the projector's linears when the projector
+    /// is trained; their shapes.
+    #[serde(skip)]
+    pub projector_linears: Vec<Linear>,
+    /// Fixed-resolution towers: tokens per image whatever its size (SigLIP).
+    pub fixed_tokens: Option<u64>,
+    /// Fixed-resolution towers: the tower's sequence per image.
+    pub fixed_patches: Option<u64>,
+}
+
+fn lin(name: &'static str, i: u64, o: u64, bias: bool, layers: u64) -> Linear {
+    Linear {
+        name,
+        in_features: i,
+        out_features: o,
+        bias,
+        count: 1,
+        targetable: true,
+        layers,
+    }
+}
+
+fn sum(ls: &[Linear]) -> u64 {
+    ls.iter().map(Linear::total_params).sum()
+}
+
+/// Image tokens and tower patches for an image of at most `max_pixels` (LLaMA-Factory's
+/// `image_max_pixels`, default 768 × 768): a square image resized as the processors do
+/// (`smart_resize`: sides rounded to multiples of patch × merge, the area kept ≤ max_pixels).
+pub fn square_grid(max_pixels: u64, min_pixels: u64, factor: u64) -> u64 {
+    let side = (max_pixels as f64).sqrt();
+    let mut cells = (side / factor as f64).round().max(1.0) as u64;
+    while cells > 1 && (cells * factor).pow(2) > max_pixels {
+        cells -= 1;
+    }
+    while (cells * factor).pow(2) < min_pixels {
+        cells += 1;
+    }
+    cells
+}
+
+impl Vision {
+    /// Parse `vision_config` of a multimodal config whose top-level `model_type` is `top_type`.
+    /// `None` when the type has no tower lorafit knows.
+    pub fn parse(
+        top_type: &str,
+        top: &Map<String, Value>,
+        text_hidden: u64,
+    ) -> Result<Option<Vision>, Error> {
+        let kind = match top_type {
+            "qwen2_vl" => VisionKind::Qwen2Vl,
+            "qwen2_5_vl" => VisionKind::Qwen25Vl,
+            "qwen3_vl" | "qwen3_vl_moe" | "qwen3_5" | "qwen3_5_moe" => VisionKind::Qwen3Vl,
+            "gemma3" => VisionKind::Siglip,
+            "mistral3" => VisionKind::Pixtral,
+            "llama4" => VisionKind::Llama4,
+            _ => return Ok(None),
+        };
+        let Some(Value::Object(v)) = top.get("vision_config") else {
+            return Err(Error::ModelConfig(format!(
+                "model_type `{top_type}` needs a `vision_config` block"
+            )));
+        };
+        let ctx = |e: Error| {
+            Error::ModelConfig(format!("vision_config: {e}").replace("model config: ", ""))
+        };
+        let u = |k: &str, d: u64| get_u64(v, k).map(|x| x.unwrap_or(d)).map_err(ctx);
+        let r = |k: &str| req_u64(v, k).map_err(ctx);
+        let vision = match kind {
+            VisionKind::Qwen2Vl => {
+                let e = u("embed_dim", 1280)?;
+                let depth = u("depth", 32)?;
+                let ratio = u("mlp_ratio", 4)?;
+                let (p, m, tp) = (
+                    u("patch_size", 14)?,
+                    u("spatial_merge_size", 2)?,
+                    u("temporal_patch_size", 2)?,
+                );
+                let out = u("hidden_size", text_hidden)?;
+                let block = vec![
+                    lin("qkv", e, 3 * e, true, depth),
+                    lin("proj", e, e, true, depth),
+                    lin("fc1", e, e * ratio, true, depth),
+                    lin("fc2", e * ratio, e, true, depth),
+                ];
+                let proj = vec![
+                    lin("mlp.0", e * m * m, e * m * m, true, 1),
+                    lin("mlp.2", e * m * m, out, true, 1),
+                ];
+                Vision {
+                    kind,
+                    hidden_size: e,
+                    intermediate_size: e * ratio,
+                    depth,
+                    num_heads: u("num_heads", 16)?,
+                    patch_size: p,
+                    merge: m,
+                    tower_params: sum(&block) + depth * 4 * e + e * 3 * tp * p * p,
+                    projector_params: sum(&proj) + 2 * e,
+                    block_linears: block,
+                    projector_linears: proj,
+                    fixed_tokens: None,
+                    fixed_patches: None,
+                }
+            }
+            VisionKind::Qwen25Vl => {
+                let (h, i, depth) = (r("hidden_size")?, r("intermediate_size")?, u("depth", 32)?);
+                let (p, m, tp) = (
+                    u("patch_size", 14)?,
+                    u("spatial_merge_size", 2)?,
+                    u("temporal_patch_size", 2)?,
+                );
+                let out = u("out_hidden_size", text_hidden)?;
+                let block = vec![
+                    lin("qkv", h, 3 * h, true, depth),
+                    lin("proj", h, h, true, depth),
+                    lin("gate_proj", h, i, true, depth),
+                    lin("up_proj", h, i, true, depth),
+                    lin("down_proj", i, h, true, depth),
+                ];
+                let proj = vec![
+                    lin("mlp.0", h * m * m, h * m * m, true, 1),
+                    lin("mlp.2", h * m * m, out, true, 1),
+                ];
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_heads", 16)?,
+                    patch_size: p,
+                    merge: m,
+                    tower_params: sum(&block) + depth * 2 * h + h * 3 * tp * p * p,
+                    projector_params: sum(&proj) + h,
+                    block_linears: block,
+                    projector_linears: proj,
+                    fixed_tokens: None,
+                    fixed_patches: None,
+                }
+            }
+            VisionKind::Qwen3Vl => {
+                let (h, i, depth) = (r("hidden_size")?, r("intermediate_size")?, u("depth", 27)?);
+                let (p, m, tp) = (
+                    u("patch_size", 16)?,
+                    u("spatial_merge_size", 2)?,
+                    u("temporal_patch_size", 2)?,
+                );
+                let out = u("out_hidden_size", text_hidden)?;
+                let npos = u("num_position_embeddings", 2304)?;
+                let deepstack = match v.get("deepstack_visual_indexes") {
+                    Some(Value::Array(a)) => a.len() as u64,
+                    _ => 0,
+                };
+                let block = vec![
+                    lin("qkv", h, 3 * h, true, depth),
+                    lin("proj", h, h, true, depth),
+                    lin("linear_fc1", h, i, true, depth),
+                    lin("linear_fc2", i, h, true, depth),
+                ];
+                let hm = h * m * m;
+                let proj = vec![
+                    lin("linear_fc1", hm, hm, true, 1),
+                    lin("linear_fc2", hm, out, true, 1),
+                ];
+                // DeepStack mergers: the same MLP with its norm after the shuffle (width h·m²).
+                let deep = deepstack * (sum(&proj) + 2 * hm);
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_heads", 16)?,
+                    patch_size: p,
+                    merge: m,
+                    tower_params: sum(&block)
+                        + depth * 4 * h
+                        + h * 3 * tp * p * p
+                        + h
+                        + npos * h
+                        + deep,
+                    projector_params: sum(&proj) + 2 * h,
+                    block_linears: block,
+                    projector_linears: proj,
+                    fixed_tokens: None,
+                    fixed_patches: None,
+                }
+            }
+            VisionKind::Siglip => {
+                let (h, i, depth) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                );
+                let (p, img) = (u("patch_size", 14)?, u("image_size", 896)?);
+                let patches = (img / p.max(1)).pow(2);
+                let block = vec![
+                    lin("q_proj", h, h, true, depth),
+                    lin("k_proj", h, h, true, depth),
+                    lin("v_proj", h, h, true, depth),
+                    lin("out_proj", h, h, true, depth),
+                    lin("fc1", h, i, true, depth),
+                    lin("fc2", i, h, true, depth),
+                ];
+                let tokens = get_u64(top, "mm_tokens_per_image")?.unwrap_or(256);
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_attention_heads", 16)?,
+                    patch_size: p,
+                    merge: 1,
+                    tower_params: sum(&block)
+                        + depth * 4 * h
+                        + h * 3 * p * p
+                        + h
+                        + patches * h
+                        + 2 * h,
+                    // Gemma 3: a bare [h_vision, h_text] matrix and an RMSNorm; not an nn.Linear.
+                    projector_params: h * text_hidden + h,
+                    block_linears: block,
+                    projector_linears: Vec::new(),
+                    fixed_tokens: Some(tokens),
+                    fixed_patches: Some(patches),
+                }
+            }
+            VisionKind::Pixtral => {
+                let (h, i, depth) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                );
+                let p = u("patch_size", 14)?;
+                let m = get_u64(top, "spatial_merge_size")?.unwrap_or(2);
+                let bias = top
+                    .get("multimodal_projector_bias")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let block = vec![
+                    lin("q_proj", h, h, false, depth),
+                    lin("k_proj", h, h, false, depth),
+                    lin("v_proj", h, h, false, depth),
+                    lin("o_proj", h, h, false, depth),
+                    lin("gate_proj", h, i, false, depth),
+                    lin("up_proj", h, i, false, depth),
+                    lin("down_proj", i, h, false, depth),
+                ];
+                let proj = vec![
+                    lin("merging_layer", h * m * m, h, false, 1),
+                    lin("linear_1", h, text_hidden, bias, 1),
+                    lin("linear_2", text_hidden, text_hidden, bias, 1),
+                ];
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_attention_heads", 16)?,
+                    patch_size: p,
+                    merge: m,
+                    tower_params: sum(&block) + depth * 2 * h + h * 3 * p * p + h,
+                    projector_params: sum(&proj) + h,
+                    block_linears: block,
+                    projector_linears: proj,
+                    fixed_tokens: None,
+                    fixed_patches: None,
+                }
+            }
+            VisionKind::Llama4 => {
+                let (h, i, depth) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                );
+                let (p, img) = (u("patch_size", 14)?, u("image_size", 336)?);
+                let patches = (img / p.max(1)).pow(2);
+                let shuffle_in = 4 * h; // pixel shuffle 0.5: 4 patches' features side by side
+                let (pin, pout) = (
+                    u("projector_input_dim", 4096)?,
+                    u("projector_output_dim", 4096)?,
+                );
+                let block = vec![
+                    lin("q_proj", h, h, true, depth),
+                    lin("k_proj", h, h, true, depth),
+                    lin("v_proj", h, h, true, depth),
+                    lin("o_proj", h, h, true, depth),
+                    lin("fc1", h, i, true, depth),
+                    lin("fc2", i, h, true, depth),
+                ];
+                let adapter = vec![
+                    lin("fc1", shuffle_in, pin, false, 1),
+                    lin("fc2", pin, pout, false, 1),
+                ];
+                let proj = vec![lin(
+                    "linear_1",
+                    u("vision_output_dim", pout)?,
+                    text_hidden,
+                    false,
+                    1,
+                )];
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_attention_heads", 16)?,
+                    patch_size: p,
+                    merge: 2,
+                    tower_params: sum(&block)
+                        + depth * 4 * h
+                        + 3 * p * p * h
+                        + h
+                        + (patches + 1) * h
+                        + 4 * h
+                        + sum(&adapter),
+                    projector_params: sum(&proj),
+                    block_linears: block,
+                    projector_linears: proj,
+                    // One 336-px tile: 576 patches shuffled to 144 tokens.
+                    fixed_tokens: Some(patches / 4),
+                    fixed_patches: Some(patches + 1),
+                }
+            }
+        };
+        Ok(Some(vision))
+    }
+
+    /// All tower + projector parameters.
+    pub fn params(&self) -> u64 {
+        self.tower_params + self.projector_params
+    }
+
+    /// (language-model tokens, tower patches) of one image of at most `max_pixels`
+    /// (`image_max_pixels`) and at least `min_pixels`. Llama 4 tiles a 768² image into 2×2 tiles
+    /// and a global one; SigLIP's count is fixed.
+    pub fn image_tokens(&self, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+        match (self.kind, self.fixed_tokens, self.fixed_patches) {
+            (VisionKind::Llama4, Some(t), Some(p)) => {
+                let tile = 336u64;
+                let side = square_grid(max_pixels, min_pixels, tile).min(4);
+                let tiles = if side > 1 { side * side + 1 } else { 1 };
+                (tiles * t, tiles * p)
+            }
+            (_, Some(t), Some(p)) => (t, p),
+            _ => {
+                let cells = square_grid(max_pixels, min_pixels, self.patch_size * self.merge);
+                let tokens = cells * cells;
+                let patches = tokens * self.merge * self.merge;
+                // Pixtral adds a row-break token per row and an end token.
+                let extra = if self.kind == VisionKind::Pixtral {
+                    cells
+                } else {
+                    0
+                };
+                (tokens + extra, patches)
+            }
+        }
+    }
+}

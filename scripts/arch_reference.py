@@ -1,0 +1,115 @@
+"""Exact parameter counts of every catalog config block, from transformers itself.
+
+For each block of crates/lorafit-core/data/models.json this builds the model transformers 5.8
+builds for LLaMA-Factory (AutoModelForImageTextToText when the config has a vision tower, else
+AutoModelForCausalLM) on the meta device and records:
+
+  total          sum(p.numel() for p in model.parameters())
+  vision         parameters under LLaMA-Factory's vision_model_keys + projector_keys
+                 (model/model_utils/visual.py COMPOSITE_MODELS)
+  active         total minus the routed experts a token does not use
+  lora_all_r8    LoRA adapter parameters for `lora_target: all`, lora_rank 8, as LLaMA-Factory
+                 resolves it: find_all_linear_modules(freeze_vision_tower=True), then for
+                 composite models the full module names outside the frozen tower/projector
+                 (patch_target_modules), else PEFT's suffix match
+  lora_targets   the module names `all` expands to
+
+Run: python scripts/arch_reference.py > crates/lorafit-core/tests/fixtures/arch_reference.json
+Needs torch and transformers==5.8.0 (no weights are downloaded; nothing is allocated).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = ROOT / "crates/lorafit-core/data/models.json"
+
+# LLaMA-Factory main (ff6d4d1) model_utils/visual.py: (projector_keys, vision_model_keys, lora_conflict_keys).
+COMPOSITE = {
+    "gemma3": (["multi_modal_projector"], ["vision_tower"], []),
+    "llama4": (["multi_modal_projector"], ["vision_model"], []),
+    "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
+    "qwen2_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
+    "qwen2_5_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
+    "qwen3_vl": (["visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks", "visual.deepstack_merger_list"], ["patch_embed"]),
+    "qwen3_vl_moe": (["visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks", "visual.deepstack_merger_list"], ["patch_embed"]),
+    "qwen3_5": (["model.visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks"], ["patch_embed"]),
+    "qwen3_5_moe": (["model.visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks"], ["patch_embed"]),
+}
+
+
+def build(config: dict):
+    cfg = dict(config)
+    model_type = cfg.pop("model_type")
+    for k in ("architectures", "torch_dtype", "quantization_config"):
+        cfg.pop(k, None)
+    conf = AutoConfig.for_model(model_type, **cfg)
+    multimodal = "vision_config" in config
+    cls = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+    with torch.device("meta"):
+        return cls.from_config(conf), model_type
+
+
+def linear(module) -> bool:
+    name = module.__class__.__name__
+    return "Linear" in name and "Embedding" not in name
+
+
+def main() -> None:
+    data = json.loads(CATALOG.read_text())
+    out = {"transformers": transformers.__version__, "models": {}}
+    only = set(sys.argv[1:])
+    for m in data["models"]:
+        if only and m["id"] not in only:
+            continue
+        model, model_type = build(m["config"])
+        total = sum(p.numel() for p in model.parameters())
+        projector, vision, conflict = COMPOSITE.get(model_type, ([], [], []))
+        frozen = projector + vision
+        vis = sum(p.numel() for n, p in model.named_parameters() if any(k in n for k in frozen))
+        # Routed experts: fused 3-D tensors [E, ...] under `.experts.`; a token uses k of E.
+        text = model.config.get_text_config()
+        e = getattr(text, "num_experts", None) or getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None)
+        k = getattr(text, "num_experts_per_tok", None)
+        inactive = 0
+        if e and k:
+            for n, p in model.named_parameters():
+                if ".experts." in n and p.dim() >= 2 and p.shape[0] == e:
+                    inactive += p.numel() * (e - k) // e
+        # LLaMA-Factory's `all`.
+        forbidden = {"lm_head"} | set(projector) | set(vision)
+        names = set()
+        for n, mod in model.named_modules():
+            if any(f in n for f in forbidden):
+                continue
+            if linear(mod):
+                names.add(n.split(".")[-1])
+        lora = 0
+        for n, mod in model.named_modules():
+            if not isinstance(mod, torch.nn.Linear):
+                continue
+            if model_type in COMPOSITE:
+                hit = any(t in n for t in names) and not any(f in n for f in frozen + conflict)
+            else:
+                hit = n.split(".")[-1] in names
+            if hit:
+                lora += 8 * (mod.in_features + mod.out_features)
+        out["models"][m["id"]] = {
+            "model_type": model_type,
+            "total": total,
+            "vision": vis,
+            "active": total - inactive,
+            "lora_all_r8": lora,
+            "lora_targets": sorted(names),
+        }
+        print(m["id"], total, file=sys.stderr)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
