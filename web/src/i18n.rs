@@ -37,6 +37,28 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "峰值显存随截断长度与批大小的变化",
         ),
         "model" => ("Model", "模型"),
+        "family" => ("Family", "模型系列"),
+        "family_help" => (
+            "Pick a model family: sets the model to its first catalog entry",
+            "选择模型系列：模型设为该系列的第一个条目",
+        ),
+        "images_help" => (
+            "Images per training sample; their tokens are part of cutoff_len (lorafit key)",
+            "每个训练样本的图片数；图片 token 计入 cutoff_len（lorafit 参数）",
+        ),
+        "pixels_help" => (
+            "LLaMA-Factory image_max_pixels: images are resized to at most this many pixels",
+            "LLaMA-Factory 的 image_max_pixels：图片缩放到不超过此像素数",
+        ),
+        "freeze_vt_help" => (
+            "LLaMA-Factory freezes the vision tower and projector by default",
+            "LLaMA-Factory 默认冻结视觉编码器和投影层",
+        ),
+        "vision" => ("Vision tower", "视觉编码器"),
+        "projector" => ("projector", "投影层"),
+        "trained" => ("trained", "训练"),
+        "frozen" => ("frozen", "冻结"),
+        "images" => ("images", "张图片"),
         "model_help" => (
             "model_name_or_path: a catalog model (its config.json is built in)",
             "model_name_or_path：内置模型目录（含 config.json）",

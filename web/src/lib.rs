@@ -547,6 +547,25 @@ pub fn app() -> Html {
     let check = |key: &'static str| -> Html {
         html! { <input type="checkbox" data-testid={key} checked={s.get(key) == Some(&Val::Bool(true))} onchange={on_check(key)} /> }
     };
+    // A checkbox whose LLaMA-Factory default is true (freeze_vision_tower, …).
+    let check_on = |key: &'static str| -> Html {
+        html! { <input type="checkbox" data-testid={key} checked={s.get(key) != Some(&Val::Bool(false))} onchange={on_check(key)} /> }
+    };
+    let has_vision = matches!(&result, Ok(e) if e.vision.is_some());
+    // Families, each pointing at its first catalog id: picking one sets the model.
+    let current_family = catalog::find_model(&get_str(s, "model_name_or_path"))
+        .map(|m| m.family.clone())
+        .unwrap_or_default();
+    let mut families: Vec<(&str, &str, usize)> = Vec::new();
+    for m in catalog::models() {
+        match families.iter_mut().find(|f| f.0 == m.family) {
+            Some(f) => f.2 += 1,
+            None => families.push((&m.family, &m.id, 1)),
+        }
+    }
+    let family_options: Html = std::iter::once(html! { <option value="" selected={current_family.is_empty()}>{"—"}</option> })
+        .chain(families.iter().map(|(f, id, n)| html! { <option value={id.to_string()} selected={current_family == *f}>{format!("{f} ({n})")}</option> }))
+        .collect();
     let select = |key: &'static str, opts: &[(&str, &str)], current: &str| -> Html {
         let o: Html = opts.iter().map(|(v, label)| html! { <option value={v.to_string()} selected={*v == current}>{*label}</option> }).collect();
         html! { <select data-testid={key} onchange={on(key)}>{o}</select> }
@@ -625,6 +644,12 @@ pub fn app() -> Html {
                     <div class="sub">{format!("{} · torch max_memory_allocated {}", t(l, "per_gpu_smi"), gib(e.peak_allocated_bytes))}</div>
                 </div>
                 <p class="sub" data-testid="plan">{plan.as_ref().map(|p| p.describe()).unwrap_or_default()}</p>
+                if let Some(v) = &e.vision {
+                    <p class="sub" data-testid="vision" data-tokens={v.image_tokens_per_sample.to_string()}>{format!("{}: {:.2} B {} · {} {} · {} × {} = {} tokens",
+                        t(l, "vision"), v.tower_params as f64 / 1e9, if v.tower_trained { t(l, "trained") } else { t(l, "frozen") },
+                        t(l, "projector"), if v.projector_trained { t(l, "trained") } else { t(l, "frozen") },
+                        v.images_per_sample, t(l, "images"), v.image_tokens_per_sample)}</p>
+                }
                 if e.host_ram_bytes > 0 {
                     <p class="sub" data-testid="host-ram" data-bytes={e.host_ram_bytes.to_string()}>{format!("{}: {}", t(l, "host_ram"), gib(e.host_ram_bytes))}</p>
                 }
@@ -680,6 +705,15 @@ pub fn app() -> Html {
                     <input type="search" list="model-list" data-testid="model_name_or_path" placeholder="Qwen/Qwen2.5-7B, 7B…"
                         value={get_str(s, "model_name_or_path")} onchange={on("model_name_or_path")} />
                     <ModelList /></label>
+                <label title={t(l, "family_help")}>{t(l, "family")}
+                    <select data-testid="family" onchange={on("model_name_or_path")}>{family_options}</select></label>
+                if has_vision {
+                    <label title={t(l, "images_help")}>{"images_per_sample"}{ number("images_per_sample", "0", "1024", "0") }</label>
+                    <label title={t(l, "pixels_help")}>{"image_max_pixels"}{ number("image_max_pixels", "1", "100000000", "589824") }</label>
+                    <label title={t(l, "freeze_vt_help")}>{ check_on("freeze_vision_tower") }{"freeze_vision_tower"}</label>
+                    <label title={t(l, "freeze_vt_help")}>{ check_on("freeze_multi_modal_projector") }{"freeze_multi_modal_projector"}</label>
+                    <label title={t(l, "freeze_vt_help")}>{ check("freeze_language_model") }{"freeze_language_model"}</label>
+                }
                 <label title={t(l, "stage_help")}>{"stage"}
                     { select("stage", &[("pt", "pt"), ("sft", "sft"), ("rm", "rm (reward model)"), ("dpo", "dpo"), ("kto", "kto"), ("ppo", "ppo")], &or("stage", "sft")) }</label>
                 if s.get("stage").is_some_and(|v| v.to_string() == "dpo") {

@@ -965,6 +965,11 @@ fn e2e() -> Result<()> {
         "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=full&use_galore=true&galore_rank=128&pure_bf16=true&per_device_train_batch_size=1",
         "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=full&use_badam=true&pure_bf16=true&per_device_train_batch_size=1&enable_liger_kernel=true",
         "model_name_or_path=meta-llama%2FLlama-3.1-8B&finetuning_type=full&bf16=true&fsdp=full_shard%20offload&num_gpus=4&per_device_train_batch_size=1",
+        // Vision-language and MoE / hybrid models.
+        "model_name_or_path=Qwen%2FQwen2.5-VL-7B-Instruct&finetuning_type=full&freeze_vision_tower=false&images_per_sample=2&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=4096",
+        "model_name_or_path=Qwen%2FQwen3-VL-8B-Instruct&finetuning_type=lora&quantization_bit=4&images_per_sample=1&bf16=true&gpu=RTX-4090&per_device_train_batch_size=1&cutoff_len=2048",
+        "model_name_or_path=Qwen%2FQwen3-Next-80B-A3B-Instruct&finetuning_type=lora&bf16=true&quantization_bit=4&per_device_train_batch_size=1&cutoff_len=4096&gpu=H100-SXM",
+        "model_name_or_path=deepseek-ai%2FDeepSeek-V2-Lite&finetuning_type=full&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=2048",
     ];
     let mut failures = Vec::new();
     for q in configs {
@@ -1003,9 +1008,27 @@ fn e2e() -> Result<()> {
             && (!q.contains("deepspeed=")
                 || (dom.contains("data-testid=\"deepspeed-json\"")
                     && dom.contains("\"stage\": 3")));
-        if page != Some(want) || want != cli_bytes || !exports_ok {
+        // A vision-language link shows the tower line and its image tokens.
+        let vision_ok = !q.contains("-VL-") || dom.contains("data-testid=\"vision\"");
+        if page != Some(want) || want != cli_bytes || !exports_ok || !vision_ok {
             failures.push(q);
         }
+    }
+    // The catalog search (the model field's datalist) offers every id, grouped by a family select.
+    let dom = chromium_dom(&format!("{base}?{}", configs[0]), &profile)?;
+    let search_ok = [
+        "Qwen/Qwen3-4B-Instruct-2507",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "deepseek-ai/DeepSeek-V3",
+    ]
+    .iter()
+    .all(|id| dom.contains(&format!("value=\"{id}\"")))
+        && dom.contains("data-testid=\"family\"");
+    println!(
+        "e2e: the model search offers Qwen3-4B-Instruct-2507, Qwen2.5-VL-7B and DeepSeek-V3, with a family select: {search_ok}"
+    );
+    if !search_ok {
+        failures.push("catalog search");
     }
     // A hostile link: bad numbers, unknown keys, markup in values.
     let hostile = "model_name_or_path=Qwen%2FQwen2.5-7B&lora_rank=-3&cutoff_len=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E&evil=%3Cscript%3Ealert(1)%3C%2Fscript%3E&per_device_train_batch_size=99999999999";
@@ -1046,7 +1069,7 @@ fn e2e() -> Result<()> {
     if !failures.is_empty() {
         bail!("browser end-to-end failed for: {failures:?}");
     }
-    println!("e2e: {} passed, 0 failed", configs.len() + 2 + interactions);
+    println!("e2e: {} passed, 0 failed", configs.len() + 3 + interactions);
     Ok(())
 }
 

@@ -998,3 +998,50 @@ fn chat_answers_through_the_template() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_multimodal_dataset_means_one_image_per_sample() {
+    // LLaMA-Factory's mllm_demo shape: sharegpt messages with an `images` column.
+    let d = scratch("mllm");
+    std::fs::create_dir_all(d.join("data")).expect("data dir");
+    std::fs::write(
+        d.join("data/dataset_info.json"),
+        r#"{"mllm_demo": {"file_name": "mllm_demo.json", "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
+           "identity": {"file_name": "identity.json"}}"#,
+    )
+    .expect("dataset_info");
+    let cfg = d.join("vl.yaml");
+    let write = |dataset: &str| {
+        std::fs::write(
+            &cfg,
+            format!("model_name_or_path: Qwen/Qwen2.5-VL-7B-Instruct\nstage: sft\nfinetuning_type: lora\ndataset: {dataset}\nbf16: true\ncutoff_len: 2048\n"),
+        )
+        .expect("config");
+    };
+    let cfg_s = cfg.to_str().expect("utf-8 path");
+    write("mllm_demo");
+    let out = lorafit(&["estimate", cfg_s, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["vision"]["images_per_sample"], 1);
+    assert_eq!(v["vision"]["image_tokens_per_sample"], 729);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("images_per_sample 1 assumed"));
+    // An explicit key wins; a text-only dataset means text-only samples (and a note says so).
+    let v = json(&["estimate", cfg_s, "--json", "--set", "images_per_sample=2"]);
+    assert_eq!(v["vision"]["image_tokens_per_sample"], 2 * 729);
+    write("identity");
+    let v = json(&["estimate", cfg_s, "--json"]);
+    assert_eq!(v["vision"]["images_per_sample"], 0);
+    assert!(
+        v["warnings"].to_string().contains("vision tower"),
+        "{}",
+        v["warnings"]
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

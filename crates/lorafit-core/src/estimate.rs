@@ -166,6 +166,13 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             ));
         }
     }
+    if arch.vision.is_none() {
+        for k in &plan.vision.keys_given {
+            warnings.push(format!(
+                "{k}: this model has no vision tower, so it changes nothing"
+            ));
+        }
+    }
     if arch.vision.is_some() && plan.vision.images_per_sample == 0 && plan.train {
         warnings.push(
             "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample, or name a dataset with an images column)".into(),

@@ -427,6 +427,8 @@ pub struct VisionPlan {
     pub images_per_sample: u64,
     pub image_max_pixels: u64,
     pub image_min_pixels: u64,
+    /// The multimodal keys the config gave (a note says they do nothing on a text model).
+    pub keys_given: Vec<&'static str>,
 }
 
 impl Default for VisionPlan {
@@ -438,6 +440,7 @@ impl Default for VisionPlan {
             images_per_sample: 0,
             image_max_pixels: 768 * 768,
             image_min_pixels: 32 * 32,
+            keys_given: Vec::new(),
         }
     }
 }
@@ -673,6 +676,17 @@ impl Plan {
                 .int("image_min_pixels")
                 .unwrap_or(d.image_min_pixels as i64)
                 .max(1) as u64,
+            keys_given: [
+                "freeze_vision_tower",
+                "freeze_multi_modal_projector",
+                "freeze_language_model",
+                "images_per_sample",
+                "image_max_pixels",
+                "image_min_pixels",
+            ]
+            .into_iter()
+            .filter(|k| s.get(k).is_some())
+            .collect(),
         };
         if vision.image_max_pixels < vision.image_min_pixels {
             return Err(Error::Conflict(

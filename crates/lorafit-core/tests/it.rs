@@ -1095,7 +1095,7 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .plan()
         .expect("plan");
     let err = estimate::estimate(&arch, ModelSource::Catalog, &plan)
-        .unwrap_err()
+        .expect_err("too many image tokens")
         .to_string();
     assert!(
         err.contains("4374 tokens") && err.contains("cutoff_len 4096"),
@@ -1103,15 +1103,21 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
     );
     // Qwen3-VL: 16 px patches → 24 × 24 tokens; Gemma 3: 256 whatever the size.
     let q3 = catalog::find_model("Qwen/Qwen3-VL-8B-Instruct")
-        .unwrap()
+        .expect("id")
         .arch()
-        .unwrap();
-    assert_eq!(q3.vision.unwrap().image_tokens(768 * 768, 1024).0, 576);
+        .expect("arch");
+    assert_eq!(
+        q3.vision.expect("tower").image_tokens(768 * 768, 1024).0,
+        576
+    );
     let g3 = catalog::find_model("google/gemma-3-4b-it")
-        .unwrap()
+        .expect("id")
         .arch()
-        .unwrap();
-    assert_eq!(g3.vision.unwrap().image_tokens(1 << 30, 1024), (256, 4096));
+        .expect("arch");
+    assert_eq!(
+        g3.vision.expect("tower").image_tokens(1 << 30, 1024),
+        (256, 4096)
+    );
 }
 
 #[test]
@@ -1126,9 +1132,9 @@ fn hybrid_and_latent_attention_caches_and_states() {
         .activations
     };
     let arch = catalog::find_model("Qwen/Qwen3-Next-80B-A3B-Instruct")
-        .unwrap()
+        .expect("id")
         .arch()
-        .unwrap();
+        .expect("arch");
     let per_token = 12 * arch.kv_cache_width() * 2;
     let growth = kv(8192) - kv(4096);
     // The transient term grows with the length too (4h + 2i per token).
@@ -1148,8 +1154,8 @@ fn hybrid_and_latent_attention_caches_and_states() {
     );
     // MLA caches the expanded per-head keys and values: 128 × (192 + 128) per token and layer.
     let v3 = catalog::find_model("deepseek-ai/DeepSeek-V3")
-        .unwrap()
+        .expect("id")
         .arch()
-        .unwrap();
+        .expect("arch");
     assert_eq!(v3.kv_cache_width(), 128 * (128 + 64 + 128));
 }
