@@ -1026,6 +1026,13 @@ fn new_architectures_match_their_model_cards() {
         );
     }
     let arch = |id: &str| catalog::find_model(id).expect(id).arch().expect("arch");
+    // Qwen3.5-9B's safetensors index says 19,306,216,416 bytes of bf16 = 9,653,108,208
+    // parameters, with a multi-token-prediction layer transformers does not build: one gated
+    // attention layer + MLP (58,720,768 + 150,994,944 + norms) and its 8192 → 4096 fc.
+    let q35 = arch("Qwen/Qwen3.5-9B");
+    let mtp = 58_720_768 + 150_994_944 + 33_554_432 + 4 * 4096 + 2 * 4096 + 512;
+    let err = (q35.total_params() + mtp) as f64 / 9_653_108_208.0 - 1.0;
+    assert!(err.abs() < 1e-5, "{:+e}", err);
     // Active: DeepSeek-V3 37 B; Llama 4 17 B (language model); Qwen2.5-VL-7B's tower ~0.67 B.
     let v3 = arch("deepseek-ai/DeepSeek-V3");
     assert!((v3.active_params() as f64 / 37e9 - 1.0).abs() < 0.02);
