@@ -805,8 +805,9 @@ fn catalog_variants_share_their_base_and_quantized_repos_carry_their_storage() {
         let quantized = ["awq", "gptq", "bnb-4bit", "fp8", "aqlm"]
             .iter()
             .any(|q| lower.contains(q));
-        // DeepSeek-V3 / R1 are published in FP8 under plain names.
-        let native = m.family == "DeepSeek-V3" && m.id.starts_with("deepseek-ai/");
+        // DeepSeek-V3 / R1 and Kimi K2 are published in FP8 under plain names.
+        let native = (m.family == "DeepSeek-V3" && m.id.starts_with("deepseek-ai/"))
+            || m.family == "Kimi K2";
         assert_eq!(a.stored_quant.is_some(), quantized || native, "{}", m.id);
         if let Some(sq) = &a.stored_quant {
             assert!(!sq.assumed, "{}: {}", m.id, sq.method);
@@ -1015,6 +1016,12 @@ fn new_architectures_match_their_model_cards() {
         ("google/gemma-3-27b-it", 27.4e9),
         ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),
         ("Qwen/Qwen3.5-35B-A3B", 35.0e9),
+        // Kimi K2 (DeepSeek-V3's architecture, 384 experts): 1.03 T; Moonlight 16 B;
+        // LLaVA 1.5 (CLIP ViT-L/336 + an MLP projector) 7.06 B / 13.4 B.
+        ("moonshotai/Kimi-K2-Instruct", 1.026e12),
+        ("moonshotai/Moonlight-16B-A3B-Instruct", 16.0e9),
+        ("llava-hf/llava-1.5-7b-hf", 7.06e9),
+        ("llava-hf/llava-1.5-13b-hf", 13.35e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
@@ -1107,6 +1114,15 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
     assert!(
         err.contains("4374 tokens") && err.contains("cutoff_len 4096"),
         "{err}"
+    );
+    // LLaVA 1.5: CLIP at 336 px, 576 tokens whatever the size (the class token is dropped).
+    let llava = catalog::find_model("llava-hf/llava-1.5-7b-hf")
+        .expect("id")
+        .arch()
+        .expect("arch");
+    assert_eq!(
+        llava.vision.expect("tower").image_tokens(768 * 768, 1024),
+        (576, 577)
     );
     // Qwen3-VL: 16 px patches → 24 × 24 tokens; Gemma 3: 256 whatever the size.
     let q3 = catalog::find_model("Qwen/Qwen3-VL-8B-Instruct")

@@ -27,6 +27,8 @@ pub enum VisionKind {
     Pixtral,
     /// Llama 4: 336-px tiles, pixel shuffle 0.5 (144 tokens per tile).
     Llama4,
+    /// CLIP ViT (LLaVA 1.5): fixed 336 px, 576 patch tokens + a class token; an MLP projector.
+    Clip,
 }
 
 /// A vision tower and its projector into the language model.
@@ -103,6 +105,7 @@ impl Vision {
             "gemma3" => VisionKind::Siglip,
             "mistral3" => VisionKind::Pixtral,
             "llama4" => VisionKind::Llama4,
+            "llava" => VisionKind::Clip,
             _ => return Ok(None),
         };
         let Some(Value::Object(v)) = top.get("vision_config") else {
@@ -367,6 +370,53 @@ impl Vision {
                     projector_linears: proj,
                     // One 336-px tile: 576 patches shuffled to 144 tokens.
                     fixed_tokens: Some(patches / 4),
+                    fixed_patches: Some(patches + 1),
+                }
+            }
+            VisionKind::Clip => {
+                let (h, i, depth) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                );
+                let (p, img) = (u("patch_size", 14)?, u("image_size", 336)?);
+                let patches = (img / p.max(1)).pow(2);
+                let bias = top
+                    .get("multimodal_projector_bias")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                let block = vec![
+                    lin("q_proj", h, h, true, depth),
+                    lin("k_proj", h, h, true, depth),
+                    lin("v_proj", h, h, true, depth),
+                    lin("out_proj", h, h, true, depth),
+                    lin("fc1", h, i, true, depth),
+                    lin("fc2", i, h, true, depth),
+                ];
+                let proj = vec![
+                    lin("linear_1", h, text_hidden, bias, 1),
+                    lin("linear_2", text_hidden, text_hidden, bias, 1),
+                ];
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_attention_heads", 16)?,
+                    patch_size: p,
+                    merge: 1,
+                    // patch conv (no bias), class token, positions, pre/post LayerNorms.
+                    tower_params: sum(&block)
+                        + depth * 4 * h
+                        + 3 * p * p * h
+                        + h
+                        + (patches + 1) * h
+                        + 4 * h,
+                    projector_params: sum(&proj),
+                    block_linears: block,
+                    projector_linears: proj,
+                    // `vision_feature_select_strategy: default` drops the class token.
+                    fixed_tokens: Some(get_u64(top, "image_seq_length")?.unwrap_or(patches)),
                     fixed_patches: Some(patches + 1),
                 }
             }
