@@ -295,7 +295,8 @@ impl DatasetAttr {
 }
 
 /// The rows of one file, by its extension as LLaMA-Factory's `FILEEXT2TYPE`: json / jsonl (a JSON
-/// list or JSON lines), txt (one row `{"text": line}` per line), csv (a header row).
+/// list or JSON lines), txt (one row `{"text": line}` per line), csv (a header row), parquet
+/// (what `datasets` writes and the hub serves: nested lists and structs become JSON).
 pub fn read_rows(path: &Path) -> Result<Vec<Json>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
@@ -374,11 +375,10 @@ pub fn read_rows(path: &Path) -> Result<Vec<Json>> {
             }
             Ok(rows)
         }
-        "parquet" | "arrow" => Err(Error::file(
+        "parquet" => read_parquet(path),
+        "arrow" => Err(Error::file(
             path,
-            format!(
-                "{ext} files are not read by lorafit yet; convert it to jsonl (e.g. `python -c \"import datasets; datasets.load_dataset('{ext}', data_files='FILE')['train'].to_json('FILE.jsonl')\"`)"
-            ),
+            "arrow files (datasets' save_to_disk) are not read by lorafit yet; convert it to jsonl or parquet (e.g. `python -c \"import datasets; datasets.load_from_disk('DIR').to_parquet('FILE.parquet')\"`)",
         )),
         other => Err(Error::file(
             path,
@@ -387,4 +387,79 @@ pub fn read_rows(path: &Path) -> Result<Vec<Json>> {
             ),
         )),
     }
+}
+
+/// A parquet file's rows as JSON objects (columns in file order; lists → arrays, structs and
+/// maps → objects; a binary column must hold UTF-8, else the error names the row and column).
+fn read_parquet(path: &Path) -> Result<Vec<Json>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let bad = |e: parquet::errors::ParquetError| {
+        Error::file(path, format!("cannot be read as parquet: {e}"))
+    };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let mut rows = Vec::new();
+    for (i, row) in reader.get_row_iter(None).map_err(bad)?.enumerate() {
+        let row = row.map_err(|e| Error::data(path, format!("row {}", i + 1), e.to_string()))?;
+        let mut obj = Vec::new();
+        for (name, field) in row.get_column_iter() {
+            let v = parquet_field(field)
+                .map_err(|m| Error::data(path, format!("row {}, column `{name}`", i + 1), m))?;
+            obj.push((name.clone(), v));
+        }
+        rows.push(Json::Object(obj));
+    }
+    Ok(rows)
+}
+
+fn parquet_field(f: &parquet::record::Field) -> std::result::Result<Json, String> {
+    use parquet::record::Field;
+    Ok(match f {
+        Field::Null => Json::Null,
+        Field::Bool(b) => Json::Bool(*b),
+        Field::Byte(v) => Json::Int(i64::from(*v)),
+        Field::Short(v) => Json::Int(i64::from(*v)),
+        Field::Int(v) => Json::Int(i64::from(*v)),
+        Field::Long(v) => Json::Int(*v),
+        Field::UByte(v) => Json::Int(i64::from(*v)),
+        Field::UShort(v) => Json::Int(i64::from(*v)),
+        Field::UInt(v) => Json::Int(i64::from(*v)),
+        Field::ULong(v) => Json::UInt(*v),
+        Field::Float16(v) => Json::Float(f64::from(f32::from(*v))),
+        Field::Float(v) => Json::Float(f64::from(*v)),
+        Field::Double(v) => Json::Float(*v),
+        Field::Str(s) => Json::Str(s.clone()),
+        Field::Bytes(b) => match std::str::from_utf8(b.data()) {
+            Ok(s) => Json::Str(s.to_string()),
+            Err(_) => {
+                return Err(
+                    "binary data (images stored inline are not read; use image paths)".into(),
+                );
+            }
+        },
+        Field::Group(row) => Json::Object(
+            row.get_column_iter()
+                .map(|(k, v)| Ok((k.clone(), parquet_field(v)?)))
+                .collect::<std::result::Result<_, String>>()?,
+        ),
+        Field::ListInternal(list) => Json::Array(
+            list.elements()
+                .iter()
+                .map(parquet_field)
+                .collect::<std::result::Result<_, String>>()?,
+        ),
+        Field::MapInternal(map) => Json::Object(
+            map.entries()
+                .iter()
+                .map(|(k, v)| {
+                    let key = match parquet_field(k)? {
+                        Json::Str(s) => s,
+                        other => other.dumps(),
+                    };
+                    Ok((key, parquet_field(v)?))
+                })
+                .collect::<std::result::Result<_, String>>()?,
+        ),
+        other => Json::Str(other.to_string()),
+    })
 }

@@ -100,6 +100,36 @@ fn check(what: &str, side: &str, got: &[Example], want_ids: &Value, want_labels:
 
 #[test]
 fn every_case_matches_llamafactory() {
+    let (checked, refused_by_lf) = run_cases(&fixtures().join("data"), None);
+    eprintln!(
+        "{checked} cases equal LLaMA-Factory's; {} refused by LLaMA-Factory itself",
+        refused_by_lf.len()
+    );
+    for r in &refused_by_lf {
+        eprintln!("  refused by LLaMA-Factory: {r}");
+    }
+    assert!(checked >= 250, "only {checked} cases checked");
+}
+
+/// The same cases from parquet copies of their datasets (scripts/make_parquet_fixtures.py,
+/// written by `datasets` as the hub serves them; one with zstd): LLaMA-Factory reads json and
+/// parquet into the same Arrow table, so its expected ids hold for both.
+#[test]
+fn parquet_datasets_give_what_llamafactory_gives() {
+    let dir = fixtures().join("parquet");
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("dataset_info.json")).expect("parquet dataset_info"),
+    )
+    .expect("json");
+    let names: Vec<String> = info.as_object().expect("object").keys().cloned().collect();
+    let (checked, _) = run_cases(&dir, Some(&names));
+    eprintln!("{checked} cases from parquet files equal LLaMA-Factory's");
+    assert!(checked >= 100, "only {checked} parquet cases checked");
+}
+
+/// Run every case of expected.json whose datasets are all in `only` (None: every case) with the
+/// datasets read from `dataset_dir`; returns (cases checked, cases LLaMA-Factory refused).
+fn run_cases(dataset_dir: &Path, only: Option<&[String]>) -> (usize, Vec<String>) {
     let exp = expected();
     let today = exp["today"].as_str().expect("today").to_string();
     let mut checked = 0;
@@ -112,6 +142,12 @@ fn every_case_matches_llamafactory() {
             continue;
         }
         let mut args = args_of(keys);
+        if let Some(only) = only
+            && !args.dataset.iter().all(|d| only.contains(d))
+        {
+            continue;
+        }
+        args.dataset_dir = dataset_dir.to_path_buf();
         // The llama3 tool prompt prints the date; the fixture's day is the one LLaMA-Factory printed.
         args.template = args.template.clone();
         let got = lorafit_data::load::load_with(&args, |t: &mut Template| t.today = today.clone())
@@ -199,14 +235,7 @@ fn every_case_matches_llamafactory() {
         }
         checked += 1;
     }
-    eprintln!(
-        "{checked} cases equal LLaMA-Factory's; {} refused by LLaMA-Factory itself",
-        refused_by_lf.len()
-    );
-    for r in &refused_by_lf {
-        eprintln!("  refused by LLaMA-Factory: {r}");
-    }
-    assert!(checked >= 250, "only {checked} cases checked");
+    (checked, refused_by_lf)
 }
 
 #[test]
@@ -253,7 +282,7 @@ fn bad_data_is_a_clear_error() {
     for (ds, want) in [
         ("a", "row 2: is 7, not an object"),
         ("hub", "lorafit reads local files only"),
-        ("p", "parquet files are not read by lorafit yet"),
+        ("p", "p.parquet: cannot be read as parquet"),
         ("num", "`instruction` must be a string, got 5"),
         ("missing", "is not in"),
     ] {
