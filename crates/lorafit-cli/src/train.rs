@@ -49,10 +49,13 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
     let (data, report) = if args.dpo.is_some() {
         let (p, r) = data::load_pairs_report(&args)?;
-        (Err(p), r)
+        (Data::Pairs(p), r)
+    } else if args.kto.is_some() {
+        let (f, r) = data::load_feedback_report(&args)?;
+        (Data::Feedback(f), r)
     } else {
         let (e, r) = data::load_dataset_report(&args)?;
-        (Ok(e), r)
+        (Data::Examples(e), r)
     };
     for (name, rows) in &report.rows {
         eprintln!("dataset {name}: {rows} rows");
@@ -71,14 +74,15 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         }
     }
     let mut trainer = match data {
-        Ok(examples) => {
+        Data::Examples(examples) => {
             let (train, eval) = data::split_eval(&args, examples)?;
             if !eval.is_empty() {
                 eprintln!("{} examples for the eval loss", eval.len());
             }
             Trainer::new(args, &model, train)?.with_eval(eval)
         }
-        Err(pairs) => Trainer::new_pairs(args, &model, pairs)?,
+        Data::Pairs(pairs) => Trainer::new_pairs(args, &model, pairs)?,
+        Data::Feedback(feedback) => Trainer::new_feedback(args, &model, feedback)?,
     };
     for c in &trainer.cleaned {
         eprintln!("output_dir: {c}");
@@ -180,4 +184,11 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             std::process::exit(130);
         }
     }
+}
+
+/// What a run trains on, by stage.
+enum Data {
+    Examples(Vec<data::Example>),
+    Pairs(Vec<data::Pair>),
+    Feedback(Vec<data::Feedback>),
 }

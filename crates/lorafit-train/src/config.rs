@@ -41,6 +41,17 @@ pub struct DpoArgs {
     pub label_smoothing: f64,
 }
 
+/// KTO's keys (`pref_beta`, `pref_ftx`, `kto_chosen_weight`, `kto_rejected_weight`),
+/// LLaMA-Factory's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KtoArgs {
+    pub beta: f64,
+    /// Weight of the desirable answers' SFT loss (per-token mean), rescaled as LLaMA-Factory does.
+    pub ftx: f64,
+    pub desirable_weight: f64,
+    pub undesirable_weight: f64,
+}
+
 /// When and on what the eval loss is computed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalArgs {
@@ -80,10 +91,12 @@ pub struct TrainArgs {
     pub dataset_dir: PathBuf,
     /// `template` (LLaMA-Factory's name); none: pt data only.
     pub template: Option<String>,
-    /// `stage`: pt, sft or dpo.
+    /// `stage`: pt, sft, dpo or kto.
     pub stage: String,
     /// `stage: dpo`: TRL's sigmoid loss with these.
     pub dpo: Option<DpoArgs>,
+    /// `stage: kto`: TRL's KTO loss with these.
+    pub kto: Option<KtoArgs>,
     /// Evaluation: `eval_dataset`, or `val_size` of the training data held out; every
     /// `eval_steps` (`eval_strategy: steps`) or each epoch; `per_device_eval_batch_size`.
     pub eval: Option<EvalArgs>,
@@ -144,6 +157,7 @@ impl TrainArgs {
             stage: match self.stage.as_str() {
                 "pt" => lorafit_data::Stage::Pt,
                 "dpo" => lorafit_data::Stage::Pairwise,
+                "kto" => lorafit_data::Stage::Kto,
                 _ => lorafit_data::Stage::Sft,
             },
             cutoff_len: self.cutoff_len,
@@ -234,13 +248,28 @@ impl TrainArgs {
             }
         }
         let stage = s.str("stage").unwrap_or("sft").to_string();
-        if stage != "sft" && stage != "pt" && stage != "dpo" {
+        if !matches!(stage.as_str(), "sft" | "pt" | "dpo" | "kto") {
             return Err(unsupported(
                 "stage",
                 &Val::Str(stage),
-                "lorafit train runs pretraining (pt), supervised fine-tuning (sft) and DPO (dpo); `lorafit estimate` covers the other stages",
+                "lorafit train runs pretraining (pt), supervised fine-tuning (sft), DPO (dpo) and KTO (kto); `lorafit estimate` covers the other stages",
             ));
         }
+        if matches!(stage.as_str(), "dpo" | "kto")
+            && let Some(v) = s.get("ref_model")
+        {
+            return Err(unsupported(
+                "ref_model",
+                v,
+                "lorafit's DPO / KTO reference is the base with the adapter disabled (LLaMA-Factory's LoRA default)",
+            ));
+        }
+        let kto = (stage == "kto").then(|| KtoArgs {
+            beta: s.float("pref_beta").unwrap_or(0.1),
+            ftx: s.float("pref_ftx").unwrap_or(0.0),
+            desirable_weight: s.float("kto_chosen_weight").unwrap_or(1.0),
+            undesirable_weight: s.float("kto_rejected_weight").unwrap_or(1.0),
+        });
         let dpo = if stage == "dpo" {
             if let Some(v) = s.get("pref_loss")
                 && v.to_string() != "sigmoid"
@@ -249,13 +278,6 @@ impl TrainArgs {
                     "pref_loss",
                     v,
                     "lorafit train runs DPO's sigmoid loss (pref_loss: sigmoid)",
-                ));
-            }
-            if let Some(v) = s.get("ref_model") {
-                return Err(unsupported(
-                    "ref_model",
-                    v,
-                    "lorafit's DPO reference is the base with the adapter disabled (LLaMA-Factory's LoRA default)",
                 ));
             }
             let label_smoothing = s.float("dpo_label_smoothing").unwrap_or(0.0);
@@ -315,10 +337,10 @@ impl TrainArgs {
                 }
             }
         };
-        if eval.is_some() && dpo.is_some() {
-            return Err(Error::Unsupported(
-                "`eval_strategy` with `stage: dpo`: lorafit evaluates sft / pt runs".into(),
-            ));
+        if eval.is_some() && (dpo.is_some() || kto.is_some()) {
+            return Err(Error::Unsupported(format!(
+                "`eval_strategy` with `stage: {stage}`: lorafit evaluates sft / pt runs"
+            )));
         }
         let quant = match &plan.quant {
             None => None,
@@ -429,6 +451,7 @@ impl TrainArgs {
                 || (stage == "pt" && !matches!(s.get("packing"), Some(Val::Bool(false)))),
             stage,
             dpo,
+            kto,
             eval,
             neat_packing: s.bool("neat_packing", false),
             masking,

@@ -2,6 +2,7 @@
 
 pub use lorafit_data::example::{greedy_knapsack, load_pretokenized, pack, truncate};
 pub use lorafit_data::load::{DataArgs, Encoded, Mix, Report, Stage};
+pub use lorafit_data::process::Feedback;
 pub use lorafit_data::{Example, Masking, Pair, Schedule, StepRng, Template, TextTokenizer};
 
 use crate::config::TrainArgs;
@@ -75,6 +76,17 @@ pub fn load_pairs_report(args: &TrainArgs) -> Result<(Vec<Pair>, Report)> {
             "`stage: {}` needs pairwise data (`ranking: true` in dataset_info.json)",
             args.stage
         ))),
+    }
+}
+
+/// The (target, KL completion, desirable) triples of a `stage: kto` run.
+pub fn load_feedback_report(args: &TrainArgs) -> Result<(Vec<Feedback>, Report)> {
+    let (encoded, report) = lorafit_data::load(&args.data_args())?;
+    match encoded {
+        Encoded::Feedback(f) => Ok((f, report)),
+        _ => Err(Error::Invalid(
+            "`stage: kto` needs feedback data (a `kto_tag` column in dataset_info.json)".into(),
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use serde_json::{Value, json};
 
 use crate::config::{Backend, Resume, TrainArgs};
-use crate::data::{Example, Pair, Schedule};
+use crate::data::{Example, Feedback, Pair, Schedule};
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec, host_of};
 use crate::model::{Model, StepRng};
@@ -120,6 +120,10 @@ pub const DPO_METRICS: [&str; 6] = [
     "logps/chosen",
     "logps/rejected",
 ];
+
+/// The KTO metrics of trainer_log.jsonl: the batch KL estimate and TRL's rewards (means of the
+/// micro-batches that have desirable / undesirable examples, over the step's micro-batches).
+pub const KTO_METRICS: [&str; 3] = ["kl", "rewards/chosen", "rewards/rejected"];
 
 /// What a checkpoint must agree on with the run resuming it.
 fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
@@ -235,6 +239,8 @@ pub struct Trainer<'a> {
     examples: Vec<Example>,
     /// `stage: dpo`: the pairs (`examples` then holds their chosen sides, for counting).
     pairs: Option<Vec<Pair>>,
+    /// `stage: kto`: the (target, KL completion, desirable) triples (`examples` holds targets).
+    feedback: Option<Vec<Feedback>>,
     /// Held-out examples for the eval loss.
     eval_examples: Vec<Example>,
     schedule: Schedule,
@@ -270,6 +276,37 @@ impl<'a> Trainer<'a> {
         let mut t = Self::new(args, model, chosen)?;
         t.pairs = Some(pairs);
         Ok(t)
+    }
+
+    /// A `stage: kto` run on desirable / undesirable examples (the reference is the base with the
+    /// adapter disabled; TRL's `kto_loss` with `pref_beta`, `kto_chosen_weight`,
+    /// `kto_rejected_weight`, plus `pref_ftx` × the desirable answers' per-token NLL, as
+    /// LLaMA-Factory's KTO trainer).
+    pub fn new_feedback(
+        args: TrainArgs,
+        model: &'a Model,
+        feedback: Vec<Feedback>,
+    ) -> Result<Self> {
+        if args.kto.is_none() {
+            return Err(Error::Invalid(
+                "feedback is trained with `stage: kto`".into(),
+            ));
+        }
+        let targets = feedback.iter().map(|f| f.example.clone()).collect();
+        let mut t = Self::new(args, model, targets)?;
+        t.feedback = Some(feedback);
+        Ok(t)
+    }
+
+    /// The per-step metrics this run logs (DPO's, KTO's, or none).
+    fn metric_names(&self) -> &'static [&'static str] {
+        if self.pairs.is_some() {
+            &DPO_METRICS
+        } else if self.feedback.is_some() {
+            &KTO_METRICS
+        } else {
+            &[]
+        }
     }
 
     pub fn new(args: TrainArgs, model: &'a Model, examples: Vec<Example>) -> Result<Self> {
@@ -367,6 +404,7 @@ impl<'a> Trainer<'a> {
             adapter,
             examples,
             pairs: None,
+            feedback: None,
             eval_examples: Vec::new(),
             schedule,
             total_steps,
@@ -435,7 +473,8 @@ impl<'a> Trainer<'a> {
         let mut tokens_total = 0u64;
         let mut peak: Option<u64> = None;
         let mut window: Vec<f64> = Vec::new();
-        let mut metric_window: Vec<[f64; DPO_METRICS.len()]> = Vec::new();
+        let names = self.metric_names();
+        let mut metric_window: Vec<Vec<f64>> = Vec::new();
         let mut last_saved: Option<PathBuf> = latest_checkpoint(&out);
         for step in self.start_step..self.total_steps {
             let batches = self.schedule.step_batches(step as usize);
@@ -458,16 +497,23 @@ impl<'a> Trainer<'a> {
                 .collect();
             let mut acc: Option<Vec<Tensor<2>>> = None;
             let mut loss_value = 0.0f64;
-            let mut dpo_metrics = [0.0f64; DPO_METRICS.len()];
+            let mut pref_metrics = vec![0.0f64; names.len()];
             if n_tokens > 0 {
                 for (mi, mb) in batches.iter().enumerate() {
                     let batch: Vec<&Example> = mb.iter().map(|&i| &self.examples[i]).collect();
                     let mut rng = StepRng::new(self.args.seed, step, mi as u64);
-                    let loss = match (&self.pairs, self.args.dpo) {
-                        (Some(pairs), Some(dpo)) => {
-                            let (loss, m) = self.dpo_loss(pairs, mb, dpo, &mut rng, batches.len());
-                            for (acc, v) in dpo_metrics.iter_mut().zip(m) {
+                    let loss = match (&self.pairs, self.args.dpo, &self.feedback, self.args.kto) {
+                        (Some(pairs), Some(dpo), _, _) => {
+                            let (loss, m) = self.dpo_loss(pairs, mb, dpo, batches.len());
+                            for (acc, v) in pref_metrics.iter_mut().zip(m) {
                                 *acc += v / batches.len() as f64;
+                            }
+                            loss
+                        }
+                        (_, _, Some(fb), Some(kto)) => {
+                            let (loss, m) = self.kto_loss(fb, mb, kto, batches.len());
+                            for (acc, v) in pref_metrics.iter_mut().zip(m) {
+                                *acc += v.unwrap_or(0.0) / batches.len() as f64;
                             }
                             loss
                         }
@@ -552,19 +598,15 @@ impl<'a> Trainer<'a> {
                 tokens_per_second: tokens_total as f64 / elapsed.max(1e-9),
                 elapsed_secs: elapsed,
                 memory_bytes: memory_in_use(&device),
-                metrics: if self.pairs.is_some() {
-                    DPO_METRICS
-                        .iter()
-                        .map(|k| k.to_string())
-                        .zip(dpo_metrics)
-                        .collect()
-                } else {
-                    Vec::new()
-                },
+                metrics: names
+                    .iter()
+                    .map(|k| k.to_string())
+                    .zip(pref_metrics.iter().copied())
+                    .collect(),
                 eval_loss: None,
             };
             window.push(loss_value);
-            metric_window.push(dpo_metrics);
+            metric_window.push(pref_metrics);
             if (step + 1) % self.args.logging_steps == 0 || step + 1 == self.total_steps {
                 let done = (step + 1 - self.start_step) as f64;
                 let remaining = elapsed / done * (self.total_steps - step - 1) as f64;
@@ -583,13 +625,13 @@ impl<'a> Trainer<'a> {
                     "memory": info.memory_bytes.or_else(process_peak_rss_bytes),
                     "loss_exact": mean,
                 });
-                if self.pairs.is_some()
+                if !names.is_empty()
                     && let Some(o) = entry.as_object_mut()
                 {
-                    // LLaMA-Factory's DPO log: its `accuracy` and TRL's metric names, averaged
-                    // over the logging window.
+                    // LLaMA-Factory's DPO / KTO log: its `accuracy` and TRL's metric names,
+                    // averaged over the logging window.
                     let n = metric_window.len().max(1) as f64;
-                    for (k, name) in DPO_METRICS.iter().enumerate() {
+                    for (k, name) in names.iter().enumerate() {
                         let v = metric_window.iter().map(|m| m[k]).sum::<f64>() / n;
                         o.insert(name.to_string(), json!(v));
                         if *name == "rewards/accuracies" {
@@ -709,7 +751,6 @@ impl<'a> Trainer<'a> {
         pairs: &[Pair],
         mb: &[usize],
         dpo: crate::config::DpoArgs,
-        rng: &mut StepRng,
         micro_batches: usize,
     ) -> (Tensor<1>, [f64; DPO_METRICS.len()]) {
         use burn::tensor::activation::softplus;
@@ -719,7 +760,10 @@ impl<'a> Trainer<'a> {
             .map(|&i| &pairs[i].chosen)
             .chain(mb.iter().map(|&i| &pairs[i].rejected))
             .collect();
-        let (policy, counts) = self.model.seq_logps(&batch, &self.adapter, rng);
+        // LLaMA-Factory's DPO and KTO trainers disable dropout (`disable_dropout_in_model`).
+        let (policy, counts) = self
+            .model
+            .seq_logps(&batch, &self.adapter, &mut StepRng::eval());
         let (reference, _) =
             self.model
                 .seq_logps(&batch, &self.adapter.disabled(), &mut StepRng::eval());
@@ -777,6 +821,82 @@ impl<'a> Trainer<'a> {
                 mean(&pc),
                 mean(&pr),
             ],
+        )
+    }
+
+    /// One micro-batch of KTO feedback: the targets with gradients, their KL completions without
+    /// (adapter on), the reference of both with the adapter disabled; TRL's `kto_loss`, its mean
+    /// over the micro-batch, `pref_ftx` × the desirable answers' per-token NLL rescaled as
+    /// LLaMA-Factory does, divided by the step's micro-batches; metrics in [`KTO_METRICS`] order
+    /// (None where the micro-batch has no example of that kind).
+    fn kto_loss(
+        &self,
+        feedback: &[Feedback],
+        mb: &[usize],
+        kto: crate::config::KtoArgs,
+        micro_batches: usize,
+    ) -> (Tensor<1>, [Option<f64>; KTO_METRICS.len()]) {
+        use burn::tensor::activation::sigmoid;
+        let b = mb.len();
+        let device = self.model.device();
+        let targets: Vec<&Example> = mb.iter().map(|&i| &feedback[i].example).collect();
+        let kls: Vec<&Example> = mb.iter().map(|&i| &feedback[i].kl).collect();
+        let eval = || StepRng::eval();
+        let (policy, counts) = self.model.seq_logps(&targets, &self.adapter, &mut eval());
+        let host = |t: Tensor<1>| -> Vec<f64> {
+            t.detach()
+                .inner()
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let disabled = self.adapter.disabled();
+        let policy_kl = host(self.model.seq_logps(&kls, &self.adapter, &mut eval()).0);
+        let reference = self
+            .model
+            .seq_logps(&targets, &disabled, &mut eval())
+            .0
+            .detach();
+        let reference_kl = host(self.model.seq_logps(&kls, &disabled, &mut eval()).0);
+        // The batch's KL estimate, detached and clamped at 0.
+        let kl = (policy_kl
+            .iter()
+            .zip(&reference_kl)
+            .map(|(p, r)| p - r)
+            .sum::<f64>()
+            / b.max(1) as f64)
+            .max(0.0);
+        let tags: Vec<bool> = mb.iter().map(|&i| feedback[i].desirable).collect();
+        let vec1 =
+            |v: Vec<f32>| Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [b]), device);
+        let desirable = vec1(tags.iter().map(|&t| f32::from(u8::from(t))).collect());
+        let undesirable = vec1(tags.iter().map(|&t| f32::from(u8::from(!t))).collect());
+        let ratio = policy.clone() - reference.clone();
+        // 1 − σ(β(r − KL)) for desirable, 1 − σ(β(KL − r)) for undesirable, each weighted.
+        let chosen = (sigmoid((ratio.clone() - kl) * kto.beta).neg() + 1.0) * desirable.clone();
+        let rejected = (sigmoid((ratio.neg() + kl) * kto.beta).neg() + 1.0) * undesirable;
+        let mut loss =
+            (chosen * kto.desirable_weight + rejected * kto.undesirable_weight).sum() / b as f64;
+        let n_chosen = tags.iter().filter(|&&t| t).count();
+        if kto.ftx > 1e-6 && n_chosen > 0 {
+            let lens = vec1(counts.iter().map(|&c| c.max(1) as f32).collect());
+            let sft = (policy.clone().neg() / lens * desirable).sum() / n_chosen as f64;
+            loss = loss + sft * (kto.ftx / n_chosen as f64 * b as f64);
+        }
+        let (pc, rc) = (host(policy), host(reference));
+        let rewards = |want: bool| -> Option<f64> {
+            let v: Vec<f64> = (0..b)
+                .filter(|&i| tags[i] == want)
+                .map(|i| kto.beta * (pc[i] - rc[i]))
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        (
+            loss / micro_batches as f64,
+            [Some(kl), rewards(true), rewards(false)],
         )
     }
 

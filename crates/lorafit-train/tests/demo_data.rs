@@ -1,6 +1,6 @@
 //! `lorafit train` on LLaMA-Factory's demo datasets as its users name them (identity,
 //! alpaca_en/zh_demo, glaive_toolcall_en/zh_demo, c4_demo, wiki_demo, dpo_en_demo, …: small files of
-//! our own in the same formats, lorafit-data's fixtures) with several templates each, pt and dpo
+//! our own in the same formats, lorafit-data's fixtures) with several templates each, pt, dpo and kto
 //! included: a few steps on
 //! a tiny random llama whose vocabulary is the fixture tokenizer's, on ndarray.
 
@@ -70,6 +70,9 @@ fn train(model: &Path, keys: &[(&str, Val)]) -> Result<Vec<f64>, String> {
     let mut t = if args.dpo.is_some() {
         let (pairs, _) = data::load_pairs_report(&args).map_err(|e| e.to_string())?;
         Trainer::new_pairs(args, &m, pairs).map_err(|e| e.to_string())?
+    } else if args.kto.is_some() {
+        let (fb, _) = data::load_feedback_report(&args).map_err(|e| e.to_string())?;
+        Trainer::new_feedback(args, &m, fb).map_err(|e| e.to_string())?
     } else {
         let examples = data::load_dataset(&args).map_err(|e| e.to_string())?;
         Trainer::new(args, &m, examples).map_err(|e| e.to_string())?
@@ -161,15 +164,31 @@ fn demo_datasets_train_with_their_templates() {
             "dpo {template}: {losses:?}"
         );
     }
-    let e = train(
+    // KTO on kto_en_demo (desirable / undesirable through the template, rotated KL answers).
+    let losses = train(
         &model,
         &[
             ("dataset", s("kto_en_demo")),
             ("template", s("qwen3")),
             ("stage", s("kto")),
+            ("pref_beta", Val::Float(0.1)),
         ],
     )
-    .expect_err("kto");
-    assert!(e.contains("`stage: kto`") && e.contains("dpo"), "{e}");
+    .unwrap_or_else(|e| panic!("kto: {e}"));
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "kto: {losses:?}"
+    );
+    // rm is estimated, not trained.
+    let e = train(
+        &model,
+        &[
+            ("dataset", s("dpo_en_demo")),
+            ("template", s("qwen3")),
+            ("stage", s("rm")),
+        ],
+    )
+    .expect_err("rm");
+    assert!(e.contains("`stage: rm`") && e.contains("kto"), "{e}");
     let _ = std::fs::remove_dir_all(&model);
 }
