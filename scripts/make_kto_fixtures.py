@@ -18,46 +18,19 @@ crates/lorafit-train/tests/fixtures/runs/:
 
     python3 scripts/make_kto_fixtures.py
 """
-import importlib.machinery
 import json
 import os
-import sys
 import types
 
-os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
-try:
-    import torchaudio  # noqa: F401
-except Exception:
-    _ta = types.ModuleType("torchaudio")
-    _ta.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
-    sys.modules["torchaudio"] = _ta
+import _trl_compat  # noqa: F401  (before trl, transformers' extras and LLaMA-Factory)
+import torch
+import trl
+from peft import PeftModel
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+from trl.trainer.kto_trainer import KTOTrainer
 
-import torch  # noqa: E402
-import transformers.utils.import_utils as _tiu  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
-
-# trl 0.24 treats transformers 5.8's `_is_package_available` result (a tuple) as a bool (see
-# make_dpo_fixtures.py).
-_orig_available = _tiu._is_package_available
-
-
-def _for_trl(*a, **k):
-    r = _orig_available(*a, **k)
-    caller = sys._getframe(1).f_globals.get("__name__", "")
-    if caller.startswith("trl") and isinstance(r, tuple) and not k.get("return_version"):
-        return r[0]
-    return r
-
-
-_tiu._is_package_available = _for_trl
-import trl  # noqa: E402
-from trl.trainer.kto_trainer import KTOTrainer  # noqa: E402
-
-_tiu._is_package_available = _orig_available
-
-from llamafactory.train.trainer_utils import get_batch_logps  # noqa: E402
+from llamafactory.train.trainer_utils import get_batch_logps
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "lorafit-train", "tests", "fixtures")
 VOCAB = 96

@@ -125,6 +125,18 @@ pub const DPO_METRICS: [&str; 6] = [
 /// micro-batches that have desirable / undesirable examples, over the step's micro-batches).
 pub const KTO_METRICS: [&str; 3] = ["kl", "rewards/chosen", "rewards/rejected"];
 
+/// A 1-D tensor's values on the host (detached), for metrics.
+fn host(t: Tensor<1>) -> Vec<f64> {
+    t.detach()
+        .inner()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
 /// What a checkpoint must agree on with the run resuming it.
 fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
     json!({
@@ -783,16 +795,6 @@ impl<'a> Trainer<'a> {
             losses = losses + (pc.clone().neg() / lens) * dpo.ftx;
         }
         let loss = losses.mean() / micro_batches as f64;
-        let host = |t: Tensor<1>| -> Vec<f64> {
-            t.detach()
-                .inner()
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        };
         let (pc, pr, rc, rr) = (host(pc), host(pr), host(rc), host(rr));
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let chosen: Vec<f64> = pc
@@ -843,16 +845,6 @@ impl<'a> Trainer<'a> {
         let kls: Vec<&Example> = mb.iter().map(|&i| &feedback[i].kl).collect();
         let eval = || StepRng::eval();
         let (policy, counts) = self.model.seq_logps(&targets, &self.adapter, &mut eval());
-        let host = |t: Tensor<1>| -> Vec<f64> {
-            t.detach()
-                .inner()
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        };
         let disabled = self.adapter.disabled();
         let policy_kl = host(self.model.seq_logps(&kls, &self.adapter, &mut eval()).0);
         let reference = self

@@ -196,8 +196,8 @@ pub struct ModelArch {
     pub stored_quant: Option<StoredQuant>,
 }
 
-fn serialize_kinds<S: serde::Serializer>(kinds: &[LayerKind], s: S) -> Result<S::Ok, S::Error> {
-    // "48 × attention+moe" style summary: a per-layer list would drown the JSON.
+/// Each distinct kind of `kinds` with how many layers have it, in order of first appearance.
+fn group_kinds(kinds: &[LayerKind]) -> Vec<(LayerKind, u64)> {
     let mut groups: Vec<(LayerKind, u64)> = Vec::new();
     for k in kinds {
         match groups.iter_mut().find(|g| g.0 == *k) {
@@ -205,7 +205,12 @@ fn serialize_kinds<S: serde::Serializer>(kinds: &[LayerKind], s: S) -> Result<S:
             None => groups.push((*k, 1)),
         }
     }
-    let text: Vec<String> = groups
+    groups
+}
+
+fn serialize_kinds<S: serde::Serializer>(kinds: &[LayerKind], s: S) -> Result<S::Ok, S::Error> {
+    // "48 × attention + moe" style summary: a per-layer list would drown the JSON.
+    let text: Vec<String> = group_kinds(kinds)
         .iter()
         .map(|(k, n)| {
             let mixer = match k.mixer {
@@ -717,14 +722,7 @@ impl ModelArch {
 
     /// Layers of each kind, in order of first appearance.
     pub fn kind_counts(&self) -> Vec<(LayerKind, u64)> {
-        let mut groups: Vec<(LayerKind, u64)> = Vec::new();
-        for k in &self.layer_kinds {
-            match groups.iter_mut().find(|g| g.0 == *k) {
-                Some(g) => g.1 += 1,
-                None => groups.push((*k, 1)),
-            }
-        }
-        groups
+        group_kinds(&self.layer_kinds)
     }
 
     /// Layers whose token mixer is softmax attention.
@@ -952,14 +950,7 @@ impl ModelArch {
         } else {
             &self.layer_kinds[..k]
         };
-        let mut groups: Vec<(LayerKind, u64)> = Vec::new();
-        for kind in slice {
-            match groups.iter_mut().find(|g| g.0 == *kind) {
-                Some(g) => g.1 += 1,
-                None => groups.push((*kind, 1)),
-            }
-        }
-        groups
+        group_kinds(slice)
     }
 
     /// Linear weight parameters of all decoder layers (what 4/8-bit quantization compresses).
