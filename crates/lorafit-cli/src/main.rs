@@ -79,18 +79,21 @@ enum Command {
     },
     /// List the GPU catalog with prices.
     Gpus,
-    /// Answer one prompt with the model (+ `adapter_name_or_path`) and `template`: greedy,
-    /// on the CPU, stopping at the template's stop words.
+    /// Chat with the model (+ `adapter_name_or_path`) and `template` on the CPU, as
+    /// `llamafactory-cli chat`: its generating keys (do_sample, temperature, top_p, top_k,
+    /// repetition_penalty, max_new_tokens) and defaults, a KV cache, the answer streamed; a
+    /// conversation on standard input unless `--prompt` gives one message.
     Chat {
         /// LLaMA-Factory YAML (model_name_or_path, adapter_name_or_path, template).
         config: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// The user message.
+        /// One user message: answer it and exit.
         #[arg(long)]
-        prompt: String,
-        #[arg(long, default_value_t = 128)]
-        max_new_tokens: usize,
+        prompt: Option<String>,
+        /// Overrides the config's `max_new_tokens` (LLaMA-Factory's default: 1024).
+        #[arg(long)]
+        max_new_tokens: Option<usize>,
     },
     /// List LLaMA-Factory's chat templates (`template:`), with their tool format and whether they
     /// think (reasoning templates add an empty thought to answers without one).
@@ -569,7 +572,7 @@ fn run() -> Result<()> {
             max_new_tokens,
         } => {
             let settings = load_settings(&config, &set)?;
-            chat::run(&config, &settings, &prompt, max_new_tokens)?;
+            chat::run(&config, &settings, prompt.as_deref(), max_new_tokens)?;
         }
         Command::Templates => {
             let reg = lorafit_data::template::registry()?;

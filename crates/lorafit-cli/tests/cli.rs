@@ -977,20 +977,81 @@ fn chat_answers_through_the_template() {
         format!("model_name_or_path: {}\ntemplate: qwen3\n", model.display()),
     )
     .expect("write");
-    let o = lorafit(&[
-        "chat",
-        &yaml.display().to_string(),
-        "--prompt",
-        "你好",
-        "--max-new-tokens",
-        "4",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let y = yaml.display().to_string();
+    let chat = |extra: &[&str]| {
+        let mut args = vec![
+            "chat",
+            y.as_str(),
+            "--prompt",
+            "你好",
+            "--max-new-tokens",
+            "6",
+        ];
+        args.extend_from_slice(extra);
+        let o = lorafit(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    // LLaMA-Factory's defaults: sampling at temperature 0.95, top_p 0.7, top_k 50; the seed
+    // repeats the draw.
+    let (a, err) = chat(&[]);
     assert!(
-        err.contains("prompt tokens") && err.contains("generated, greedy"),
+        err.contains("prompt tokens")
+            && err.contains("sampling: temperature 0.95, top_p 0.7, top_k 50"),
         "{err}"
     );
+    assert_eq!(chat(&[]).0, a, "the same seed draws the same answer");
+    let (greedy, err) = chat(&["--set", "do_sample=false"]);
+    assert!(
+        err.contains("generated in") && err.contains(", greedy)"),
+        "{err}"
+    );
+    // temperature 0 means greedy, as LLaMA-Factory's chat engine says.
+    assert_eq!(chat(&["--set", "temperature=0"]).0, greedy);
+    fails_with(
+        &["chat", &y, "--prompt", "hi", "--set", "num_beams=2"],
+        "beam search is not implemented",
+    );
+    fails_with(
+        &["chat", &y, "--prompt", "hi", "--set", "top_p=1.5"],
+        "`top_p: 1.5` is out of range",
+    );
+    // The conversation on standard input: `clear` forgets the history, so the same message then
+    // gets the same greedy answer as the first time; `exit` ends.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lorafit"))
+        .arg("chat")
+        .args([
+            y.as_str(),
+            "--set",
+            "do_sample=false",
+            "--max-new-tokens",
+            "6",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chat");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all("你好\nmore\nclear\n你好\nexit\nnever read\n".as_bytes())
+            .expect("write stdin");
+    }
+    let o = child.wait_with_output().expect("chat output");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // Three answers (each ends with a newline): the first and the last are the greedy answer.
+    assert!(
+        out.starts_with(&greedy) && out.ends_with(&greedy) && out.len() > 2 * greedy.len(),
+        "after clear the history is gone: {out:?} vs {greedy:?}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("History has been removed."), "{err}");
     std::fs::write(&yaml, format!("model_name_or_path: {}\n", model.display())).expect("write");
     fails_with(
         &["chat", &yaml.display().to_string(), "--prompt", "hi"],

@@ -143,8 +143,14 @@ impl TextTokenizer {
 
     /// The text of ids (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.decode_with(ids, false)
+    }
+
+    /// The text of ids, special tokens left out when `skip_special` (LLaMA-Factory's
+    /// `skip_special_tokens`, on by default in its chat).
+    pub fn decode_with(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.tok
-            .decode(ids, false)
+            .decode(ids, skip_special)
             .map_err(|e| Error::Invalid(format!("decoding: {e}")))
     }
 

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod lora;
 pub mod merge;
 pub mod model;

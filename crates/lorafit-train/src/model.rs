@@ -289,6 +289,24 @@ pub struct Model {
     device: Device,
 }
 
+/// The keys and values (after RoPE, before GQA's repeat) `[1, kv_heads, len, head_dim]` of each
+/// layer for the positions decoded so far: generation appends one token at a time.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 fn to_device<const D: usize>(t: HostTensor, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(t.data, t.shape), device)
 }
@@ -524,7 +542,7 @@ impl Model {
     /// example's `position_ids` (empty: 0, 1, 2, …), attention confined to its `segment_ids`
     /// sub-sequences when it has them (`neat_packing`).
     pub fn logits(&self, batch: &[&Example], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
-        let (h, _, nh, nkv, hd, _) = self.config.dims();
+        let (_, _, nh, ..) = self.config.dims();
         let b = batch.len();
         let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
         let flat: Vec<i64> = batch
@@ -538,7 +556,7 @@ impl Model {
             .collect();
         let n = b * len;
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
-        let mut x = self.embed.clone().select(0, idx);
+        let x = self.embed.clone().select(0, idx);
         let (cos, sin) = self.rope(batch, len);
         let mask = if batch.iter().all(|e| e.segment_ids.is_empty()) {
             Tensor::<2, Bool>::from_data(
@@ -567,9 +585,28 @@ impl Model {
             Tensor::<4, Bool>::from_data(TensorData::new(masked, [b, 1, len, len]), &self.device)
                 .expand([b, nh, len, len])
         };
+        let x = self.decoder(x, [b, len], (&cos, &sin), &mask, adapter, rng, None);
+        self.norm.forward(x).matmul(self.lm_head_t.clone())
+    }
+
+    /// The decoder layers on `x` `[b·len, hidden]`. With a `cache`, the keys and values of earlier
+    /// positions come from it and this call's are appended (`mask` then spans `past + len` keys).
+    #[allow(clippy::too_many_arguments)]
+    fn decoder(
+        &self,
+        mut x: Tensor<2>,
+        [b, len]: [usize; 2],
+        (cos, sin): (&Tensor<4>, &Tensor<4>),
+        mask: &Tensor<4, Bool>,
+        adapter: &Adapter,
+        rng: &mut StepRng,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<2> {
+        let (_, _, nh, nkv, hd, _) = self.config.dims();
+        let n = b * len;
         let scale = 1.0 / (hd as f64).sqrt();
         let group = nh / nkv;
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let hs = layer.input_norm.forward(x);
             let q = layer
@@ -585,9 +622,18 @@ impl Model {
                 (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
                 _ => (q, k),
             };
-            let q = rotate(q.swap_dims(1, 2), &cos, &sin);
-            let k = repeat_kv(rotate(k.swap_dims(1, 2), &cos, &sin), group);
-            let v = repeat_kv(v.swap_dims(1, 2), group);
+            let q = rotate(q.swap_dims(1, 2), cos, sin);
+            let mut k = rotate(k.swap_dims(1, 2), cos, sin);
+            let mut v = v.swap_dims(1, 2);
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = c.layers[i].take() {
+                    k = Tensor::cat(vec![pk, k], 2);
+                    v = Tensor::cat(vec![pv, v], 2);
+                }
+                c.layers[i] = Some((k.clone(), v.clone()));
+            }
+            let k = repeat_kv(k, group);
+            let v = repeat_kv(v, group);
             let scores = q.matmul(k.swap_dims(2, 3)) * scale;
             let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
             let probs = softmax(scores, 3);
@@ -599,7 +645,58 @@ impl Model {
             let up = layer.up.forward(hs, adapter, rng);
             x = residual + layer.down.forward(gate * up, adapter, rng);
         }
-        let _ = h;
+        if let Some(c) = cache {
+            c.len += len;
+        }
+        x
+    }
+
+    /// An empty KV cache for [`Model::logits_cached`].
+    pub fn kv_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![None; self.layers.len()],
+            len: 0,
+        }
+    }
+
+    /// Logits `[ids.len(), vocab]` of one sequence's next tokens, `ids` continuing the sequence
+    /// whose keys and values `cache` holds (positions `cache.len()..`); the cache is extended.
+    /// Equal to the rows of [`Model::logits`] on the whole sequence, without recomputing it.
+    pub fn logits_cached(&self, ids: &[u32], cache: &mut KvCache, adapter: &Adapter) -> Tensor<2> {
+        let (_, _, nh, ..) = self.config.dims();
+        let (past, len) = (cache.len, ids.len());
+        let idx: Tensor<1, Int> = Tensor::from_data(
+            TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [len]),
+            &self.device,
+        );
+        let x = self.embed.clone().select(0, idx);
+        let e = Example {
+            position_ids: (past..past + len).map(|p| p as u32).collect(),
+            ..Default::default()
+        };
+        let (cos, sin) = self.rope(&[&e], len);
+        let total = past + len;
+        let mask = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                (0..len * total)
+                    .map(|i| i % total > past + i / total)
+                    .collect::<Vec<bool>>(),
+                [len, total],
+            ),
+            &self.device,
+        )
+        .reshape([1, 1, len, total])
+        .expand([1, nh, len, total]);
+        let mut rng = StepRng::eval();
+        let x = self.decoder(
+            x,
+            [1, len],
+            (&cos, &sin),
+            &mask,
+            adapter,
+            &mut rng,
+            Some(cache),
+        );
         self.norm.forward(x).matmul(self.lm_head_t.clone())
     }
 
@@ -629,36 +726,6 @@ impl Model {
         let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);
         let picked = logp.gather(1, t) * w;
         (picked.sum().neg(), count)
-    }
-
-    /// Greedy decoding: the prompt's continuation, `max_new` tokens or up to (and with) the first
-    /// of `stop`. Each token recomputes the whole sequence (no KV cache yet), so it is for short
-    /// answers and checks, not for serving.
-    pub fn generate_greedy(
-        &self,
-        prompt: &[u32],
-        adapter: &Adapter,
-        max_new: usize,
-        stop: &[u32],
-    ) -> Vec<u32> {
-        let mut ids = prompt.to_vec();
-        let mut out = Vec::new();
-        for _ in 0..max_new {
-            let e = Example {
-                input_ids: ids.clone(),
-                ..Default::default()
-            };
-            let logits = self.logits(&[&e], adapter, &mut StepRng::eval());
-            let [n, _] = logits.dims();
-            let last = logits.slice(n - 1..n).argmax(1);
-            let next = last.into_data().iter::<i64>().next().unwrap_or(0) as u32;
-            out.push(next);
-            ids.push(next);
-            if stop.contains(&next) {
-                break;
-            }
-        }
-        out
     }
 
     /// Each sequence's summed log-probability of its labels (`get_batch_logps`: labels shifted by
