@@ -1,103 +1,36 @@
-//! `training_loss.png`: the loss per logging step and its smoothed curve (as LLaMA-Factory's
-//! `plot_loss` draws), rasterised here with a small built-in bitmap font so no system fonts are needed.
+//! `training_loss.png` (and `training_eval_loss.png`): the loss per logging step and its smoothed
+//! curve, as LLaMA-Factory's `plot_loss` draws them with matplotlib (640 × 480, "original" at 40 %
+//! opacity, "smoothed" by its moving average, title `training loss of OUTPUT_DIR`), drawn with
+//! plotters; the eval loss, when there is one, is a third series on the training plot. The font
+//! is DejaVu Sans cut down to ASCII (`assets/`, `scripts/subset_plot_font.py`), compiled in, so
+//! no system fonts are needed.
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
 
 use crate::error::{Error, Result};
 
-const W: usize = 800;
-const H: usize = 500;
-const LEFT: usize = 70;
-const RIGHT: usize = 20;
-const TOP: usize = 40;
-const BOTTOM: usize = 50;
+const W: u32 = 640;
+const H: u32 = 480;
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-plot.ttf");
+/// matplotlib's first colour (tab:blue) and second (tab:orange).
+const BLUE: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const ORANGE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 
-/// 5×7 glyphs, one row per byte (low 5 bits, MSB on the left).
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        '0' => [14, 17, 19, 21, 25, 17, 14],
-        '1' => [4, 12, 4, 4, 4, 4, 14],
-        '2' => [14, 17, 1, 2, 4, 8, 31],
-        '3' => [30, 1, 1, 14, 1, 1, 30],
-        '4' => [2, 6, 10, 18, 31, 2, 2],
-        '5' => [31, 16, 30, 1, 1, 17, 14],
-        '6' => [6, 8, 16, 30, 17, 17, 14],
-        '7' => [31, 1, 2, 4, 8, 8, 8],
-        '8' => [14, 17, 17, 14, 17, 17, 14],
-        '9' => [14, 17, 17, 15, 1, 2, 12],
-        '.' => [0, 0, 0, 0, 0, 12, 12],
-        '-' => [0, 0, 0, 14, 0, 0, 0],
-        'a' => [0, 0, 14, 1, 15, 17, 15],
-        'd' => [1, 1, 13, 19, 17, 17, 15],
-        'e' => [0, 0, 14, 17, 31, 16, 14],
-        'g' => [0, 15, 17, 17, 15, 1, 14],
-        'h' => [16, 16, 22, 25, 17, 17, 17],
-        'i' => [4, 0, 12, 4, 4, 4, 14],
-        'l' => [12, 4, 4, 4, 4, 4, 14],
-        'm' => [0, 0, 26, 21, 21, 17, 17],
-        'n' => [0, 0, 22, 25, 17, 17, 17],
-        'o' => [0, 0, 14, 17, 17, 17, 14],
-        'p' => [0, 0, 30, 17, 30, 16, 16],
-        'r' => [0, 0, 22, 25, 16, 16, 16],
-        's' => [0, 0, 15, 16, 14, 1, 30],
-        't' => [8, 8, 28, 8, 8, 9, 6],
-        'w' => [0, 0, 17, 17, 21, 21, 10],
-        '(' => [2, 4, 8, 8, 8, 4, 2],
-        ')' => [8, 4, 2, 2, 2, 4, 8],
-        _ => [0; 7],
-    }
-}
-
-struct Canvas {
-    px: Vec<u8>,
-}
-
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < W && (y as usize) < H {
-            let i = (y as usize * W + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&rgb);
-        }
-    }
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3], thick: i64) {
-        let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-        for i in 0..=n {
-            let t = i as f64 / n as f64;
-            let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-            for dx in 0..thick {
-                for dy in 0..thick {
-                    self.set(x.round() as i64 + dx, y.round() as i64 + dy, rgb);
-                }
-            }
-        }
-    }
-    fn text(&mut self, x: i64, y: i64, s: &str, scale: i64) {
-        for (k, c) in s.chars().enumerate() {
-            let g = glyph(c);
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (16 >> col) != 0 {
-                        for sx in 0..scale {
-                            for sy in 0..scale {
-                                self.set(
-                                    x + (k as i64 * 6 + col) * scale + sx,
-                                    y + row as i64 * scale + sy,
-                                    [0, 0, 0],
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn label(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.round() {
-        format!("{v:.0}")
+fn font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
     } else {
-        format!("{v:.2}")
+        Err(Error::Invalid(
+            "the plot's embedded font does not parse".into(),
+        ))
     }
 }
 
@@ -117,91 +50,184 @@ pub fn smooth(values: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Draw `(step, loss)` points (raw in light blue, smoothed in dark blue) into a PNG at `path`.
-pub fn write_loss_png(path: &Path, points: &[(f64, f64)]) -> Result<()> {
-    let mut c = Canvas {
-        px: vec![255; W * H * 3],
-    };
-    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
-    let (x_min, x_max) = finite
+/// One figure: `points` (step, value) raw and smoothed, optionally `eval` points, titled
+/// `title`, its y axis `ylabel`; returns the RGB pixels.
+pub fn render(
+    title: &str,
+    ylabel: &str,
+    points: &[(f64, f64)],
+    eval: &[(f64, f64)],
+) -> Result<Vec<u8>> {
+    font()?;
+    let finite: Vec<(f64, f64)> = points
         .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y_min, y_max) = finite
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let (x_min, x_max) = if finite.is_empty() {
-        (0.0, 1.0)
-    } else {
-        (x_min, x_max.max(x_min + 1.0))
-    };
-    let pad = ((y_max - y_min) * 0.05).max(1e-3);
-    let (y_min, y_max) = if finite.is_empty() {
-        (0.0, 1.0)
-    } else {
-        (y_min - pad, y_max + pad)
-    };
-    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-    let to_px = |x: f64, y: f64| -> (f64, f64) {
-        (
-            LEFT as f64 + (x - x_min) / (x_max - x_min) * pw,
-            TOP as f64 + (1.0 - (y - y_min) / (y_max - y_min)) * ph,
-        )
-    };
-    let grey = [200, 200, 200];
-    for i in 0..=4 {
-        let f = i as f64 / 4.0;
-        let y = y_min + (y_max - y_min) * f;
-        let (_, py) = to_px(x_min, y);
-        c.line((LEFT as f64, py), ((W - RIGHT) as f64, py), grey, 1);
-        c.text(4, py as i64 - 7, &label(y), 2);
-        let x = x_min + (x_max - x_min) * f;
-        let (px, _) = to_px(x, y_min);
-        c.line((px, TOP as f64), (px, (H - BOTTOM) as f64), grey, 1);
-        let xl = if x_max - x_min >= 8.0 {
-            format!("{:.0}", x.round())
-        } else {
-            label(x)
-        };
-        c.text(px as i64 - 10, (H - BOTTOM + 8) as i64, &xl, 2);
-    }
-    let black = [0, 0, 0];
-    c.line(
-        (LEFT as f64, (H - BOTTOM) as f64),
-        ((W - RIGHT) as f64, (H - BOTTOM) as f64),
-        black,
-        2,
-    );
-    c.line(
-        (LEFT as f64, TOP as f64),
-        (LEFT as f64, (H - BOTTOM) as f64),
-        black,
-        2,
-    );
-    c.text(LEFT as i64, 10, "training loss", 3);
-    c.text((W / 2) as i64 - 24, (H - 18) as i64, "step", 2);
-    let raw: Vec<(f64, f64)> = finite.iter().map(|p| to_px(p.0, p.1)).collect();
-    for w in raw.windows(2) {
-        c.line(w[0], w[1], [160, 190, 230], 1);
-    }
-    let sm = smooth(&finite.iter().map(|p| p.1).collect::<Vec<_>>());
-    let smp: Vec<(f64, f64)> = finite
-        .iter()
-        .zip(&sm)
-        .map(|(p, s)| to_px(p.0, *s))
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
         .collect();
-    for w in smp.windows(2) {
-        c.line(w[0], w[1], [20, 60, 160], 2);
+    let evals: Vec<(f64, f64)> = eval
+        .iter()
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    let all = || finite.iter().chain(&evals);
+    let (mut x0, mut x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut y0, mut y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
+    if x1 - x0 < 1.0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    (y0, y1) = (y0 - pad, y1 + pad);
+    let mut px = vec![0u8; (W * H * 3) as usize];
+    let draw_err = |e: String| Error::Invalid(format!("drawing the loss plot: {e}"));
+    {
+        let root = BitMapBackend::with_buffer(&mut px, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(58)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| draw_err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc(ylabel)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(225, 225, 225))
+            .x_label_formatter(&|x| {
+                if (x1 - x0) >= 8.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.1}")
+                }
+            })
+            .y_label_formatter(&|y| format!("{y:.2}"))
+            .draw()
+            .map_err(|e| draw_err(e.to_string()))?;
+        let faint = BLUE.mix(0.4);
+        chart
+            .draw_series(LineSeries::new(
+                finite.iter().copied(),
+                faint.stroke_width(1),
+            ))
+            .map_err(|e| draw_err(e.to_string()))?
+            .label("original")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint));
+        let sm = smooth(&finite.iter().map(|p| p.1).collect::<Vec<_>>());
+        chart
+            .draw_series(LineSeries::new(
+                finite.iter().zip(&sm).map(|(p, s)| (p.0, *s)),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(|e| draw_err(e.to_string()))?
+            .label("smoothed")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        if !evals.is_empty() {
+            chart
+                .draw_series(LineSeries::new(
+                    evals.iter().copied(),
+                    ORANGE.stroke_width(2),
+                ))
+                .map_err(|e| draw_err(e.to_string()))?;
+            chart
+                .draw_series(evals.iter().map(|&p| Circle::new(p, 3, ORANGE.filled())))
+                .map_err(|e| draw_err(e.to_string()))?
+                .label("eval")
+                .legend(|(x, y)| Circle::new((x + 10, y), 3, ORANGE.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(|e| draw_err(e.to_string()))?;
+        root.present().map_err(|e| draw_err(e.to_string()))?;
+    }
+    Ok(px)
+}
+
+/// Encode RGB pixels of a `W × H` figure as PNG.
+fn encode(px: &[u8], path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     {
-        let mut enc = png::Encoder::new(&mut bytes, W as u32, H as u32);
+        let mut enc = png::Encoder::new(&mut bytes, W, H);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut wr = enc
             .write_header()
             .map_err(|e| Error::Invalid(format!("encoding {}: {e}", path.display())))?;
-        wr.write_image_data(&c.px)
+        wr.write_image_data(px)
             .map_err(|e| Error::Invalid(format!("encoding {}: {e}", path.display())))?;
     }
-    crate::weights::write_atomic(path, &bytes)
+    Ok(bytes)
+}
+
+/// Draw `(step, loss)` points (and eval points, if any) as LLaMA-Factory's plot of `key` for
+/// `output_dir` into a PNG at `path` (written atomically).
+pub fn write_loss_png(
+    path: &Path,
+    key: &str,
+    output_dir: &Path,
+    points: &[(f64, f64)],
+    eval: &[(f64, f64)],
+) -> Result<()> {
+    let title = format!("training {key} of {}", output_dir.display());
+    let px = render(&title, key, points, eval)?;
+    crate::weights::write_atomic(path, &encode(&px, path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(px: &[u8], pred: impl Fn([u8; 3]) -> bool) -> usize {
+        px.chunks(3).filter(|c| pred([c[0], c[1], c[2]])).count()
+    }
+
+    #[test]
+    fn draws_curves_and_text() {
+        let pts: Vec<(f64, f64)> = (1..=40)
+            .map(|s| {
+                (
+                    s as f64,
+                    3.0 / (s as f64).sqrt() + 0.1 * ((s * 7) % 5) as f64,
+                )
+            })
+            .collect();
+        let eval = [(10.0, 1.4), (20.0, 1.1), (30.0, 0.9), (40.0, 0.85)];
+        let px = render("training loss of saves/x", "loss", &pts, &eval).expect("draws");
+        assert_eq!(px.len(), (W * H * 3) as usize);
+        let blue = count(&px, |c| c == [0x1f, 0x77, 0xb4]);
+        let orange = count(&px, |c| c == [0xff, 0x7f, 0x0e]);
+        assert!(blue > 300, "the smoothed line: {blue} pixels");
+        assert!(orange > 50, "the eval series: {orange} pixels");
+        // The caption rows hold anti-aliased dark text (the embedded font renders).
+        let caption = &px[..(W * 30 * 3) as usize];
+        let dark = count(caption, |c| c.iter().all(|&v| v < 100));
+        assert!(dark > 40, "title text: {dark} dark pixels");
+        // Without eval points there is no orange.
+        let px = render("t", "loss", &pts, &[]).expect("draws");
+        assert_eq!(count(&px, |c| c == [0xff, 0x7f, 0x0e]), 0);
+        // Degenerate input still draws.
+        render("t", "loss", &[], &[]).expect("empty");
+        render("t", "loss", &[(1.0, f64::NAN), (2.0, 2.0)], &[]).expect("one finite point");
+    }
+
+    #[test]
+    fn smooth_is_llamafactorys_moving_average() {
+        // weight = 1.8·(σ(0.05·3) − 0.5) for three points.
+        let w = 1.8 * (1.0 / (1.0 + (-0.15f64).exp()) - 0.5);
+        let s = smooth(&[1.0, 0.0, 2.0]);
+        assert_eq!(s[0], 1.0);
+        assert!((s[1] - w).abs() < 1e-15);
+        assert!((s[2] - (w * w + (1.0 - w) * 2.0)).abs() < 1e-15);
+    }
 }

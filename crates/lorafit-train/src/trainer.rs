@@ -706,7 +706,6 @@ impl<'a> Trainer<'a> {
                 .iter()
                 .filter_map(|e| Some((e["current_steps"].as_f64()?, e["loss_exact"].as_f64()?)))
                 .collect();
-            crate::plot::write_loss_png(&out.join("training_loss.png"), &points)?;
             let evals: Vec<(f64, f64)> = self
                 .log_history
                 .iter()
@@ -714,9 +713,12 @@ impl<'a> Trainer<'a> {
                     Some((e["current_steps"].as_f64()?, e["eval_loss_exact"].as_f64()?))
                 })
                 .collect();
+            let png = out.join("training_loss.png");
+            crate::plot::write_loss_png(&png, "loss", &out, &points, &evals)?;
             if !evals.is_empty() {
                 // LLaMA-Factory's plot_loss draws eval_loss to its own file too.
-                crate::plot::write_loss_png(&out.join("training_eval_loss.png"), &evals)?;
+                let png = out.join("training_eval_loss.png");
+                crate::plot::write_loss_png(&png, "eval_loss", &out, &evals, &[])?;
             }
         }
         Ok(Summary {
