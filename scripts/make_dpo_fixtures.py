@@ -11,7 +11,9 @@ of micro-batches of the step (transformers' accumulation), torch.optim.AdamW, co
 clip_grad_norm_. Pairs in file order. Writes under crates/lorafit-train/tests/fixtures/runs/:
 
   dpo_pairs.json                  8 pre-tokenized pairs (prompt masked with -100)
-  dpo_{run}.json                  keys, per-step losses, grad norms and TRL's metrics
+  dpo_{run}.json                  keys, per-step losses, grad norms and TRL's metrics; the eval of
+                                  the final adapter on the 8 pairs in batches of 3 (eval_loss as
+                                  transformers weights batches, eval_* as TRL stores and LF logs them)
   dpo_{run}.adapter.safetensors   the adapter after the last step
 
     python3 scripts/make_dpo_fixtures.py
@@ -110,6 +112,8 @@ def train(name, keys, pairs):
         losses.append(total)
         metrics.append(acc)
         print(f"dpo {name} step {step + 1}: loss {total:.6f} acc {acc['rewards/accuracies']:.2f}")
+    evaluation = evaluate(model, trl_self, keys, pairs, 3)
+    print(f"dpo {name} eval: {evaluation}")
     final = {}
     for key, value in model.state_dict().items():
         if "lora_" in key:
@@ -117,9 +121,40 @@ def train(name, keys, pairs):
     runs = os.path.join(OUT, "runs")
     save_file(final, os.path.join(runs, f"dpo_{name}.adapter.safetensors"))
     with open(os.path.join(runs, f"dpo_{name}.json"), "w") as f:
-        json.dump({"keys": keys, "losses": losses, "grad_norms": norms, "metrics": metrics,
+        json.dump({"keys": keys, "losses": losses, "grad_norms": norms, "metrics": metrics, "eval": evaluation,
                    "versions": {"torch": torch.__version__, "trl": trl.__version__,
                                 "peft": __import__("peft").__version__}}, f, indent=1)
+
+
+def evaluate(model, trl_self, keys, pairs, bs):
+    """LLaMA-Factory's DPO eval: TRL's prediction_step per batch (no_grad, dropout off); the
+    evaluation loop's eval_loss = mean of each batch's loss repeated batch-size times; the stored
+    eval metrics averaged over batches by LLaMA-Factory's `log`."""
+    model.eval()
+    total, n, sums, batches = 0.0, 0, {}, 0
+    with torch.no_grad():
+        for i in range(0, len(pairs), bs):
+            mb = pairs[i:i + bs]
+            rows = [p["chosen"] for p in mb] + [p["rejected"] for p in mb]
+            ids, lab = pad(rows)
+            logps, valid = get_batch_logps(model(input_ids=ids).logits.float(), lab)
+            with model.disable_adapter():
+                ref, _ = get_batch_logps(model(input_ids=ids).logits.float(), lab)
+            b = len(mb)
+            pc, pr, rc, rr = logps[:b], logps[b:], ref[:b], ref[b:]
+            out = DPOTrainer.dpo_loss(trl_self, pc, pr, rc, rr, loss_type="sigmoid")
+            loss_i, ch, rj = out[0], out[1], out[2]
+            if keys["pref_ftx"] > 1e-6:
+                loss_i = loss_i + keys["pref_ftx"] * (-pc / valid[:b])
+            total += float(loss_i.mean()) * b
+            n += b
+            m = {"rewards/chosen": ch.mean().item(), "rewards/rejected": rj.mean().item(),
+                 "rewards/accuracies": (ch > rj).float().mean().item(), "rewards/margins": (ch - rj).mean().item(),
+                 "logps/chosen": pc.mean().item(), "logps/rejected": pr.mean().item()}
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+            batches += 1
+    return {"eval_loss": total / n, **{f"eval_{k}": v / batches for k, v in sums.items()}}
 
 
 def main():

@@ -133,6 +133,8 @@ def train(name, keys, feedback):
         losses.append(total)
         metrics.append(acc)
         print(f"kto {name} step {step + 1}: loss {total:.6f} kl {acc['kl']:.5f}")
+    evaluation = evaluate(model, trl_self, keys, feedback, 3)
+    print(f"kto {name} eval: {evaluation}")
     final = {}
     for key, value in model.state_dict().items():
         if "lora_" in key:
@@ -140,9 +142,44 @@ def train(name, keys, feedback):
     runs = os.path.join(OUT, "runs")
     save_file(final, os.path.join(runs, f"kto_{name}.adapter.safetensors"))
     with open(os.path.join(runs, f"kto_{name}.json"), "w") as f:
-        json.dump({"keys": keys, "losses": losses, "grad_norms": norms, "metrics": metrics,
+        json.dump({"keys": keys, "losses": losses, "grad_norms": norms, "metrics": metrics, "eval": evaluation,
                    "versions": {"torch": torch.__version__, "trl": trl.__version__,
                                 "peft": __import__("peft").__version__}}, f, indent=1)
+
+
+def evaluate(model, trl_self, keys, feedback, bs):
+    """LLaMA-Factory's KTO eval of the final adapter: per batch its `get_batch_loss_metrics`
+    (sums and counts of the rewards, the batch KL); eval_loss as transformers weights batches;
+    LLaMA-Factory's `log`: rewards = summed rewards / summed counts, kl = the batches' KL summed,
+    margins = chosen - rejected."""
+    model.eval()
+    total, n = 0.0, 0
+    acc = {"kl": 0.0, "chosen_sum": 0.0, "chosen": 0, "rejected_sum": 0.0, "rejected": 0}
+    with torch.no_grad():
+        for i in range(0, len(feedback), bs):
+            mb = feedback[i:i + bs]
+            tags = torch.tensor([r["desirable"] for r in mb])
+            logps, valid = logps_of(model, [r["example"] for r in mb])
+            kl_logps, _ = logps_of(model, [r["kl"] for r in mb])
+            with model.disable_adapter():
+                ref, _ = logps_of(model, [r["example"] for r in mb])
+                ref_kl, _ = logps_of(model, [r["kl"] for r in mb])
+            avg = logps / valid
+            pc, pr, rc, rr = logps[tags], logps[~tags], ref[tags], ref[~tags]
+            out, ch, rj, kl = KTOTrainer.kto_loss(trl_self, pc, pr, kl_logps, rc, rr, ref_kl)
+            loss = out.nanmean()
+            if keys["pref_ftx"] > 1e-6 and len(pc) > 0:
+                loss = loss + keys["pref_ftx"] * (-avg[tags]).nanmean() / len(pc) * len(mb)
+            total += float(loss) * len(mb)
+            n += len(mb)
+            acc["kl"] += float(kl)
+            acc["chosen_sum"] += float(ch.nansum())
+            acc["chosen"] += len(ch)
+            acc["rejected_sum"] += float(rj.nansum())
+            acc["rejected"] += len(rj)
+    c, r = acc["chosen_sum"] / acc["chosen"], acc["rejected_sum"] / acc["rejected"]
+    return {"eval_loss": total / n, "eval_kl": acc["kl"], "eval_rewards/chosen": c,
+            "eval_rewards/rejected": r, "eval_rewards/margins": c - r}
 
 
 def main():

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use lorafit_core::estimate;
 use lorafit_core::plan::Settings;
+use lorafit_train::data::Encoded;
 use lorafit_train::trainer::process_peak_rss_bytes;
 use lorafit_train::{Model, Outcome, TrainArgs, Trainer, data, make_device};
 
@@ -49,13 +50,13 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
     let (data, report) = if args.dpo.is_some() {
         let (p, r) = data::load_pairs_report(&args)?;
-        (Data::Pairs(p), r)
+        (Encoded::Pairs(p), r)
     } else if args.kto.is_some() {
         let (f, r) = data::load_feedback_report(&args)?;
-        (Data::Feedback(f), r)
+        (Encoded::Feedback(f), r)
     } else {
         let (e, r) = data::load_dataset_report(&args)?;
-        (Data::Examples(e), r)
+        (Encoded::Examples(e), r)
     };
     for (name, rows) in &report.rows {
         eprintln!("dataset {name}: {rows} rows");
@@ -73,17 +74,32 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             eprintln!("  … and {} more", report.dropped.len() - 5);
         }
     }
-    let mut trainer = match data {
-        Data::Examples(examples) => {
-            let (train, eval) = data::split_eval(&args, examples)?;
-            if !eval.is_empty() {
-                eprintln!("{} examples for the eval loss", eval.len());
-            }
-            Trainer::new(args, &model, train)?.with_eval(eval)
-        }
-        Data::Pairs(pairs) => Trainer::new_pairs(args, &model, pairs)?,
-        Data::Feedback(feedback) => Trainer::new_feedback(args, &model, feedback)?,
+    let (data, eval) = data::split_eval_data(&args, data)?;
+    let n_eval = match &eval {
+        Encoded::Examples(v) => v.len(),
+        Encoded::Pairs(v) => v.len(),
+        Encoded::Feedback(v) => v.len(),
     };
+    if n_eval > 0 {
+        eprintln!(
+            "{n_eval} {} for the eval loss{}",
+            match &eval {
+                Encoded::Pairs(_) => "pairs",
+                _ => "examples",
+            },
+            if args.eval.is_none() {
+                " (held out by val_size; eval_strategy is no, so never evaluated)"
+            } else {
+                ""
+            }
+        );
+    }
+    let trainer = match data {
+        Encoded::Examples(examples) => Trainer::new(args, &model, examples)?,
+        Encoded::Pairs(pairs) => Trainer::new_pairs(args, &model, pairs)?,
+        Encoded::Feedback(feedback) => Trainer::new_feedback(args, &model, feedback)?,
+    };
+    let mut trainer = trainer.with_eval_data(eval);
     for c in &trainer.cleaned {
         eprintln!("output_dir: {c}");
     }
@@ -184,11 +200,4 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             std::process::exit(130);
         }
     }
-}
-
-/// What a run trains on, by stage.
-enum Data {
-    Examples(Vec<data::Example>),
-    Pairs(Vec<data::Pair>),
-    Feedback(Vec<data::Feedback>),
 }

@@ -498,3 +498,29 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
         base.join(path)
     }
 }
+
+/// LLaMA-Factory's `val_size` split of the encoded dataset: `datasets`' `train_test_split` with
+/// the run's seed — a count when `val_size` > 1, else a fraction rounded up — and numpy's
+/// permutation, so the same rows in the same order: `(train, eval)` = the permutation's tail and
+/// head.
+pub fn split_val<T>(items: Vec<T>, val_size: f64, seed: u64) -> Result<(Vec<T>, Vec<T>)> {
+    let n = items.len();
+    let k = if val_size > 1.0 {
+        val_size as usize
+    } else {
+        (val_size * n as f64).ceil() as usize
+    };
+    if val_size == 1.0 || val_size <= 0.0 || k == 0 || k >= n {
+        return Err(Error::Invalid(format!(
+            "`val_size: {val_size}` leaves {} of {n} examples for training and {k} for evaluation \
+             (a fraction below 1, or a count above 1)",
+            n.saturating_sub(k)
+        )));
+    }
+    let perm = crate::rng::NumpyRng::new(seed).permutation(n);
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let mut take = |i: usize| slots[i].take().expect("a permutation visits each row once");
+    let eval: Vec<T> = perm[..k].iter().map(|&i| take(i)).collect();
+    let train: Vec<T> = perm[k..].iter().map(|&i| take(i)).collect();
+    Ok((train, eval))
+}

@@ -299,3 +299,41 @@ fn bad_data_is_a_clear_error() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `val_size` splits as LLaMA-Factory's `train_test_split(seed)`: numpy's `default_rng`
+/// permutation (SeedSequence + PCG64) and `datasets`' head/tail rule, on fixtures made with numpy
+/// and datasets (`scripts/make_numpy_fixtures.py`).
+#[test]
+fn val_size_splits_as_datasets_does() {
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("numpy_split.json")).expect("fixture"),
+    )
+    .expect("json");
+    for p in want["permutations"].as_array().expect("perms") {
+        let (seed, n) = (
+            p["seed"].as_u64().expect("seed"),
+            p["n"].as_u64().expect("n"),
+        );
+        assert_eq!(
+            lorafit_data::NumpyRng::new(seed).permutation(n as usize),
+            ints::<usize>(&p["permutation"]),
+            "default_rng({seed}).permutation({n})"
+        );
+    }
+    for s in want["splits"].as_array().expect("splits") {
+        let n = s["n"].as_u64().expect("n") as usize;
+        let (train, eval) = lorafit_data::load::split_val(
+            (0..n).collect::<Vec<usize>>(),
+            s["val_size"].as_f64().expect("val_size"),
+            s["seed"].as_u64().expect("seed"),
+        )
+        .expect("splits");
+        assert_eq!(eval, ints::<usize>(&s["test"]), "{s:?}");
+        assert_eq!(train, ints::<usize>(&s["train"]));
+    }
+    for bad in [0.0, 1.0, 24.0, 30.0] {
+        let e = lorafit_data::load::split_val((0..24).collect::<Vec<_>>(), bad, 42)
+            .expect_err("nothing left to train or to evaluate");
+        assert!(e.to_string().contains("val_size"), "{e}");
+    }
+}

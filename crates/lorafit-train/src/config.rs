@@ -100,6 +100,9 @@ pub struct TrainArgs {
     /// Evaluation: `eval_dataset`, or `val_size` of the training data held out; every
     /// `eval_steps` (`eval_strategy: steps`) or each epoch; `per_device_eval_batch_size`.
     pub eval: Option<EvalArgs>,
+    /// `val_size`: rows held out of the training data (LLaMA-Factory holds them out even when
+    /// `eval_strategy` is `no`).
+    pub val_size: f64,
     pub cutoff_len: usize,
     pub max_samples: Option<usize>,
     /// `packing` as resolved (on for pt unless `packing: false`).
@@ -303,6 +306,12 @@ impl TrainArgs {
                     "`val_size: {val_size}` must be ≥ 0"
                 )));
             }
+            if eval_dataset.is_some() && val_size > 1e-6 {
+                // LLaMA-Factory's DataArguments refuse the pair.
+                return Err(Error::Invalid(
+                    "`val_size` cannot be given with `eval_dataset`: hold out rows or name an eval set, not both".into(),
+                ));
+            }
             let has_data = eval_dataset.is_some() || val_size > 0.0;
             match strategy {
                 "no" => None,
@@ -337,11 +346,6 @@ impl TrainArgs {
                 }
             }
         };
-        if eval.is_some() && (dpo.is_some() || kto.is_some()) {
-            return Err(Error::Unsupported(format!(
-                "`eval_strategy` with `stage: {stage}`: lorafit evaluates sft / pt runs"
-            )));
-        }
         let quant = match &plan.quant {
             None => None,
             Some(q) if q.bits == 8 => Some(QuantSpec::Int8),
@@ -453,6 +457,7 @@ impl TrainArgs {
             dpo,
             kto,
             eval,
+            val_size: s.float("val_size").unwrap_or(0.0),
             neat_packing: s.bool("neat_packing", false),
             masking,
             batch_size: plan.batch_size as usize,

@@ -20,51 +20,54 @@ pub fn load_dataset_report(args: &TrainArgs) -> Result<(Vec<Example>, Report)> {
     }
 }
 
-/// The eval examples of a run and the training examples left: `eval_dataset` (same keys), or
-/// `val_size` held out of `train` with a seeded shuffle (LLaMA-Factory's `train_test_split` draws
-/// with numpy, so the held-out rows differ; the count is the same: a fraction rounds up).
-pub fn split_eval(args: &TrainArgs, train: Vec<Example>) -> Result<(Vec<Example>, Vec<Example>)> {
-    let Some(ev) = &args.eval else {
-        return Ok((train, Vec::new()));
+/// The eval data of a run and the training data left: `eval_dataset` (read with the run's keys,
+/// the same kind as the training data), or `val_size` held out as LLaMA-Factory holds it out
+/// (`datasets`' `train_test_split` with the run's seed: the same rows, in the same order, by
+/// numpy's permutation — even when `eval_strategy` is `no`). Empty eval data when neither.
+pub fn split_eval_data(args: &TrainArgs, train: Encoded) -> Result<(Encoded, Encoded)> {
+    let empty = match &train {
+        Encoded::Examples(_) => Encoded::Examples(Vec::new()),
+        Encoded::Pairs(_) => Encoded::Pairs(Vec::new()),
+        Encoded::Feedback(_) => Encoded::Feedback(Vec::new()),
     };
-    if let Some(names) = &ev.eval_dataset {
+    if let Some(names) = args.eval.as_ref().and_then(|e| e.eval_dataset.as_ref()) {
         let mut a = args.data_args();
         a.dataset = lorafit_data::load::dataset_names(names);
         a.max_samples = None;
         let (enc, _) = lorafit_data::load(&a)?;
-        return Ok((train, enc.into_examples()?));
-    }
-    let n = train.len();
-    let k = if ev.val_size >= 1.0 {
-        ev.val_size as usize
-    } else {
-        (ev.val_size * n as f64).ceil() as usize
-    };
-    if k == 0 || k >= n {
-        return Err(Error::Invalid(format!(
-            "`val_size: {}` leaves {} of {n} examples for training",
-            ev.val_size,
-            n.saturating_sub(k)
-        )));
-    }
-    let sched = Schedule {
-        batch_size: 1,
-        grad_accum: 1,
-        shuffle: true,
-        seed: args.seed,
-        num_examples: n,
-    };
-    let order = sched.epoch_order(usize::MAX / 2);
-    let held: std::collections::BTreeSet<usize> = order[..k].iter().copied().collect();
-    let (mut tr, mut ev_ex) = (Vec::new(), Vec::new());
-    for (i, e) in train.into_iter().enumerate() {
-        if held.contains(&i) {
-            ev_ex.push(e);
-        } else {
-            tr.push(e);
+        if std::mem::discriminant(&enc) != std::mem::discriminant(&train) {
+            return Err(Error::Invalid(format!(
+                "`eval_dataset: {names}` is not the same kind of data as `dataset` (stage {})",
+                args.stage
+            )));
         }
+        return Ok((train, enc));
     }
-    Ok((tr, ev_ex))
+    if args.val_size <= 0.0 {
+        return Ok((train, empty));
+    }
+    use lorafit_data::load::split_val;
+    let (v, seed) = (args.val_size, args.seed);
+    Ok(match train {
+        Encoded::Examples(x) => {
+            let (t, e) = split_val(x, v, seed)?;
+            (Encoded::Examples(t), Encoded::Examples(e))
+        }
+        Encoded::Pairs(x) => {
+            let (t, e) = split_val(x, v, seed)?;
+            (Encoded::Pairs(t), Encoded::Pairs(e))
+        }
+        Encoded::Feedback(x) => {
+            let (t, e) = split_val(x, v, seed)?;
+            (Encoded::Feedback(t), Encoded::Feedback(e))
+        }
+    })
+}
+
+/// [`split_eval_data`] for a pt / sft run's examples.
+pub fn split_eval(args: &TrainArgs, train: Vec<Example>) -> Result<(Vec<Example>, Vec<Example>)> {
+    let (t, e) = split_eval_data(args, Encoded::Examples(train))?;
+    Ok((t.into_examples()?, e.into_examples()?))
 }
 
 /// The chosen / rejected pairs of a `stage: dpo` run.

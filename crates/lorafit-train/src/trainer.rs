@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use serde_json::{Value, json};
 
 use crate::config::{Backend, Resume, TrainArgs};
-use crate::data::{Example, Feedback, Pair, Schedule};
+use crate::data::{Encoded, Example, Feedback, Pair, Schedule};
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec, host_of};
 use crate::model::{Model, StepRng};
@@ -253,8 +253,8 @@ pub struct Trainer<'a> {
     pairs: Option<Vec<Pair>>,
     /// `stage: kto`: the (target, KL completion, desirable) triples (`examples` holds targets).
     feedback: Option<Vec<Feedback>>,
-    /// Held-out examples for the eval loss.
-    eval_examples: Vec<Example>,
+    /// Held-out data for the eval loss: examples (pt / sft), pairs (dpo) or feedback (kto).
+    eval: Encoded,
     schedule: Schedule,
     pub total_steps: u64,
     warmup: u64,
@@ -417,7 +417,7 @@ impl<'a> Trainer<'a> {
             examples,
             pairs: None,
             feedback: None,
-            eval_examples: Vec::new(),
+            eval: Encoded::Examples(Vec::new()),
             schedule,
             total_steps,
             warmup,
@@ -430,33 +430,94 @@ impl<'a> Trainer<'a> {
     }
 
     /// The examples the eval loss is computed on (`eval_strategy` steps / epoch).
-    pub fn with_eval(mut self, eval: Vec<Example>) -> Self {
-        self.eval_examples = eval;
+    pub fn with_eval(self, eval: Vec<Example>) -> Self {
+        self.with_eval_data(Encoded::Examples(eval))
+    }
+
+    /// The held-out data of the run's kind: examples, DPO pairs or KTO feedback.
+    pub fn with_eval_data(mut self, eval: Encoded) -> Self {
+        self.eval = eval;
         self
     }
 
     /// transformers' eval loss: each batch's mean token loss (batches of
     /// `per_device_eval_batch_size` in order, dropout off), averaged over the examples.
     pub fn eval_loss(&self) -> Option<f64> {
+        self.evaluate().map(|(l, _)| l)
+    }
+
+    /// The eval loss and the stage's eval metrics, as LLaMA-Factory logs them: the loss is
+    /// transformers' (each batch's mean, weighted by its size, dropout off); DPO's
+    /// `eval_rewards/*` and `eval_logps/*` are the mean of the batches' means (TRL's stored
+    /// metrics); KTO's `eval_rewards/chosen|rejected` are sums over the eval set divided by
+    /// their counts and `eval_kl` is the *sum* of the batches' KL estimates, as LLaMA-Factory's
+    /// KTO `log` adds them up.
+    pub fn evaluate(&self) -> Option<(f64, Vec<(String, f64)>)> {
         let bs = self.args.eval.as_ref()?.batch_size;
-        if self.eval_examples.is_empty() {
-            return None;
-        }
         let mut total = 0.0;
         let mut n = 0usize;
-        for chunk in self.eval_examples.chunks(bs) {
-            let batch: Vec<&Example> = chunk.iter().collect();
-            let (sum, count) = self
-                .model
-                .loss_sum(&batch, &self.adapter, &mut StepRng::eval());
-            if count == 0 {
-                continue;
+        let mut metrics: Vec<(String, f64)> = Vec::new();
+        let scalar = |t: Tensor<1>| t.inner().into_scalar::<f32>() as f64;
+        match (&self.eval, self.args.dpo, self.args.kto) {
+            (Encoded::Examples(ex), _, _) => {
+                for chunk in ex.chunks(bs) {
+                    let batch: Vec<&Example> = chunk.iter().collect();
+                    let (sum, count) =
+                        self.model
+                            .loss_sum(&batch, &self.adapter, &mut StepRng::eval());
+                    if count == 0 {
+                        continue;
+                    }
+                    total += scalar(sum) / count as f64 * chunk.len() as f64;
+                    n += chunk.len();
+                }
             }
-            let mean = sum.inner().into_scalar::<f32>() as f64 / count as f64;
-            total += mean * chunk.len() as f64;
-            n += chunk.len();
+            (Encoded::Pairs(pairs), Some(dpo), _) => {
+                let mut sums = [0.0f64; DPO_METRICS.len()];
+                let mut batches = 0usize;
+                let idx: Vec<usize> = (0..pairs.len()).collect();
+                for chunk in idx.chunks(bs) {
+                    let (loss, m) = self.dpo_loss(pairs, chunk, dpo, 1);
+                    total += scalar(loss) * chunk.len() as f64;
+                    n += chunk.len();
+                    for (s, v) in sums.iter_mut().zip(m) {
+                        *s += v;
+                    }
+                    batches += 1;
+                }
+                for (name, s) in DPO_METRICS.iter().zip(sums) {
+                    metrics.push((format!("eval_{name}"), s / batches.max(1) as f64));
+                }
+            }
+            (Encoded::Feedback(fb), _, Some(kto)) => {
+                let (mut kl, mut sum_c, mut n_c, mut sum_r, mut n_r) = (0.0, 0.0, 0, 0.0, 0);
+                let idx: Vec<usize> = (0..fb.len()).collect();
+                for chunk in idx.chunks(bs) {
+                    let (loss, m) = self.kto_loss(fb, chunk, kto, 1);
+                    total += scalar(loss) * chunk.len() as f64;
+                    n += chunk.len();
+                    let chosen = chunk.iter().filter(|&&i| fb[i].desirable).count();
+                    kl += m[0].unwrap_or(0.0);
+                    sum_c += m[1].unwrap_or(0.0) * chosen as f64;
+                    n_c += chosen;
+                    sum_r += m[2].unwrap_or(0.0) * (chunk.len() - chosen) as f64;
+                    n_r += chunk.len() - chosen;
+                }
+                metrics.push(("eval_kl".into(), kl));
+                let (c, r) = (sum_c / n_c.max(1) as f64, sum_r / n_r.max(1) as f64);
+                if n_c > 0 {
+                    metrics.push(("eval_rewards/chosen".into(), c));
+                }
+                if n_r > 0 {
+                    metrics.push(("eval_rewards/rejected".into(), r));
+                }
+                if n_c > 0 && n_r > 0 {
+                    metrics.push(("eval_rewards/margins".into(), c - r));
+                }
+            }
+            _ => return None,
         }
-        (n > 0).then(|| total / n as f64)
+        (n > 0).then(|| (total / n as f64, metrics))
     }
 
     /// A flag that, once set (e.g. by a Ctrl-C handler), ends the run after the current step
@@ -663,10 +724,10 @@ impl<'a> Trainer<'a> {
                 }
                 .max(1);
                 if (step + 1) % every == 0
-                    && let Some(l) = self.eval_loss()
+                    && let Some((l, metrics)) = self.evaluate()
                 {
                     info.eval_loss = Some(l);
-                    let entry = json!({
+                    let mut entry = json!({
                         "current_steps": step + 1,
                         "total_steps": self.total_steps,
                         "eval_loss": round(l, 4),
@@ -675,6 +736,11 @@ impl<'a> Trainer<'a> {
                         "percentage": round(100.0 * (step + 1) as f64 / self.total_steps as f64, 2),
                         "elapsed_time": hms(elapsed),
                     });
+                    if let Some(o) = entry.as_object_mut() {
+                        for (k, v) in metrics {
+                            o.insert(k, json!(v));
+                        }
+                    }
                     self.append_log(&entry)?;
                 }
             }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use lorafit_core::Settings;
 use lorafit_core::plan::Val;
+use lorafit_train::data::Encoded;
 use lorafit_train::{Model, TrainArgs, Trainer, data, make_device};
 
 mod common;
@@ -40,6 +41,12 @@ fn tiny_model() -> PathBuf {
 }
 
 fn train(model: &Path, keys: &[(&str, Val)]) -> Result<Vec<f64>, String> {
+    train_log(model, keys).map(|(losses, _)| losses)
+}
+
+/// A short run as `lorafit train` does it (data by stage, `val_size` / `eval_dataset` split):
+/// each step's loss and the trainer_log.jsonl written.
+fn train_log(model: &Path, keys: &[(&str, Val)]) -> Result<(Vec<f64>, String), String> {
     let out = tmp_dir("demo-run");
     let mut s = Settings::default();
     for (k, v) in [
@@ -67,20 +74,25 @@ fn train(model: &Path, keys: &[(&str, Val)]) -> Result<Vec<f64>, String> {
     let args = TrainArgs::from_settings(&s, model).map_err(|e| e.to_string())?;
     let device = make_device(args.backend, false).map_err(|e| e.to_string())?;
     let m = Model::load(&args.model_dir, &device).map_err(|e| e.to_string())?;
-    let mut t = if args.dpo.is_some() {
-        let (pairs, _) = data::load_pairs_report(&args).map_err(|e| e.to_string())?;
-        Trainer::new_pairs(args, &m, pairs).map_err(|e| e.to_string())?
+    let err = |e: lorafit_train::Error| e.to_string();
+    let encoded = if args.dpo.is_some() {
+        Encoded::Pairs(data::load_pairs_report(&args).map_err(err)?.0)
     } else if args.kto.is_some() {
-        let (fb, _) = data::load_feedback_report(&args).map_err(|e| e.to_string())?;
-        Trainer::new_feedback(args, &m, fb).map_err(|e| e.to_string())?
+        Encoded::Feedback(data::load_feedback_report(&args).map_err(err)?.0)
     } else {
-        let examples = data::load_dataset(&args).map_err(|e| e.to_string())?;
-        Trainer::new(args, &m, examples).map_err(|e| e.to_string())?
+        Encoded::Examples(data::load_dataset(&args).map_err(err)?)
     };
-    let summary = t.run(|_| {}).map_err(|e| e.to_string())?;
-    assert!(out.join("trainer_log.jsonl").is_file());
+    let (train, eval) = data::split_eval_data(&args, encoded).map_err(err)?;
+    let t = match train {
+        Encoded::Pairs(p) => Trainer::new_pairs(args, &m, p),
+        Encoded::Feedback(f) => Trainer::new_feedback(args, &m, f),
+        Encoded::Examples(e) => Trainer::new(args, &m, e),
+    };
+    let mut t = t.map_err(err)?.with_eval_data(eval);
+    let summary = t.run(|_| {}).map_err(err)?;
+    let log = std::fs::read_to_string(out.join("trainer_log.jsonl")).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&out);
-    Ok(summary.steps.iter().map(|s| s.loss).collect())
+    Ok((summary.steps.iter().map(|s| s.loss).collect(), log))
 }
 
 #[test]
@@ -163,6 +175,29 @@ fn demo_datasets_train_with_their_templates() {
             losses.iter().all(|l| l.is_finite() && *l > 0.0),
             "dpo {template}: {losses:?}"
         );
+    }
+    // Evaluation with the preference stages: val_size holds pairs / feedback out as LLaMA-Factory
+    // does, and the eval entry carries TRL's eval metrics.
+    for (stage, dataset, metric) in [
+        ("dpo", "dpo_en_demo", "eval_rewards/accuracies"),
+        ("kto", "kto_en_demo", "eval_kl"),
+    ] {
+        let keys = [
+            ("dataset", s(dataset)),
+            ("template", s("qwen3")),
+            ("stage", s(stage)),
+            ("val_size", Val::Float(0.25)),
+            ("eval_strategy", s("steps")),
+            ("eval_steps", Val::Int(2)),
+            ("per_device_eval_batch_size", Val::Int(4)),
+        ];
+        let (_, log) = train_log(&model, &keys).unwrap_or_else(|e| panic!("{stage} eval: {e}"));
+        let evals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"eval_loss\""))
+            .collect();
+        assert_eq!(evals.len(), 1, "{stage}: one eval at step 2: {log}");
+        assert!(evals[0].contains(metric), "{stage}: {}", evals[0]);
     }
     // KTO on kto_en_demo (desirable / undesirable through the template, rotated KL answers).
     let losses = train(

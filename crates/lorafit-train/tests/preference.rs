@@ -1,14 +1,16 @@
 //! `stage: dpo` and `stage: kto` with LoRA against LLaMA-Factory's DPO / KTO steps built from
 //! TRL 0.24's `dpo_loss` / `kto_loss` and LLaMA-Factory's `get_batch_logps` (fixtures from
 //! scripts/make_dpo_fixtures.py and scripts/make_kto_fixtures.py): every step's loss, TRL's
-//! metrics and the final adapter, on ndarray and wgpu.
+//! metrics and the final adapter, on ndarray and wgpu; then the eval of the final adapter
+//! (`eval_loss` and the `eval_*` metrics as LLaMA-Factory logs them) on the same data in batches
+//! of 3.
 
 use std::path::{Path, PathBuf};
 
 use lorafit_core::Settings;
 use lorafit_core::plan::Val;
 use lorafit_train::config::Backend;
-use lorafit_train::data::{Example, Feedback, Pair};
+use lorafit_train::data::{Encoded, Example, Feedback, Pair};
 use lorafit_train::weights::Weights;
 use lorafit_train::{Model, TrainArgs, Trainer, make_device};
 use serde_json::Value;
@@ -94,6 +96,11 @@ fn check(stage: &str, name: &str, backend: Backend, tol: f64) {
         ("logging_steps", Val::Int(1)),
         ("finetuning_type", Val::Str("lora".into())),
         ("plot_loss", Val::Bool(false)),
+        // Evaluate after the last step, on the fixture's data (given below, not read).
+        ("eval_strategy", Val::Str("steps".into())),
+        ("eval_steps", Val::Int(6)),
+        ("per_device_eval_batch_size", Val::Int(3)),
+        ("eval_dataset", Val::Str(format!("{stage}_data.json"))),
     ] {
         s.set(k, v).expect("key");
     }
@@ -101,8 +108,11 @@ fn check(stage: &str, name: &str, backend: Backend, tol: f64) {
     let device = make_device(args.backend, args.gradient_checkpointing).expect("device");
     let model = Model::load(&args.model_dir, &device).expect("model");
     let mut trainer = match data {
-        Data::Pairs(p) => Trainer::new_pairs(args, &model, p),
-        Data::Feedback(f) => Trainer::new_feedback(args, &model, f),
+        Data::Pairs(p) => {
+            Trainer::new_pairs(args, &model, p.clone()).map(|t| t.with_eval_data(Encoded::Pairs(p)))
+        }
+        Data::Feedback(f) => Trainer::new_feedback(args, &model, f.clone())
+            .map(|t| t.with_eval_data(Encoded::Feedback(f))),
     }
     .expect("trainer");
     let summary = trainer.run(|_| {}).expect("runs");
@@ -163,8 +173,33 @@ fn check(stage: &str, name: &str, backend: Backend, tol: f64) {
         first["kl"].is_number()
     };
     assert!(logged, "{first}");
+    let eval_line = log
+        .lines()
+        .find(|l| l.contains("\"eval_loss\""))
+        .expect("an eval entry after step 6");
+    let ev: Value = serde_json::from_str(eval_line).expect("json");
+    let want_eval = run["eval"].as_object().expect("the fixture's eval");
+    let mut worst_eval = 0.0f64;
+    for (k, theirs) in want_eval {
+        let theirs = theirs.as_f64().expect("number");
+        let key = if k == "eval_loss" {
+            "eval_loss_exact"
+        } else {
+            k
+        };
+        let ours = ev[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{stage} {name}: `{key}` missing from {ev}"));
+        let r = (ours - theirs).abs() / theirs.abs().max(1.0);
+        worst_eval = worst_eval.max(r);
+        assert!(
+            r <= tol,
+            "{stage} {name} on {}: {k} {ours} vs LLaMA-Factory/TRL {theirs}",
+            backend.name()
+        );
+    }
     eprintln!(
-        "{stage} {name} on {}: worst loss rel {worst:.2e}, adapter {worst_w:.2e}",
+        "{stage} {name} on {}: worst loss rel {worst:.2e}, adapter {worst_w:.2e}, eval {worst_eval:.2e}",
         backend.name()
     );
     let _ = std::fs::remove_dir_all(&out);
