@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use lorafit_core::Settings;
 use lorafit_core::plan::Val;
 use lorafit_train::data::Encoded;
+use lorafit_train::model::BaseWeight;
 use lorafit_train::{Model, TrainArgs, Trainer, data, make_device};
 
 mod common;
@@ -73,7 +74,17 @@ fn train_log(model: &Path, keys: &[(&str, Val)]) -> Result<(Vec<f64>, String), S
     }
     let args = TrainArgs::from_settings(&s, model).map_err(|e| e.to_string())?;
     let device = make_device(args.backend, false).map_err(|e| e.to_string())?;
-    let m = Model::load(&args.model_dir, &device).map_err(|e| e.to_string())?;
+    let m =
+        Model::load_quantized(&args.model_dir, &device, args.quant).map_err(|e| e.to_string())?;
+    let quantized = m
+        .linears()
+        .iter()
+        .any(|l| !matches!(l.weight, BaseWeight::Dense(_)));
+    assert_eq!(
+        quantized,
+        args.quant.is_some(),
+        "quantization_bit loads a quantized base"
+    );
     let err = |e: lorafit_train::Error| e.to_string();
     let encoded = if args.dpo.is_some() {
         Encoded::Pairs(data::load_pairs_report(&args).map_err(err)?.0)
@@ -162,14 +173,18 @@ fn demo_datasets_train_with_their_templates() {
             what.join(" ")
         );
     }
-    // DPO on the pairwise demo data (chosen and rejected through the template).
-    for template in ["qwen3", "llama3"] {
-        let keys = [
+    // DPO on the pairwise demo data (chosen and rejected through the template), LoRA and QLoRA
+    // (the reference is the 4-bit base with the adapter disabled).
+    for (template, bits) in [("qwen3", 0), ("llama3", 0), ("qwen3", 4)] {
+        let mut keys = vec![
             ("dataset", s("dpo_en_demo,dpo_zh_demo")),
             ("template", s(template)),
             ("stage", s("dpo")),
             ("pref_beta", Val::Float(0.1)),
         ];
+        if bits > 0 {
+            keys.push(("quantization_bit", Val::Int(bits)));
+        }
         let losses = train(&model, &keys).unwrap_or_else(|e| panic!("dpo {template}: {e}"));
         assert!(
             losses.iter().all(|l| l.is_finite() && *l > 0.0),
