@@ -340,6 +340,10 @@ def cases():
                     "cutoff_len": 1024, "mix_strategy": mix})
     out.append({"stage": "sft", "template": "qwen", "dataset": "glaive_toolcall_en_demo", "cutoff_len": 1024,
                 "tool_format": "glm4_moe"})
+    # Tool formats whose own templates are not in TEMPLATES_TESTED, through `tool_format` on qwen.
+    for fmt in ("ling", "minimax1", "minimax2", "seed_oss"):
+        for ds in ("glaive_toolcall_en_demo", "glaive_toolcall_zh_demo", "parallel_tools_demo"):
+            out.append({"stage": "sft", "template": "qwen", "dataset": ds, "cutoff_len": 1024, "tool_format": fmt})
     out.append({"stage": "sft", "template": "qwen3", "dataset": "alpaca_zh_demo", "cutoff_len": 1024,
                 "default_system": "你是一个乐于助人的助手。"})
     out.append({"stage": "sft", "template": "qwen3", "dataset": "alpaca_en_demo", "cutoff_len": 1024,

@@ -16,7 +16,8 @@ pub struct FunctionCall {
 /// The tool formats lorafit renders (LLaMA-Factory has more; the others are an error when a
 /// dataset has tools).
 pub const TOOL_FORMATS: &[&str] = &[
-    "default", "glm4", "glm4_moe", "llama3", "mistral", "qwen", "qwen3_5",
+    "default", "glm4", "glm4_moe", "llama3", "ling", "minimax1", "minimax2", "mistral", "qwen",
+    "qwen3_5", "seed_oss",
 ];
 
 fn unsupported(format: &str) -> Error {
@@ -258,6 +259,31 @@ pub fn format_tools(format: &str, tools_json: &str, today: &str) -> Result<Strin
             }
             py_format(prompt("qwen35")?, &[("tool_text", &text)])
         }
+        "ling" => {
+            for tool in &list {
+                text.push('\n');
+                text.push_str(&wrap_function(tool).dumps());
+            }
+            Ok(py_format(prompt("ling")?, &[("tool_text", &text)])? + "\ndetailed thinking off")
+        }
+        "minimax1" | "minimax2" => {
+            let m2 = format == "minimax2";
+            for tool in &list {
+                let t = unwrap_function(tool, false).dumps();
+                text.push_str(&if m2 {
+                    format!("<tool>{t}</tool>\n")
+                } else {
+                    t + "\n"
+                });
+            }
+            let name = if m2 { "minimax_m2" } else { "minimax_m1" };
+            py_format(prompt(name)?, &[("tool_text", &text)])
+        }
+        // Seed-OSS prints the column's JSON as parsed (a list, or a single object).
+        "seed_oss" => py_format(
+            prompt("seed")?,
+            &[("tool_text", &format!("\n{}", tools.dumps()))],
+        ),
         other => Err(unsupported(other)),
     }
 }
@@ -325,7 +351,7 @@ pub fn format_calls(format: &str, calls: &[FunctionCall]) -> Result<String> {
                 .collect::<Result<Vec<_>>>()?;
             Ok(Json::Array(objs).dumps())
         }
-        "qwen" => Ok(calls
+        "qwen" | "ling" => Ok(calls
             .iter()
             .map(|f| {
                 let obj = object(vec![
@@ -353,6 +379,49 @@ pub fn format_calls(format: &str, calls: &[FunctionCall]) -> Result<String> {
             })
             .collect::<Result<Vec<_>>>()?
             .join("\n")),
+        // minimax1: one JSON object per line inside <tool_calls>.
+        "minimax1" => {
+            let lines = calls
+                .iter()
+                .map(|f| {
+                    Ok(object(vec![
+                        ("name", Json::Str(f.name.clone())),
+                        ("arguments", parse_arguments(f)?),
+                    ])
+                    .dumps())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(format!("<tool_calls>\n{}\n</tool_calls>", lines.join("\n")))
+        }
+        "minimax2" => Ok(calls
+            .iter()
+            .map(|f| {
+                let args = parse_arguments(f)?;
+                let mut s = format!("<invoke name=\"{}\">", f.name);
+                for (k, v) in items_of(&args, f)? {
+                    s.push_str(&format!(
+                        "\n<parameter name=\"{k}\">{}</parameter>",
+                        value_text(v)
+                    ));
+                }
+                s.push_str("\n</invoke>");
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .join("\n")),
+        "seed_oss" => Ok(calls
+            .iter()
+            .map(|f| {
+                let args = parse_arguments(f)?;
+                let mut s = format!("\n<seed:tool_call>\n<function={}", f.name);
+                for (k, v) in items_of(&args, f)? {
+                    s.push_str(&format!("\n<parameter={k}>{}</parameter>", value_text(v)));
+                }
+                s.push_str("\n</function>\n</seed:tool_call>");
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .join("\n")),
         "glm4_moe" => Ok(calls
             .iter()
             .map(|f| {
@@ -372,6 +441,14 @@ pub fn format_calls(format: &str, calls: &[FunctionCall]) -> Result<String> {
             .collect::<Result<Vec<_>>>()?
             .join("\n")),
         other => Err(unsupported(other)),
+    }
+}
+
+/// An argument value as the XML-style formats print it: a string as is, anything else as JSON.
+fn value_text(v: &Json) -> String {
+    match v {
+        Json::Str(s) => s.clone(),
+        other => other.dumps(),
     }
 }
 
