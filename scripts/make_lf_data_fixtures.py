@@ -341,7 +341,7 @@ def cases():
     out.append({"stage": "sft", "template": "qwen", "dataset": "glaive_toolcall_en_demo", "cutoff_len": 1024,
                 "tool_format": "glm4_moe"})
     # Tool formats whose own templates are not in TEMPLATES_TESTED, through `tool_format` on qwen.
-    for fmt in ("ling", "minimax1", "minimax2", "seed_oss"):
+    for fmt in ("gemma4", "lfm2", "ling", "minimax1", "minimax2", "seed_oss"):
         for ds in ("glaive_toolcall_en_demo", "glaive_toolcall_zh_demo", "parallel_tools_demo"):
             out.append({"stage": "sft", "template": "qwen", "dataset": ds, "cutoff_len": 1024, "tool_format": fmt})
     out.append({"stage": "sft", "template": "qwen3", "dataset": "alpaca_zh_demo", "cutoff_len": 1024,

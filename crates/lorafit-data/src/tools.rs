@@ -16,8 +16,8 @@ pub struct FunctionCall {
 /// The tool formats lorafit renders (LLaMA-Factory has more; the others are an error when a
 /// dataset has tools).
 pub const TOOL_FORMATS: &[&str] = &[
-    "default", "glm4", "glm4_moe", "llama3", "ling", "minimax1", "minimax2", "mistral", "qwen",
-    "qwen3_5", "seed_oss",
+    "default", "gemma4", "glm4", "glm4_moe", "lfm2", "llama3", "ling", "minimax1", "minimax2",
+    "mistral", "qwen", "qwen3_5", "seed_oss",
 ];
 
 fn unsupported(format: &str) -> Error {
@@ -279,12 +279,117 @@ pub fn format_tools(format: &str, tools_json: &str, today: &str) -> Result<Strin
             let name = if m2 { "minimax_m2" } else { "minimax_m1" };
             py_format(prompt(name)?, &[("tool_text", &text)])
         }
+        "gemma4" => Ok(list
+            .iter()
+            .map(|t| gemma4_declaration(&unwrap_function(t, true)))
+            .collect::<Result<Vec<_>>>()?
+            .join("\n")),
+        "lfm2" => {
+            let tools = Json::Array(list.iter().map(|t| unwrap_function(t, true)).collect());
+            py_format(prompt("lfm2")?, &[("tool_text", &tools.dumps())])
+        }
         // Seed-OSS prints the column's JSON as parsed (a list, or a single object).
         "seed_oss" => py_format(
             prompt("seed")?,
             &[("tool_text", &format!("\n{}", tools.dumps()))],
         ),
         other => Err(unsupported(other)),
+    }
+}
+
+/// `v.get(k)` when Python would find it truthy.
+fn truthy<'a>(v: &'a Json, k: &str) -> Option<&'a Json> {
+    v.get(k).filter(|x| x.truthy())
+}
+
+/// Gemma 4's `declaration:NAME{description:<|"|>…<|"|>,parameters:{…},response:{…}}`.
+fn gemma4_declaration(f: &Json) -> Result<String> {
+    const Q: &str = "<|\"|>";
+    let upper = |v: &Json| py_str(v).to_uppercase();
+    let mut d = format!(
+        "declaration:{}{{description:{Q}{}{Q}",
+        py_str(field(f, "name")?),
+        get_str(f, "description")
+    );
+    if let Some(params) = truthy(f, "parameters") {
+        let mut parts = Vec::new();
+        if let Some(props) = truthy(params, "properties") {
+            let props = props
+                .as_object()
+                .ok_or_else(|| bad_tools("`properties` must be an object"))?;
+            let items: Vec<String> = props
+                .iter()
+                .map(|(name, schema)| {
+                    let mut item = Vec::new();
+                    if let Some(desc) = truthy(schema, "description") {
+                        item.push(format!("description:{Q}{}{Q}", py_str(desc)));
+                    }
+                    if let Some(t) = truthy(schema, "type") {
+                        item.push(format!("type:{Q}{}{Q}", upper(t)));
+                    }
+                    format!("{name}:{{{}}}", item.join(","))
+                })
+                .collect();
+            parts.push(format!("properties:{{{}}}", items.join(",")));
+        }
+        if let Some(req) = truthy(params, "required") {
+            let req = req
+                .as_array()
+                .ok_or_else(|| bad_tools("`required` must be a list"))?;
+            let names: Vec<String> = req.iter().map(|r| format!("{Q}{}{Q}", py_str(r))).collect();
+            parts.push(format!("required:[{}]", names.join(",")));
+        }
+        if let Some(t) = truthy(params, "type") {
+            parts.push(format!("type:{Q}{}{Q}", upper(t)));
+        }
+        d.push_str(&format!(",parameters:{{{}}}", parts.join(",")));
+    }
+    if let Some(resp) = truthy(f, "response") {
+        let mut parts = Vec::new();
+        if let Some(desc) = truthy(resp, "description") {
+            parts.push(format!("description:{Q}{}{Q}", py_str(desc)));
+        }
+        let t = resp.get("type").map(upper).unwrap_or_default();
+        if t == "OBJECT" {
+            parts.push(format!("type:{Q}{t}{Q}"));
+        }
+        d.push_str(&format!(",response:{{{}}}", parts.join(",")));
+    }
+    d.push('}');
+    Ok(d)
+}
+
+/// Gemma 4's argument syntax: strings in `<|"|>` quotes, keys sorted, Python's `str` of numbers.
+fn gemma4_value(v: &Json, escape_keys: bool) -> String {
+    const Q: &str = "<|\"|>";
+    match v {
+        Json::Str(s) => format!("{Q}{s}{Q}"),
+        Json::Bool(b) => if *b { "true" } else { "false" }.into(),
+        Json::Null => "null".into(),
+        Json::Object(o) => {
+            let mut keys: Vec<&(String, Json)> = o.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            let items: Vec<String> = keys
+                .iter()
+                .map(|(k, v)| {
+                    let k = if escape_keys {
+                        format!("{Q}{k}{Q}")
+                    } else {
+                        k.clone()
+                    };
+                    format!("{k}:{}", gemma4_value(v, escape_keys))
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        Json::Array(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(|x| gemma4_value(x, escape_keys))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => py_str(other),
     }
 }
 
@@ -379,6 +484,46 @@ pub fn format_calls(format: &str, calls: &[FunctionCall]) -> Result<String> {
             })
             .collect::<Result<Vec<_>>>()?
             .join("\n")),
+        "gemma4" => Ok(calls
+            .iter()
+            .map(|f| {
+                let args = match Json::parse(&f.arguments) {
+                    Ok(Json::Object(o)) => {
+                        let mut o = o;
+                        o.sort_by(|a, b| a.0.cmp(&b.0));
+                        o.iter()
+                            .map(|(k, v)| format!("{k}:{}", gemma4_value(v, false)))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }
+                    Ok(Json::Str(s)) => s,
+                    Ok(other) => gemma4_value(&other, false),
+                    Err(_) => f.arguments.clone(),
+                };
+                format!("<|tool_call>call:{}{{{args}}}<tool_call|>", f.name)
+            })
+            .collect::<String>()),
+        // LFM2: a Python list of calls with keyword arguments (strings quoted as is).
+        "lfm2" => {
+            let texts = calls
+                .iter()
+                .map(|f| {
+                    let args = parse_arguments(f)?;
+                    let kwargs: Vec<String> = items_of(&args, f)?
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Json::Str(s) => format!("{k}=\"{s}\""),
+                            other => format!("{k}={}", other.dumps()),
+                        })
+                        .collect();
+                    Ok(format!("{}({})", f.name, kwargs.join(", ")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(format!(
+                "<|tool_call_start|>[{}]<|tool_call_end|>",
+                texts.join(", ")
+            ))
+        }
         // minimax1: one JSON object per line inside <tool_calls>.
         "minimax1" => {
             let lines = calls
