@@ -48,7 +48,7 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     );
     let model = Model::load_quantized(&args.model_dir, &device, args.quant)
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
-    let (data, report) = if args.dpo.is_some() {
+    let (data, report) = if args.dpo.is_some() || args.stage == "rm" {
         let (p, r) = data::load_pairs_report(&args)?;
         (Encoded::Pairs(p), r)
     } else if args.kto.is_some() {

@@ -398,8 +398,8 @@ fn train_rejects_bad_configs() {
     // Stages and methods `lorafit estimate` knows but the trainer does not run.
     for (key, needle) in [
         (
-            "stage: rm",
-            "lorafit train runs pretraining (pt), supervised fine-tuning (sft), DPO (dpo) and KTO (kto)",
+            "stage: ppo\nreward_model: saves/rm",
+            "lorafit train runs pretraining (pt), supervised fine-tuning (sft), reward modelling (rm), DPO (dpo) and KTO (kto)",
         ),
         (
             "stage: dpo\npref_loss: orpo",

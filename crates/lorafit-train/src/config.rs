@@ -91,7 +91,7 @@ pub struct TrainArgs {
     pub dataset_dir: PathBuf,
     /// `template` (LLaMA-Factory's name); none: pt data only.
     pub template: Option<String>,
-    /// `stage`: pt, sft, dpo or kto.
+    /// `stage`: pt, sft, rm, dpo or kto.
     pub stage: String,
     /// `stage: dpo`: TRL's sigmoid loss with these.
     pub dpo: Option<DpoArgs>,
@@ -100,6 +100,9 @@ pub struct TrainArgs {
     /// Evaluation: `eval_dataset`, or `val_size` of the training data held out; every
     /// `eval_steps` (`eval_strategy: steps`) or each epoch; `per_device_eval_batch_size`.
     pub eval: Option<EvalArgs>,
+    /// `stage: rm`: dropout on the hidden states before the value head (trl's
+    /// `summary_dropout_prob`, 0.1 as LLaMA-Factory loads it; not a LLaMA-Factory key).
+    pub value_head_dropout: f64,
     /// `val_size`: rows held out of the training data (LLaMA-Factory holds them out even when
     /// `eval_strategy` is `no`).
     pub val_size: f64,
@@ -159,7 +162,7 @@ impl TrainArgs {
             template: self.template.clone(),
             stage: match self.stage.as_str() {
                 "pt" => lorafit_data::Stage::Pt,
-                "dpo" => lorafit_data::Stage::Pairwise,
+                "rm" | "dpo" => lorafit_data::Stage::Pairwise,
                 "kto" => lorafit_data::Stage::Kto,
                 _ => lorafit_data::Stage::Sft,
             },
@@ -251,11 +254,11 @@ impl TrainArgs {
             }
         }
         let stage = s.str("stage").unwrap_or("sft").to_string();
-        if !matches!(stage.as_str(), "sft" | "pt" | "dpo" | "kto") {
+        if !matches!(stage.as_str(), "sft" | "pt" | "rm" | "dpo" | "kto") {
             return Err(unsupported(
                 "stage",
                 &Val::Str(stage),
-                "lorafit train runs pretraining (pt), supervised fine-tuning (sft), DPO (dpo) and KTO (kto); `lorafit estimate` covers the other stages",
+                "lorafit train runs pretraining (pt), supervised fine-tuning (sft), reward modelling (rm), DPO (dpo) and KTO (kto); `lorafit estimate` covers the other stages",
             ));
         }
         if matches!(stage.as_str(), "dpo" | "kto")
@@ -458,6 +461,7 @@ impl TrainArgs {
             kto,
             eval,
             val_size: s.float("val_size").unwrap_or(0.0),
+            value_head_dropout: 0.1,
             neat_packing: s.bool("neat_packing", false),
             masking,
             batch_size: plan.batch_size as usize,

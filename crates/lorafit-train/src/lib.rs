@@ -16,6 +16,7 @@ pub mod quant_ops;
 mod quant_wgsl;
 pub mod random;
 pub mod trainer;
+pub mod value_head;
 pub mod weights;
 
 pub use config::{Backend, TrainArgs};

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::model::{Model, StepRng, target_paths};
+use crate::value_head::{self, ValueHead};
 use crate::weights::{HostTensor, Weights, save_f32, write_atomic};
 
 /// Rank, alpha, dropout, rsLoRA and targets (`all` expanded to the model's linear names).
@@ -91,6 +92,8 @@ fn rng_active(rng: &StepRng) -> bool {
 pub struct Adapter {
     spec: LoraSpec,
     layers: BTreeMap<String, LoraWeights>,
+    /// `stage: rm`: the reward model's value head, trained and saved with the adapter.
+    pub value_head: Option<ValueHead>,
 }
 
 /// The tensor names PEFT uses.
@@ -142,7 +145,11 @@ impl Adapter {
                 },
             );
         }
-        Ok(Adapter { spec, layers })
+        Ok(Adapter {
+            spec,
+            layers,
+            value_head: None,
+        })
     }
 
     /// Read a PEFT adapter directory. Its own r / alpha / targets / rsLoRA win over the config's.
@@ -240,7 +247,11 @@ impl Adapter {
                 format!("tensor `{extra}` does not belong to a LoRA layer of this model"),
             ));
         }
-        Ok(Adapter { spec, layers })
+        Ok(Adapter {
+            spec,
+            layers,
+            value_head: None,
+        })
     }
 
     /// No adapter: the base model's forward (for generation or evaluation without one).
@@ -255,6 +266,7 @@ impl Adapter {
                 dora: false,
             },
             layers: BTreeMap::new(),
+            value_head: None,
         }
     }
 
@@ -264,6 +276,7 @@ impl Adapter {
         Adapter {
             spec: self.spec.clone(),
             layers: BTreeMap::new(),
+            value_head: None,
         }
     }
 
@@ -277,8 +290,10 @@ impl Adapter {
 
     /// Trainable tensors in a fixed order (A, B, and DoRA's magnitude `[1, out]` per layer,
     /// layers sorted by path).
+    /// Then the value head's weight and bias, when there is one.
     pub fn params(&self) -> Vec<(String, &Tensor<2>)> {
-        self.layers
+        let mut out: Vec<(String, &Tensor<2>)> = self
+            .layers
             .iter()
             .flat_map(|(p, l)| {
                 let mut v = vec![(peft_key(p, 'A'), &l.a), (peft_key(p, 'B'), &l.b)];
@@ -287,7 +302,12 @@ impl Adapter {
                 }
                 v
             })
-            .collect()
+            .collect();
+        if let Some(h) = &self.value_head {
+            out.push((value_head::WEIGHT.to_string(), &h.weight));
+            out.push((value_head::BIAS.to_string(), &h.bias));
+        }
+        out
     }
 
     /// Replace the tensors, in the order of [`Adapter::params`].
@@ -301,6 +321,12 @@ impl Adapter {
             if l.magnitude.is_some() {
                 l.magnitude = new.pop();
             }
+        }
+        if let Some(h) = &mut self.value_head
+            && let (Some(w), Some(b)) = (new.pop(), new.pop())
+        {
+            h.weight = w;
+            h.bias = b;
         }
     }
 
@@ -316,6 +342,7 @@ impl Adapter {
     pub fn to_host(&self) -> Result<BTreeMap<String, HostTensor>> {
         self.params()
             .into_iter()
+            .filter(|(k, _)| !k.starts_with("v_head."))
             .map(|(k, t)| {
                 let mut h = host_of(t)?;
                 if k.ends_with("lora_magnitude_vector") {
@@ -326,10 +353,14 @@ impl Adapter {
             .collect()
     }
 
-    /// Write `adapter_config.json` + `adapter_model.safetensors` into `dir` (each atomically).
+    /// Write `adapter_config.json` + `adapter_model.safetensors` (and `value_head.safetensors`
+    /// with a value head) into `dir`, each atomically.
     pub fn save(&self, dir: &Path, base_model: &str) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         save_f32(&dir.join("adapter_model.safetensors"), &self.to_host()?)?;
+        if let Some(h) = &self.value_head {
+            h.save(dir)?;
+        }
         let cfg = json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
@@ -361,6 +392,10 @@ impl Adapter {
             l.a = l.a.clone().detach().require_grad();
             l.b = l.b.clone().detach().require_grad();
             l.magnitude = l.magnitude.take().map(|m| m.detach().require_grad());
+        }
+        if let Some(h) = &mut self.value_head {
+            h.weight = h.weight.clone().detach().require_grad();
+            h.bias = h.bias.clone().detach().require_grad();
         }
     }
 }

@@ -542,6 +542,13 @@ impl Model {
     /// example's `position_ids` (empty: 0, 1, 2, …), attention confined to its `segment_ids`
     /// sub-sequences when it has them (`neat_packing`).
     pub fn logits(&self, batch: &[&Example], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
+        self.hidden(batch, adapter, rng)
+            .matmul(self.lm_head_t.clone())
+    }
+
+    /// The last hidden states `[batch·len, hidden]` (after the final norm: transformers'
+    /// `hidden_states[-1]`, what a value head reads), rows right-padded to the longest.
+    pub fn hidden(&self, batch: &[&Example], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
         let (_, _, nh, ..) = self.config.dims();
         let b = batch.len();
         let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
@@ -586,7 +593,7 @@ impl Model {
                 .expand([b, nh, len, len])
         };
         let x = self.decoder(x, [b, len], (&cos, &sin), &mask, adapter, rng, None);
-        self.norm.forward(x).matmul(self.lm_head_t.clone())
+        self.norm.forward(x)
     }
 
     /// The decoder layers on `x` `[b·len, hidden]`. With a `cache`, the keys and values of earlier

@@ -57,6 +57,8 @@ pub struct AdamW {
     pub step: u64,
     pub exp_avg: Vec<Tensor<2>>,
     pub exp_avg_sq: Vec<Tensor<2>>,
+    /// Tensors weight decay skips (transformers leaves biases out of the decay group).
+    pub no_decay: Vec<bool>,
 }
 
 impl AdamW {
@@ -66,6 +68,7 @@ impl AdamW {
             step: 0,
             exp_avg: params.iter().map(|p| p.zeros_like()).collect(),
             exp_avg_sq: params.iter().map(|p| p.zeros_like()).collect(),
+            no_decay: vec![false; params.len()],
         }
     }
 
@@ -84,7 +87,7 @@ impl AdamW {
         let step_size = lr / bias1;
         let mut out = Vec::with_capacity(params.len());
         for (i, (p, g)) in params.into_iter().zip(grads).enumerate() {
-            let p = if c.weight_decay != 0.0 {
+            let p = if c.weight_decay != 0.0 && !self.no_decay.get(i).copied().unwrap_or(false) {
                 p * (1.0 - lr * c.weight_decay)
             } else {
                 p

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec, host_of};
 use crate::model::{Model, StepRng};
 use crate::optim::{AdamW, clip, lr_at};
+use crate::value_head::ValueHead;
 use crate::weights::{HostTensor, Weights, save_f32, write_atomic};
 
 /// What happened at one optimizer step (for progress bars and tests).
@@ -281,8 +282,10 @@ impl<'a> Trainer<'a> {
     /// disabled; TRL's sigmoid loss with `pref_beta`, `dpo_label_smoothing`, plus `pref_ftx` × the
     /// chosen answers' per-token NLL, as LLaMA-Factory's DPO trainer).
     pub fn new_pairs(args: TrainArgs, model: &'a Model, pairs: Vec<Pair>) -> Result<Self> {
-        if args.dpo.is_none() {
-            return Err(Error::Invalid("pairs are trained with `stage: dpo`".into()));
+        if args.dpo.is_none() && args.stage != "rm" {
+            return Err(Error::Invalid(
+                "pairs are trained with `stage: dpo` or `stage: rm`".into(),
+            ));
         }
         let chosen = pairs.iter().map(|p| p.chosen.clone()).collect();
         let mut t = Self::new(args, model, chosen)?;
@@ -312,7 +315,7 @@ impl<'a> Trainer<'a> {
 
     /// The per-step metrics this run logs (DPO's, KTO's, or none).
     fn metric_names(&self) -> &'static [&'static str] {
-        if self.pairs.is_some() {
+        if self.pairs.is_some() && self.args.dpo.is_some() {
             &DPO_METRICS
         } else if self.feedback.is_some() {
             &KTO_METRICS
@@ -382,9 +385,30 @@ impl<'a> Trainer<'a> {
             })?),
             Resume::Dir(d) => Some(d.clone()),
         };
+        // `stage: rm`: the value head from the directory the run continues (the checkpoint, the
+        // adapter, or the model, as LLaMA-Factory looks), else a fresh one.
+        let hidden = model.config.arch.hidden_size as usize;
+        let with_head = |mut a: Adapter, dirs: &[&Path]| -> Result<Adapter> {
+            if args.stage == "rm" {
+                let mut head = None;
+                for d in dirs {
+                    head = ValueHead::load(d, hidden, args.value_head_dropout, &device)?;
+                    if head.is_some() {
+                        break;
+                    }
+                }
+                a.value_head = Some(head.unwrap_or_else(|| {
+                    ValueHead::init(hidden, args.seed, args.value_head_dropout, &device)
+                }));
+            }
+            Ok(a)
+        };
         let (adapter, optimizer, saved) = match &resume_dir {
             Some(dir) => {
-                let adapter = Adapter::load(dir, model, args.lora_dropout, &device)?;
+                let adapter = with_head(
+                    Adapter::load(dir, model, args.lora_dropout, &device)?,
+                    &[dir.as_path()],
+                )?;
                 let (opt, saved) = load_state(
                     dir,
                     &adapter,
@@ -395,8 +419,14 @@ impl<'a> Trainer<'a> {
             }
             None => {
                 let adapter = match &args.adapter_dir {
-                    Some(d) => Adapter::load(d, model, args.lora_dropout, &device)?,
-                    None => Adapter::init(model, spec, args.seed, &device)?,
+                    Some(d) => with_head(
+                        Adapter::load(d, model, args.lora_dropout, &device)?,
+                        &[d.as_path(), args.model_dir.as_path()],
+                    )?,
+                    None => with_head(
+                        Adapter::init(model, spec, args.seed, &device)?,
+                        &[args.model_dir.as_path()],
+                    )?,
                 };
                 let params: Vec<Tensor<2>> = adapter
                     .params()
@@ -410,6 +440,13 @@ impl<'a> Trainer<'a> {
             Some(s) => (s.step, s.log_history),
             None => (0, Vec::new()),
         };
+        let mut optimizer = optimizer;
+        // transformers' parameter groups: no weight decay on biases (the value head's).
+        optimizer.no_decay = adapter
+            .params()
+            .iter()
+            .map(|(k, _)| k.ends_with("bias"))
+            .collect();
         Ok(Trainer {
             args,
             model,
@@ -488,6 +525,23 @@ impl<'a> Trainer<'a> {
                 for (name, s) in DPO_METRICS.iter().zip(sums) {
                     metrics.push((format!("eval_{name}"), s / batches.max(1) as f64));
                 }
+            }
+            (Encoded::Pairs(pairs), None, _) => {
+                // LLaMA-Factory's reward-model eval: the pairwise loss and ComputeAccuracy (the
+                // share of pairs whose chosen score beats the rejected one).
+                let mut right = 0usize;
+                let idx: Vec<usize> = (0..pairs.len()).collect();
+                for chunk in idx.chunks(bs) {
+                    let (c, r) = self.rm_scores(pairs, chunk, &mut StepRng::eval());
+                    total += scalar(rm_loss(c.clone(), r.clone())) * chunk.len() as f64;
+                    n += chunk.len();
+                    right += host(c)
+                        .iter()
+                        .zip(host(r))
+                        .filter(|(c, r)| **c > *r)
+                        .count();
+                }
+                metrics.push(("eval_accuracy".into(), right as f64 / n.max(1) as f64));
             }
             (Encoded::Feedback(fb), _, Some(kto)) => {
                 let (mut kl, mut sum_c, mut n_c, mut sum_r, mut n_r) = (0.0, 0.0, 0, 0.0, 0);
@@ -582,6 +636,10 @@ impl<'a> Trainer<'a> {
                                 *acc += v / batches.len() as f64;
                             }
                             loss
+                        }
+                        (Some(pairs), None, _, _) => {
+                            let (c, r) = self.rm_scores(pairs, mb, &mut rng);
+                            rm_loss(c, r) / batches.len() as f64
                         }
                         (_, _, Some(fb), Some(kto)) => {
                             let (loss, m) = self.kto_loss(fb, mb, kto, batches.len());
@@ -894,6 +952,35 @@ impl<'a> Trainer<'a> {
         )
     }
 
+    /// `stage: rm`: the value head's score at each sequence's last token, chosen `[b]` and
+    /// rejected `[b]`, from one forward over chosen then rejected (LLaMA-Factory's pairwise batch).
+    fn rm_scores(&self, pairs: &[Pair], mb: &[usize], rng: &mut StepRng) -> (Tensor<1>, Tensor<1>) {
+        let b = mb.len();
+        let batch: Vec<&Example> = mb
+            .iter()
+            .map(|&i| &pairs[i].chosen)
+            .chain(mb.iter().map(|&i| &pairs[i].rejected))
+            .collect();
+        let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let hidden = self.model.hidden(&batch, &self.adapter, rng);
+        let head = self
+            .adapter
+            .value_head
+            .as_ref()
+            .expect("a stage: rm trainer is built with a value head");
+        let values = head.forward(hidden, rng).reshape([2 * b, len]);
+        let last: Vec<i64> = batch
+            .iter()
+            .map(|e| e.input_ids.len().saturating_sub(1) as i64)
+            .collect();
+        let idx: Tensor<2, burn::tensor::Int> = Tensor::from_data(
+            burn::tensor::TensorData::new(last, [2 * b, 1]),
+            self.model.device(),
+        );
+        let scores = values.gather(1, idx).reshape([2 * b]);
+        (scores.clone().slice(0..b), scores.slice(b..2 * b))
+    }
+
     /// One micro-batch of KTO feedback: the targets with gradients, their KL completions without
     /// (adapter on), the reference of both with the adapter disabled; TRL's `kto_loss`, its mean
     /// over the micro-batch, `pref_ftx` × the desirable answers' per-token NLL rescaled as
@@ -1007,6 +1094,11 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// LLaMA-Factory's pairwise loss: −log σ(chosen − rejected), the mean over the pairs.
+fn rm_loss(chosen: Tensor<1>, rejected: Tensor<1>) -> Tensor<1> {
+    burn::tensor::activation::softplus(rejected - chosen, 1.0).mean()
+}
+
 /// Put a plain tensor back on `device`'s autodiff context (with its checkpointing strategy).
 fn attach(t: Tensor<2>, device: &Device) -> Tensor<2> {
     let t = t.autodiff();
@@ -1082,6 +1174,7 @@ fn load_state(
         AdamW {
             config,
             step: opt_step,
+            no_decay: vec![false; exp_avg.len()],
             exp_avg,
             exp_avg_sq,
         },

@@ -86,7 +86,7 @@ fn train_log(model: &Path, keys: &[(&str, Val)]) -> Result<(Vec<f64>, String), S
         "quantization_bit loads a quantized base"
     );
     let err = |e: lorafit_train::Error| e.to_string();
-    let encoded = if args.dpo.is_some() {
+    let encoded = if args.dpo.is_some() || args.stage == "rm" {
         Encoded::Pairs(data::load_pairs_report(&args).map_err(err)?.0)
     } else if args.kto.is_some() {
         Encoded::Feedback(data::load_feedback_report(&args).map_err(err)?.0)
@@ -229,16 +229,36 @@ fn demo_datasets_train_with_their_templates() {
         losses.iter().all(|l| l.is_finite() && *l > 0.0),
         "kto: {losses:?}"
     );
-    // rm is estimated, not trained.
+    // A reward model (LoRA + value head) on the pairwise demo data, evaluated on a held-out
+    // quarter: the eval entry has LLaMA-Factory's eval_accuracy.
+    let (losses, log) = train_log(
+        &model,
+        &[
+            ("dataset", s("dpo_en_demo,dpo_zh_demo")),
+            ("template", s("qwen3")),
+            ("stage", s("rm")),
+            ("val_size", Val::Float(0.25)),
+            ("eval_strategy", s("steps")),
+            ("eval_steps", Val::Int(2)),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("rm: {e}"));
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "rm: {losses:?}"
+    );
+    assert!(log.contains("eval_accuracy"), "{log}");
+    // ppo is estimated, not trained.
     let e = train(
         &model,
         &[
             ("dataset", s("dpo_en_demo")),
             ("template", s("qwen3")),
-            ("stage", s("rm")),
+            ("stage", s("ppo")),
+            ("reward_model", s("saves/rm")),
         ],
     )
-    .expect_err("rm");
-    assert!(e.contains("`stage: rm`") && e.contains("kto"), "{e}");
+    .expect_err("ppo");
+    assert!(e.contains("`stage: ppo`") && e.contains("rm"), "{e}");
     let _ = std::fs::remove_dir_all(&model);
 }
