@@ -38,6 +38,7 @@ except Exception:
     sys.modules["torchaudio"] = _ta
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+import transformers  # noqa: E402
 from transformers import AutoTokenizer, Seq2SeqTrainingArguments  # noqa: E402
 
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer  # noqa: E402
@@ -211,6 +212,11 @@ DATASET_INFO = {
                     "columns": {"messages": "messages", "kto_tag": "label"},
                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                              "assistant_tag": "assistant"}},
+    # num_samples: fewer rows than the file (a permutation's head) and more (repeats drawn).
+    "alpaca_en_sampled": {"file_name": "alpaca_en_demo.json", "num_samples": 3,
+                          "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                                      "system": "system", "history": "history"}},
+    "identity_x3": {"file_name": "identity.json", "num_samples": 8},
     "openai_demo": {"file_name": "openai_demo.jsonl", "formatting": "openai",
                     "columns": {"messages": "messages", "tools": "tools"},
                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
@@ -288,6 +294,7 @@ def run_case(tok_dir, data_dir, case):
     model_args = ModelArguments(model_name_or_path=tok_dir)
     out_dir = tempfile.mkdtemp(prefix="lf-out-")
     training_args = Seq2SeqTrainingArguments(output_dir=out_dir, do_train=True, seed=42, report_to=[])
+    transformers.set_seed(training_args.seed)  # as hparams/parser.py's get_train_args does
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     # Vision-language templates refuse to run without the model's processor; text-only rows never
     # reach it, so a stand-in with the few attributes the plugins read up front is passed.
@@ -340,6 +347,16 @@ def cases():
                     "cutoff_len": 1024, "mix_strategy": mix})
     out.append({"stage": "sft", "template": "qwen", "dataset": "glaive_toolcall_en_demo", "cutoff_len": 1024,
                 "tool_format": "glm4_moe"})
+    # num_samples (numpy's global generator, shared by the datasets in order) and interleave_probs
+    # (numpy's default_rng choice through datasets).
+    for ds in ("alpaca_en_sampled", "identity_x3", "alpaca_en_sampled,identity_x3,alpaca_zh_demo"):
+        out.append({"stage": "sft", "template": "qwen3", "dataset": ds, "cutoff_len": 1024})
+    for mix, ds, probs in (("interleave_under", "alpaca_en_demo,alpaca_zh_demo,identity", "0.2,0.3,0.5"),
+                           ("interleave_over", "alpaca_en_demo,alpaca_zh_demo,identity", "0.2,0.3,0.5"),
+                           ("interleave_over", "alpaca_en_demo,identity_x3", "0.7,0.3"),
+                           ("interleave_under", "identity,alpaca_zh_demo", "0.5,0.5")):
+        out.append({"stage": "sft", "template": "llama3", "dataset": ds, "cutoff_len": 1024, "mix_strategy": mix,
+                    "interleave_probs": probs})
     # Tool formats whose own templates are not in TEMPLATES_TESTED, through `tool_format` on qwen.
     for fmt in ("gemma4", "lfm2", "ling", "minimax1", "minimax2", "seed_oss"):
         for ds in ("glaive_toolcall_en_demo", "glaive_toolcall_zh_demo", "parallel_tools_demo"):

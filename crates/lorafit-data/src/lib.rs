@@ -25,7 +25,7 @@ pub use error::{Error, Result};
 pub use example::Example;
 pub use load::{DataArgs, Encoded, Mix, Report, Stage, load};
 pub use process::{Masking, Pair};
-pub use rng::{NumpyRng, StepRng};
+pub use rng::{Mt19937, NumpyRng, StepRng};
 pub use schedule::Schedule;
 pub use template::{Message, Role, Template};
 pub use tokenizer::TextTokenizer;

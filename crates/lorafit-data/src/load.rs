@@ -10,7 +10,6 @@ use crate::example::{self, Example};
 use crate::info::{DatasetAttr, read_info};
 use crate::json::Json;
 use crate::process::{self, Feedback, Masking, Pair};
-use crate::rng::StepRng;
 use crate::template::Template;
 use crate::tokenizer::TextTokenizer;
 
@@ -168,8 +167,8 @@ pub struct Report {
 }
 
 /// Datasets' `interleave_datasets` without probabilities (round-robin), or with them: each next
-/// row from a dataset drawn with the given probabilities (lorafit's seeded generator, so the
-/// proportions are LLaMA-Factory's but not the exact order numpy would draw).
+/// row from a source numpy draws with the given probabilities, as `datasets` draws it (the same
+/// rows in the same order).
 fn interleave(
     sets: Vec<Vec<(usize, Aligned)>>,
     mix: Mix,
@@ -193,39 +192,43 @@ fn interleave(
             }
         }
         Some(p) => {
-            let total: f64 = p.iter().sum();
-            let mut rng = StepRng::new(seed, u64::MAX - 1, 0);
-            let mut next = vec![0usize; sets.len()];
-            let mut seen = vec![false; sets.len()];
+            // datasets' `_interleave_map_style_datasets`: sources drawn by numpy's
+            // `default_rng(seed).choice(n, p=p)`; stop once any (under) / every (over) source has
+            // been used up, a used-up source starting again from its first row.
+            let mut cdf: Vec<f64> = p
+                .iter()
+                .scan(0.0, |acc, x| {
+                    *acc += x;
+                    Some(*acc)
+                })
+                .collect();
+            let last = cdf.last().copied().unwrap_or(1.0);
+            for c in &mut cdf {
+                *c /= last;
+            }
+            let mut rng = crate::rng::NumpyRng::new(seed);
+            let mut current = vec![0usize; sets.len()];
+            // A source that is never drawn (probability 0) cannot be used up; numpy would draw
+            // forever waiting for it, so it counts as done.
+            let mut exhausted: Vec<bool> = p.iter().map(|x| *x <= 0.0).collect();
             loop {
-                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
-                let mut acc = 0.0;
-                let mut j = p.len() - 1;
-                for (k, w) in p.iter().enumerate() {
-                    acc += w;
-                    if u < acc {
-                        j = k;
-                        break;
-                    }
+                let stop = if mix == Mix::InterleaveUnder {
+                    exhausted.iter().zip(p).any(|(e, x)| *e && *x > 0.0)
+                } else {
+                    exhausted.iter().all(|e| *e)
+                };
+                if stop {
+                    break;
                 }
-                if next[j] >= lens[j] {
-                    seen[j] = true;
-                    if mix == Mix::InterleaveUnder || seen.iter().all(|s| *s) {
-                        break;
-                    }
-                    next[j] = 0;
-                }
+                let j = rng.choice(&cdf);
                 if lens[j] == 0 {
                     break;
                 }
-                out.push(sets[j][next[j]].clone());
-                next[j] += 1;
-                if next[j] >= lens[j] {
-                    seen[j] = true;
-                    if mix == Mix::InterleaveUnder || seen.iter().all(|s| *s) {
-                        break;
-                    }
-                    next[j] = 0;
+                out.push(sets[j][current[j]].clone());
+                current[j] += 1;
+                if current[j] >= lens[j] {
+                    exhausted[j] = true;
+                    current[j] = 0;
                 }
             }
         }
@@ -233,19 +236,15 @@ fn interleave(
     out
 }
 
-/// `num_samples`: every row once in a seeded order, then repeats drawn at random, `n` in all
-/// (LLaMA-Factory draws with numpy, so which rows repeat differs).
-fn sample(rows: Vec<Json>, n: usize, seed: u64) -> Vec<Json> {
+/// `num_samples` as LLaMA-Factory draws it from numpy's global generator (seeded by
+/// transformers' `set_seed`, shared by the datasets in load order): `permutation(len)[:n]`, then
+/// `choice(len, n - len)` repeats when `n` exceeds the rows.
+fn sample(rows: Vec<Json>, n: usize, legacy: &mut crate::rng::Mt19937) -> Vec<Json> {
     let len = rows.len();
-    let mut order: Vec<usize> = (0..len).collect();
-    let mut rng = StepRng::new(seed, u64::MAX - 2, len as u64);
-    for i in (1..len).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
+    let mut order = legacy.permutation(len);
     order.truncate(n);
     while order.len() < n && len > 0 {
-        order.push((rng.next_u64() % len as u64) as usize);
+        order.push(legacy.interval((len - 1) as u32) as usize);
     }
     order.into_iter().map(|i| rows[i].clone()).collect()
 }
@@ -254,13 +253,14 @@ fn sample(rows: Vec<Json>, n: usize, seed: u64) -> Vec<Json> {
 pub fn aligned_rows(args: &DataArgs, report: &mut Report) -> Result<Vec<(String, usize, Aligned)>> {
     let mut sets: Vec<Vec<(usize, Aligned)>> = Vec::new();
     let mut names = Vec::new();
+    let mut legacy = crate::rng::Mt19937::new(args.seed as u32);
     for name in &args.dataset {
         let (info_path, info) = read_info(&args.dataset_dir, name)?;
         let attr = DatasetAttr::from_info(&info_path, &info, name)?;
         let mut rows = attr.rows()?;
         let read = rows.len();
         if let Some(n) = attr.num_samples {
-            rows = sample(rows, n, args.seed);
+            rows = sample(rows, n, &mut legacy);
         }
         if let Some(m) = args.max_samples {
             rows.truncate(m);
@@ -286,16 +286,27 @@ pub fn aligned_rows(args: &DataArgs, report: &mut Report) -> Result<Vec<(String,
     let merged: Vec<(usize, Aligned)> = if tagged.len() == 1 || args.mix_strategy == Mix::Concat {
         tagged.into_iter().flatten().collect()
     } else {
-        if let Some(p) = &args.interleave_probs
-            && (p.len() != tagged.len()
-                || p.iter().any(|x| x.is_nan() || *x < 0.0)
-                || p.iter().sum::<f64>() <= 0.0)
-        {
-            return Err(Error::Invalid(format!(
-                "`interleave_probs` has {} values for {} datasets; it needs one non-negative probability per dataset",
-                p.len(),
-                tagged.len()
-            )));
+        if let Some(p) = &args.interleave_probs {
+            if p.len() != tagged.len() || p.iter().any(|x| x.is_nan() || *x < 0.0) {
+                return Err(Error::Invalid(format!(
+                    "`interleave_probs` has {} values for {} datasets; it needs one non-negative probability per dataset",
+                    p.len(),
+                    tagged.len()
+                )));
+            }
+            // numpy's `choice` (through `datasets`) refuses probabilities that do not sum to 1.
+            let sum: f64 = p.iter().sum();
+            if (sum - 1.0).abs() > f64::EPSILON.sqrt() {
+                return Err(Error::Invalid(format!(
+                    "`interleave_probs` sum to {sum}, not 1 (numpy's choice, which datasets' interleave_datasets calls, refuses that)"
+                )));
+            }
+            if let Some(k) = (0..p.len()).find(|&k| p[k] > 0.0 && tagged[k].is_empty()) {
+                return Err(Error::Invalid(format!(
+                    "`interleave_probs` gives dataset `{}` a probability, but it has no rows",
+                    args.dataset.get(k).map(String::as_str).unwrap_or("?")
+                )));
+            }
         }
         interleave(
             tagged,

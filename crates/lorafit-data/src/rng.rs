@@ -169,3 +169,82 @@ fn seed_sequence(seed: u64) -> [u64; 4] {
     }
     std::array::from_fn(|k| words[2 * k] as u64 | ((words[2 * k + 1] as u64) << 32))
 }
+
+impl NumpyRng {
+    /// numpy's `random()`: 53 bits of a 64-bit draw, in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / 9007199254740992.0)
+    }
+
+    /// `Generator.choice(len(p), p=p)` for one draw: the cumulative `p`, normalised by its last
+    /// value, searched (side right) with a uniform draw.
+    pub fn choice(&mut self, cdf: &[f64]) -> usize {
+        let u = self.next_f64();
+        cdf.partition_point(|c| *c <= u)
+            .min(cdf.len().saturating_sub(1))
+    }
+}
+
+/// numpy's legacy global generator (`np.random.seed(seed)`, which transformers' `set_seed` calls
+/// before LLaMA-Factory loads data): MT19937 seeded by `init_genrand`, with the legacy
+/// `permutation` and `choice(n, k)` that `num_samples` draws with.
+#[derive(Debug, Clone)]
+pub struct Mt19937 {
+    mt: [u32; 624],
+    pos: usize,
+}
+
+impl Mt19937 {
+    pub fn new(seed: u32) -> Self {
+        let mut mt = [0u32; 624];
+        mt[0] = seed;
+        for i in 1..624 {
+            mt[i] = 1812433253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
+        }
+        Mt19937 { mt, pos: 624 }
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        if self.pos >= 624 {
+            for i in 0..624 {
+                let y = (self.mt[i] & 0x8000_0000) | (self.mt[(i + 1) % 624] & 0x7fff_ffff);
+                let mag = if y & 1 == 1 { 0x9908_b0df } else { 0 };
+                self.mt[i] = self.mt[(i + 397) % 624] ^ (y >> 1) ^ mag;
+            }
+            self.pos = 0;
+        }
+        let mut y = self.mt[self.pos];
+        self.pos += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// Uniform in `0..=max` by masked rejection (numpy's `random_interval` and its masked
+    /// bounded integers, for `max` below 2³²).
+    pub fn interval(&mut self, max: u32) -> u32 {
+        if max == 0 {
+            return 0;
+        }
+        let mask = u32::MAX >> max.leading_zeros();
+        loop {
+            let v = self.next_u32() & mask;
+            if v <= max {
+                return v;
+            }
+        }
+    }
+
+    /// `np.random.permutation(n)`.
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut a: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.interval(i as u32) as usize;
+            a.swap(i, j);
+        }
+        a
+    }
+}

@@ -57,7 +57,14 @@ fn args_of(keys: &Value) -> DataArgs {
                 .unwrap_or("concat"),
         )
         .expect("mix"),
-        interleave_probs: None,
+        interleave_probs: keys
+            .get("interleave_probs")
+            .and_then(Value::as_str)
+            .map(|p| {
+                p.split(',')
+                    .map(|x| x.trim().parse::<f64>().expect("probability"))
+                    .collect()
+            }),
         seed: 42,
         enable_thinking: b("enable_thinking").unwrap_or(true),
         preserve_thinking: false,
