@@ -272,6 +272,22 @@ fn export_merged(config: &Path, s: &Settings, export_dir: &str) -> Result<()> {
         m.files.len(),
         m.export_dir.display()
     );
+    // A reward model's value head travels with it, as llamafactory-cli export copies it.
+    if s.str("stage") == Some("rm") {
+        let head = local(adapter).join(lorafit_train::value_head::FILE);
+        if head.is_file() {
+            let bytes =
+                std::fs::read(&head).with_context(|| format!("reading {}", head.display()))?;
+            write_atomically(&out.join(lorafit_train::value_head::FILE), &bytes)?;
+            eprintln!("copied the value head to {}", out.display());
+        } else {
+            eprintln!(
+                "warning: `stage: rm` but {} has no value head ({}); the export is the language model only",
+                local(adapter).display(),
+                lorafit_train::value_head::FILE
+            );
+        }
+    }
     Ok(())
 }
 

@@ -942,11 +942,9 @@ fn export_with_export_dir_merges_the_adapter() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `lorafit chat` answers a prompt through the template (a random model, so the answer is noise;
-/// the decoding itself is checked against transformers in lorafit-train's tests/merge.rs).
-#[test]
-fn chat_answers_through_the_template() {
-    let dir = scratch("chat");
+/// A random llama under `dir/model` whose vocabulary is lorafit-data's fixture tokenizer's (the
+/// tokenizer files beside it).
+fn random_model_with_fixture_tokenizer(dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let src = dir.join("src");
     std::fs::create_dir_all(&src).expect("dir");
@@ -971,6 +969,86 @@ fn chat_answers_through_the_template() {
         &model.display().to_string(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    model
+}
+
+/// `stage: rm` end to end: the value head is saved beside the adapter and in each checkpoint, a
+/// run resumed from checkpoint-2 ends with the same value head and adapter as the uninterrupted
+/// run, and `lorafit export` of the reward model copies the value head as LLaMA-Factory does.
+#[test]
+fn reward_model_trains_resumes_and_exports() {
+    let dir = scratch("rm");
+    let model = random_model_with_fixture_tokenizer(&dir);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lorafit-data/tests/fixtures/data");
+    let out = dir.join("out");
+    let yaml = dir.join("rm.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "model_name_or_path: {}\nstage: rm\nfinetuning_type: lora\nlora_rank: 4\n\
+             dataset: dpo_en_demo,dpo_zh_demo\ndataset_dir: {}\ntemplate: qwen3\ncutoff_len: 256\n\
+             per_device_train_batch_size: 2\nmax_steps: 4\nsave_steps: 2\nlearning_rate: 1.0e-3\n\
+             output_dir: {}\nbackend: ndarray\nplot_loss: false\n",
+            model.display(),
+            data.display(),
+            out.display()
+        ),
+    )
+    .expect("write");
+    let y = yaml.display().to_string();
+    let o = lorafit(&["train", &y]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "value_head.safetensors",
+        "adapter_model.safetensors",
+        "checkpoint-2/value_head.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} is written");
+    }
+    let head = std::fs::read(out.join("value_head.safetensors")).expect("head");
+    let adapter = std::fs::read(out.join("adapter_model.safetensors")).expect("adapter");
+    // Interrupted after step 2: drop what came later and resume.
+    std::fs::remove_dir_all(out.join("checkpoint-4")).expect("rm checkpoint-4");
+    std::fs::remove_file(out.join("value_head.safetensors")).expect("rm head");
+    let o = lorafit(&["train", &y, "--set", "resume_from_checkpoint=true"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(out.join("value_head.safetensors")).expect("head"),
+        head,
+        "the resumed run ends with the uninterrupted run's value head"
+    );
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).expect("adapter"),
+        adapter
+    );
+    let merge = dir.join("merge.yaml");
+    let export = dir.join("export");
+    std::fs::write(
+        &merge,
+        format!(
+            "model_name_or_path: {}\nadapter_name_or_path: {}\nstage: rm\ntemplate: qwen3\n\
+             finetuning_type: lora\nexport_dir: {}\n",
+            model.display(),
+            out.display(),
+            export.display()
+        ),
+    )
+    .expect("write");
+    let o = lorafit(&["export", &merge.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(export.join("value_head.safetensors")).expect("copied"),
+        head
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `lorafit chat` answers a prompt through the template (a random model, so the answer is noise;
+/// the decoding itself is checked against transformers in lorafit-train's tests/merge.rs).
+#[test]
+fn chat_answers_through_the_template() {
+    let dir = scratch("chat");
+    let model = random_model_with_fixture_tokenizer(&dir);
     let yaml = dir.join("chat.yaml");
     std::fs::write(
         &yaml,
