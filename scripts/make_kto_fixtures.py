@@ -95,12 +95,13 @@ def train(name, keys, feedback):
     bs, ga = keys["per_device_train_batch_size"], keys["gradient_accumulation_steps"]
     micro = [feedback[i:i + bs] for i in range(0, len(feedback), bs)]
     steps = [micro[i:i + ga] for i in range(0, len(micro), ga)]
-    losses, norms, metrics = [], [], []
+    losses, norms, metrics, lf_log = [], [], [], []
     model.train()
     for step in range(keys["max_steps"]):
         group = steps[step % len(steps)]
         total = 0.0
         acc = {}
+        stored = {"kl": 0.0, "chosen_sum": 0.0, "chosen": 0, "rejected_sum": 0.0, "rejected": 0}
         for mb in group:
             tags = torch.tensor([r["desirable"] for r in mb])
             logps, valid = logps_of(model, [r["example"] for r in mb])
@@ -126,12 +127,28 @@ def train(name, keys, feedback):
                 m["rewards/rejected"] = rj.mean().item()
             for k, v in m.items():
                 acc[k] = acc.get(k, 0.0) + v / len(group)
+            # What LLaMA-Factory's CustomKTOTrainer stores per micro-batch for its `log`.
+            stored["kl"] += float(kl)
+            stored["chosen_sum"] += float(ch.nansum())
+            stored["chosen"] += len(ch)
+            stored["rejected_sum"] += float(rj.nansum())
+            stored["rejected"] += len(rj)
         if keys["max_grad_norm"] > 0:
             norms.append(float(torch.nn.utils.clip_grad_norm_(params, keys["max_grad_norm"])))
         opt.step()
         opt.zero_grad()
         losses.append(total)
         metrics.append(acc)
+        # LLaMA-Factory's KTO `log` at logging_steps 1: sums over the step's micro-batches, rewards
+        # divided by their counts, kl left summed, margins when both kinds were seen.
+        entry = {"kl": stored["kl"]}
+        if stored["chosen"]:
+            entry["rewards/chosen"] = stored["chosen_sum"] / stored["chosen"]
+        if stored["rejected"]:
+            entry["rewards/rejected"] = stored["rejected_sum"] / stored["rejected"]
+        if stored["chosen"] and stored["rejected"]:
+            entry["rewards/margins"] = entry["rewards/chosen"] - entry["rewards/rejected"]
+        lf_log.append(entry)
         print(f"kto {name} step {step + 1}: loss {total:.6f} kl {acc['kl']:.5f}")
     evaluation = evaluate(model, trl_self, keys, feedback, 3)
     print(f"kto {name} eval: {evaluation}")
@@ -142,7 +159,7 @@ def train(name, keys, feedback):
     runs = os.path.join(OUT, "runs")
     save_file(final, os.path.join(runs, f"kto_{name}.adapter.safetensors"))
     with open(os.path.join(runs, f"kto_{name}.json"), "w") as f:
-        json.dump({"keys": keys, "losses": losses, "grad_norms": norms, "metrics": metrics, "eval": evaluation,
+        json.dump({"keys": keys, "losses": losses, "grad_norms": norms, "metrics": metrics, "lf_log": lf_log, "eval": evaluation,
                    "versions": {"torch": torch.__version__, "trl": trl.__version__,
                                 "peft": __import__("peft").__version__}}, f, indent=1)
 

@@ -602,6 +602,9 @@ impl<'a> Trainer<'a> {
         let mut window: Vec<f64> = Vec::new();
         let names = self.metric_names();
         let mut metric_window: Vec<Vec<f64>> = Vec::new();
+        // KTO's log as LLaMA-Factory's CustomKTOTrainer keeps it over a logging window: the KL
+        // estimates summed, the rewards summed with their counts (chosen, n, rejected, n).
+        let mut kto_window = [0.0f64; 5];
         let mut last_saved: Option<PathBuf> = latest_checkpoint(&out);
         for step in self.start_step..self.total_steps {
             let batches = self.schedule.step_batches(step as usize);
@@ -646,6 +649,13 @@ impl<'a> Trainer<'a> {
                             for (acc, v) in pref_metrics.iter_mut().zip(m) {
                                 *acc += v.unwrap_or(0.0) / batches.len() as f64;
                             }
+                            let chosen = mb.iter().filter(|&&i| fb[i].desirable).count() as f64;
+                            let rejected = mb.len() as f64 - chosen;
+                            kto_window[0] += m[0].unwrap_or(0.0);
+                            kto_window[1] += m[1].unwrap_or(0.0) * chosen;
+                            kto_window[2] += chosen;
+                            kto_window[3] += m[2].unwrap_or(0.0) * rejected;
+                            kto_window[4] += rejected;
                             loss
                         }
                         _ => {
@@ -769,7 +779,26 @@ impl<'a> Trainer<'a> {
                             o.insert("accuracy".into(), json!(round(v, 4)));
                         }
                     }
+                    if self.feedback.is_some() {
+                        // LLaMA-Factory's KTO `log`: sums over the window's micro-batches, the
+                        // rewards over their counts, the KL left summed, margins when both kinds
+                        // were seen.
+                        let [kl, sc, nc, sr, nr] = kto_window;
+                        o.insert("kl".into(), json!(kl));
+                        o.remove("rewards/chosen");
+                        o.remove("rewards/rejected");
+                        if nc > 0.0 {
+                            o.insert("rewards/chosen".into(), json!(sc / nc));
+                        }
+                        if nr > 0.0 {
+                            o.insert("rewards/rejected".into(), json!(sr / nr));
+                        }
+                        if nc > 0.0 && nr > 0.0 {
+                            o.insert("rewards/margins".into(), json!(sc / nc - sr / nr));
+                        }
+                    }
                 }
+                kto_window = [0.0; 5];
                 metric_window.clear();
                 self.append_log(&entry)?;
             }

@@ -218,6 +218,42 @@ fn check(stage: &str, name: &str, backend: Backend, tol: f64) {
     );
     let log = std::fs::read_to_string(out.join("trainer_log.jsonl")).expect("log");
     let first: Value = serde_json::from_str(log.lines().next().expect("line")).expect("json");
+    if stage == "kto" {
+        // trainer_log.jsonl (logging_steps 1) carries what LLaMA-Factory's KTO `log` prints.
+        let want_log = run["lf_log"].as_array().expect("the fixture's LF log");
+        let lines: Vec<Value> = log
+            .lines()
+            .filter(|l| l.contains("\"loss\""))
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), want_log.len());
+        for (i, (ours, theirs)) in lines.iter().zip(want_log).enumerate() {
+            for k in [
+                "kl",
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/margins",
+            ] {
+                match theirs[k].as_f64() {
+                    None => assert!(
+                        ours.get(k).is_none(),
+                        "step {}: {k} is absent in LF's log",
+                        i + 1
+                    ),
+                    Some(t) => {
+                        let o = ours[k]
+                            .as_f64()
+                            .unwrap_or_else(|| panic!("step {}: {k} missing", i + 1));
+                        assert!(
+                            (o - t).abs() <= tol * t.abs().max(1.0),
+                            "kto {name}: step {} log {k} {o} vs LLaMA-Factory {t}",
+                            i + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
     let logged = match stage {
         "dpo" => first["rewards/margins"].is_number() && first["accuracy"].is_number(),
         "kto" => first["kl"].is_number(),
