@@ -61,26 +61,29 @@ impl LoraWeights {
     /// LoRA's input dropout (seeded by `rng`), and whether it was applied.
     pub fn dropout(x: Tensor<2>, spec: &LoraSpec, rng: &mut StepRng) -> (Tensor<2>, bool) {
         if spec.dropout > 0.0 && rng_active(rng) {
-            let [n, d] = x.dims();
-            let keep = 1.0 - spec.dropout as f32;
-            let mask: Vec<f32> = (0..n * d)
-                .map(|_| {
-                    if rng.next_f32() < keep {
-                        1.0 / keep
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let device = x.device();
-            (
-                x * Tensor::<2>::from_data(TensorData::new(mask, [n, d]), &device),
-                true,
-            )
+            (dropout(x, spec.dropout, rng), true)
         } else {
             (x, false)
         }
     }
+}
+
+/// Inverted dropout with probability `p`, the mask drawn from `rng` (kept elements scaled by
+/// 1 / (1 − p)); shared by LoRA's input and the value head.
+pub fn dropout(x: Tensor<2>, p: f64, rng: &mut StepRng) -> Tensor<2> {
+    let [n, d] = x.dims();
+    let keep = 1.0 - p as f32;
+    let mask: Vec<f32> = (0..n * d)
+        .map(|_| {
+            if rng.next_f32() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let device = x.device();
+    x * Tensor::<2>::from_data(TensorData::new(mask, [n, d]), &device)
 }
 
 fn rng_active(rng: &StepRng) -> bool {

@@ -922,11 +922,7 @@ impl<'a> Trainer<'a> {
     ) -> (Tensor<1>, [f64; DPO_METRICS.len()]) {
         use burn::tensor::activation::softplus;
         let b = mb.len();
-        let batch: Vec<&Example> = mb
-            .iter()
-            .map(|&i| &pairs[i].chosen)
-            .chain(mb.iter().map(|&i| &pairs[i].rejected))
-            .collect();
+        let batch = pair_batch(pairs, mb);
         // LLaMA-Factory's DPO and KTO trainers disable dropout (`disable_dropout_in_model`).
         let (policy, counts) = self
             .model
@@ -985,11 +981,7 @@ impl<'a> Trainer<'a> {
     /// rejected `[b]`, from one forward over chosen then rejected (LLaMA-Factory's pairwise batch).
     fn rm_scores(&self, pairs: &[Pair], mb: &[usize], rng: &mut StepRng) -> (Tensor<1>, Tensor<1>) {
         let b = mb.len();
-        let batch: Vec<&Example> = mb
-            .iter()
-            .map(|&i| &pairs[i].chosen)
-            .chain(mb.iter().map(|&i| &pairs[i].rejected))
-            .collect();
+        let batch = pair_batch(pairs, mb);
         let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
         let hidden = self.model.hidden(&batch, &self.adapter, rng);
         let head = self
@@ -1121,6 +1113,15 @@ impl<'a> Trainer<'a> {
         }
         Ok(final_dir)
     }
+}
+
+/// A pairwise micro-batch as LLaMA-Factory's collator lays it out: the chosen sides, then the
+/// rejected sides.
+fn pair_batch<'p>(pairs: &'p [Pair], mb: &[usize]) -> Vec<&'p Example> {
+    mb.iter()
+        .map(|&i| &pairs[i].chosen)
+        .chain(mb.iter().map(|&i| &pairs[i].rejected))
+        .collect()
 }
 
 /// LLaMA-Factory's pairwise loss: −log σ(chosen − rejected), the mean over the pairs.

@@ -79,19 +79,7 @@ impl ValueHead {
     /// then the linear layer.
     pub fn forward(&self, hidden: Tensor<2>, rng: &mut StepRng) -> Tensor<2> {
         let x = if self.dropout > 0.0 && rng.active {
-            let [n, d] = hidden.dims();
-            let keep = 1.0 - self.dropout as f32;
-            let mask: Vec<f32> = (0..n * d)
-                .map(|_| {
-                    if rng.next_f32() < keep {
-                        1.0 / keep
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let device = hidden.device();
-            hidden * Tensor::<2>::from_data(TensorData::new(mask, [n, d]), &device)
+            crate::lora::dropout(hidden, self.dropout, rng)
         } else {
             hidden
         };
