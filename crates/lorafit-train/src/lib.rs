@@ -4,6 +4,7 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fused_ops;
 pub mod generate;
 pub mod lora;
 pub mod merge;

@@ -6,13 +6,15 @@
 
 use std::path::Path;
 
-use burn::tensor::activation::{log_softmax, silu, softmax};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::backend::Dispatch;
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use lorafit_core::ModelArch;
 use lorafit_core::arch::RopeScaling;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::fused_ops::{AttnOpts, FusedOps, loss_chunk};
 use crate::lora::{Adapter, LoraSpec};
 use crate::quant::{Int8Weight, Nf4Weight, QuantSpec};
 use crate::weights::{HostTensor, Weights};
@@ -24,6 +26,10 @@ pub struct ModelConfig {
     pub arch: ModelArch,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// Each layer's sliding window (0: full attention), as transformers masks it: mistral's
+    /// `sliding_window`; qwen2 / qwen3 with `use_sliding_window` from layer `max_window_layers`
+    /// on; `layer_types` where the config spells them out.
+    pub windows: Vec<usize>,
 }
 
 /// The families this trainer runs.
@@ -78,10 +84,13 @@ impl ModelConfig {
             .and_then(Value::as_f64)
             .unwrap_or(1e-6);
         let rope_theta = arch.rope_theta.unwrap_or(10000.0);
+        let windows = sliding_windows(&v, &arch.model_type, arch.num_layers as usize)
+            .map_err(|e| Error::ckpt(path, e))?;
         Ok(ModelConfig {
             arch,
             rms_norm_eps,
             rope_theta,
+            windows,
         })
     }
 
@@ -549,7 +558,6 @@ impl Model {
     /// The last hidden states `[batch·len, hidden]` (after the final norm: transformers'
     /// `hidden_states[-1]`, what a value head reads), rows right-padded to the longest.
     pub fn hidden(&self, batch: &[&Example], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
-        let (_, _, nh, ..) = self.config.dims();
         let b = batch.len();
         let len = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
         let flat: Vec<i64> = batch
@@ -565,54 +573,49 @@ impl Model {
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
         let x = self.embed.clone().select(0, idx);
         let (cos, sin) = self.rope(batch, len);
-        let mask = if batch.iter().all(|e| e.segment_ids.is_empty()) {
-            Tensor::<2, Bool>::from_data(
-                TensorData::new(
-                    (0..len * len)
-                        .map(|i| i % len > i / len)
-                        .collect::<Vec<bool>>(),
-                    [len, len],
-                ),
-                &self.device,
-            )
-            .reshape([1, 1, len, len])
-            .expand([b, nh, len, len])
-        } else {
-            // Causal within a sub-sequence. Padding (segment 0, and the right-padding of short
-            // rows) attends only to padding, so no row is fully masked.
-            let seg = |r: usize, t: usize| batch[r].segment_ids.get(t).copied().unwrap_or(0);
-            let masked: Vec<bool> = (0..b)
-                .flat_map(|r| {
-                    (0..len * len).map(move |i| {
-                        let (q, k) = (i / len, i % len);
-                        k > q || seg(r, q) != seg(r, k)
-                    })
+        // Causal within a sub-sequence (neat_packing). Padding (segment 0, and the right-padding
+        // of short rows) attends only to padding, so no row is fully masked.
+        let packed = batch.iter().any(|e| !e.segment_ids.is_empty());
+        let seg: Vec<i64> = batch
+            .iter()
+            .flat_map(|e| {
+                (0..len).map(move |t| match packed {
+                    true => e.segment_ids.get(t).copied().unwrap_or(0) as i64,
+                    false => 1,
                 })
-                .collect();
-            Tensor::<4, Bool>::from_data(TensorData::new(masked, [b, 1, len, len]), &self.device)
-                .expand([b, nh, len, len])
-        };
-        let x = self.decoder(x, [b, len], (&cos, &sin), &mask, adapter, rng, None);
+            })
+            .collect();
+        let segments = Tensor::<2, Int>::from_data(TensorData::new(seg, [b, len]), &self.device);
+        let x = self.decoder(
+            x,
+            [b, len],
+            (&cos, &sin),
+            (&segments, packed),
+            adapter,
+            rng,
+            None,
+        );
         self.norm.forward(x)
     }
 
-    /// The decoder layers on `x` `[b·len, hidden]`. With a `cache`, the keys and values of earlier
-    /// positions come from it and this call's are appended (`mask` then spans `past + len` keys).
+    /// The decoder layers on `x` `[b·len, hidden]`, attention confined to `segments` `[b, keys]`
+    /// when `packed`. With a `cache`, the keys and values of earlier positions come from it and
+    /// this call's are appended (`segments` then spans `past + len` keys).
     #[allow(clippy::too_many_arguments)]
     fn decoder(
         &self,
         mut x: Tensor<2>,
         [b, len]: [usize; 2],
         (cos, sin): (&Tensor<4>, &Tensor<4>),
-        mask: &Tensor<4, Bool>,
+        (segments, packed): (&Tensor<2, Int>, bool),
         adapter: &Adapter,
         rng: &mut StepRng,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<2> {
         let (_, _, nh, nkv, hd, _) = self.config.dims();
         let n = b * len;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let group = nh / nkv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let tile = attention_tile(b, nh);
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let hs = layer.input_norm.forward(x);
@@ -639,12 +642,20 @@ impl Model {
                 }
                 c.layers[i] = Some((k.clone(), v.clone()));
             }
-            let k = repeat_kv(k, group);
-            let v = repeat_kv(v, group);
-            let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-            let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
-            let probs = softmax(scores, 3);
-            let attn = probs.matmul(v).swap_dims(1, 2).reshape([n, nh * hd]);
+            let opts = AttnOpts {
+                scale,
+                tile,
+                window: self.config.windows.get(i).copied().unwrap_or(0),
+                packed,
+            };
+            let attn = Tensor::<4>::from_dispatch(Dispatch::flash_attention(
+                q.into_dispatch(),
+                k.into_dispatch(),
+                v.into_dispatch(),
+                segments.clone().into_dispatch(),
+                opts,
+            ));
+            let attn = attn.swap_dims(1, 2).reshape([n, nh * hd]);
             x = residual + layer.o.forward(attn, adapter, rng);
             let residual = x.clone();
             let hs = layer.post_norm.forward(x);
@@ -670,7 +681,6 @@ impl Model {
     /// whose keys and values `cache` holds (positions `cache.len()..`); the cache is extended.
     /// Equal to the rows of [`Model::logits`] on the whole sequence, without recomputing it.
     pub fn logits_cached(&self, ids: &[u32], cache: &mut KvCache, adapter: &Adapter) -> Tensor<2> {
-        let (_, _, nh, ..) = self.config.dims();
         let (past, len) = (cache.len, ids.len());
         let idx: Tensor<1, Int> = Tensor::from_data(
             TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [len]),
@@ -683,23 +693,13 @@ impl Model {
         };
         let (cos, sin) = self.rope(&[&e], len);
         let total = past + len;
-        let mask = Tensor::<2, Bool>::from_data(
-            TensorData::new(
-                (0..len * total)
-                    .map(|i| i % total > past + i / total)
-                    .collect::<Vec<bool>>(),
-                [len, total],
-            ),
-            &self.device,
-        )
-        .reshape([1, 1, len, total])
-        .expand([1, nh, len, total]);
+        let segments = Tensor::<2, Int>::ones([1, total], &self.device);
         let mut rng = StepRng::eval();
         let x = self.decoder(
             x,
             [1, len],
             (&cos, &sin),
-            &mask,
+            (&segments, false),
             adapter,
             &mut rng,
             Some(cache),
@@ -727,12 +727,9 @@ impl Model {
         }
         let count = weights.iter().filter(|w| **w > 0.0).count();
         let n = targets.len();
-        let logits = self.logits(batch, adapter, rng);
-        let logp = log_softmax(logits, 1);
-        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
-        let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);
-        let picked = logp.gather(1, t) * w;
-        (picked.sum().neg(), count)
+        let logp = self.label_logprobs(self.hidden(batch, adapter, rng), targets);
+        let w: Tensor<1> = Tensor::from_data(TensorData::new(weights, [n]), &self.device);
+        ((logp * w).sum().neg(), count)
     }
 
     /// Each sequence's summed log-probability of its labels (`get_batch_logps`: labels shifted by
@@ -757,12 +754,89 @@ impl Model {
             }
         }
         let n = targets.len();
-        let logp = log_softmax(self.logits(batch, adapter, rng), 1);
-        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [n, 1]), &self.device);
-        let w: Tensor<2> = Tensor::from_data(TensorData::new(weights, [n, 1]), &self.device);
-        let picked = (logp.gather(1, t) * w).reshape([b, len]);
+        let logp = self.label_logprobs(self.hidden(batch, adapter, rng), targets);
+        let w: Tensor<1> = Tensor::from_data(TensorData::new(weights, [n]), &self.device);
+        let picked = (logp * w).reshape([b, len]);
         (picked.sum_dim(1).reshape([b]), counts)
     }
+
+    /// `log softmax(lm_head(h))[target]` `[n]` for hidden states `[n, hidden]`, over token chunks
+    /// ([`FusedOps::label_logprobs`]): the `[n, vocab]` logits are never formed.
+    pub fn label_logprobs(&self, hidden: Tensor<2>, targets: Vec<i64>) -> Tensor<1> {
+        let n = targets.len();
+        let [h, vocab] = self.lm_head_t.dims();
+        let t: Tensor<1, Int> = Tensor::from_data(TensorData::new(targets, [n]), &self.device);
+        Tensor::from_dispatch(Dispatch::label_logprobs(
+            hidden.into_dispatch(),
+            self.lm_head_t.clone().into_dispatch(),
+            t.into_dispatch(),
+            loss_chunk(n, vocab, h),
+        ))
+    }
+}
+
+/// Each layer's sliding window from config.json (see [`ModelConfig::windows`]).
+fn sliding_windows(
+    v: &Value,
+    model_type: &str,
+    layers: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    let window =
+        match v.get("sliding_window") {
+            None | Some(Value::Null) => 0,
+            Some(w) => w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
+                format!("`sliding_window` = {w}: expected a positive integer or null")
+            })? as usize,
+        };
+    let qwen = matches!(model_type, "qwen2" | "qwen3");
+    let on = match model_type {
+        "mistral" => true,
+        _ if qwen => v.get("use_sliding_window").and_then(Value::as_bool) == Some(true),
+        _ => false,
+    };
+    if window == 0 || !on {
+        return Ok(vec![0; layers]);
+    }
+    if !qwen {
+        return Ok(vec![window; layers]);
+    }
+    // Qwen2Config / Qwen3Config: `layer_types`, by default sliding from `max_window_layers` on.
+    match v.get("layer_types").and_then(Value::as_array) {
+        Some(types) if types.len() != layers => Err(format!(
+            "`layer_types` has {} entries for {layers} layers",
+            types.len()
+        )),
+        Some(types) => types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.as_str() {
+                Some("full_attention") => Ok(0),
+                Some("sliding_attention") => Ok(window),
+                _ => Err(format!(
+                    "`layer_types[{i}]` = {t}: allowed full_attention, sliding_attention"
+                )),
+            })
+            .collect(),
+        None => {
+            let from = v
+                .get("max_window_layers")
+                .and_then(Value::as_u64)
+                .unwrap_or(layers as u64) as usize;
+            Ok((0..layers)
+                .map(|i| if i >= from { window } else { 0 })
+                .collect())
+        }
+    }
+}
+
+/// The query / key tile of [`FusedOps::flash_attention`] for `b × heads`: the largest power of two
+/// up to 1024 whose scores `[b, heads, tile, tile]` (f32) stay within 64 MiB.
+fn attention_tile(b: usize, heads: usize) -> usize {
+    let mut tile = 1024;
+    while tile > 16 && b * heads * tile * tile * 4 > 64 << 20 {
+        tile /= 2;
+    }
+    tile
 }
 
 /// x `[b, h, len, hd]` · cos + rotate_half(x) · sin.
@@ -773,17 +847,6 @@ fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let x2 = x.clone().slice([0..b, 0..h, 0..len, half..hd]);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
     x * cos.clone() + rotated * sin.clone()
-}
-
-/// `[b, kv, len, hd]` → `[b, kv·group, len, hd]`, each kv head repeated `group` times in a row.
-fn repeat_kv(x: Tensor<4>, group: usize) -> Tensor<4> {
-    if group == 1 {
-        return x;
-    }
-    let [b, kv, len, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, group, len, hd])
-        .reshape([b, kv * group, len, hd])
 }
 
 /// The LoRA specs a model accepts (`all` or names) resolved to the module paths they target.

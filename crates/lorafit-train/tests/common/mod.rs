@@ -4,6 +4,10 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Tensor, TensorData};
+use lorafit_train::fused_ops::AttnOpts;
+
 use lorafit_train::config::Backend;
 use lorafit_train::make_device;
 
@@ -32,4 +36,38 @@ pub fn wgpu_available() -> bool {
             false
         }
     }
+}
+
+/// Attention as it was written before the fused op: K/V repeated per query head, the full
+/// `[b, heads, sq, sk]` scores masked with −∞, softmax, times V.
+pub fn decomposed_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    segments: &[Vec<i64>],
+    opts: &AttnOpts,
+) -> Tensor<4> {
+    let [b, nh, sq, _] = q.dims();
+    let [_, nkv, sk, hd] = k.dims();
+    let g = nh / nkv;
+    let rep = |x: Tensor<4>| {
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, nkv, g, sk, hd])
+            .reshape([b, nh, sk, hd])
+    };
+    let off = sk - sq;
+    let masked: Vec<bool> = (0..b)
+        .flat_map(|r| {
+            (0..sq * sk).map(move |i| {
+                let (qp, kp) = (off + i / sk, i % sk);
+                kp > qp
+                    || (opts.window > 0 && qp >= kp + opts.window)
+                    || (opts.packed && segments[r][qp] != segments[r][kp])
+            })
+        })
+        .collect();
+    let mask = Tensor::<4, Bool>::from_data(TensorData::new(masked, [b, 1, sq, sk]), &q.device())
+        .expand([b, nh, sq, sk]);
+    let scores = q.matmul(rep(k).swap_dims(2, 3)) * opts.scale;
+    softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3).matmul(rep(v))
 }
