@@ -422,9 +422,28 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
             );
         }
     }
+    if let Ok(m) = lorafit_core::lorafit_stack::lorafit_stack(arch, plan) {
+        println!();
+        println!("{}", lorafit_stack_line(&m));
+    }
     for w in &e.warnings {
         println!("note: {w}");
     }
+}
+
+/// One line for `stack: lorafit`: what `lorafit train` itself holds at its peak (f32 on wgpu).
+pub(crate) fn lorafit_stack_line(m: &lorafit_core::lorafit_stack::LorafitMemory) -> String {
+    let mut line = format!(
+        "lorafit train (this tool, f32): peak {} = weights {} + adapter & AdamW {} + activations {}",
+        gib(m.peak_bytes),
+        gib(m.weights_bytes),
+        gib(m.adapter_bytes),
+        gib(m.activation_bytes)
+    );
+    for n in &m.notes {
+        line.push_str(&format!("\n  note: {n}"));
+    }
+    line
 }
 
 fn run() -> Result<()> {
@@ -465,6 +484,15 @@ fn run() -> Result<()> {
                 let mut v = serde_json::to_value(&e)?;
                 if let (Ok(st), Some(o)) = (&stats, v.as_object_mut()) {
                     o.insert("dataset".into(), serde_json::to_value(st)?);
+                }
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "lorafit_stack".into(),
+                        match lorafit_core::lorafit_stack::lorafit_stack(&arch, &plan) {
+                            Ok(m) => serde_json::to_value(m)?,
+                            Err(why) => serde_json::json!({ "unavailable": why }),
+                        },
+                    );
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

@@ -13,17 +13,21 @@ use lorafit_train::data::Encoded;
 use lorafit_train::trainer::process_peak_rss_bytes;
 use lorafit_train::{Model, Outcome, TrainArgs, Trainer, data, make_device};
 
-use crate::{gib, load_plan};
+use crate::{gib, load_plan, lorafit_stack_line};
 
 pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     let base = config.parent().unwrap_or(Path::new("."));
     let args = TrainArgs::from_settings(settings, base)?;
 
     // lorafit-core's estimate for the same keys (what PyTorch + PEFT would need on a CUDA GPU).
-    let estimate = load_plan(config, settings).and_then(|(plan, config_json, _)| {
+    let resolved = load_plan(config, settings).and_then(|(plan, config_json, _)| {
         let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
-        Ok(estimate::estimate(&arch, source, &plan)?)
+        Ok((arch, source, plan))
     });
+    let estimate = match &resolved {
+        Ok((arch, source, plan)) => estimate::estimate(arch, *source, plan).map_err(Into::into),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
     match &estimate {
         Ok(e) => eprintln!(
             "estimate (lorafit-core, PyTorch+PEFT on CUDA): peak allocated {}, reserved {} per GPU; {} trainable parameters",
@@ -93,6 +97,29 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
                 ""
             }
         );
+    }
+    // lorafit's own memory model for this run, at the longest micro-batch the data makes (a
+    // batch is padded to its longest row, so that is the longest row).
+    let longest = match &data {
+        Encoded::Examples(v) => v.iter().map(|e| e.input_ids.len()).max(),
+        Encoded::Pairs(v) => v
+            .iter()
+            .map(|p| p.chosen.input_ids.len().max(p.rejected.input_ids.len()))
+            .max(),
+        Encoded::Feedback(v) => v
+            .iter()
+            .map(|f| f.example.input_ids.len().max(f.kl.input_ids.len()))
+            .max(),
+    };
+    let own = resolved.as_ref().ok().and_then(|(arch, _, plan)| {
+        let mut plan = plan.clone();
+        if let Some(l) = longest {
+            plan.cutoff_len = plan.cutoff_len.min(l.max(1) as u64);
+        }
+        lorafit_core::lorafit_stack::lorafit_stack(arch, &plan).ok()
+    });
+    if let Some(m) = &own {
+        eprintln!("{}", lorafit_stack_line(m));
     }
     let trainer = match data {
         Encoded::Examples(examples) => Trainer::new(args, &model, examples)?,
@@ -165,7 +192,7 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     let summary = summary?;
     let measured = match summary.peak_memory_bytes {
         Some(b) => format!(
-            "{} (device memory in use, polled after each backward)",
+            "{} (device memory in use, polled at the end of each forward and backward)",
             gib(b)
         ),
         None => match process_peak_rss_bytes() {
@@ -176,14 +203,21 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             None => "not available on this backend".into(),
         },
     };
-    if let Ok(e) = &estimate {
-        eprintln!(
-            "peak memory: measured {measured}; estimate for PyTorch+PEFT {}",
-            gib(e.peak_allocated_bytes)
-        );
-    } else {
-        eprintln!("peak memory: measured {measured}");
+    let mut line = format!("peak memory: measured {measured}");
+    if let (Some(m), Some(b)) = (&own, summary.peak_memory_bytes) {
+        line.push_str(&format!(
+            "; lorafit's model {} ({:+.1} %)",
+            gib(m.peak_bytes),
+            100.0 * (m.peak_bytes as f64 / b.max(1) as f64 - 1.0)
+        ));
     }
+    if let Ok(e) = &estimate {
+        line.push_str(&format!(
+            "; estimate for PyTorch+PEFT {}",
+            gib(e.peak_allocated_bytes)
+        ));
+    }
+    eprintln!("{line}");
     match summary.outcome {
         Outcome::Finished => {
             eprintln!(

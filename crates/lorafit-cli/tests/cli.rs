@@ -69,6 +69,23 @@ fn every_example_estimates_with_contract_fields() {
                 .map(|k| b[k].as_u64().expect("bytes are integers"))
                 .sum();
             assert_eq!(sum, v["peak_reserved_bytes"].as_u64().expect("u64"), "{p}");
+            // The lorafit stack: its parts add up where lorafit train runs the config, and
+            // says why not elsewhere (the full fine-tune).
+            let own = &v["lorafit_stack"];
+            if p.contains("full") {
+                assert!(own["unavailable"].as_str().is_some(), "{p}: {own}");
+            } else {
+                let part = |k: &str| {
+                    own[k]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("{p}: {k} in {own}"))
+                };
+                assert_eq!(
+                    part("weights_bytes") + part("adapter_bytes") + part("activation_bytes"),
+                    part("peak_bytes"),
+                    "{p}"
+                );
+            }
             // The table form works too.
             let out = lorafit(&["estimate", &p]);
             assert!(
@@ -249,6 +266,10 @@ fn train_example_then_interrupt_and_resume() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("estimate (lorafit-core"), "{err}");
+    assert!(
+        err.contains("lorafit train (this tool, f32): peak"),
+        "{err}"
+    );
     assert!(err.contains("peak memory: measured"), "{err}");
     for f in [
         "adapter_model.safetensors",

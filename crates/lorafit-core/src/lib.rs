@@ -14,6 +14,7 @@ pub mod error;
 pub mod estimate;
 pub mod export;
 pub mod keys;
+pub mod lorafit_stack;
 pub mod memory;
 pub mod plan;
 pub mod settings;

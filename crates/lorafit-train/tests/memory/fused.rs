@@ -1,11 +1,9 @@
-//! What the fused ops keep for the backward pass, alone in its own test binary so that no other
-//! test shares the wgpu device's memory pool while it is measured.
+//! What the fused ops keep for the backward pass (measured holding the pool lock).
 
 use lorafit_train::config::Backend;
 use lorafit_train::make_device;
 
-mod common;
-use common::wgpu_available;
+use crate::common::wgpu_available;
 
 /// What attention and the loss keep for the backward pass on wgpu, measured with burn's pool
 /// counters after the forward: the decomposed attention keeps the `[heads, s, s]` probabilities
@@ -13,6 +11,7 @@ use common::wgpu_available;
 /// loss keeps `[tokens, vocab]` logits, the chunked one a log-sum-exp per token.
 #[test]
 fn fused_attention_and_loss_keep_memory_linear_in_length_on_wgpu() {
+    let _pool = crate::pool_lock();
     use burn::backend::Dispatch;
     use burn::tensor::activation::log_softmax;
     use burn::tensor::{Int, Tensor, TensorData};
@@ -64,7 +63,13 @@ fn fused_attention_and_loss_keep_memory_linear_in_length_on_wgpu() {
                     o,
                 ))
             } else {
-                common::decomposed_attention(q.clone(), k.clone(), v.clone(), &[vec![1; s]], &o)
+                crate::common::decomposed_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    &[vec![1; s]],
+                    &o,
+                )
             };
             let loss = out.sum();
             let graph = in_use() - base - inputs;

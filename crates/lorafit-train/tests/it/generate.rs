@@ -11,8 +11,7 @@ use lorafit_train::lora::Adapter;
 use lorafit_train::merge::merge;
 use lorafit_train::{Model, make_plain_device};
 
-mod common;
-use common::tmp_dir;
+use crate::common::tmp_dir;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -9,8 +9,7 @@ use lorafit_train::config::Backend;
 use lorafit_train::weights::Weights;
 use lorafit_train::{Model, Summary, TrainArgs, Trainer, data, make_device};
 
-mod common;
-use common::{tmp_dir, wgpu_available};
+use crate::common::{tmp_dir, wgpu_available};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {

@@ -12,8 +12,7 @@ use lorafit_train::data::Encoded;
 use lorafit_train::model::BaseWeight;
 use lorafit_train::{Model, TrainArgs, Trainer, data, make_device};
 
-mod common;
-use common::tmp_dir;
+use crate::common::tmp_dir;
 
 fn data_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../lorafit-data/tests/fixtures")

@@ -10,8 +10,7 @@ use lorafit_train::config::Backend;
 use lorafit_train::fused_ops::{AttnOpts, FusedOps, loss_chunk};
 use lorafit_train::make_device;
 
-mod common;
-use common::{decomposed_attention as decomposed, wgpu_available};
+use crate::common::{decomposed_attention as decomposed, wgpu_available};
 
 fn devices() -> Vec<(&'static str, Device)> {
     let mut v = vec![(

@@ -11,9 +11,11 @@ use lorafit_train::fused_ops::AttnOpts;
 use lorafit_train::config::Backend;
 use lorafit_train::make_device;
 
-/// A fresh scratch directory for this process.
+/// A fresh scratch directory, unique within this process (the tests of one binary share it).
 pub fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lorafit-test-{}-{name}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("lorafit-test-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

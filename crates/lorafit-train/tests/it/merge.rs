@@ -11,8 +11,7 @@ use lorafit_train::weights::Weights;
 use lorafit_train::{Model, make_plain_device};
 use safetensors::{Dtype, SafeTensors};
 
-mod common;
-use common::tmp_dir;
+use crate::common::tmp_dir;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

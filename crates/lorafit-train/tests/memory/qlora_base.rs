@@ -1,5 +1,4 @@
-//! Device memory of a QLoRA base, alone in its own test binary so that no other test shares
-//! the wgpu device's memory pool while it is measured.
+//! Device memory of a QLoRA base (measured holding the pool lock).
 
 use lorafit_core::Settings;
 use lorafit_core::plan::Val;
@@ -7,14 +6,14 @@ use lorafit_train::config::Backend;
 use lorafit_train::quant::QuantSpec;
 use lorafit_train::{Model, TrainArgs, Trainer, data, make_device};
 
-mod common;
-use common::{tmp_dir, wgpu_available};
+use crate::common::{tmp_dir, wgpu_available};
 
 /// Device memory of a QLoRA base on wgpu: the decoder's linear weights stay at ~0.5 bytes per
 /// parameter (+ scales) on the device, measured with burn's memory pool counters, and the peak of
 /// a training step is lower than dense by what the base saves.
 #[test]
 fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
+    let _pool = crate::pool_lock();
     if !wgpu_available() {
         return;
     }

@@ -11,8 +11,7 @@ use lorafit_train::make_device;
 use lorafit_train::model::StepRng;
 use lorafit_train::quant::{Int8Weight, Nf4Weight};
 
-mod common;
-use common::wgpu_available;
+use crate::common::wgpu_available;
 
 fn devices() -> Vec<(&'static str, Device)> {
     let mut v = vec![

@@ -16,8 +16,7 @@ use lorafit_train::weights::Weights;
 use lorafit_train::{Model, TrainArgs, Trainer, make_device};
 use serde_json::Value;
 
-mod common;
-use common::{tmp_dir, wgpu_available};
+use crate::common::{tmp_dir, wgpu_available};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
