@@ -477,6 +477,12 @@ const KEYS: &[KeyDef] = &[
         help: "shuffle samples (false keeps file order)",
     },
     KeyDef {
+        name: "bnb_rounding",
+        kind: Kind::Enum(&["nearest", "cpu_table"]),
+        origin: LO,
+        help: "double-quant codes when lorafit train quantizes at load: nearest (bitsandbytes on CUDA) or cpu_table (its CPU kernel)",
+    },
+    KeyDef {
         name: "backend",
         kind: Kind::Enum(&["ndarray", "flex", "wgpu", "cuda"]),
         origin: LO,

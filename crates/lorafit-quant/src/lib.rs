@@ -6,7 +6,8 @@
 //! reciprocal of its fp32 absmax (the partial last block is *divided* by its absmax), clamped to
 //! [-1, 1] and rounded to the nearest code (ties go to the lower code: `torch.bucketize` on the
 //! midpoints); element 2j goes in the high nibble. Double quantization subtracts the mean absmax
-//! and quantizes the rest in blocks of 256 with the signed 8-bit dynamic map.
+//! and quantizes the rest in blocks of 256 with the signed 8-bit dynamic map — to the nearest code
+//! on CUDA, through a 65536-step lookup table in bitsandbytes' CPU kernel ([`DqRounding`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -209,6 +210,58 @@ fn quantize_blocks(
     (codes, absmax)
 }
 
+/// How double quantization rounds the centered absmax values to their 8-bit codes. The two agree
+/// for about 99.5 % of values; a checkpoint is only reproduced bit for bit in its maker's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DqRounding {
+    /// To the nearest code: bitsandbytes' CUDA kernel and its reference implementation.
+    #[default]
+    Nearest,
+    /// bitsandbytes' C++ CPU kernel since 0.50.1: the scaled value is binned into one of 65536
+    /// steps over [-1, 1] (`(x + 1) / 2 · 65535 + ½`, truncated) and the step's nearest code taken;
+    /// the partial last block is multiplied by the reciprocal too, and an all-zero block gets code 0.
+    CpuTable,
+}
+
+/// Steps of bitsandbytes' CPU lookup table.
+const CPU_TABLE_STEPS: usize = 65536;
+
+/// bitsandbytes' CPU blockwise quantization ([`DqRounding::CpuTable`]) with a sorted codebook.
+fn quantize_blocks_cpu_table(data: &[f32], blocksize: usize, code: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    debug_assert!(
+        code.windows(2).all(|w| w[0] <= w[1]),
+        "the codebook is sorted"
+    );
+    let mids: Vec<f32> = code.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+    let steps = (CPU_TABLE_STEPS - 1) as f32;
+    let mut table = vec![0u8; CPU_TABLE_STEPS];
+    let mut idx = 0usize;
+    for (i, slot) in table.iter_mut().enumerate() {
+        let val = -1.0f32 + (2.0 * i as f32) / steps;
+        while idx < mids.len() && mids[idx] < val {
+            idx += 1;
+        }
+        *slot = idx as u8;
+    }
+    let mut codes = Vec::with_capacity(data.len() + 1);
+    let mut absmax = Vec::with_capacity(data.len().div_ceil(blocksize));
+    for block in data.chunks(blocksize) {
+        let am = block.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        absmax.push(am);
+        if am == 0.0 {
+            codes.extend(std::iter::repeat_n(0u8, block.len()));
+            continue;
+        }
+        let inv = 1.0f32 / am;
+        codes.extend(block.iter().map(|&x| {
+            let v = (x * inv).clamp(-1.0, 1.0);
+            table[((v + 1.0) * 0.5 * steps + 0.5) as u16 as usize]
+        }));
+    }
+    (codes, absmax)
+}
+
 /// The absmax scales of a 4-bit tensor, plain or double-quantized.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Absmax {
@@ -250,8 +303,13 @@ impl Absmax {
     }
 }
 
-/// Lanes of torch's `Vectorized<float>` on the AVX-512 CPUs the fixtures were made on.
-const TORCH_LANES: usize = 16;
+/// Lanes of the vectors torch's fp32 sum kernel loads on the x86 CPUs the fixtures were made on:
+/// 8 (256 bits), measured — torch 2.15 reports AVX-512 there, yet only an 8-lane cascade
+/// reproduces its sums (`scripts/make_quant_fixtures.py` records them for many lengths).
+const TORCH_LANES: usize = 8;
+
+/// Above this many elements torch splits a full reduction over its threads (`GRAIN_SIZE`).
+const TORCH_GRAIN: usize = 32768;
 
 fn ceil_log2(x: usize) -> usize {
     if x <= 1 {
@@ -327,19 +385,20 @@ fn row_sum(load: impl Fn(usize) -> [f32; TORCH_LANES], size: usize) -> [f32; TOR
     partial[0]
 }
 
-/// `torch.Tensor.sum()` of a contiguous fp32 vector on an AVX-512 CPU, reproduced operation for
-/// operation (aten/src/ATen/native/cpu/SumKernel.cpp `cascade_sum`): bitsandbytes' double-quant
-/// offset is `absmax.mean()`, and any other summation order differs in the last bit. (On CUDA or
-/// an AVX2 CPU torch sums in another order, so checkpoints made there carry their own offset —
-/// loading them uses the stored value.)
-fn torch_sum(v: &[f32]) -> f32 {
+/// `torch.Tensor.sum()` of a contiguous fp32 vector on one thread, reproduced operation for
+/// operation (aten/src/ATen/native/cpu/SumKernel.cpp `cascade_sum` → `vectorized_inner_sum`):
+/// bitsandbytes' double-quant offset is `absmax.mean()`, and any other summation order differs in
+/// the last bit. (CUDA sums in another order, so checkpoints quantized there carry their own
+/// offset — loading them uses the stored value.)
+fn torch_sum_serial(v: &[f32]) -> f32 {
     let n = v.len();
-    let scalar = |i: usize| {
-        let mut a = [0.0f32; TORCH_LANES];
-        a[0] = v[i];
-        a
-    };
     if n < TORCH_LANES {
+        // The scalar path: the same cascade, one lane wide.
+        let scalar = |i: usize| {
+            let mut a = [0.0f32; TORCH_LANES];
+            a[0] = v[i];
+            a
+        };
         return row_sum(scalar, n)[0];
     }
     let vec_size = n / TORCH_LANES;
@@ -348,22 +407,37 @@ fn torch_sum(v: &[f32]) -> f32 {
         a.copy_from_slice(&v[i * TORCH_LANES..(i + 1) * TORCH_LANES]);
         a
     };
-    let mut lanes = row_sum(vector, vec_size).to_vec();
+    let lanes = row_sum(vector, vec_size);
+    // The tail first, then the lanes added to it left to right.
     let mut acc = 0.0f32;
     for &x in &v[vec_size * TORCH_LANES..] {
         acc += x;
     }
-    // The lanes are reduced by halving (vec_reduce_all), not left to right.
-    while lanes.len() > 1 {
-        let half = lanes.len() / 2;
-        lanes = (0..half).map(|i| lanes[i] + lanes[i + half]).collect();
+    for x in lanes {
+        acc += x;
     }
-    acc + lanes[0]
+    acc
 }
 
-/// torch's fp32 `mean()`: the sum divided by the count.
+/// `torch.Tensor.sum()` with `threads` intra-op threads: above [`TORCH_GRAIN`] elements torch
+/// reduces `min(threads, ⌈n / grain⌉)` equal chunks separately and adds their sums in order.
+pub fn torch_sum(v: &[f32], threads: usize) -> f32 {
+    let n = v.len();
+    let threads = threads.max(1);
+    if n <= TORCH_GRAIN || threads == 1 {
+        return torch_sum_serial(v);
+    }
+    let tasks = threads.min(n.div_ceil(TORCH_GRAIN));
+    let chunk = n.div_ceil(tasks);
+    v.chunks(chunk)
+        .map(torch_sum_serial)
+        .fold(0.0f32, |acc, s| acc + s)
+}
+
+/// torch's fp32 `mean()` on one CPU thread: the sum divided by the count. (lorafit quantizes at
+/// load on one thread's order, whatever the machine, so the result does not depend on it.)
 fn torch_mean(v: &[f32]) -> f32 {
-    torch_sum(v) / v.len().max(1) as f32
+    torch_sum(v, 1) / v.len().max(1) as f32
 }
 
 /// A 4-bit quantized tensor in bitsandbytes' layout.
@@ -379,13 +453,34 @@ pub struct Quantized4bit {
 }
 
 impl Quantized4bit {
-    /// Quantize `data` (row-major, `shape`) like `bitsandbytes.functional.quantize_4bit`.
+    /// Quantize `data` (row-major, `shape`) like `bitsandbytes.functional.quantize_4bit` on CUDA
+    /// (double quantization rounds to the nearest code).
     pub fn quantize(
         data: &[f32],
         shape: &[usize],
         quant_type: QuantType,
         blocksize: usize,
         double_quant: bool,
+    ) -> Result<Self, Error> {
+        Self::quantize_with(
+            data,
+            shape,
+            quant_type,
+            blocksize,
+            double_quant,
+            DqRounding::Nearest,
+        )
+    }
+
+    /// [`Quantized4bit::quantize`] with double quantization rounded as `rounding` says (the 4-bit
+    /// codes round to the nearest code on every bitsandbytes backend).
+    pub fn quantize_with(
+        data: &[f32],
+        shape: &[usize],
+        quant_type: QuantType,
+        blocksize: usize,
+        double_quant: bool,
+        rounding: DqRounding,
     ) -> Result<Self, Error> {
         if !BLOCKSIZES.contains(&blocksize) {
             return Err(Error::Blocksize(blocksize));
@@ -409,7 +504,7 @@ impl Quantized4bit {
         }
         let packed = codes.chunks(2).map(|p| (p[0] << 4) | p[1]).collect();
         let absmax = if double_quant {
-            nest(&absmax)
+            nest_with_offset(&absmax, torch_mean(&absmax), rounding)
         } else {
             Absmax::Plain(absmax)
         };
@@ -508,19 +603,18 @@ fn checked_numel(shape: &[usize]) -> Result<usize, Error> {
         })
 }
 
-/// Double quantization: subtract the mean, quantize blockwise (256) with the signed dynamic map.
-fn nest(absmax: &[f32]) -> Absmax {
-    nest_with_offset(absmax, torch_mean(absmax))
-}
-
-/// Double quantization with a given offset. bitsandbytes takes `absmax.mean()`, whose last bit
-/// depends on the device's summation order (CUDA, AVX2 and AVX-512 CPUs differ); [`torch_mean`]
-/// reproduces torch's AVX-512 CPU order for most lengths, and everything after the offset is exact.
-pub fn nest_with_offset(absmax: &[f32], offset: f32) -> Absmax {
+/// Double quantization with a given offset: subtract it, quantize blockwise (256) with the signed
+/// dynamic map. bitsandbytes takes `absmax.mean()`, whose last bit depends on the device's
+/// summation order (CUDA and CPUs differ, and so do CPU thread counts above 32768 blocks);
+/// [`torch_sum`] reproduces torch's x86 CPU order at every length, and everything after the
+/// offset is exact in either [`DqRounding`].
+pub fn nest_with_offset(absmax: &[f32], offset: f32, rounding: DqRounding) -> Absmax {
     let centered: Vec<f32> = absmax.iter().map(|&a| a - offset).collect();
     let code = dynamic_map();
-    let rounder = Rounder::new(&code);
-    let (codes, nested_absmax) = quantize_blocks(&centered, 256, &rounder, false);
+    let (codes, nested_absmax) = match rounding {
+        DqRounding::Nearest => quantize_blocks(&centered, 256, &Rounder::new(&code), false),
+        DqRounding::CpuTable => quantize_blocks_cpu_table(&centered, 256, &code),
+    };
     Absmax::Nested {
         codes,
         nested_absmax,

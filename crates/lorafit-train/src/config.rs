@@ -359,6 +359,10 @@ impl TrainArgs {
                     QuantType::Nf4
                 },
                 double_quant: q.double_quant,
+                rounding: match s.str("bnb_rounding") {
+                    Some("cpu_table") => lorafit_quant::DqRounding::CpuTable,
+                    _ => lorafit_quant::DqRounding::Nearest,
+                },
             }),
             Some(q) => {
                 return Err(unsupported(

@@ -394,12 +394,14 @@ impl Model {
                 Some(QuantSpec::FourBit {
                     quant_type,
                     double_quant,
+                    rounding,
                 }) => BaseWeight::Quant(Nf4Weight::quantize(
                     &weight.data,
                     out,
                     inp,
                     quant_type,
                     double_quant,
+                    rounding,
                     device,
                 )?),
                 None => BaseWeight::Dense(to_device(transpose_host(weight), device)),

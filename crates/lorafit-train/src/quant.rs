@@ -5,7 +5,7 @@
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lorafit_quant::{Absmax, QuantType, Quantized4bit, Quantized8bit};
+use lorafit_quant::{Absmax, DqRounding, QuantType, Quantized4bit, Quantized8bit};
 
 use crate::error::{Error, Result};
 use crate::quant_ops::{Q4Meta, QuantOps};
@@ -17,6 +17,8 @@ pub enum QuantSpec {
     FourBit {
         quant_type: QuantType,
         double_quant: bool,
+        /// `bnb_rounding`: how double quantization rounds (bitsandbytes' CUDA or CPU kernel).
+        rounding: DqRounding,
     },
     /// `quantization_bit: 8`: bitsandbytes' row-wise int8.
     Int8,
@@ -49,10 +51,18 @@ impl Nf4Weight {
         inp: usize,
         quant_type: QuantType,
         double_quant: bool,
+        rounding: DqRounding,
         device: &Device,
     ) -> Result<Self> {
-        let q = Quantized4bit::quantize(data, &[out, inp], quant_type, BLOCK, double_quant)
-            .map_err(|e| Error::Invalid(format!("quantizing a [{out}, {inp}] weight: {e}")))?;
+        let q = Quantized4bit::quantize_with(
+            data,
+            &[out, inp],
+            quant_type,
+            BLOCK,
+            double_quant,
+            rounding,
+        )
+        .map_err(|e| Error::Invalid(format!("quantizing a [{out}, {inp}] weight: {e}")))?;
         Self::upload(&q, device)
     }
 

@@ -39,6 +39,7 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
         Some(QuantSpec::FourBit {
             quant_type: lorafit_quant::QuantType::Nf4,
             double_quant: true,
+            rounding: lorafit_quant::DqRounding::Nearest,
         }),
         Some(QuantSpec::Int8),
     ] {
