@@ -6,7 +6,9 @@ LoRA r=8, alpha 16 on all linear layers, batch 4, f32, eager PyTorch on the CPU 
 AdamW, clipping at 1.0, the Contract 3 loop. Prints tokens/s counted the way lorafit's
 trainer_log.jsonl counts them (all tokens of all steps / wall time from the start of step 1).
 
-    python3 scripts/bench_train_torch.py MODEL_DIR DATA_JSONL STEPS [DEVICE=cpu] [BATCH=4] [DTYPE=float32]
+    python3 scripts/bench_train_torch.py MODEL_DIR DATA_JSONL STEPS [DEVICE=cpu] [BATCH=4] [DTYPE=float32] [BITS=0]
+
+BITS=4 loads the base as QLoRA does (bitsandbytes NF4 + double quant, compute dtype DTYPE).
 
 On a GPU (DEVICE=cuda) it also prints torch.cuda.max_memory_allocated / max_memory_reserved.
 """
@@ -25,7 +27,15 @@ def main():
     bs = int(sys.argv[5]) if len(sys.argv) > 5 else 4
     dtype = getattr(torch, sys.argv[6]) if len(sys.argv) > 6 else torch.float32
     rows = [json.loads(l)["input_ids"] for l in open(data_path) if l.strip()]
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+    bits = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+    if bits == 4:  # QLoRA as LLaMA-Factory loads it: NF4, double quant, compute dtype = dtype
+        from transformers import BitsAndBytesConfig
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype)
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa",
+                                                    quantization_config=q, device_map={"": device})
+    else:
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
     model = get_peft_model(base, cfg)
     model.train()

@@ -6,22 +6,32 @@
 #   cargo build --release -p lorafit-cli && mkdir -p .bin && cp target/release/lorafit .bin/
 #   the Vulkan loader .debs into .gl/ (see the device tool's README)
 # Then, with the device tool: carry [".bin", ".gl"], command `bash scripts/gpu_lorafit.sh`.
-# Results (logs, trainer_log.jsonl, torch's figures) land in $OUT.
+# Results (logs, trainer_log.jsonl, torch's figures) land in $OUT; the last lines printed are a table of
+# tokens/s and peak memory (lorafit's measured pool peak, torch's max_memory_allocated) per run.
 set -euo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
+# A smoke run off the device: SPECS="HuggingFaceTB/SmolLM2-135M 1 64 0" BACKEND=ndarray DEVICE=cpu.
+for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+[ -d .gl ] && ldconfig
+backend=${BACKEND:-wgpu}
+device=${DEVICE:-cuda}
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 out=${OUT:-/tmp/lorafit-gpu}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" || true
-L=.bin/lorafit
+L=${LORAFIT_BIN:-.bin/lorafit}
 steps=10
-# model id, per-device batch, sequence length
-for spec in "Qwen/Qwen2.5-0.5B 4 1024" "meta-llama/Llama-3.2-1B 4 1024" "Qwen/Qwen2.5-1.5B 2 1024"; do
-  read -r id bs len <<< "$spec"
+per_run=${PER_RUN_S:-70}   # each of the 6 runs is cut off here, so the whole script stays under 8 minutes
+summary="$out/summary.txt"
+printf '%-22s %-6s %-9s %12s %14s\n' run stack method "tokens/s" "peak memory" > "$summary"
+# SPECS: comma-separated "model id, per-device batch, sequence length, quantization bits (0 = LoRA)"
+IFS=',' read -r -a specs <<< "${SPECS:-Qwen/Qwen2.5-0.5B 4 1024 0,meta-llama/Llama-3.2-1B 4 1024 0,meta-llama/Llama-3.2-1B 4 1024 4}"
+for spec in "${specs[@]}"; do
+  read -r id bs len bits <<< "$spec"
   name=$(basename "$id")
+  method=lora; [ "$bits" != 0 ] && method=qlora
+  run=$name-$method
   dir=/tmp/models/$name
-  "$L" random-model "$id" "$dir"
+  [ -d "$dir" ] || "$L" random-model "$id" "$dir"
   vocab=$(python3 -c "import json; print(json.load(open('$dir/config.json'))['vocab_size'])")
   python3 - "$vocab" "$len" > /tmp/$name.jsonl <<'PY'
 import json, random, sys
@@ -30,7 +40,8 @@ vocab, n = int(sys.argv[1]), int(sys.argv[2])
 for _ in range(64):
     print(json.dumps({"input_ids": [random.randrange(vocab) for _ in range(n)]}))
 PY
-  cat > /tmp/$name.yaml <<YAML
+  quant=""; [ "$bits" != 0 ] && quant="quantization_bit: $bits"
+  cat > /tmp/$run.yaml <<YAML
 model_name_or_path: $dir
 finetuning_type: lora
 lora_rank: 8
@@ -46,10 +57,18 @@ logging_steps: 1
 save_steps: 100000
 shuffle: false
 disable_gradient_checkpointing: true
-backend: wgpu
-output_dir: /tmp/out-$name
+backend: $backend
+output_dir: /tmp/out-$run
+$quant
 YAML
-  "$L" train /tmp/$name.yaml > "$out/$name.lorafit.log" 2>&1 || echo "lorafit failed on $name" >> "$out/$name.lorafit.log"
-  cp /tmp/out-$name/trainer_log.jsonl "$out/$name.trainer_log.jsonl" 2>/dev/null || true
-  python3 scripts/bench_train_torch.py "$dir" /tmp/$name.jsonl $steps cuda "$bs" float32 > "$out/$name.torch.log" 2>&1 || true
+  timeout "$per_run" "$L" train /tmp/$run.yaml > "$out/$run.lorafit.log" 2>&1 || echo "lorafit stopped (rc $?) on $run" >> "$out/$run.lorafit.log"
+  cp /tmp/out-$run/trainer_log.jsonl "$out/$run.trainer_log.jsonl" 2>/dev/null || true
+  tps=$(tail -n 1 "$out/$run.trainer_log.jsonl" 2>/dev/null | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['tokens_per_second'])" 2>/dev/null || echo -)
+  peak=$(grep -o 'peak memory: measured [0-9.]* [KMG]iB' "$out/$run.lorafit.log" | awk '{print $4, $5}' || true)
+  printf '%-22s %-6s %-9s %12s %14s\n' "$run" lorafit "$method" "$tps" "${peak:--}" >> "$summary"
+  timeout "$per_run" python3 scripts/bench_train_torch.py "$dir" /tmp/$name.jsonl $steps "$device" "$bs" float32 "$bits" > "$out/$run.torch.log" 2>&1 || echo "torch stopped (rc $?) on $run" >> "$out/$run.torch.log"
+  tps=$(grep -o '[0-9]* tokens/s over' "$out/$run.torch.log" | awk '{print $1}' || true)
+  peak=$(grep -o 'max_memory_allocated [0-9]*' "$out/$run.torch.log" | awk '{printf "%.2f GiB", $2 / 2^30}' || true)
+  printf '%-22s %-6s %-9s %12s %14s\n' "$run" torch "$method" "${tps:--}" "${peak:--}" >> "$summary"
 done
+cat "$summary"
