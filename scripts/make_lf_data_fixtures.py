@@ -316,6 +316,20 @@ def run_case(tok_dir, data_dir, case):
     return result
 
 
+# Packing happens within `datasets.map` batches of preprocessing_batch_size rows (pt: each batch's
+# remainder dropped; sft: knapsacks per batch). `python3 scripts/make_lf_data_fixtures.py batch`
+# appends just these to an existing expected.json.
+BATCH_CASES = [
+    {"stage": "pt", "dataset": "c4_demo,wiki_demo", "cutoff_len": 8, "preprocessing_batch_size": 2},
+    {"stage": "pt", "template": "llama3", "dataset": "c4_demo,wiki_demo", "cutoff_len": 8, "packing": True,
+     "preprocessing_batch_size": 3},
+    {"stage": "sft", "template": "qwen3", "dataset": "alpaca_en_demo,alpaca_zh_demo", "cutoff_len": 1024,
+     "packing": True, "preprocessing_batch_size": 2},
+    {"stage": "sft", "template": "llama3", "dataset": "alpaca_en_demo,sharegpt_demo", "cutoff_len": 1024,
+     "neat_packing": True, "preprocessing_batch_size": 3},
+]
+
+
 def cases():
     out = []
     chat = ["alpaca_en_demo", "alpaca_zh_demo", "sharegpt_demo", "identity"]
@@ -377,6 +391,7 @@ def cases():
                 if packing is not None:
                     case["packing"] = packing
                 out.append(case)
+    out += BATCH_CASES
     for name in ("qwen3", "qwen3_nothink", "llama3", "mistral", "gemma3", "glm4", "deepseekr1", "gpt_oss",
                  "chatml"):
         for ds in ("dpo_en_demo", "dpo_zh_demo", "ranking_alpaca_demo"):
@@ -387,7 +402,27 @@ def cases():
     return out
 
 
+def append_batch_cases():
+    tok_dir, data_dir = os.path.join(OUT, "tok"), os.path.join(OUT, "data")
+    path = os.path.join(OUT, "expected.json")
+    with open(path) as f:
+        fixture = json.load(f)
+    have = [json.dumps(c["keys"], sort_keys=True) for c in fixture["cases"]]
+    for case in BATCH_CASES:
+        if json.dumps(case, sort_keys=True) in have:
+            continue
+        got = run_case(tok_dir, data_dir, case)
+        fixture["cases"].append({"keys": case, "expected": got})
+        print("ok ", case, len(got["input_ids"]))
+    with open(path, "w") as f:
+        json.dump(fixture, f, ensure_ascii=False)
+        f.write("\n")
+
+
 def main():
+    if sys.argv[1:2] == ["batch"]:
+        append_batch_cases()
+        return
     tok_dir = os.path.join(OUT, "tok")
     data_dir = os.path.join(OUT, "data")
     make_tokenizer(tok_dir)

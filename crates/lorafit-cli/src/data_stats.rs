@@ -4,13 +4,13 @@
 //! micro-batch (LLaMA-Factory pads each batch to its longest sequence, to a multiple of 8, not to
 //! cutoff_len), and the padded tokens of an epoch for time and cost.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use lorafit_core::Settings;
 use lorafit_core::plan::Plan;
-use lorafit_data::load::{DataArgs, Encoded, Mix, Stage, dataset_names};
-use lorafit_data::{Masking, Schedule};
+use lorafit_data::Schedule;
+use lorafit_data::load::Encoded;
 use serde::Serialize;
 
 /// What the data says.
@@ -48,46 +48,6 @@ fn percentile(sorted: &[usize], p: f64) -> usize {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// The data keys of `s`, for lorafit-data.
-fn data_args(s: &Settings, plan: &Plan, dataset_dir: PathBuf, tok: PathBuf) -> Result<DataArgs> {
-    let stage = s.str("stage").unwrap_or("sft");
-    Ok(DataArgs {
-        dataset: dataset_names(s.str("dataset").unwrap_or("")),
-        dataset_dir,
-        tokenizer_dir: tok,
-        template: s.str("template").map(str::to_string),
-        stage: match stage {
-            "ppo" => Stage::Sft,
-            other => Stage::from_name(other)?,
-        },
-        cutoff_len: plan.cutoff_len as usize,
-        max_samples: plan.max_samples.map(|m| m as usize),
-        packing: s.get("packing").map(|_| s.bool("packing", false)),
-        neat_packing: s.bool("neat_packing", false),
-        masking: Masking {
-            train_on_prompt: s.bool("train_on_prompt", false),
-            mask_history: s.bool("mask_history", false),
-        },
-        mix_strategy: Mix::from_name(s.str("mix_strategy").unwrap_or("concat"))?,
-        interleave_probs: match s.get("interleave_probs") {
-            None => None,
-            Some(v) => Some(
-                v.to_string()
-                    .split(',')
-                    .map(|x| x.trim().parse::<f64>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .with_context(|| format!("`interleave_probs: {v}`"))?,
-            ),
-        },
-        seed: s.int("seed").unwrap_or(42) as u64,
-        enable_thinking: s.bool("enable_thinking", true),
-        preserve_thinking: s.bool("preserve_thinking", false),
-        default_system: s.str("default_system").map(str::to_string),
-        tool_format: s.str("tool_format").map(str::to_string),
-        preprocessing_batch_size: s.int("preprocessing_batch_size").unwrap_or(1000).max(1) as usize,
-    })
-}
-
 /// The stats of the config's dataset, or why there are none (no dataset, no tokenizer).
 pub fn read(
     config: &Path,
@@ -108,7 +68,7 @@ pub fn read(
     };
     let base = config.parent().unwrap_or(Path::new("."));
     let dataset_dir = lorafit_data::load::resolve(base, s.str("dataset_dir").unwrap_or("data"));
-    let mut args = data_args(s, plan, dataset_dir, tok_dir.to_path_buf())?;
+    let mut args = lorafit_train::config::data_args(s, plan, dataset_dir, tok_dir.to_path_buf())?;
     eprintln!(
         "reading `dataset: {ds}` with {} to size the run (--no-data skips this)",
         tok_dir.join("tokenizer.json").display()

@@ -88,7 +88,8 @@ pub struct DataArgs {
     pub preserve_thinking: bool,
     pub default_system: Option<String>,
     pub tool_format: Option<String>,
-    /// `preprocessing_batch_size` (KTO's KL answers rotate within a batch).
+    /// `preprocessing_batch_size`: LLaMA-Factory's `datasets.map` batch. Packing (pt blocks, sft
+    /// knapsacks) happens within a batch, and KTO's KL answers rotate within one.
     pub preprocessing_batch_size: usize,
 }
 
@@ -391,12 +392,16 @@ pub fn load_with(args: &DataArgs, adjust: impl FnOnce(&mut Template)) -> Result<
     report.pad_id = tok.pad_id.unwrap_or(0);
     let rows = aligned_rows(args, &mut report)?;
     let mut keep: Vec<Aligned> = Vec::with_capacity(rows.len());
+    // LLaMA-Factory preprocesses in `datasets.map` batches of `preprocessing_batch_size` rows of
+    // the merged dataset (dropped rows included), and packs within each batch.
+    let batch_rows = args.preprocessing_batch_size.max(1);
+    let mut batch_of: Vec<usize> = Vec::with_capacity(rows.len());
     let ok: fn(&Aligned) -> bool = match args.stage {
         Stage::Pt => |_| true,
         Stage::Sft => process::supervised_ok,
         Stage::Pairwise | Stage::Kto => process::pairwise_ok,
     };
-    for (dataset, row, a) in rows {
+    for (index, (dataset, row, a)) in rows.into_iter().enumerate() {
         if args.stage == Stage::Kto && (a.broken.is_some() || !ok(&a)) {
             // KTO's KL answers rotate over the whole batch, dropped rows included.
             report.dropped.push(Dropped {
@@ -408,6 +413,7 @@ pub fn load_with(args: &DataArgs, adjust: impl FnOnce(&mut Template)) -> Result<
                     .unwrap_or_else(|| "a KTO row needs a `kto_tag` and one answer".into()),
             });
             keep.push(a);
+            batch_of.push(index / batch_rows);
             continue;
         }
         if let Some(reason) = &a.broken {
@@ -439,23 +445,35 @@ pub fn load_with(args: &DataArgs, adjust: impl FnOnce(&mut Template)) -> Result<
             });
         } else {
             keep.push(a);
+            batch_of.push(index / batch_rows);
         }
     }
     let encoded = match (args.stage, &template) {
-        (Stage::Pt, _) => Encoded::Examples(process::pretrain(
-            &tok,
-            args.template.as_deref().unwrap_or(""),
-            &keep,
-            cutoff,
-            packing,
-        )?),
+        (Stage::Pt, _) => {
+            let mut out = Vec::new();
+            for batch in map_batches(&keep, &batch_of) {
+                out.extend(process::pretrain(
+                    &tok,
+                    args.template.as_deref().unwrap_or(""),
+                    batch,
+                    cutoff,
+                    packing,
+                )?);
+            }
+            Encoded::Examples(out)
+        }
         (Stage::Sft, Some(t)) => {
-            let mut out = keep
-                .iter()
-                .map(|a| process::supervised(&tok, t, a, cutoff, args.masking))
-                .collect::<Result<Vec<_>>>()?;
-            if packing {
-                out = example::pack(out, cutoff, report.pad_id, args.neat_packing);
+            let mut out = Vec::new();
+            for batch in map_batches(&keep, &batch_of) {
+                let encoded = batch
+                    .iter()
+                    .map(|a| process::supervised(&tok, t, a, cutoff, args.masking))
+                    .collect::<Result<Vec<_>>>()?;
+                out.extend(if packing {
+                    example::pack(encoded, cutoff, report.pad_id, args.neat_packing)
+                } else {
+                    encoded
+                });
             }
             Encoded::Examples(out)
         }
@@ -489,6 +507,21 @@ pub fn load_with(args: &DataArgs, adjust: impl FnOnce(&mut Template)) -> Result<
         )));
     }
     Ok((encoded, report))
+}
+
+/// The kept rows cut where their `datasets.map` batch changes (`batch_of`: each row's batch).
+fn map_batches<'a, T>(rows: &'a [T], batch_of: &[usize]) -> Vec<&'a [T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=rows.len() {
+        if i == rows.len() || batch_of[i] != batch_of[start] {
+            if i > start {
+                out.push(&rows[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
 }
 
 /// `dataset` as LLaMA-Factory splits it.

@@ -76,7 +76,10 @@ fn args_of(keys: &Value) -> DataArgs {
             .get("tool_format")
             .and_then(Value::as_str)
             .map(str::to_string),
-        preprocessing_batch_size: 1000,
+        preprocessing_batch_size: keys
+            .get("preprocessing_batch_size")
+            .and_then(Value::as_u64)
+            .map_or(1000, |x| x as usize),
     }
 }
 

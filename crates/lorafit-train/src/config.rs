@@ -110,20 +110,12 @@ pub struct TrainArgs {
     pub max_samples: Option<usize>,
     /// `packing` as resolved (on for pt unless `packing: false`).
     pub packing: bool,
-    /// `packing` as given (LLaMA-Factory shortens cutoff_len by one only when it is given).
-    pub packing_given: Option<bool>,
-    /// `mix_strategy`, `interleave_probs`, `enable_thinking`, `preserve_thinking`,
-    /// `default_system`, `tool_format`: the other data keys, passed to lorafit-data.
-    pub mix_strategy: String,
-    pub interleave_probs: Option<Vec<f64>>,
-    pub enable_thinking: bool,
-    pub preserve_thinking: bool,
-    pub default_system: Option<String>,
-    pub tool_format: Option<String>,
     /// `neat_packing`: packing with attention blocked between the packed examples.
     pub neat_packing: bool,
     /// `train_on_prompt`, `mask_history`.
     pub masking: lorafit_data::Masking,
+    /// Every data key, as [`data_args`] reads them (lorafit-data's input).
+    pub data: lorafit_data::DataArgs,
     pub batch_size: usize,
     pub grad_accum: usize,
     pub learning_rate: f64,
@@ -152,34 +144,61 @@ fn unsupported(key: &str, value: &Val, why: &str) -> Error {
     Error::Unsupported(format!("`{key}: {value}`: {why}"))
 }
 
+/// The data keys of a config as lorafit-data takes them: one reading for `lorafit train` and for
+/// `lorafit estimate`'s dataset statistics, so both encode the same examples.
+pub fn data_args(
+    s: &Settings,
+    plan: &lorafit_core::plan::Plan,
+    dataset_dir: PathBuf,
+    tokenizer_dir: PathBuf,
+) -> Result<lorafit_data::DataArgs> {
+    Ok(lorafit_data::DataArgs {
+        dataset: lorafit_data::load::dataset_names(s.str("dataset").unwrap_or("")),
+        dataset_dir,
+        tokenizer_dir,
+        template: s.str("template").map(str::to_string),
+        stage: match s.str("stage").unwrap_or("sft") {
+            // Estimated, not trained: its data is read as sft's.
+            "ppo" => lorafit_data::Stage::Sft,
+            other => lorafit_data::Stage::from_name(other)?,
+        },
+        cutoff_len: plan.cutoff_len as usize,
+        max_samples: plan.max_samples.map(|m| m as usize),
+        packing: s.get("packing").map(|v| matches!(v, Val::Bool(true))),
+        neat_packing: s.bool("neat_packing", false),
+        masking: lorafit_data::Masking {
+            train_on_prompt: s.bool("train_on_prompt", false),
+            mask_history: s.bool("mask_history", false),
+        },
+        mix_strategy: lorafit_data::Mix::from_name(s.str("mix_strategy").unwrap_or("concat"))?,
+        interleave_probs: match s.get("interleave_probs") {
+            None => None,
+            Some(v) => Some(
+                v.to_string()
+                    .split(',')
+                    .map(|x| {
+                        x.trim().parse::<f64>().map_err(|_| {
+                            Error::Invalid(format!(
+                                "`interleave_probs: {v}` must be comma-separated probabilities"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        },
+        seed: s.int("seed").unwrap_or(42) as u64,
+        enable_thinking: s.bool("enable_thinking", true),
+        preserve_thinking: s.bool("preserve_thinking", false),
+        default_system: s.str("default_system").map(str::to_string),
+        tool_format: s.str("tool_format").map(str::to_string),
+        preprocessing_batch_size: s.int("preprocessing_batch_size").unwrap_or(1000).max(1) as usize,
+    })
+}
+
 impl TrainArgs {
     /// The data keys as lorafit-data takes them (the tokenizer is the model's).
     pub fn data_args(&self) -> lorafit_data::DataArgs {
-        lorafit_data::DataArgs {
-            dataset: lorafit_data::load::dataset_names(&self.dataset),
-            dataset_dir: self.dataset_dir.clone(),
-            tokenizer_dir: self.model_dir.clone(),
-            template: self.template.clone(),
-            stage: match self.stage.as_str() {
-                "pt" => lorafit_data::Stage::Pt,
-                "rm" | "dpo" => lorafit_data::Stage::Pairwise,
-                "kto" => lorafit_data::Stage::Kto,
-                _ => lorafit_data::Stage::Sft,
-            },
-            cutoff_len: self.cutoff_len,
-            max_samples: self.max_samples,
-            packing: self.packing_given,
-            neat_packing: self.neat_packing,
-            masking: self.masking,
-            mix_strategy: lorafit_data::Mix::from_name(&self.mix_strategy).unwrap_or_default(),
-            interleave_probs: self.interleave_probs.clone(),
-            seed: self.seed,
-            enable_thinking: self.enable_thinking,
-            preserve_thinking: self.preserve_thinking,
-            default_system: self.default_system.clone(),
-            tool_format: self.tool_format.clone(),
-            preprocessing_batch_size: 1000,
-        }
+        self.data.clone()
     }
 
     /// Resolve the keys; relative paths are taken from `base` (the config file's directory).
@@ -419,6 +438,8 @@ impl TrainArgs {
             }
         };
         let targets: Vec<String> = plan.lora_target.clone();
+        let dataset_dir = path(s.str("dataset_dir").unwrap_or("data"));
+        let data = data_args(s, &plan, dataset_dir.clone(), model_dir.clone())?;
         Ok(TrainArgs {
             model_dir,
             adapter_dir: s.str("adapter_name_or_path").map(path),
@@ -429,33 +450,8 @@ impl TrainArgs {
             use_rslora: plan.use_rslora,
             lora_target: targets,
             dataset,
-            dataset_dir: path(s.str("dataset_dir").unwrap_or("data")),
-            template: s.str("template").map(str::to_string),
-            packing_given: s.get("packing").map(|v| matches!(v, Val::Bool(true))),
-            mix_strategy: {
-                let m = s.str("mix_strategy").unwrap_or("concat");
-                lorafit_data::Mix::from_name(m)?;
-                m.to_string()
-            },
-            interleave_probs: match s.get("interleave_probs") {
-                None => None,
-                Some(v) => Some(
-                    v.to_string()
-                        .split(',')
-                        .map(|x| {
-                            x.trim().parse::<f64>().map_err(|_| {
-                                Error::Invalid(format!(
-                                    "`interleave_probs: {v}` must be comma-separated probabilities"
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?,
-                ),
-            },
-            enable_thinking: s.bool("enable_thinking", true),
-            preserve_thinking: s.bool("preserve_thinking", false),
-            default_system: s.str("default_system").map(str::to_string),
-            tool_format: s.str("tool_format").map(str::to_string),
+            dataset_dir,
+            template: data.template.clone(),
             cutoff_len: plan.cutoff_len as usize,
             max_samples: plan.max_samples.map(|m| m as usize),
             packing: plan.packing
@@ -466,8 +462,9 @@ impl TrainArgs {
             eval,
             val_size: s.float("val_size").unwrap_or(0.0),
             value_head_dropout: 0.1,
-            neat_packing: s.bool("neat_packing", false),
+            neat_packing: data.neat_packing,
             masking,
+            data,
             batch_size: plan.batch_size as usize,
             grad_accum: plan.grad_accum as usize,
             learning_rate: s.float("learning_rate").unwrap_or(5e-5),

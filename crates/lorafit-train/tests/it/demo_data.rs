@@ -261,3 +261,50 @@ fn demo_datasets_train_with_their_templates() {
     assert!(e.contains("`stage: ppo`") && e.contains("rm"), "{e}");
     let _ = std::fs::remove_dir_all(&model);
 }
+
+/// `preprocessing_batch_size` is LLaMA-Factory's `datasets.map` batch, and pretraining text is
+/// concatenated and cut into cutoff_len blocks per batch, each batch's remainder dropped: a
+/// smaller batch drops more, so the same text gives fewer blocks. The trainer
+/// reads the key as `lorafit estimate` does (one `config::data_args`; it used to fix 1000).
+#[test]
+fn preprocessing_batch_size_changes_the_packs_as_in_llamafactory() {
+    let model = tiny_model();
+    let packs = |batch: i64| {
+        let mut s = Settings::default();
+        for (k, v) in [
+            ("model_name_or_path", Val::Str(model.display().to_string())),
+            (
+                "dataset_dir",
+                Val::Str(data_fixtures().join("data").display().to_string()),
+            ),
+            ("dataset", Val::Str("c4_demo,wiki_demo".into())),
+            ("stage", Val::Str("pt".into())),
+            ("finetuning_type", Val::Str("lora".into())),
+            ("cutoff_len", Val::Int(8)),
+            ("preprocessing_batch_size", Val::Int(batch)),
+        ] {
+            s.set(k, v).expect("key");
+        }
+        let args = TrainArgs::from_settings(&s, &model).expect("args");
+        assert_eq!(args.data_args().preprocessing_batch_size, batch as usize);
+        let plan = s.plan().expect("plan");
+        let estimate_side = lorafit_train::config::data_args(
+            &s,
+            &plan,
+            args.dataset_dir.clone(),
+            args.model_dir.clone(),
+        )
+        .expect("data args");
+        assert_eq!(
+            format!("{estimate_side:?}"),
+            format!("{:?}", args.data_args()),
+            "estimate and train read the data keys alike"
+        );
+        data::load_dataset(&args).expect("data").len()
+    };
+    let (whole, small) = (packs(1000), packs(2));
+    assert!(
+        small < whole,
+        "blocks per 2 rows: {small}, per 1000 rows: {whole}"
+    );
+}
