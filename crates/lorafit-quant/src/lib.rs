@@ -305,7 +305,7 @@ impl Absmax {
 
 /// Lanes of the vectors torch's fp32 sum kernel loads on the x86 CPUs the fixtures were made on:
 /// 8 (256 bits), measured — torch 2.15 reports AVX-512 there, yet only an 8-lane cascade
-/// reproduces its sums (`scripts/make_quant_fixtures.py` records them for many lengths).
+/// reproduces its sums (`scripts/make_cpu_order_fixtures.py` records them for many lengths).
 const TORCH_LANES: usize = 8;
 
 /// Above this many elements torch splits a full reduction over its threads (`GRAIN_SIZE`).

@@ -22,6 +22,55 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// Where two double-quantized states differ (packed codes, absmax codes, nested absmax, offset),
+/// or `None` when they are equal bit for bit.
+fn nested_differences(ours: &Quantized4bit, theirs: &Quantized4bit) -> Option<String> {
+    let (
+        Absmax::Nested {
+            codes: a,
+            nested_absmax: b,
+            offset: c,
+            ..
+        },
+        Absmax::Nested {
+            codes: x,
+            nested_absmax: y,
+            offset: z,
+            ..
+        },
+    ) = (&ours.absmax, &theirs.absmax)
+    else {
+        return Some("not both double-quantized".into());
+    };
+    let differing = |p: &[u8], q: &[u8]| p.iter().zip(q).filter(|(u, v)| u != v).count();
+    let equal =
+        ours.packed == theirs.packed && a == x && bits(b) == bits(y) && c.to_bits() == z.to_bits();
+    (!equal).then(|| {
+        format!(
+            "packed {} differ, absmax codes {} differ, nested absmax {}, offset {c} vs {z}",
+            differing(&ours.packed, &theirs.packed),
+            differing(a, x),
+            if bits(b) == bits(y) {
+                "equal"
+            } else {
+                "DIFFER"
+            },
+        )
+    })
+}
+
+/// The inputs `scripts/make_cpu_order_fixtures.py` generates by formula, exact on both sides:
+/// `k / 2^24 · 2^(i mod 7)` (signed: `(k / 2^24 · 2 − 1) · 2^(i mod 7)`), `k = i · 2654435761 mod 2^24`.
+fn formula_vector(n: usize, signed: bool) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let k = ((i * 2654435761) % (1 << 24)) as f64 / (1u64 << 24) as f64;
+            let v = if signed { k * 2.0 - 1.0 } else { k };
+            (v * f64::from(1u32 << (i % 7))) as f32
+        })
+        .collect()
+}
+
 #[test]
 fn dynamic_map_matches_bitsandbytes() {
     let st = SafeTensors::deserialize(FIXTURE).expect("fixture");
@@ -135,29 +184,13 @@ fn a_real_linear4bit_checkpoint_loads_without_requantizing() {
         (&ours.packed, &ours.shape, ours.blocksize),
         (&q.packed, &q.shape, q.blocksize)
     );
-    match (&ours.absmax, &q.absmax) {
-        (
-            Absmax::Nested {
-                codes: a,
-                nested_absmax: b,
-                offset: c,
-                ..
-            },
-            Absmax::Nested {
-                codes: x,
-                nested_absmax: y,
-                offset: z,
-                code,
-                ..
-            },
-        ) => {
-            assert_eq!(a, x, "absmax codes");
-            assert_eq!(bits(b), bits(y), "nested absmax");
-            assert_eq!(c.to_bits(), z.to_bits(), "offset {c} vs {z}");
-            assert_eq!(bits(code), bits(&dynamic_map()), "nested_quant_map");
-        }
-        other => panic!("both should be nested: {other:?}"),
+    if let Some(d) = nested_differences(&ours, &q) {
+        panic!("re-quantized: {d}");
     }
+    let Absmax::Nested { code, .. } = &q.absmax else {
+        panic!("nested")
+    };
+    assert_eq!(bits(code), bits(&dynamic_map()), "nested_quant_map");
 }
 
 #[test]
@@ -308,49 +341,15 @@ fn quantizing_at_load_equals_the_stored_bnb_state() {
             DqRounding::CpuTable,
         )
         .expect("quantize");
-        let (
-            Absmax::Nested {
-                codes: a,
-                nested_absmax: b,
-                offset: c,
-                ..
-            },
-            Absmax::Nested {
-                codes: x,
-                nested_absmax: y,
-                offset: z,
-                ..
-            },
-        ) = (&ours.absmax, &theirs.absmax)
-        else {
-            panic!("{name}: both nested")
-        };
-        let differing = |p: &[u8], q: &[u8]| p.iter().zip(q).filter(|(u, v)| u != v).count();
-        let line = format!(
-            "{name}: packed {} differ, absmax codes {} differ, nested absmax {}, offset {} vs {}",
-            differing(&ours.packed, &theirs.packed),
-            differing(a, x),
-            if bits(b) == bits(y) {
-                "equal"
-            } else {
-                "DIFFER"
-            },
-            c,
-            z
-        );
-        if ours.packed != theirs.packed
-            || a != x
-            || bits(b) != bits(y)
-            || c.to_bits() != z.to_bits()
-        {
-            report.push(line);
+        if let Some(d) = nested_differences(&ours, &theirs) {
+            report.push(format!("{name}: {d}"));
         }
     }
     assert!(report.is_empty(), "{}", report.join("\n"));
 }
 
 /// lorafit's `torch_sum` equals torch's fp32 `Tensor.sum()` bit for bit, at every length and
-/// thread count `scripts/make_torch_sum_fixtures.py` recorded (the double-quant offset's order).
+/// thread count `scripts/make_cpu_order_fixtures.py` recorded (the double-quant offset's order).
 #[test]
 fn torch_sum_equals_torch() {
     let text = std::fs::read_to_string(concat!(
@@ -361,21 +360,12 @@ fn torch_sum_equals_torch() {
     let fixture: serde_json::Value = serde_json::from_str(&text).expect("json");
     let cases = fixture["cases"].as_array().expect("cases");
     assert!(cases.len() > 300);
-    // The formula the script evaluates: an integer below 2^24 over 2^24, times 2^(i mod 7).
-    let vector = |n: usize| -> Vec<f32> {
-        (0..n as u64)
-            .map(|i| {
-                let k = (i * 2654435761) % (1 << 24);
-                (k as f64 / (1u64 << 24) as f64 * f64::from(1u32 << (i % 7))) as f32
-            })
-            .collect()
-    };
     let mut wrong = Vec::new();
     for case in cases {
         let n = case["n"].as_u64().expect("n") as usize;
         let threads = case["threads"].as_u64().expect("threads") as usize;
         let want = case["sum_bits"].as_u64().expect("sum_bits") as u32;
-        let got = lorafit_quant::torch_sum(&vector(n), threads);
+        let got = lorafit_quant::torch_sum(&formula_vector(n, false), threads);
         if got.to_bits() != want {
             wrong.push(format!(
                 "n {n} threads {threads}: {got} vs {}",
@@ -406,13 +396,7 @@ fn cpu_blockwise_rounding_equals_bitsandbytes() {
     let want_codes = st.tensor("codes").expect("codes").data().to_vec();
     let want_absmax = f32s(&st, "absmax");
     let n = want_codes.len();
-    // The script's signed formula: (k / 2^24 · 2 − 1) · 2^(i mod 7).
-    let x: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let k = (i * 2654435761) % (1 << 24);
-            ((k as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) * f64::from(1u32 << (i % 7))) as f32
-        })
-        .collect();
+    let x = formula_vector(n, true);
     // Double quantization's blockwise step, with a zero offset, is exactly quantize_blockwise.
     let differ = |rounding| {
         let Absmax::Nested {

@@ -89,8 +89,6 @@ pub struct TrainArgs {
     pub lora_target: Vec<String>,
     pub dataset: String,
     pub dataset_dir: PathBuf,
-    /// `template` (LLaMA-Factory's name); none: pt data only.
-    pub template: Option<String>,
     /// `stage`: pt, sft, rm, dpo or kto.
     pub stage: String,
     /// `stage: dpo`: TRL's sigmoid loss with these.
@@ -110,11 +108,8 @@ pub struct TrainArgs {
     pub max_samples: Option<usize>,
     /// `packing` as resolved (on for pt unless `packing: false`).
     pub packing: bool,
-    /// `neat_packing`: packing with attention blocked between the packed examples.
-    pub neat_packing: bool,
-    /// `train_on_prompt`, `mask_history`.
-    pub masking: lorafit_data::Masking,
-    /// Every data key, as [`data_args`] reads them (lorafit-data's input).
+    /// Every data key (template, neat_packing, train_on_prompt / mask_history, …), as
+    /// [`data_args`] reads them: lorafit-data's input.
     pub data: lorafit_data::DataArgs,
     pub batch_size: usize,
     pub grad_accum: usize,
@@ -391,11 +386,7 @@ impl TrainArgs {
                 ));
             }
         };
-        let masking = lorafit_data::Masking {
-            train_on_prompt: s.bool("train_on_prompt", false),
-            mask_history: s.bool("mask_history", false),
-        };
-        if masking.train_on_prompt && masking.mask_history {
+        if s.bool("train_on_prompt", false) && s.bool("mask_history", false) {
             return Err(Error::Invalid(
                 "`mask_history: true` and `train_on_prompt: true` exclude each other (as in LLaMA-Factory): \
                  mask_history learns only the last answer, train_on_prompt learns the prompts too"
@@ -451,7 +442,6 @@ impl TrainArgs {
             lora_target: targets,
             dataset,
             dataset_dir,
-            template: data.template.clone(),
             cutoff_len: plan.cutoff_len as usize,
             max_samples: plan.max_samples.map(|m| m as usize),
             packing: plan.packing
@@ -462,8 +452,6 @@ impl TrainArgs {
             eval,
             val_size: s.float("val_size").unwrap_or(0.0),
             value_head_dropout: 0.1,
-            neat_packing: data.neat_packing,
-            masking,
             data,
             batch_size: plan.batch_size as usize,
             grad_accum: plan.grad_accum as usize,

@@ -149,9 +149,9 @@ fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
         "total_steps": total,
         "lora_rank": args.lora_rank,
         "packing": args.packing,
-        "neat_packing": args.neat_packing,
-        "train_on_prompt": args.masking.train_on_prompt,
-        "mask_history": args.masking.mask_history,
+        "neat_packing": args.data.neat_packing,
+        "train_on_prompt": args.data.masking.train_on_prompt,
+        "mask_history": args.data.masking.mask_history,
         "dpo": args.dpo.is_some(),
     })
 }
