@@ -59,6 +59,20 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
         "trained" => ("trained", "训练"),
         "frozen" => ("frozen", "冻结"),
         "images" => ("images", "张图片"),
+        "videos" => ("videos", "个视频"),
+        "frames" => ("frames", "帧"),
+        "videos_help" => (
+            "Videos per training sample; sampled at video_fps (2) up to video_maxlen (128) frames, their tokens are part of cutoff_len (lorafit key)",
+            "每个训练样本的视频数；按 video_fps（2）抽帧、最多 video_maxlen（128）帧，视频 token 计入 cutoff_len（lorafit 参数）",
+        ),
+        "video_seconds_help" => (
+            "Length of each video in seconds (lorafit key; the CLI reads it from the dataset's files)",
+            "每个视频的时长（秒，lorafit 参数；命令行版从数据集文件读取）",
+        ),
+        "video_pixels_help" => (
+            "LLaMA-Factory video_max_pixels: each frame is resized to at most this many pixels",
+            "LLaMA-Factory 的 video_max_pixels：每帧缩放到不超过此像素数",
+        ),
         "model_help" => (
             "model_name_or_path: a catalog model (its config.json is built in)",
             "model_name_or_path：内置模型目录（含 config.json）",

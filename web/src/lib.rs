@@ -164,7 +164,14 @@ pub fn app() -> Html {
     let check_on = |key: &'static str| -> Html {
         html! { <input type="checkbox" data-testid={key} checked={s.get(key) != Some(&Val::Bool(false))} onchange={on_check(key)} /> }
     };
-    let has_vision = matches!(&result, Ok(e) if e.vision.is_some());
+    // From the model, not the estimate: an error (too many image tokens) keeps the inputs.
+    let tower = catalog::find_model(&get_str(s, "model_name_or_path"))
+        .ok()
+        .and_then(|m| m.arch().ok())
+        .and_then(|a| a.vision.map(|v| v.kind));
+    let has_vision = tower.is_some() || matches!(&result, Ok(e) if e.vision.is_some());
+    let has_video =
+        tower.is_some_and(|k| lorafit_core::arch::media::QwenProcessor::of(k).is_some());
     // Families, each pointing at its first catalog id: picking one sets the model.
     let current_family = catalog::find_model(&get_str(s, "model_name_or_path"))
         .map(|m| m.family.clone())
@@ -258,10 +265,11 @@ pub fn app() -> Html {
                 </div>
                 <p class="sub" data-testid="plan">{plan.as_ref().map(|p| p.describe()).unwrap_or_default()}</p>
                 if let Some(v) = &e.vision {
-                    <p class="sub" data-testid="vision" data-tokens={v.image_tokens_per_sample.to_string()}>{format!("{}: {:.2} B {} · {} {} · {} × {} = {} tokens",
+                    <p class="sub" data-testid="vision" data-tokens={v.image_tokens_per_sample.to_string()} data-video-tokens={v.video_tokens_per_sample.to_string()}>{format!("{}: {:.2} B {} · {} {} · {} {} = {} tokens{}",
                         t(l, "vision"), v.tower_params as f64 / 1e9, if v.tower_trained { t(l, "trained") } else { t(l, "frozen") },
                         t(l, "projector"), if v.projector_trained { t(l, "trained") } else { t(l, "frozen") },
-                        v.images_per_sample, t(l, "images"), v.image_tokens_per_sample)}</p>
+                        v.images_per_sample, t(l, "images"), v.image_tokens_per_sample,
+                        if v.videos_per_sample > 0 { format!(" · {} {} × {} {} = {} tokens", v.videos_per_sample, t(l, "videos"), v.video_frames, t(l, "frames"), v.video_tokens_per_sample) } else { String::new() })}</p>
                 }
                 if e.host_ram_bytes > 0 {
                     <p class="sub" data-testid="host-ram" data-bytes={e.host_ram_bytes.to_string()}>{format!("{}: {}", t(l, "host_ram"), gib(e.host_ram_bytes))}</p>
@@ -323,6 +331,11 @@ pub fn app() -> Html {
                 if has_vision {
                     <label title={t(l, "images_help")}>{"images_per_sample"}{ number("images_per_sample", "0", "1024", "0") }</label>
                     <label title={t(l, "pixels_help")}>{"image_max_pixels"}{ number("image_max_pixels", "1", "100000000", "589824") }</label>
+                    if has_video {
+                        <label title={t(l, "videos_help")}>{"videos_per_sample"}{ number("videos_per_sample", "0", "64", "0") }</label>
+                        <label title={t(l, "video_seconds_help")}>{"video_seconds"}{ number("video_seconds", "0.01", "86400", "10") }</label>
+                        <label title={t(l, "video_pixels_help")}>{"video_max_pixels"}{ number("video_max_pixels", "1", "100000000", "65536") }</label>
+                    }
                     <label title={t(l, "freeze_vt_help")}>{ check_on("freeze_vision_tower") }{"freeze_vision_tower"}</label>
                     <label title={t(l, "freeze_vt_help")}>{ check_on("freeze_multi_modal_projector") }{"freeze_multi_modal_projector"}</label>
                     <label title={t(l, "freeze_vt_help")}>{ check("freeze_language_model") }{"freeze_language_model"}</label>

@@ -954,6 +954,7 @@ fn e2e() -> Result<()> {
         // Vision-language and MoE / hybrid models.
         "model_name_or_path=Qwen%2FQwen2.5-VL-7B-Instruct&finetuning_type=full&freeze_vision_tower=false&images_per_sample=2&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=4096",
         "model_name_or_path=Qwen%2FQwen3-VL-8B-Instruct&finetuning_type=lora&quantization_bit=4&images_per_sample=1&bf16=true&gpu=RTX-4090&per_device_train_batch_size=1&cutoff_len=2048",
+        "model_name_or_path=Qwen%2FQwen3-VL-8B-Instruct&finetuning_type=lora&videos_per_sample=1&video_seconds=30&video_max_pixels=200704&freeze_vision_tower=false&bf16=true&per_device_train_batch_size=1&cutoff_len=8192",
         "model_name_or_path=Qwen%2FQwen3-Next-80B-A3B-Instruct&finetuning_type=lora&bf16=true&quantization_bit=4&per_device_train_batch_size=1&cutoff_len=4096&gpu=H100-SXM",
         "model_name_or_path=deepseek-ai%2FDeepSeek-V2-Lite&finetuning_type=full&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=2048",
     ];
@@ -996,7 +997,13 @@ fn e2e() -> Result<()> {
                     && dom.contains("\"stage\": 3")));
         // A vision-language link shows the tower line and its image tokens.
         let vision_ok = !q.contains("-VL-") || dom.contains("data-testid=\"vision\"");
-        if page != Some(want) || want != cli_bytes || !exports_ok || !vision_ok {
+        // A video link: the page's video tokens are the binary's.
+        let video_ok = !q.contains("videos_per_sample")
+            || attr_after(&dom, "data-testid=\"vision\"", "data-video-tokens")
+                == v["vision"]["video_tokens_per_sample"]
+                    .as_u64()
+                    .map(|t| t.to_string());
+        if page != Some(want) || want != cli_bytes || !exports_ok || !vision_ok || !video_ok {
             failures.push(q);
         }
     }

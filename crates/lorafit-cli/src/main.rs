@@ -145,16 +145,132 @@ pub(crate) fn model_config_file(path: &Path, model: &str) -> Result<Option<PathB
     }))
 }
 
-/// The first dataset the config names whose dataset_info.json entry has an `images` column
-/// (unreadable entries are left to the dataset-aware estimate to report).
-fn multimodal_dataset(base: &Path, settings: &Settings) -> Option<String> {
-    let names = lorafit_data::load::dataset_names(settings.str("dataset")?);
+/// The datasets the config names whose dataset_info.json entry has an `images` or `videos`
+/// column (unreadable entries are left to the dataset-aware estimate to report).
+fn multimodal_datasets(base: &Path, settings: &Settings) -> Vec<lorafit_data::info::DatasetAttr> {
+    let Some(names) = settings
+        .str("dataset")
+        .map(lorafit_data::load::dataset_names)
+    else {
+        return Vec::new();
+    };
     let dir = lorafit_data::load::resolve(base, settings.str("dataset_dir").unwrap_or("data"));
-    let (info_path, info) = lorafit_data::info::read_info(&dir, names.first()?).ok()?;
-    names.into_iter().find(|n| {
-        lorafit_data::info::DatasetAttr::from_info(&info_path, &info, n)
-            .is_ok_and(|a| a.columns.images.is_some())
-    })
+    let Some((info_path, info)) = names
+        .first()
+        .and_then(|n| lorafit_data::info::read_info(&dir, n).ok())
+    else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter_map(|n| lorafit_data::info::DatasetAttr::from_info(&info_path, &info, n).ok())
+        .filter(|a| a.columns.images.is_some() || a.columns.videos.is_some())
+        .collect()
+}
+
+/// Rows of a multimodal dataset read for their media (headers only).
+const MEDIA_ROWS: usize = 100_000;
+
+/// A multimodal dataset's images and videos, read from their headers, set the vision plan:
+/// the row with the most tokens counts. Without readable media, one image (video) per sample
+/// is assumed, as the dataset's columns say.
+fn dataset_media(base: &Path, settings: &Settings, plan: &mut lorafit_core::Plan) {
+    use lorafit_core::arch::media::{SampleMedia, VideoFile};
+    use lorafit_data::media::Video;
+    if settings.get("images_per_sample").is_some() || settings.get("videos_per_sample").is_some() {
+        return;
+    }
+    let dataset_dir =
+        lorafit_data::load::resolve(base, settings.str("dataset_dir").unwrap_or("data"));
+    let media_dir = settings.str("media_dir").map_or(dataset_dir.clone(), |m| {
+        lorafit_data::load::resolve(base, m)
+    });
+    for attr in multimodal_datasets(base, settings) {
+        let scan = match lorafit_data::media::scan(&attr, &media_dir, MEDIA_ROWS) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("dataset `{}`: media not read ({e})", attr.name);
+                lorafit_data::media::MediaScan::default()
+            }
+        };
+        let read = scan
+            .rows
+            .iter()
+            .any(|r| !r.images.is_empty() || !r.videos.is_empty());
+        let first_bad = scan
+            .unreadable
+            .first()
+            .map(|(p, why)| format!(" (e.g. {p}: {why})"))
+            .unwrap_or_default();
+        if !read {
+            let mut assumed = Vec::new();
+            if attr.columns.images.is_some() {
+                plan.vision.images_per_sample = 1;
+                assumed.push("images_per_sample 1");
+            }
+            if attr.columns.videos.is_some() {
+                plan.vision.videos_per_sample = 1;
+                assumed.push("videos_per_sample 1");
+            }
+            eprintln!(
+                "dataset `{}`: lorafit read none of its media files{first_bad}: {} assumed (set images_per_sample / videos_per_sample to change it)",
+                attr.name,
+                assumed.join(", ")
+            );
+            continue;
+        }
+        let fps = plan.vision.video.fps;
+        let rows: Vec<SampleMedia> = scan
+            .rows
+            .iter()
+            .map(|r| SampleMedia {
+                images: r.images.clone(),
+                videos: r
+                    .videos
+                    .iter()
+                    .map(|v| match *v {
+                        Video::File(h) => VideoFile {
+                            width: h.width,
+                            height: h.height,
+                            seconds: h.seconds,
+                            frames: h.frames,
+                            average_fps: h.average_fps,
+                            presampled: false,
+                        },
+                        Video::Frames {
+                            count,
+                            width,
+                            height,
+                        } => VideoFile {
+                            width,
+                            height,
+                            seconds: count as f64 / fps,
+                            frames: count,
+                            average_fps: fps,
+                            presampled: true,
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        let (images, videos) = rows
+            .iter()
+            .fold((0, 0), |(i, v), r| (i + r.images.len(), v + r.videos.len()));
+        eprintln!(
+            "dataset `{}`: {images} image(s) and {videos} video(s) in {} rows read from their headers{}; the row with the most image / video tokens sets the estimate",
+            attr.name,
+            rows.len(),
+            if scan.unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(", {} file(s) unreadable{first_bad}", scan.unreadable.len())
+            }
+        );
+        plan.vision
+            .dataset
+            .get_or_insert_with(Vec::new)
+            .extend(rows);
+    }
 }
 
 /// The plan plus what only the binary can read: the model's config.json (a directory or a hub
@@ -165,14 +281,7 @@ pub(crate) fn load_plan(
 ) -> Result<(Plan, Option<String>, Option<PathBuf>)> {
     let mut plan = settings.plan()?;
     let base = path.parent().unwrap_or(Path::new("."));
-    if settings.get("images_per_sample").is_none()
-        && let Some(name) = multimodal_dataset(base, settings)
-    {
-        plan.vision.images_per_sample = 1;
-        eprintln!(
-            "dataset `{name}` has an images column: images_per_sample 1 assumed (set images_per_sample to change it)"
-        );
-    }
+    dataset_media(base, settings, &mut plan);
     let config_file = model_config_file(path, &plan.model)?;
     let config_json = match &config_file {
         Some(f) => Some(
@@ -328,8 +437,16 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
     }
     if let Some(v) = &e.vision {
         let state = |trained: bool| if trained { "trained" } else { "frozen" };
+        let videos = if v.videos_per_sample > 0 {
+            format!(
+                " + {} video(s) of {} frames = {} tokens",
+                v.videos_per_sample, v.video_frames, v.video_tokens_per_sample
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "vision       tower {} parameters ({}), projector {} ({}); {} image(s) per sample = {} tokens of cutoff_len, {} tower patches",
+            "vision       tower {} parameters ({}), projector {} ({}); {} image(s) per sample = {} tokens{videos} of cutoff_len, {} tower patches",
             v.tower_params,
             state(v.tower_trained),
             v.projector_params,

@@ -1160,6 +1160,83 @@ fn chat_answers_through_the_template() {
 }
 
 #[test]
+fn a_multimodal_datasets_images_and_videos_are_read_from_their_headers() {
+    // LLaMA-Factory's mllm_video_demo shape, with real files (written by PyAV / Pillow:
+    // scripts/make_media_fixtures.py) under media_dir: the row with the most tokens counts.
+    let d = scratch("mllm-media");
+    let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lorafit-data/tests/fixtures/media");
+    std::fs::create_dir_all(d.join("data/clips")).expect("data dir");
+    for f in ["a.png", "a.jpg", "clip.avi", "moov_at_end.mp4"] {
+        std::fs::copy(media.join(f), d.join("data/clips").join(f)).expect("copy");
+    }
+    std::fs::write(
+        d.join("data/dataset_info.json"),
+        r#"{"mm": {"file_name": "mm.json", "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images", "videos": "videos"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}"#,
+    )
+    .expect("dataset_info");
+    let turn = |q: &str| {
+        format!(
+            r#"[{{"role": "user", "content": "{q}"}}, {{"role": "assistant", "content": "ok"}}]"#
+        )
+    };
+    std::fs::write(
+        d.join("data/mm.json"),
+        format!(
+            r#"[{{"messages": {}, "images": ["clips/a.png"], "videos": ["clips/clip.avi"]}},
+               {{"messages": {}, "videos": [["clips/a.jpg", "clips/a.png", "clips/a.jpg"]]}},
+               {{"messages": {}, "videos": ["clips/moov_at_end.mp4"]}},
+               {{"messages": {}, "images": ["clips/gone.png"]}}]"#,
+            turn("<image><video>"),
+            turn("<video>"),
+            turn("<video>"),
+            turn("<image>")
+        ),
+    )
+    .expect("rows");
+    let cfg = d.join("vl.yaml");
+    std::fs::write(
+        &cfg,
+        "model_name_or_path: Qwen/Qwen2.5-VL-7B-Instruct\nstage: sft\nfinetuning_type: lora\ndataset: mm\nbf16: true\ncutoff_len: 1024\n",
+    )
+    .expect("config");
+    let out = lorafit(&["estimate", cfg.to_str().expect("utf-8"), "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 image(s) and 3 video(s) in 4 rows") && err.contains("gone.png"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    // Row 1 wins: a 53 × 37 PNG → 4 × 6 patches (6 pads + start/end); the 40 × 30, 2.5 s, 12 fps
+    // AVI → 5 frames at video_fps 2, made 6 → 3 × 4 × 6 patches (18 pads + start/end).
+    let vis = &v["vision"];
+    assert_eq!(
+        (
+            vis["images_per_sample"].as_u64(),
+            vis["image_tokens_per_sample"].as_u64(),
+            vis["videos_per_sample"].as_u64(),
+            vis["video_tokens_per_sample"].as_u64(),
+            vis["video_frames"].as_u64(),
+            vis["tower_patches_per_sample"].as_u64()
+        ),
+        (Some(1), Some(8), Some(1), Some(20), Some(6), Some(24 + 72)),
+        "{vis}"
+    );
+    // An explicit key wins over the files.
+    let v = json(&[
+        "estimate",
+        cfg.to_str().expect("utf-8"),
+        "--json",
+        "--set",
+        "videos_per_sample=1",
+    ]);
+    assert_eq!(v["vision"]["video_tokens_per_sample"], 812);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn a_multimodal_dataset_means_one_image_per_sample() {
     // LLaMA-Factory's mllm_demo shape: sharegpt messages with an `images` column.
     let d = scratch("mllm");
@@ -1190,11 +1267,11 @@ fn a_multimodal_dataset_means_one_image_per_sample() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["vision"]["images_per_sample"], 1);
-    assert_eq!(v["vision"]["image_tokens_per_sample"], 729);
+    assert_eq!(v["vision"]["image_tokens_per_sample"], 731);
     assert!(String::from_utf8_lossy(&out.stderr).contains("images_per_sample 1 assumed"));
     // An explicit key wins; a text-only dataset means text-only samples (and a note says so).
     let v = json(&["estimate", cfg_s, "--json", "--set", "images_per_sample=2"]);
-    assert_eq!(v["vision"]["image_tokens_per_sample"], 2 * 729);
+    assert_eq!(v["vision"]["image_tokens_per_sample"], 2 * 731);
     write("identity");
     let v = json(&["estimate", cfg_s, "--json"]);
     assert_eq!(v["vision"]["images_per_sample"], 0);

@@ -76,7 +76,12 @@ pub struct VisionSummary {
     pub images_per_sample: u64,
     /// Language-model tokens the images of one sample take (inside cutoff_len).
     pub image_tokens_per_sample: u64,
-    /// Patches the tower processes per sample.
+    pub videos_per_sample: u64,
+    /// Language-model tokens the videos of one sample take (inside cutoff_len).
+    pub video_tokens_per_sample: u64,
+    /// Frames of one video as the processor receives them (sampled, made even).
+    pub video_frames: u64,
+    /// Patches the tower processes per sample (images and videos).
     pub tower_patches_per_sample: u64,
 }
 
@@ -173,9 +178,14 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             ));
         }
     }
-    if arch.vision.is_some() && plan.vision.images_per_sample == 0 && plan.train {
+    if arch.vision.is_some()
+        && plan.vision.images_per_sample == 0
+        && plan.vision.videos_per_sample == 0
+        && plan.vision.dataset.is_none()
+        && plan.train
+    {
         warnings.push(
-            "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample, or name a dataset with an images column)".into(),
+            "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample / videos_per_sample, or name a dataset with an images or videos column)".into(),
         );
     }
     if arch.moe.is_some() && plan.is_lora() && plan.lora_target.iter().any(|t| t == "all") {
@@ -183,8 +193,14 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             "lora_target all: transformers 5 stores the routed experts as fused 3-D tensors, which PEFT's target_modules does not wrap; attention (and shared experts) get adapters".into(),
         );
     }
+    if arch.vision.is_some() && plan.vision.videos_per_sample > 0 && plan.vision.dataset.is_none() {
+        warnings.push(format!(
+            "videos: each is assumed {} s long with frames as large as video_max_pixels allows (set video_seconds, or name a dataset whose video files lorafit can read)",
+            plan.vision.video_seconds
+        ));
+    }
     let vision = arch.vision.as_ref().map(|v| {
-        let (t, p) = memory::image_tokens(arch, plan);
+        let m = memory::media_tokens(arch, plan);
         VisionSummary {
             tower_params: v.tower_params,
             projector_params: v.projector_params,
@@ -194,9 +210,12 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
                     crate::plan::Method::Full | crate::plan::Method::Lora
                 ),
             projector_trained: !plan.vision.freeze_projector,
-            images_per_sample: plan.vision.images_per_sample,
-            image_tokens_per_sample: t,
-            tower_patches_per_sample: p,
+            images_per_sample: m.images,
+            image_tokens_per_sample: m.image_tokens,
+            videos_per_sample: m.videos,
+            video_tokens_per_sample: m.video_tokens,
+            video_frames: m.video_frames,
+            tower_patches_per_sample: m.patches,
         }
     });
     let (tflops, bandwidth) = match gpu {

@@ -614,11 +614,54 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
             sq.method, plan.method
         ).to_lowercase()));
     }
-    let (image_tokens, _) = image_tokens(arch, plan);
-    if image_tokens > plan.cutoff_len && plan.train {
+    let dataset_videos = plan
+        .vision
+        .dataset
+        .as_ref()
+        .and_then(|rows| rows.iter().map(|r| r.videos.len() as u64).max());
+    if let Some(v) = &arch.vision
+        && dataset_videos.unwrap_or(plan.vision.videos_per_sample) > 0
+        && v.video_tokens(None, plan.vision.video_seconds, &plan.vision.video)
+            .is_none()
+    {
         return Err(Error::Conflict(format!(
-            "{} image(s) per sample become {image_tokens} tokens (image_max_pixels {}), more than cutoff_len {}: LLaMA-Factory would cut image tokens off; raise cutoff_len or lower image_max_pixels",
-            plan.vision.images_per_sample, plan.vision.image_max_pixels, plan.cutoff_len
+            "{}: lorafit models video tokens for the Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 towers only, not this {:?} tower",
+            match dataset_videos {
+                Some(n) => format!("the dataset has up to {n} video(s) per sample"),
+                None => format!("videos_per_sample {}", plan.vision.videos_per_sample),
+            },
+            v.kind
+        )));
+    }
+    let media = media_tokens(arch, plan);
+    if media.tokens() > plan.cutoff_len && plan.train {
+        let mut parts = Vec::new();
+        if media.images > 0 {
+            parts.push(format!(
+                "{} image(s) per sample = {} tokens (image_max_pixels {})",
+                media.images, media.image_tokens, plan.vision.image_max_pixels
+            ));
+        }
+        if media.videos > 0 {
+            parts.push(format!(
+                "{} video(s) per sample = {} tokens ({} frames each, video_max_pixels {}, video_fps {}, video_maxlen {})",
+                media.videos,
+                media.video_tokens,
+                media.video_frames,
+                plan.vision.video.max_pixels,
+                plan.vision.video.fps,
+                plan.vision.video.maxlen
+            ));
+        }
+        let total = if parts.len() > 1 {
+            format!(" ({} tokens together)", media.tokens())
+        } else {
+            String::new()
+        };
+        return Err(Error::Conflict(format!(
+            "{}{total}, more than cutoff_len {}: LLaMA-Factory would cut image / video tokens off; raise cutoff_len or lower the pixel / frame limits",
+            parts.join(" and "),
+            plan.cutoff_len
         )));
     }
     if plan.method == Method::Freeze && plan.freeze_trainable_layers == 0 {
@@ -652,18 +695,91 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Image tokens and tower patches per sequence for this plan (0 without a tower or images).
-pub fn image_tokens(arch: &ModelArch, plan: &Plan) -> (u64, u64) {
-    match &arch.vision {
-        Some(v) if plan.vision.images_per_sample > 0 => {
-            let (t, p) = v.image_tokens(plan.vision.image_max_pixels, plan.vision.image_min_pixels);
-            (
-                t * plan.vision.images_per_sample,
-                p * plan.vision.images_per_sample,
-            )
-        }
-        _ => (0, 0),
+/// The images' and videos' share of one training sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaShare {
+    pub images: u64,
+    pub image_tokens: u64,
+    pub videos: u64,
+    pub video_tokens: u64,
+    /// Frames of one video as the processor receives them.
+    pub video_frames: u64,
+    /// Patches the vision tower processes for the sequence.
+    pub patches: u64,
+}
+
+impl MediaShare {
+    /// Image + video tokens in the sequence (inside cutoff_len).
+    pub fn tokens(&self) -> u64 {
+        self.image_tokens + self.video_tokens
     }
+}
+
+/// Image and video tokens and tower patches per sequence for this plan (zeros without a tower):
+/// from the dataset's rows when their headers were read (the row with the most tokens), else
+/// from `images_per_sample` / `videos_per_sample`.
+pub fn media_tokens(arch: &ModelArch, plan: &Plan) -> MediaShare {
+    let Some(v) = &arch.vision else {
+        return MediaShare::default();
+    };
+    let vp = &plan.vision;
+    if let Some(rows) = &vp.dataset {
+        return rows
+            .iter()
+            .map(|row| row_media(v, vp, row))
+            .max_by_key(|m| (m.tokens(), m.patches))
+            .unwrap_or_default();
+    }
+    let mut m = MediaShare::default();
+    if vp.images_per_sample > 0 {
+        let (t, p) = v.image_tokens(vp.image_max_pixels, vp.image_min_pixels);
+        m.images = vp.images_per_sample;
+        m.image_tokens = t * vp.images_per_sample;
+        m.patches += p * vp.images_per_sample;
+    }
+    if vp.videos_per_sample > 0
+        && let Some(t) = v.video_tokens(None, vp.video_seconds, &vp.video)
+    {
+        m.videos = vp.videos_per_sample;
+        m.video_tokens = t.tokens() * vp.videos_per_sample;
+        m.video_frames = t.frames;
+        m.patches += t.grid.patches() * vp.videos_per_sample;
+    }
+    m
+}
+
+/// One dataset row: each image at its own size (Qwen-VL family; other towers' counts do not
+/// depend on it), each video from its header.
+fn row_media(
+    v: &crate::arch::Vision,
+    vp: &crate::plan::VisionPlan,
+    row: &crate::arch::media::SampleMedia,
+) -> MediaShare {
+    let mut m = MediaShare {
+        images: row.images.len() as u64,
+        videos: row.videos.len() as u64,
+        ..MediaShare::default()
+    };
+    let qwen = crate::arch::media::QwenProcessor::of(v.kind);
+    for &(w, h) in &row.images {
+        let (t, p) = match &qwen {
+            Some(q) => {
+                let t = q.image(w, h, vp.image_max_pixels, vp.image_min_pixels);
+                (t.tokens(), t.grid.patches())
+            }
+            None => v.image_tokens(vp.image_max_pixels, vp.image_min_pixels),
+        };
+        m.image_tokens += t;
+        m.patches += p;
+    }
+    for file in &row.videos {
+        if let Some(t) = v.video_tokens(Some(file), vp.video_seconds, &vp.video) {
+            m.video_tokens += t.tokens();
+            m.patches += t.grid.patches();
+            m.video_frames = m.video_frames.max(t.frames);
+        }
+    }
+    m
 }
 
 /// (all layers, checkpointed inputs, one layer) of a trained vision tower's saved activations
@@ -681,7 +797,7 @@ fn vision_activations(
     if plan.vision.freeze_tower || plan.method == Method::Freeze {
         return (0.0, 0.0, 0.0);
     }
-    let patches = image_tokens(arch, plan).1 as f64 * b;
+    let patches = media_tokens(arch, plan).patches as f64 * b;
     let per_layer = patches
         * scale
         * (ACT_PER_HIDDEN * v.hidden_size as f64

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::arch::media::{SampleMedia, VideoKeys};
 use crate::error::Error;
 pub use crate::settings::{
     OPTIMIZERS, Origin, STAGES, Settings, Val, known_keys, parse_text_value,
@@ -416,8 +417,9 @@ pub struct Plan {
 }
 
 /// LLaMA-Factory's multimodal keys (`freeze_vision_tower`, `freeze_multi_modal_projector`,
-/// `freeze_language_model`, `image_max_pixels`, `image_min_pixels`) and lorafit's
-/// `images_per_sample`.
+/// `freeze_language_model`, `image_max_pixels`, `image_min_pixels`, `video_max_pixels`,
+/// `video_min_pixels`, `video_fps`, `video_maxlen`) and lorafit's `images_per_sample`,
+/// `videos_per_sample`, `video_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VisionPlan {
     pub freeze_tower: bool,
@@ -427,6 +429,15 @@ pub struct VisionPlan {
     pub images_per_sample: u64,
     pub image_max_pixels: u64,
     pub image_min_pixels: u64,
+    /// Videos per training sample (lorafit's key; 0 = none).
+    pub videos_per_sample: u64,
+    /// Length of a video when no file says it (lorafit's key `video_seconds`).
+    pub video_seconds: f64,
+    pub video: VideoKeys,
+    /// The dataset's rows' media, when `lorafit estimate` read the files' headers: the row with
+    /// the most image + video tokens sets the estimate, instead of the `*_per_sample` keys.
+    #[serde(skip)]
+    pub dataset: Option<Vec<SampleMedia>>,
     /// The multimodal keys the config gave (a note says they do nothing on a text model).
     pub keys_given: Vec<&'static str>,
 }
@@ -440,6 +451,10 @@ impl Default for VisionPlan {
             images_per_sample: 0,
             image_max_pixels: 768 * 768,
             image_min_pixels: 32 * 32,
+            videos_per_sample: 0,
+            video_seconds: 10.0,
+            video: VideoKeys::default(),
+            dataset: None,
             keys_given: Vec::new(),
         }
     }
@@ -676,6 +691,24 @@ impl Plan {
                 .int("image_min_pixels")
                 .unwrap_or(d.image_min_pixels as i64)
                 .max(1) as u64,
+            videos_per_sample: s.int("videos_per_sample").unwrap_or(0).max(0) as u64,
+            video_seconds: s.float("video_seconds").unwrap_or(d.video_seconds),
+            video: VideoKeys {
+                max_pixels: s
+                    .int("video_max_pixels")
+                    .unwrap_or(d.video.max_pixels as i64)
+                    .max(1) as u64,
+                min_pixels: s
+                    .int("video_min_pixels")
+                    .unwrap_or(d.video.min_pixels as i64)
+                    .max(1) as u64,
+                fps: s.float("video_fps").unwrap_or(d.video.fps),
+                maxlen: s
+                    .int("video_maxlen")
+                    .unwrap_or(d.video.maxlen as i64)
+                    .max(1) as u64,
+            },
+            dataset: None,
             keys_given: [
                 "freeze_vision_tower",
                 "freeze_multi_modal_projector",
@@ -683,6 +716,12 @@ impl Plan {
                 "images_per_sample",
                 "image_max_pixels",
                 "image_min_pixels",
+                "videos_per_sample",
+                "video_seconds",
+                "video_max_pixels",
+                "video_min_pixels",
+                "video_fps",
+                "video_maxlen",
             ]
             .into_iter()
             .filter(|k| s.get(k).is_some())
@@ -693,17 +732,10 @@ impl Plan {
                 "image_max_pixels cannot be smaller than image_min_pixels (LLaMA-Factory)".into(),
             ));
         }
-        for k in [
-            "video_max_pixels",
-            "video_min_pixels",
-            "video_fps",
-            "video_maxlen",
-        ] {
-            if s.get(k).is_some() {
-                notes.push(format!(
-                    "{k}: video inputs are not modelled (images only, images_per_sample)"
-                ));
-            }
+        if vision.video.max_pixels < vision.video.min_pixels {
+            return Err(Error::Conflict(
+                "video_max_pixels cannot be smaller than video_min_pixels (LLaMA-Factory)".into(),
+            ));
         }
         if s.int("oft_rank").unwrap_or(0) > 0 && s.int("oft_block_size").is_some_and(|b| b > 0) {
             return Err(Error::Conflict(

@@ -507,6 +507,18 @@ const KEYS: &[KeyDef] = &[
         help: "images per training sample for a vision-language model (default: 1 when the dataset has images, else 0)",
     },
     KeyDef {
+        name: "videos_per_sample",
+        kind: Kind::Int(0, 64),
+        origin: LO,
+        help: "videos per training sample for a vision-language model (default: 1 when the dataset has videos, else 0)",
+    },
+    KeyDef {
+        name: "video_seconds",
+        kind: Kind::Float(0.01, 86400.0),
+        origin: LO,
+        help: "length of each video in seconds when lorafit cannot read the files (default 10)",
+    },
+    KeyDef {
         name: "accelerate_config",
         kind: Kind::Str,
         origin: LO,

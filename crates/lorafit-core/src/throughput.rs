@@ -126,8 +126,8 @@ pub fn step_time(
         Stage::Kto => passes / 2.0 + 1.5,
         _ => passes,
     };
-    // A vision tower runs forward on every image patch (and backward when it trains).
-    let patches = crate::memory::image_tokens(arch, plan).1 as f64;
+    // A vision tower runs forward on every image / video patch (and backward when it trains).
+    let patches = crate::memory::media_tokens(arch, plan).patches as f64;
     let tower_passes = if plan.vision.freeze_tower || plan.method == Method::Freeze {
         1.0
     } else {

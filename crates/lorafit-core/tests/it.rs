@@ -1063,8 +1063,9 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .arch()
         .expect("arch");
     let v = arch.vision.clone().expect("tower");
-    // 768² (LLaMA-Factory's image_max_pixels) at 14 px × 2×2 merge: 27 × 27 tokens, 4× patches.
-    assert_eq!(v.image_tokens(768 * 768, 32 * 32), (729, 2916));
+    // 768² (LLaMA-Factory's image_max_pixels) at 14 px × 2×2 merge: 27 × 27 pad tokens between
+    // <|vision_start|> and <|vision_end|>, 4× as many patches.
+    assert_eq!(v.image_tokens(768 * 768, 32 * 32), (731, 2916));
     // Full: the frozen tower and projector are not trained (LLaMA-Factory's defaults) …
     let full = est(&format!("{base}finetuning_type: full\n"));
     assert_eq!(full.trainable_params, arch.language_params());
@@ -1112,7 +1113,7 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .expect_err("too many image tokens")
         .to_string();
     assert!(
-        err.contains("4374 tokens") && err.contains("cutoff_len 4096"),
+        err.contains("6 image(s) per sample = 4386 tokens") && err.contains("cutoff_len 4096"),
         "{err}"
     );
     // LLaVA 1.5: CLIP at 336 px, 576 tokens whatever the size (the class token is dropped).
@@ -1131,7 +1132,7 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .expect("arch");
     assert_eq!(
         q3.vision.expect("tower").image_tokens(768 * 768, 1024).0,
-        576
+        576 + 2
     );
     let g3 = catalog::find_model("google/gemma-3-4b-it")
         .expect("id")
@@ -1232,4 +1233,155 @@ fn lorafit_stack_refuses_what_lorafit_train_does_not_run() {
     let (arch, _) = estimate::resolve_model(&plan, None).expect("model");
     let e = lorafit_core::lorafit_stack::lorafit_stack(&arch, &plan).expect_err("moe");
     assert!(e.contains("dense, text only"), "{e}");
+}
+
+// ---------------------------------------------------------------- image and video tokens
+
+#[test]
+fn videos_take_frames_times_patches_as_llamafactory_samples_them() {
+    let vl = |model: &str, extra: &str| {
+        est(&format!(
+            "model_name_or_path: {model}\nfinetuning_type: lora\nper_device_train_batch_size: 1\ncutoff_len: 8192\n{extra}"
+        ))
+    };
+    // A 10 s video (lorafit's default), LLaMA-Factory's video_fps 2 and video_max_pixels 256²:
+    // 20 frames = 10 temporal patches of 18 × 18 (Qwen2.5-VL, 14 px) → 10 · 81 pads + start/end.
+    let e = vl("Qwen/Qwen2.5-VL-7B-Instruct", "videos_per_sample: 1\n");
+    let v = e.vision.expect("vision");
+    assert_eq!(
+        (
+            v.video_tokens_per_sample,
+            v.video_frames,
+            v.tower_patches_per_sample
+        ),
+        (812, 20, 3240)
+    );
+    assert!(
+        e.warnings.iter().any(|w| w.contains("assumed 10 s")),
+        "{:?}",
+        e.warnings
+    );
+    // Qwen3-VL: 16 px patches (8 × 8 tokens a patch) and a `<t seconds>` timestamp per temporal
+    // patch: 10 · (64 + 2 + 6).
+    let v = vl("Qwen/Qwen3-VL-8B-Instruct", "videos_per_sample: 1\n")
+        .vision
+        .expect("vision");
+    assert_eq!(v.video_tokens_per_sample, 720);
+    // video_maxlen caps the frames; video_fps and video_seconds set them; both add up with images.
+    let v = vl(
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "videos_per_sample: 2\nvideo_seconds: 120\nvideo_maxlen: 32\nimages_per_sample: 1\n",
+    )
+    .vision
+    .expect("vision");
+    assert_eq!(
+        (v.video_frames, v.video_tokens_per_sample),
+        (32, 2 * (16 * 81 + 2))
+    );
+    assert_eq!(v.image_tokens_per_sample, 731);
+    assert_eq!(v.tower_patches_per_sample, 2 * 16 * 324 + 2916);
+    // A trained tower keeps activations per video patch.
+    let act = |n: u32| {
+        vl(
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            &format!("freeze_vision_tower: false\nvideos_per_sample: {n}\n"),
+        )
+        .breakdown
+        .activations
+    };
+    assert!(act(2) > act(1) && act(1) > act(0));
+    // Too many video tokens for cutoff_len, and a tower without a modelled video path: errors.
+    let err = |model: &str, yaml: &str| {
+        let plan = settings(&format!(
+            "model_name_or_path: {model}\nper_device_train_batch_size: 1\ncutoff_len: 2048\n{yaml}"
+        ))
+        .plan()
+        .expect("plan");
+        let (arch, src) = estimate::resolve_model(&plan, None).expect("model");
+        estimate::estimate(&arch, src, &plan)
+            .expect_err("error")
+            .to_string()
+    };
+    let e = err(
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "videos_per_sample: 1\nvideo_seconds: 60\n",
+    );
+    assert!(
+        e.contains("1 video(s) per sample = 4862 tokens (120 frames each")
+            && e.contains("cutoff_len 2048"),
+        "{e}"
+    );
+    let e = err("google/gemma-3-4b-it", "videos_per_sample: 1\n");
+    assert!(e.contains("Qwen2-VL") && e.contains("Siglip"), "{e}");
+    // video_max_pixels below video_min_pixels is LLaMA-Factory's own error.
+    let e = settings("model_name_or_path: Qwen/Qwen2.5-VL-7B-Instruct\nvideo_max_pixels: 100\nvideo_min_pixels: 200\n")
+        .plan()
+        .expect_err("bounds")
+        .to_string();
+    assert!(
+        e.contains("video_max_pixels cannot be smaller than video_min_pixels"),
+        "{e}"
+    );
+}
+
+#[test]
+fn image_and_video_tokens_equal_llamafactory_on_real_files() {
+    use lorafit_core::arch::VisionKind;
+    use lorafit_core::arch::media::{QwenProcessor, VideoFile, VideoKeys};
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/vision_tokens.json")).expect("fixture");
+    let defaults = &fx["defaults"];
+    let mut checked = (0, 0);
+    for c in fx["cases"].as_array().expect("cases") {
+        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
+        let u = |k: &str| key(k).as_u64().expect(k);
+        let p = QwenProcessor::of(match c["kind"].as_str() {
+            Some("qwen2_vl") => VisionKind::Qwen2Vl,
+            _ => VisionKind::Qwen3Vl,
+        })
+        .expect("qwen");
+        let (w, h) = (
+            c["width"].as_u64().expect("fixture"),
+            c["height"].as_u64().expect("fixture"),
+        );
+        let got = if c["media"] == "image" {
+            checked.0 += 1;
+            p.image(w, h, u("image_max_pixels"), u("image_min_pixels"))
+        } else {
+            checked.1 += 1;
+            let file = VideoFile {
+                width: w,
+                height: h,
+                seconds: c["seconds"].as_f64().expect("fixture"),
+                frames: c["frames"].as_u64().expect("fixture"),
+                average_fps: c["average_fps"].as_f64().expect("fixture"),
+                presampled: false,
+            };
+            let keys = VideoKeys {
+                max_pixels: u("video_max_pixels"),
+                min_pixels: u("video_min_pixels"),
+                fps: key("video_fps").as_f64().expect("fixture"),
+                maxlen: u("video_maxlen"),
+            };
+            p.video(&file, &keys)
+        };
+        let grid: Vec<u64> = c["grid"]
+            .as_array()
+            .expect("fixture")
+            .iter()
+            .map(|x| x.as_u64().expect("fixture"))
+            .collect();
+        let ctx = format!(
+            "{} {} {} {}",
+            c["kind"], c["media"], c["source"], c["settings"]
+        );
+        assert_eq!(vec![got.grid.t, got.grid.h, got.grid.w], grid, "{ctx}");
+        assert_eq!(
+            got.pads,
+            c["pad_tokens"].as_u64().expect("fixture"),
+            "{ctx}"
+        );
+        assert_eq!(got.text, c["text"].as_str().expect("fixture"), "{ctx}");
+    }
+    assert_eq!(checked, (70, 96));
 }

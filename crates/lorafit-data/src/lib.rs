@@ -14,6 +14,7 @@ pub mod example;
 pub mod info;
 pub mod json;
 pub mod load;
+pub mod media;
 pub mod process;
 pub mod rng;
 pub mod schedule;

@@ -347,3 +347,126 @@ fn val_size_splits_as_datasets_does() {
         assert!(e.to_string().contains("val_size"), "{e}");
     }
 }
+
+// ---------------------------------------------------------------- media headers
+
+fn media_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/media")
+}
+
+#[test]
+fn media_headers_say_what_pyav_and_pillow_say() {
+    use lorafit_data::media::{image_size, probe_video};
+    let dir = media_dir();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("fixture"))
+            .expect("fixture");
+    for (name, want) in expected["images"].as_object().expect("fixture") {
+        let got = image_size(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            [got.0, got.1],
+            [
+                want[0].as_u64().expect("fixture"),
+                want[1].as_u64().expect("fixture")
+            ],
+            "{name}"
+        );
+    }
+    for (name, want) in expected["videos"].as_object().expect("fixture") {
+        let got = probe_video(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (got.width, got.height),
+            (
+                want["width"].as_u64().expect("fixture"),
+                want["height"].as_u64().expect("fixture")
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            got.frames,
+            want["frames"].as_u64().expect("fixture"),
+            "{name}"
+        );
+        assert!(
+            (got.seconds - want["seconds"].as_f64().expect("fixture")).abs() < 1e-9,
+            "{name}: {}",
+            got.seconds
+        );
+        assert!(
+            (got.average_fps - want["average_fps"].as_f64().expect("fixture")).abs() < 1e-6,
+            "{name}: {}",
+            got.average_fps
+        );
+    }
+    // Not media, or cut short: an error naming what is wrong, never a panic.
+    let scratch = std::env::temp_dir().join(format!("lorafit-media-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("fixture");
+    let text = scratch.join("notes.mp4");
+    std::fs::write(&text, "just text").expect("fixture");
+    assert!(probe_video(&text).expect_err("text").contains("not an MP4"));
+    let bytes = std::fs::read(dir.join("faststart.mp4")).expect("fixture");
+    for cut in [9, 40, 200] {
+        let p = scratch.join(format!("cut{cut}.mp4"));
+        std::fs::write(&p, &bytes[..cut]).expect("fixture");
+        assert!(probe_video(&p).is_err(), "cut at {cut}");
+    }
+    // Only the header is read: a faststart file cut inside its media data still says it.
+    let p = scratch.join("half.mp4");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("fixture");
+    assert_eq!(probe_video(&p).expect("fixture").frames, 24);
+    let jpg = std::fs::read(dir.join("a.jpg")).expect("fixture");
+    let p = scratch.join("cut.jpg");
+    std::fs::write(&p, &jpg[..20]).expect("fixture");
+    assert!(image_size(&p).is_err());
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
+#[test]
+fn a_multimodal_dataset_is_scanned_row_by_row_from_media_dir() {
+    use lorafit_data::info::{DatasetAttr, read_info};
+    use lorafit_data::media::{Video, scan};
+    let scratch = std::env::temp_dir().join(format!("lorafit-scan-{}", std::process::id()));
+    let media = scratch.join("media");
+    std::fs::create_dir_all(&media).expect("fixture");
+    for f in ["a.png", "a.jpg", "clip.avi", "moov_at_end.mp4"] {
+        std::fs::copy(media_dir().join(f), media.join(f)).expect("fixture");
+    }
+    std::fs::write(
+        scratch.join("dataset_info.json"),
+        r#"{"mm": {"file_name": "mm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images", "videos": "videos"}}}"#,
+    )
+    .expect("fixture");
+    std::fs::write(
+        scratch.join("mm.json"),
+        r#"[
+ {"messages": [{"from": "human", "value": "<image><video>"}, {"from": "gpt", "value": "ok"}], "images": ["media/a.png"], "videos": ["media/clip.avi"]},
+ {"messages": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "ok"}], "videos": [["media/a.jpg", "media/a.png", "media/a.jpg"]]},
+ {"messages": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "ok"}], "images": "media/missing.png"},
+ {"messages": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "ok"}], "videos": ["media/moov_at_end.mp4"]}
+]"#,
+    )
+    .expect("fixture");
+    let (info_path, info) = read_info(&scratch, "mm").expect("fixture");
+    let attr = DatasetAttr::from_info(&info_path, &info, "mm").expect("fixture");
+    let s = scan(&attr, &scratch, 1000).expect("fixture");
+    assert_eq!(s.rows.len(), 4);
+    assert_eq!(s.rows[0].images, vec![(53, 37)]);
+    assert!(matches!(s.rows[0].videos[..], [Video::File(h)] if h.frames == 30 && h.width == 40));
+    assert_eq!(
+        s.rows[1].videos,
+        vec![Video::Frames {
+            count: 3,
+            width: 53,
+            height: 37
+        }]
+    );
+    assert!(s.rows[2].images.is_empty());
+    assert_eq!(s.unreadable.len(), 1);
+    assert!(
+        s.unreadable[0].0.ends_with("missing.png"),
+        "{:?}",
+        s.unreadable
+    );
+    assert!(matches!(s.rows[3].videos[..], [Video::File(h)] if h.frames == 20));
+    std::fs::remove_dir_all(&scratch).ok();
+}

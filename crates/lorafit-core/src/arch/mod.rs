@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 
+pub mod media;
 pub mod quant;
 pub mod vision;
 

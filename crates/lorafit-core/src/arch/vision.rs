@@ -7,6 +7,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::media::{MediaTokens, QwenProcessor, VideoFile, VideoKeys};
 use super::{Linear, get_u64, req_u64};
 use crate::error::Error;
 
@@ -75,9 +76,9 @@ fn sum(ls: &[Linear]) -> u64 {
     ls.iter().map(Linear::total_params).sum()
 }
 
-/// Image tokens and tower patches for an image of at most `max_pixels` (LLaMA-Factory's
-/// `image_max_pixels`, default 768 × 768): a square image resized as the processors do
-/// (`smart_resize`: sides rounded to multiples of patch × merge, the area kept ≤ max_pixels).
+/// Cells per side of a square image of at most `max_pixels` (LLaMA-Factory's `image_max_pixels`)
+/// in `factor`-pixel cells, the area kept ≤ max_pixels: the Pixtral and Llama 4 towers' count
+/// (the Qwen-VL family's exact pipeline is in [`media`](super::media)).
 pub fn square_grid(max_pixels: u64, min_pixels: u64, factor: u64) -> u64 {
     let side = (max_pixels as f64).sqrt();
     let mut cells = (side / factor as f64).round().max(1.0) as u64;
@@ -430,9 +431,15 @@ impl Vision {
     }
 
     /// (language-model tokens, tower patches) of one image of at most `max_pixels`
-    /// (`image_max_pixels`) and at least `min_pixels`. Llama 4 tiles a 768² image into 2×2 tiles
-    /// and a global one; SigLIP's count is fixed.
+    /// (`image_max_pixels`) and at least `min_pixels`. The Qwen-VL family follows LLaMA-Factory's
+    /// plugin and the processor step by step ([`media`](super::media); the tokens include the
+    /// vision start / end tokens); Llama 4 tiles a 768² image into 2×2 tiles and a global one;
+    /// SigLIP's count is fixed.
     pub fn image_tokens(&self, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+        if let Some(p) = QwenProcessor::of(self.kind) {
+            let m = p.assumed_image(max_pixels, min_pixels);
+            return (m.tokens(), m.grid.patches());
+        }
         match (self.kind, self.fixed_tokens, self.fixed_patches) {
             (VisionKind::Llama4, Some(t), Some(p)) => {
                 let tile = 336u64;
@@ -454,5 +461,19 @@ impl Vision {
                 (tokens + extra, patches)
             }
         }
+    }
+
+    /// One video's tokens, tower patches and frames: `file` as the dataset's video header gives
+    /// it, else a `seconds`-long video as [`VideoFile::assumed`]. `None` for towers whose video
+    /// path lorafit does not model (only the Qwen-VL family's is).
+    pub fn video_tokens(
+        &self,
+        file: Option<&VideoFile>,
+        seconds: f64,
+        keys: &VideoKeys,
+    ) -> Option<MediaTokens> {
+        let p = QwenProcessor::of(self.kind)?;
+        let assumed = VideoFile::assumed(seconds, keys);
+        Some(p.video(file.unwrap_or(&assumed), keys))
     }
 }

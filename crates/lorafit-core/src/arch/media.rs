@@ -1,0 +1,390 @@
+//! How an image or a video becomes language-model tokens for the Qwen-VL family (Qwen2-VL,
+//! Qwen2.5-VL, Qwen3-VL, Qwen3.5), step by step as LLaMA-Factory's `qwen2_vl` / `qwen3_vl`
+//! multimodal plugins and transformers' processors do it:
+//!
+//! 1. LLaMA-Factory resizes each image (each sampled video frame) to at most `image_max_pixels`
+//!    (`video_max_pixels`) and at least `image_min_pixels` (`video_min_pixels`), keeping the aspect
+//!    ratio and truncating the sides; sides under 28 px become 28; aspect ratios over 200 are cut.
+//! 2. A video is sampled at `video_fps` frames per second of its duration, at most `video_maxlen`
+//!    and at most its frame count, evenly over its frames; an odd count repeats the last frame.
+//! 3. The processor's `smart_resize` rounds the sides to multiples of patch × merge (half to even,
+//!    as Python's `round`) within its own pixel bounds: per frame for Qwen2-VL, over all frames
+//!    of a video for Qwen3-VL.
+//! 4. A grid of t × h × w patches (t = frames / 2) becomes t·h·w / merge² pad tokens, framed by
+//!    `<|vision_start|>` and `<|vision_end|>`: once per image or Qwen2-VL video, once per temporal
+//!    patch for a Qwen3-VL video, each after a `<12.3 seconds>` timestamp.
+//!
+//! The processors' bounds are what the hub repos ship (Qwen2.5-VL-7B-Instruct's
+//! preprocessor_config.json: 3136 – 12 845 056 pixels; Qwen3-VL-8B-Instruct: images 65 536 –
+//! 16 777 216, videos 4096 – 25 165 824 over all frames). `tests/fixtures/vision_tokens.json`
+//! (from `scripts/make_vision_token_fixtures.py`, LLaMA-Factory's plugins run on real files) pins
+//! every step.
+
+use serde::Serialize;
+
+use super::vision::VisionKind;
+
+/// One processor family's constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QwenProcessor {
+    pub patch: u64,
+    pub merge: u64,
+    pub temporal: u64,
+    image_min: u64,
+    image_max: u64,
+    video_min: u64,
+    video_max: u64,
+    /// Qwen3-VL: the video bounds hold for frames × height × width, and each temporal patch
+    /// carries a timestamp.
+    qwen3: bool,
+}
+
+impl QwenProcessor {
+    /// The processor of a tower kind; `None` for towers without a Qwen-style processor.
+    pub fn of(kind: VisionKind) -> Option<QwenProcessor> {
+        match kind {
+            VisionKind::Qwen2Vl | VisionKind::Qwen25Vl => Some(QwenProcessor {
+                patch: 14,
+                merge: 2,
+                temporal: 2,
+                image_min: 3136,
+                image_max: 12_845_056,
+                video_min: 3136,
+                video_max: 12_845_056,
+                qwen3: false,
+            }),
+            VisionKind::Qwen3Vl => Some(QwenProcessor {
+                patch: 16,
+                merge: 2,
+                temporal: 2,
+                image_min: 65_536,
+                image_max: 16_777_216,
+                video_min: 4096,
+                video_max: 25_165_824,
+                qwen3: true,
+            }),
+            _ => None,
+        }
+    }
+
+    fn factor(&self) -> u64 {
+        self.patch * self.merge
+    }
+}
+
+/// LLaMA-Factory's `video_*` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct VideoKeys {
+    pub max_pixels: u64,
+    pub min_pixels: u64,
+    pub fps: f64,
+    pub maxlen: u64,
+}
+
+impl Default for VideoKeys {
+    fn default() -> Self {
+        VideoKeys {
+            max_pixels: 256 * 256,
+            min_pixels: 16 * 16,
+            fps: 2.0,
+            maxlen: 128,
+        }
+    }
+}
+
+/// What a video file's header says (what PyAV reports to LLaMA-Factory).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct VideoFile {
+    pub width: u64,
+    pub height: u64,
+    pub seconds: f64,
+    /// Frames in the stream (0: unknown, LLaMA-Factory then takes `video_maxlen` frames).
+    pub frames: u64,
+    pub average_fps: f64,
+    /// A list of frame images rather than a file: LLaMA-Factory takes every frame, and times
+    /// them at `video_fps`.
+    pub presampled: bool,
+}
+
+/// One dataset row's media, as `lorafit estimate` read the files' headers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SampleMedia {
+    /// (width, height) of each image.
+    pub images: Vec<(u64, u64)>,
+    pub videos: Vec<VideoFile>,
+}
+
+impl VideoFile {
+    /// The video lorafit assumes without a file: square frames as large as `video_max_pixels`
+    /// allows, 30 frames per second, `seconds` long.
+    pub fn assumed(seconds: f64, keys: &VideoKeys) -> VideoFile {
+        let side = isqrt(keys.max_pixels).max(1);
+        VideoFile {
+            width: side,
+            height: side,
+            seconds,
+            frames: (seconds * 30.0).round().max(1.0) as u64,
+            average_fps: 30.0,
+            presampled: false,
+        }
+    }
+}
+
+/// A patch grid: temporal × height × width patches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub t: u64,
+    pub h: u64,
+    pub w: u64,
+}
+
+impl Grid {
+    /// Patches the vision tower processes.
+    pub fn patches(&self) -> u64 {
+        self.t * self.h * self.w
+    }
+}
+
+/// One image's or video's share of a sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaTokens {
+    pub grid: Grid,
+    /// Image / video pad tokens (the tower's merged patches).
+    pub pads: u64,
+    /// The text around the pads (vision start / end, Qwen3-VL's timestamps).
+    pub text: String,
+    /// Tokens of `text` (special tokens count one; a timestamp `<12.3 seconds>` counts
+    /// `<`, each digit, `.`, ` seconds`, `>`: Qwen2's pre-tokenizer splits digits one by one).
+    pub text_tokens: u64,
+    /// Frames the processor received (videos: sampled, made even).
+    pub frames: u64,
+}
+
+impl MediaTokens {
+    /// Tokens in the language model's sequence.
+    pub fn tokens(&self) -> u64 {
+        self.pads + self.text_tokens
+    }
+}
+
+const START: &str = "<|vision_start|>";
+const END: &str = "<|vision_end|>";
+
+fn isqrt(n: u64) -> u64 {
+    let mut r = (n as f64).sqrt() as u64;
+    while r * r > n {
+        r -= 1;
+    }
+    while (r + 1) * (r + 1) <= n {
+        r += 1;
+    }
+    r
+}
+
+/// Step 1: LLaMA-Factory's `_preprocess_image` with the Qwen2-VL plugin's limits, on (width, height).
+fn regularize(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+    let scale = |w: u64, h: u64, target: u64| {
+        let f = (target as f64 / (w * h) as f64).sqrt();
+        ((w as f64 * f) as u64, (h as f64 * f) as u64)
+    };
+    if w * h > max_pixels {
+        (w, h) = scale(w, h, max_pixels);
+    }
+    if w * h < min_pixels {
+        (w, h) = scale(w.max(1), h.max(1), min_pixels);
+    }
+    if w.min(h) < 28 {
+        (w, h) = (w.max(28), h.max(28));
+    }
+    if w as f64 / h as f64 > 200.0 {
+        w = h * 180;
+    }
+    if h as f64 / w as f64 > 200.0 {
+        h = w * 180;
+    }
+    (w, h)
+}
+
+/// Step 3 for images and Qwen2-VL frames: transformers' `smart_resize` on (height, width).
+fn smart_resize(h: u64, w: u64, factor: u64, min_pixels: u64, max_pixels: u64) -> (u64, u64) {
+    let f = factor as f64;
+    let round = |x: u64| ((x as f64 / f).round_ties_even() as u64) * factor;
+    let (mut hb, mut wb) = (round(h), round(w));
+    if hb * wb > max_pixels {
+        let beta = ((h * w) as f64 / max_pixels as f64).sqrt();
+        hb = factor.max(((h as f64 / beta / f).floor() as u64) * factor);
+        wb = factor.max(((w as f64 / beta / f).floor() as u64) * factor);
+    } else if hb * wb < min_pixels {
+        let beta = (min_pixels as f64 / (h * w) as f64).sqrt();
+        hb = ((h as f64 * beta / f).ceil() as u64) * factor;
+        wb = ((w as f64 * beta / f).ceil() as u64) * factor;
+    }
+    (hb, wb)
+}
+
+/// Step 3 for Qwen3-VL videos: the bounds hold for all frames together.
+fn smart_resize_video(
+    frames: u64,
+    h: u64,
+    w: u64,
+    temporal: u64,
+    factor: u64,
+    min_pixels: u64,
+    max_pixels: u64,
+) -> (u64, u64) {
+    let f = factor as f64;
+    let round = |x: u64| ((x as f64 / f).round_ties_even() as u64) * factor;
+    let (mut hb, mut wb) = (round(h), round(w));
+    let tb = frames.div_ceil(temporal) * temporal;
+    if tb * hb * wb > max_pixels {
+        let beta = ((frames * h * w) as f64 / max_pixels as f64).sqrt();
+        hb = factor.max(((h as f64 / beta / f).floor() as u64) * factor);
+        wb = factor.max(((w as f64 / beta / f).floor() as u64) * factor);
+    } else if tb * hb * wb < min_pixels {
+        let beta = (min_pixels as f64 / (frames * h * w) as f64).sqrt();
+        hb = ((h as f64 * beta / f).ceil() as u64) * factor;
+        wb = ((w as f64 * beta / f).ceil() as u64) * factor;
+    }
+    (hb, wb)
+}
+
+/// Step 2: the frame indices LLaMA-Factory samples (`np.linspace(0, frames - 1, n)` truncated).
+pub fn sample_indices(file: &VideoFile, keys: &VideoKeys) -> Vec<u64> {
+    if file.presampled {
+        return (0..file.frames.max(1)).collect();
+    }
+    if file.frames == 0 {
+        return (0..keys.maxlen).collect();
+    }
+    let by_fps = ((file.seconds * keys.fps).floor() as u64).max(1);
+    let n = file.frames.min(keys.maxlen).min(by_fps);
+    if n == 1 {
+        return vec![0];
+    }
+    let stop = (file.frames - 1) as f64;
+    let step = stop / (n - 1) as f64;
+    (0..n)
+        .map(|i| {
+            if i == n - 1 {
+                file.frames - 1
+            } else {
+                (i as f64 * step) as u64
+            }
+        })
+        .collect()
+}
+
+fn timestamp_tokens(ts: &str) -> u64 {
+    // `<` + digits + `.` + digit + ` seconds` + `>`
+    let digits = ts.chars().filter(char::is_ascii_digit).count() as u64;
+    digits + 4
+}
+
+impl QwenProcessor {
+    /// An image of `width` × `height` under LLaMA-Factory's `image_max_pixels` / `image_min_pixels`.
+    pub fn image(&self, width: u64, height: u64, max_pixels: u64, min_pixels: u64) -> MediaTokens {
+        let (w, h) = regularize(width, height, max_pixels, min_pixels);
+        let (hb, wb) = smart_resize(h, w, self.factor(), self.image_min, self.image_max);
+        let grid = Grid {
+            t: 1,
+            h: hb / self.patch,
+            w: wb / self.patch,
+        };
+        MediaTokens {
+            grid,
+            pads: grid.patches() / (self.merge * self.merge),
+            text: format!("{START}{END}"),
+            text_tokens: 2,
+            frames: 1,
+        }
+    }
+
+    /// The image lorafit assumes without a file: square, as large as `max_pixels` allows.
+    pub fn assumed_image(&self, max_pixels: u64, min_pixels: u64) -> MediaTokens {
+        let side = isqrt(max_pixels).max(1);
+        self.image(side, side, max_pixels, min_pixels)
+    }
+
+    /// A video under LLaMA-Factory's `video_*` keys.
+    pub fn video(&self, file: &VideoFile, keys: &VideoKeys) -> MediaTokens {
+        let indices = sample_indices(file, keys);
+        let frames = indices.len() as u64 + indices.len() as u64 % 2;
+        let (w, h) = regularize(file.width, file.height, keys.max_pixels, keys.min_pixels);
+        let (hb, wb) = if self.qwen3 {
+            smart_resize_video(
+                frames,
+                h,
+                w,
+                self.temporal,
+                self.factor(),
+                self.video_min,
+                self.video_max,
+            )
+        } else {
+            smart_resize(h, w, self.factor(), self.video_min, self.video_max)
+        };
+        let grid = Grid {
+            t: frames.div_ceil(self.temporal),
+            h: hb / self.patch,
+            w: wb / self.patch,
+        };
+        let pads = grid.patches() / (self.merge * self.merge);
+        if !self.qwen3 {
+            return MediaTokens {
+                grid,
+                pads,
+                text: format!("{START}{END}"),
+                text_tokens: 2,
+                frames,
+            };
+        }
+        // Qwen3-VL: a timestamp per temporal patch, the mean of its frames' times
+        // (transformers' `_calculate_timestamps` on LLaMA-Factory's frame positions).
+        let mut times: Vec<f64> = indices
+            .iter()
+            .map(|&i| {
+                if file.presampled {
+                    i as f64 / keys.fps
+                } else {
+                    i as f64 / file.average_fps * keys.fps / keys.fps
+                }
+            })
+            .collect();
+        while !(times.len() as u64).is_multiple_of(self.temporal) {
+            times.push(*times.last().unwrap_or(&0.0));
+        }
+        let (mut text, mut text_tokens) = (String::new(), 0);
+        for pair in times.chunks(self.temporal as usize) {
+            let t = (pair[0] + pair[pair.len() - 1]) / 2.0;
+            let ts = format!("{t:.1}");
+            text_tokens += timestamp_tokens(&ts) + 2;
+            text.push_str(&format!("<{ts} seconds>{START}{END}"));
+        }
+        MediaTokens {
+            grid,
+            pads,
+            text,
+            text_tokens,
+            frames,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isqrt_is_exact() {
+        for n in [0u64, 1, 2, 3, 4, 65535, 65536, 65537, 589_824, 1 << 40] {
+            let r = isqrt(n);
+            assert!(r * r <= n && (r + 1) * (r + 1) > n, "{n}");
+        }
+    }
+
+    #[test]
+    fn python_rounding_is_half_to_even() {
+        // 42 / 28 = 1.5 → 2, 70 / 28 = 2.5 → 2 (Python's round), not 3.
+        assert_eq!(smart_resize(70, 42, 28, 0, u64::MAX), (56, 56));
+    }
+}

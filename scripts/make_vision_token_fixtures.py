@@ -1,0 +1,183 @@
+"""Image and video tokens as LLaMA-Factory expands them, for lorafit-core's vision tests.
+
+Runs LLaMA-Factory's own multimodal plugins (`qwen2_vl` for Qwen2-VL / Qwen2.5-VL, `qwen3_vl` for
+Qwen3-VL / Qwen3.5) with transformers' image and video processors set up as the hub repos ship them
+(Qwen2.5-VL-7B-Instruct's preprocessor_config.json: min_pixels 3136, max_pixels 12845056;
+Qwen3-VL-8B-Instruct's video_preprocessor_config.json: shortest_edge 4096, longest_edge 25165824,
+its image processor 65536 / 16777216) on real files: LLaMA-Factory's demo videos and images
+(data/mllm_demo_data) and MPEG-4 videos and PNG images written here with PyAV / Pillow. For each
+case it records the processor's grid and the expanded message: how many pad tokens, and the text
+around them (vision start/end tokens, Qwen3-VL's per-frame timestamps).
+
+    python3 scripts/make_vision_token_fixtures.py /path/to/LLaMA-Factory
+
+needs: LLaMA-Factory (editable install), transformers 5.8, torchvision, av, pillow.
+Writes crates/lorafit-core/tests/fixtures/vision_tokens.json.
+"""
+
+import importlib.machinery
+import json
+import os
+import sys
+import tempfile
+import types
+
+os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+try:
+    import torchaudio  # noqa: F401
+except Exception:  # LLaMA-Factory imports it; nothing here uses it
+    _ta = types.ModuleType("torchaudio")
+    _ta.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+    sys.modules["torchaudio"] = _ta
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor  # noqa: E402
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor  # noqa: E402
+from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/vision_tokens.json")
+PAD_I, PAD_V = "<|image_pad|>", "<|video_pad|>"
+
+
+def processors(kind):
+    if kind == "qwen2_vl":
+        ip = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056)
+        vp = Qwen2VLVideoProcessor(min_pixels=3136, max_pixels=12845056)
+    else:
+        ip = Qwen2VLImageProcessor(
+            patch_size=16, merge_size=2, temporal_patch_size=2,
+            min_pixels=65536, max_pixels=16777216,
+            image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        )
+        vp = Qwen3VLVideoProcessor(size={"longest_edge": 25165824, "shortest_edge": 4096})
+    return ip, vp
+
+
+def write_video(path, w, h, seconds, fps):
+    c = av.open(path, "w")
+    s = c.add_stream("mpeg4", rate=fps)
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    for i in range(round(seconds * fps)):
+        frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), (i * 7) % 255, np.uint8), format="rgb24")
+        for p in s.encode(frame):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+
+
+def probe(path):
+    c = av.open(path)
+    s = c.streams.video[0]
+    out = {
+        "width": s.width,
+        "height": s.height,
+        "seconds": float(s.duration * s.time_base) if s.duration else None,
+        "frames": s.frames,
+        "average_fps": float(s.average_rate),
+    }
+    c.close()
+    return out
+
+
+def expand(kind, settings, images, videos):
+    ip, vp = processors(kind)
+    proc = types.SimpleNamespace(
+        image_processor=ip, video_processor=vp, model_input_names=[], **settings
+    )
+    proc._calculate_timestamps = types.MethodType(Qwen3VLProcessor._calculate_timestamps, proc)
+    plugin = get_mm_plugin(kind, image_token=PAD_I, video_token=PAD_V)
+    content = "<image>" * len(images) + "<video>" * len(videos)
+    msgs = plugin.process_messages([{"role": "user", "content": content}], images, videos, [], proc)
+    text = msgs[0]["content"]
+    inputs = plugin._get_mm_inputs(images, videos, [], proc)
+    grid = inputs.get("video_grid_thw", inputs.get("image_grid_thw"))
+    return {
+        "grid": [int(x) for x in grid[0]],
+        "pad_tokens": text.count(PAD_I) + text.count(PAD_V),
+        "text": text.replace(PAD_I, "").replace(PAD_V, ""),
+    }
+
+
+DEFAULTS = {
+    "image_max_pixels": 768 * 768,
+    "image_min_pixels": 32 * 32,
+    "video_max_pixels": 256 * 256,
+    "video_min_pixels": 16 * 16,
+    "video_fps": 2.0,
+    "video_maxlen": 128,
+}
+
+
+def main():
+    lf = sys.argv[1] if len(sys.argv) > 1 else "/tmp/lf"
+    demo = os.path.join(lf, "data/mllm_demo_data")
+    tmp = tempfile.mkdtemp()
+    videos = {
+        "lf:1.mp4": os.path.join(demo, "1.mp4"),
+        "lf:3.mp4": os.path.join(demo, "3.mp4"),
+        "lf:4.mp4": os.path.join(demo, "4.mp4"),
+    }
+    for name, (w, h, sec, fps) in {
+        "square512_30s": (512, 512, 30, 4),
+        "square512_100s": (512, 512, 100, 3),
+        "hd720_3s": (1280, 720, 3, 8),
+        "tiny64_2s": (64, 64, 2, 10),
+        "square512_1s": (512, 512, 1, 2),
+    }.items():
+        path = os.path.join(tmp, name + ".mp4")
+        write_video(path, w, h, sec, fps)
+        videos[name] = path
+    images = {
+        "lf:1.jpg": os.path.join(demo, "1.jpg"),
+        "lf:2.jpg": os.path.join(demo, "2.jpg"),
+    }
+    for w, h in [(1000, 1000), (2000, 2000), (1280, 720), (20, 20), (4000, 4000)]:
+        path = os.path.join(tmp, f"img{w}x{h}.png")
+        Image.new("RGB", (w, h), (120, 30, 200)).save(path)
+        images[f"{w}x{h}"] = path
+    video_settings = [
+        {},
+        {"video_max_pixels": 448 * 448, "video_fps": 1.0},
+        {"video_maxlen": 16},
+        {"video_min_pixels": 128 * 128},
+        {"video_max_pixels": 1024 * 1024},
+        {"video_max_pixels": 300 * 300, "video_fps": 0.5},
+    ]
+    image_settings = [
+        {},
+        {"image_max_pixels": 300 * 300},
+        {"image_max_pixels": 512 * 512},
+        {"image_max_pixels": 1024 * 1024},
+        {"image_max_pixels": 200 * 200, "image_min_pixels": 100 * 100},
+    ]
+    cases = []
+    for kind in ["qwen2_vl", "qwen3_vl"]:
+        for name, path in videos.items():
+            for extra in video_settings:
+                settings = {**DEFAULTS, **extra}
+                r = expand(kind, settings, [], [path])
+                cases.append({"kind": kind, "media": "video", "source": name, **probe(path),
+                              "settings": extra, **r})
+        for name, path in images.items():
+            for extra in image_settings:
+                settings = {**DEFAULTS, **extra}
+                img = Image.open(path)
+                r = expand(kind, settings, [img], [])
+                cases.append({"kind": kind, "media": "image", "source": name,
+                              "width": img.width, "height": img.height,
+                              "settings": extra, **r})
+    with open(OUT, "w") as f:
+        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
+                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": cases}, f, indent=0)
+        f.write("\n")
+    print(f"{len(cases)} cases -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()
