@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{output, root, run};
 
-pub const TARGETS: [&str; 3] = ["share_link", "config_yaml", "config_json"];
+pub const TARGETS: [&str; 4] = ["share_link", "config_yaml", "config_json", "media_headers"];
 
 /// cargo-fuzz is installed when missing (it builds on stable with RUSTC_BOOTSTRAP, coverage
 /// instrumentation only: `--sanitizer none`).

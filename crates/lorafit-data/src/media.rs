@@ -64,9 +64,13 @@ fn le32(b: &[u8]) -> u64 {
 
 /// An image's (width, height) from its header.
 pub fn image_size(path: &Path) -> Result<(u64, u64), String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    image_size_of(&mut File::open(path).map_err(|e| e.to_string())?)
+}
+
+/// [`image_size`] of any reader (what the fuzz target drives).
+pub fn image_size_of<R: Read>(f: &mut R) -> Result<(u64, u64), String> {
     let mut head = vec![0u8; 64 * 1024];
-    let n = read_up_to(&mut f, &mut head)?;
+    let n = read_up_to(f, &mut head)?;
     let b = &head[..n];
     let short = || "file too short for its image header".to_string();
     if b.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -93,7 +97,7 @@ pub fn image_size(path: &Path) -> Result<(u64, u64), String> {
             Err(short())
         };
     }
-    if b.len() >= 30 && b.starts_with(b"RIFF") && &b[8..12] == b"WEBP" {
+    if b.len() >= 32 && b.starts_with(b"RIFF") && &b[8..12] == b"WEBP" {
         return match &b[12..16] {
             b"VP8 " => Ok((le16(&b[26..]) & 0x3fff, le16(&b[28..]) & 0x3fff)),
             b"VP8L" => {
@@ -108,12 +112,12 @@ pub fn image_size(path: &Path) -> Result<(u64, u64), String> {
         };
     }
     if b.starts_with(&[0xff, 0xd8]) {
-        return jpeg_size(&mut f, b);
+        return jpeg_size(f, b);
     }
     Err("not a PNG, JPEG, GIF, BMP or WebP image".into())
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> Result<usize, String> {
+fn read_up_to<R: Read>(f: &mut R, buf: &mut [u8]) -> Result<usize, String> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
@@ -126,7 +130,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> Result<usize, String> {
 }
 
 /// JPEG: walk the markers to the first start-of-frame (SOF0–SOF15 but DHT, JPG, DAC).
-fn jpeg_size(f: &mut File, head: &[u8]) -> Result<(u64, u64), String> {
+fn jpeg_size<R: Read>(f: &mut R, head: &[u8]) -> Result<(u64, u64), String> {
     let mut data = head.to_vec();
     let mut i = 2;
     loop {
@@ -160,11 +164,15 @@ fn jpeg_size(f: &mut File, head: &[u8]) -> Result<(u64, u64), String> {
 
 /// A video's header: ISO base media (MP4, MOV, M4V, 3GP) or AVI.
 pub fn probe_video(path: &Path) -> Result<VideoHeader, String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    probe_video_of(&mut File::open(path).map_err(|e| e.to_string())?)
+}
+
+/// [`probe_video`] of any seekable reader (what the fuzz target drives).
+pub fn probe_video_of<R: Read + Seek>(f: &mut R) -> Result<VideoHeader, String> {
     let mut head = [0u8; 12];
-    let n = read_up_to(&mut f, &mut head)?;
+    let n = read_up_to(f, &mut head)?;
     if n >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"AVI " {
-        return avi(&mut f);
+        return avi(f);
     }
     if n >= 8
         && matches!(
@@ -172,14 +180,14 @@ pub fn probe_video(path: &Path) -> Result<VideoHeader, String> {
             b"ftyp" | b"moov" | b"mdat" | b"free" | b"wide" | b"skip"
         )
     {
-        return iso_bmff(&mut f);
+        return iso_bmff(f);
     }
     Err("not an MP4 / MOV or AVI file (other containers are not read)".into())
 }
 
 /// Top-level boxes until `moov`, then its video track's `mdhd`, `stsd` and `stsz`.
-fn iso_bmff(f: &mut File) -> Result<VideoHeader, String> {
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
+fn iso_bmff<R: Read + Seek>(f: &mut R) -> Result<VideoHeader, String> {
+    let len = f.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
     let mut pos = 0u64;
     while pos + 8 <= len {
         f.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
@@ -193,7 +201,7 @@ fn iso_bmff(f: &mut File) -> Result<VideoHeader, String> {
         } else if size == 0 {
             size = len - pos;
         }
-        if size < header {
+        if size < header || size > len - pos {
             return Err(format!("broken box at byte {pos}"));
         }
         if &kind == b"moov" {
@@ -226,7 +234,7 @@ fn boxes(b: &[u8]) -> Vec<([u8; 4], &[u8])> {
         } else if size == 0 {
             size = b.len() - i;
         }
-        if size < header || i + size > b.len() {
+        if size < header || size > b.len() - i {
             break;
         }
         out.push((kind, &b[i + header..i + size]));
@@ -298,7 +306,7 @@ fn moov_video(moov: &[u8]) -> Result<VideoHeader, String> {
 }
 
 /// AVI: the first video stream header (`strh` with `vids`) and its `strf` bitmap header.
-fn avi(f: &mut File) -> Result<VideoHeader, String> {
+fn avi<R: Read + Seek>(f: &mut R) -> Result<VideoHeader, String> {
     let mut hdr = vec![0u8; 1 << 20];
     f.seek(SeekFrom::Start(12)).map_err(|e| e.to_string())?;
     let n = read_up_to(f, &mut hdr)?;
@@ -313,7 +321,7 @@ fn avi(f: &mut File) -> Result<VideoHeader, String> {
             i += 12; // into the list
             continue;
         }
-        let body = &b[i + 8..(i + 8 + size).min(b.len())];
+        let body = &b[i + 8..(i + 8).saturating_add(size).min(b.len())];
         if id == b"strh" && body.len() >= 36 && &body[..4] == b"vids" && video.is_none() {
             video = Some((le32(&body[20..]), le32(&body[24..]), le32(&body[32..])));
         } else if id == b"strf" && body.len() >= 12 {
@@ -337,7 +345,7 @@ fn avi(f: &mut File) -> Result<VideoHeader, String> {
         } else if id == b"movi" {
             break;
         }
-        i += 8 + size + size % 2;
+        i = i.saturating_add(8 + size + size % 2);
     }
     Err("no AVI video stream header".into())
 }
