@@ -99,12 +99,43 @@ pub fn chart(p: &ChartProps) -> Html {
     html! { <div class="chart" data-testid="chart">{Html::from_html_unchecked((*svg).clone().into())}</div> }
 }
 
-/// The catalog as a `<datalist>`: a prop-less component, so re-renders of the page skip it.
+/// The catalog as a `<datalist>`: a prop-less component, so re-renders of the page skip it. Its
+/// ~350 options are written as one HTML string in a task of their own after the first render:
+/// the browser's parser builds them in a few milliseconds, where one DOM call per element from
+/// wasm kept the page's first task long (what Lighthouse's total blocking time counts).
 #[function_component(ModelList)]
 pub fn model_list() -> Html {
-    let options: Html = catalog::models()
+    let list = use_node_ref();
+    {
+        let list = list.clone();
+        use_effect_with((), move |_| {
+            yew::platform::spawn_local(async move {
+                yew::platform::time::sleep(std::time::Duration::ZERO).await;
+                if let Some(el) = list.cast::<web_sys::Element>() {
+                    el.set_inner_html(&model_options());
+                }
+            });
+        });
+    }
+    html! { <datalist id="model-list" ref={list}></datalist> }
+}
+
+/// `<option value="ID">FAMILY</option>` for every catalog id, escaped.
+pub fn model_options() -> String {
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    catalog::models()
         .iter()
-        .map(|m| html! { <option value={m.id.clone()}>{&m.family}</option> })
-        .collect();
-    html! { <datalist id="model-list">{options}</datalist> }
+        .map(|m| {
+            format!(
+                "<option value=\"{}\">{}</option>",
+                esc(&m.id),
+                esc(&m.family)
+            )
+        })
+        .collect()
 }

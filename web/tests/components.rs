@@ -72,6 +72,23 @@ async fn the_page_shows_lorafit_core_peak_in_data_bytes() {
         .query_selector_all("[data-testid=chart] svg path")
         .expect("paths");
     assert_eq!(areas.length(), 14);
+    // The model search's datalist (written after the first render) offers every catalog id once.
+    let options = root
+        .query_selector_all("#model-list option")
+        .expect("options");
+    assert_eq!(
+        options.length() as usize,
+        lorafit_core::catalog::models().len()
+    );
+    let first = options
+        .item(0)
+        .expect("option")
+        .dyn_into::<web_sys::Element>()
+        .expect("element");
+    assert_eq!(
+        first.get_attribute("value").as_deref(),
+        Some(lorafit_core::catalog::models()[0].id.as_str())
+    );
 }
 
 #[wasm_bindgen_test]
