@@ -30,9 +30,8 @@ except Exception:  # LLaMA-Factory imports it; nothing here uses it
     _ta.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
     sys.modules["torchaudio"] = _ta
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+from make_media_fixtures import probe, write_video  # noqa: E402  (same folder)
 from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor  # noqa: E402
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
@@ -56,33 +55,6 @@ def processors(kind):
         )
         vp = Qwen3VLVideoProcessor(size={"longest_edge": 25165824, "shortest_edge": 4096})
     return ip, vp
-
-
-def write_video(path, w, h, seconds, fps):
-    c = av.open(path, "w")
-    s = c.add_stream("mpeg4", rate=fps)
-    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-    for i in range(round(seconds * fps)):
-        frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), (i * 7) % 255, np.uint8), format="rgb24")
-        for p in s.encode(frame):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-
-
-def probe(path):
-    c = av.open(path)
-    s = c.streams.video[0]
-    out = {
-        "width": s.width,
-        "height": s.height,
-        "seconds": float(s.duration * s.time_base) if s.duration else None,
-        "frames": s.frames,
-        "average_fps": float(s.average_rate),
-    }
-    c.close()
-    return out
 
 
 def expand(kind, settings, images, videos):

@@ -580,6 +580,7 @@ fn run() -> Result<()> {
             let settings = load_settings(&config, &set)?;
             let (mut plan, config_json, config_file) = load_plan(&config, &settings)?;
             let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
+            lorafit_core::memory::keep_largest_media_row(&arch, &mut plan);
             let stats = if no_data {
                 Err("--no-data".to_string())
             } else {

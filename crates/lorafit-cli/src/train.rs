@@ -20,8 +20,9 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     let args = TrainArgs::from_settings(settings, base)?;
 
     // lorafit-core's estimate for the same keys (what PyTorch + PEFT would need on a CUDA GPU).
-    let resolved = load_plan(config, settings).and_then(|(plan, config_json, _)| {
+    let resolved = load_plan(config, settings).and_then(|(mut plan, config_json, _)| {
         let (arch, source) = estimate::resolve_model(&plan, config_json.as_deref())?;
+        lorafit_core::memory::keep_largest_media_row(&arch, &mut plan);
         Ok((arch, source, plan))
     });
     let estimate = match &resolved {

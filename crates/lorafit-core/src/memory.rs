@@ -724,10 +724,8 @@ pub fn media_tokens(arch: &ModelArch, plan: &Plan) -> MediaShare {
     };
     let vp = &plan.vision;
     if let Some(rows) = &vp.dataset {
-        return rows
-            .iter()
+        return largest_row(v, vp, rows)
             .map(|row| row_media(v, vp, row))
-            .max_by_key(|m| (m.tokens(), m.patches))
             .unwrap_or_default();
     }
     let mut m = MediaShare::default();
@@ -746,6 +744,28 @@ pub fn media_tokens(arch: &ModelArch, plan: &Plan) -> MediaShare {
         m.patches += t.grid.patches() * vp.videos_per_sample;
     }
     m
+}
+
+/// Keep only the dataset row that [`media_tokens`] picks for this model, so the estimates that
+/// follow (and the batch / cutoff searches, which run many) do not walk every row again.
+pub fn keep_largest_media_row(arch: &ModelArch, plan: &mut Plan) {
+    let (Some(v), Some(rows)) = (&arch.vision, &plan.vision.dataset) else {
+        return;
+    };
+    let largest = largest_row(v, &plan.vision, rows).cloned();
+    plan.vision.dataset = Some(largest.into_iter().collect());
+}
+
+/// The row with the most image + video tokens (then tower patches).
+fn largest_row<'a>(
+    v: &crate::arch::Vision,
+    vp: &crate::plan::VisionPlan,
+    rows: &'a [crate::arch::media::SampleMedia],
+) -> Option<&'a crate::arch::media::SampleMedia> {
+    rows.iter().max_by_key(|row| {
+        let m = row_media(v, vp, row);
+        (m.tokens(), m.patches)
+    })
 }
 
 /// One dataset row: each image at its own size (Qwen-VL family; other towers' counts do not

@@ -205,25 +205,9 @@ fn regularize(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64,
     (w, h)
 }
 
-/// Step 3 for images and Qwen2-VL frames: transformers' `smart_resize` on (height, width).
-fn smart_resize(h: u64, w: u64, factor: u64, min_pixels: u64, max_pixels: u64) -> (u64, u64) {
-    let f = factor as f64;
-    let round = |x: u64| ((x as f64 / f).round_ties_even() as u64) * factor;
-    let (mut hb, mut wb) = (round(h), round(w));
-    if hb * wb > max_pixels {
-        let beta = ((h * w) as f64 / max_pixels as f64).sqrt();
-        hb = factor.max(((h as f64 / beta / f).floor() as u64) * factor);
-        wb = factor.max(((w as f64 / beta / f).floor() as u64) * factor);
-    } else if hb * wb < min_pixels {
-        let beta = (min_pixels as f64 / (h * w) as f64).sqrt();
-        hb = ((h as f64 * beta / f).ceil() as u64) * factor;
-        wb = ((w as f64 * beta / f).ceil() as u64) * factor;
-    }
-    (hb, wb)
-}
-
-/// Step 3 for Qwen3-VL videos: the bounds hold for all frames together.
-fn smart_resize_video(
+/// Step 3, transformers' `smart_resize` on (height, width): the pixel bounds hold for `frames`
+/// frames together (Qwen3-VL videos; images and Qwen2-VL frames are one frame, temporal 1).
+fn smart_resize(
     frames: u64,
     h: u64,
     w: u64,
@@ -284,7 +268,7 @@ impl QwenProcessor {
     /// An image of `width` × `height` under LLaMA-Factory's `image_max_pixels` / `image_min_pixels`.
     pub fn image(&self, width: u64, height: u64, max_pixels: u64, min_pixels: u64) -> MediaTokens {
         let (w, h) = regularize(width, height, max_pixels, min_pixels);
-        let (hb, wb) = smart_resize(h, w, self.factor(), self.image_min, self.image_max);
+        let (hb, wb) = smart_resize(1, h, w, 1, self.factor(), self.image_min, self.image_max);
         let grid = Grid {
             t: 1,
             h: hb / self.patch,
@@ -310,19 +294,20 @@ impl QwenProcessor {
         let indices = sample_indices(file, keys);
         let frames = indices.len() as u64 + indices.len() as u64 % 2;
         let (w, h) = regularize(file.width, file.height, keys.max_pixels, keys.min_pixels);
-        let (hb, wb) = if self.qwen3 {
-            smart_resize_video(
-                frames,
-                h,
-                w,
-                self.temporal,
-                self.factor(),
-                self.video_min,
-                self.video_max,
-            )
+        let (t, temporal) = if self.qwen3 {
+            (frames, self.temporal)
         } else {
-            smart_resize(h, w, self.factor(), self.video_min, self.video_max)
+            (1, 1)
         };
+        let (hb, wb) = smart_resize(
+            t,
+            h,
+            w,
+            temporal,
+            self.factor(),
+            self.video_min,
+            self.video_max,
+        );
         let grid = Grid {
             t: frames.div_ceil(self.temporal),
             h: hb / self.patch,
@@ -385,6 +370,6 @@ mod tests {
     #[test]
     fn python_rounding_is_half_to_even() {
         // 42 / 28 = 1.5 → 2, 70 / 28 = 2.5 → 2 (Python's round), not 3.
-        assert_eq!(smart_resize(70, 42, 28, 0, u64::MAX), (56, 56));
+        assert_eq!(smart_resize(1, 70, 42, 1, 28, 0, u64::MAX), (56, 56));
     }
 }
