@@ -1156,13 +1156,21 @@ fn bench_train() -> Result<()> {
     }
     std::fs::write(dir.join("data.jsonl"), data)?;
     let backend = std::env::var("BENCH_BACKEND").unwrap_or_else(|_| "ndarray".into());
+    // BENCH_PRECISION=bf16 / fp16: the linears stored 16-bit (widened to f32 for each product).
+    let precision = std::env::var("BENCH_PRECISION").unwrap_or_else(|_| "f32".into());
+    let precision_key = match precision.as_str() {
+        "f32" => "",
+        "bf16" => "bf16: true\n",
+        "fp16" => "fp16: true\n",
+        other => bail!("BENCH_PRECISION={other}: use f32, bf16 or fp16"),
+    };
     let steps = 12;
     let yaml = format!(
         "model_name_or_path: {model}\nfinetuning_type: lora\nlora_rank: 8\nlora_alpha: 16\nlora_target: all\n\
          dataset: {data}\ncutoff_len: {len}\nper_device_train_batch_size: 4\ngradient_accumulation_steps: 1\n\
          learning_rate: 1.0e-4\nlr_scheduler_type: constant\nmax_steps: {steps}\nmax_grad_norm: 1.0\n\
          shuffle: false\nlogging_steps: 1\nsave_steps: 100000\noutput_dir: {out}\nbackend: {backend}\n\
-         disable_gradient_checkpointing: true\n",
+         disable_gradient_checkpointing: true\n{precision_key}",
         model = dir.join("model").display(),
         data = dir.join("data.jsonl").display(),
         out = dir.join("out").display(),
@@ -1177,10 +1185,16 @@ fn bench_train() -> Result<()> {
         .as_f64()
         .context("tokens_per_second")?;
     println!(
-        "lorafit ({backend}): {ours:.0} tokens/s over {steps} steps (batch 4 × {len} tokens, LoRA r=8 on all linears, f32)"
+        "lorafit ({backend}): {ours:.0} tokens/s over {steps} steps (batch 4 × {len} tokens, LoRA r=8 on all linears, {})",
+        if precision_key.is_empty() {
+            "f32".to_string()
+        } else {
+            format!("linears stored {precision}, f32 arithmetic")
+        }
     );
     let python = std::env::var("LORAFIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_torch = Command::new(&python)
+    let has_torch = precision_key.is_empty()
+        && Command::new(&python)
         .args(["-c", "import torch, transformers, peft"])
         .status()
         .is_ok_and(|s| s.success());
@@ -1237,7 +1251,9 @@ fn main() -> Result<()> {
             eprintln!(
                 "  fuzz [SECS] [TARGET]  run each (or one) cargo-fuzz target for SECS (default 600)"
             );
-            eprintln!("  bench-train CPU training tokens/s, lorafit vs PyTorch + PEFT");
+            eprintln!(
+                "  bench-train training tokens/s, lorafit vs PyTorch + PEFT (BENCH_BACKEND, BENCH_PRECISION)"
+            );
             eprintln!(
                 "  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)"
             );

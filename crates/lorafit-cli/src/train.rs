@@ -39,10 +39,19 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         Err(err) => eprintln!("estimate unavailable: {err:#}"),
     }
 
-    if args.bf16 && args.backend != lorafit_train::Backend::Cuda {
+    if let Some(lorafit_train::quant::QuantSpec::Half(kind)) = args.quant {
         eprintln!(
-            "note: bf16 is set, but the {} backend computes in f32 (WGSL has no bf16 type)",
-            args.backend.name()
+            "note: {} — the decoder's linear weights are stored {} on the device (2 bytes per parameter) and widened to f32 for every product; activations, norms, softmax, the loss, LoRA and AdamW are f32, and so are the embeddings and lm_head",
+            if kind == lorafit_train::quant_ops::Half::F16 {
+                "fp16"
+            } else {
+                "bf16"
+            },
+            if kind == lorafit_train::quant_ops::Half::F16 {
+                "f16"
+            } else {
+                "bf16"
+            },
         );
     }
     let device = make_device(args.backend, args.gradient_checkpointing)?;

@@ -1,6 +1,7 @@
 //! The `lorafit` stack: what `lorafit train` itself holds on its device at its peak, next to
-//! memory.rs's model of PyTorch + PEFT. The two differ because the trainers do: lorafit keeps
-//! everything in f32, attention is tiled (no `[heads, s, s]` term) and the loss chunked (no
+//! memory.rs's model of PyTorch + PEFT. The two differ because the trainers do: lorafit computes
+//! everything in f32 (with `bf16` / `fp16` only the decoder's linear weights are stored 16-bit,
+//! widened for each product; embeddings, lm_head and norms stay f32), attention is tiled (no `[heads, s, s]` term) and the loss chunked (no
 //! `[tokens, vocab]` logits), AdamW's states exist from the start, and burn's autodiff keeps
 //! its own set of tensors for the backward pass.
 //!
@@ -23,7 +24,7 @@
 
 use crate::arch::ModelArch;
 use crate::memory::lora_modules;
-use crate::plan::{Method, Plan, Stage};
+use crate::plan::{Method, Plan, Precision, Stage};
 
 /// The model types `lorafit train` runs (lorafit-train's `model::SUPPORTED`).
 pub const TRAINABLE_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
@@ -40,7 +41,8 @@ pub const CHECKPOINTED: [f64; 6] = [6.11, 6.0, 7.75, 4.0, 1.0, 1.56];
 /// `lorafit train`'s device memory at its peak, in bytes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LorafitMemory {
-    /// The base on the device: f32, or bitsandbytes' packed 4-bit / int8 parts for the linears.
+    /// The base on the device: f32, or for the linears bitsandbytes' packed 4-bit / int8 parts or
+    /// 16-bit values (`bf16` / `fp16`).
     pub weights_bytes: u64,
     /// LoRA's A/B (f32), AdamW's two states, and the accumulated gradient when
     /// gradient_accumulation_steps > 1.
@@ -58,7 +60,9 @@ pub struct LorafitMemory {
 fn linear_bytes(out: u64, inp: u64, plan: &Plan) -> u64 {
     let n = out * inp;
     match &plan.quant {
-        None => 4 * n,
+        None if plan.precision == Precision::Fp32 => 4 * n,
+        // 16-bit, two values per 32-bit word.
+        None => n.div_ceil(2) * 4,
         Some(q) if q.bits == 8 => n.div_ceil(4) * 4 + 4 * out,
         Some(q) => {
             let blocks = n.div_ceil(64);
@@ -108,7 +112,13 @@ pub fn lorafit_stack(arch: &ModelArch, plan: &Plan) -> Result<LorafitMemory, Str
     } else {
         0
     };
-    let weights_bytes = linear_bytes_total + 4 * (other + tied_copy);
+    // 16-bit linears share one widening table: the f32 value of every 16-bit pattern.
+    let half_table = if plan.quant.is_none() && plan.precision != Precision::Fp32 {
+        4 << 16
+    } else {
+        0
+    };
+    let weights_bytes = linear_bytes_total + 4 * (other + tied_copy) + half_table;
 
     // Adapter: A [r, in] and B [out, r] per targeted linear, in 3 or 4 f32 copies.
     let targets = lora_modules(arch, plan).map_err(|e| e.to_string())?;
@@ -184,6 +194,18 @@ pub fn lorafit_stack(arch: &ModelArch, plan: &Plan) -> Result<LorafitMemory, Str
         notes.push(
             "gradient checkpointing with a partial lora_target: fitted for `all` only".into(),
         );
+    }
+    if half_table > 0 {
+        let widest = arch
+            .layer_linears()
+            .iter()
+            .map(|l| l.out_features * l.in_features)
+            .max()
+            .unwrap_or(0);
+        notes.push(format!(
+            "16-bit linears: each product widens one weight to f32 for its duration (the largest, {:.1} MiB, comes on top while it runs)",
+            (4 * widest) as f64 / 1048576.0
+        ));
     }
     if plan.use_dora {
         notes.push("DoRA's extra activations are not modelled (LoRA's are counted)".into());

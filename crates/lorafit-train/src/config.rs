@@ -9,6 +9,7 @@ use lorafit_core::plan::Val;
 use crate::error::{Error, Result};
 use crate::optim::{AdamWConfig, ScheduleKind};
 use crate::quant::QuantSpec;
+use crate::quant_ops::Half;
 use lorafit_quant::QuantType;
 
 /// The compute backend (`backend` key).
@@ -131,7 +132,8 @@ pub struct TrainArgs {
     pub backend: Backend,
     pub gradient_checkpointing: bool,
     pub bf16: bool,
-    /// QLoRA: base weights quantized to 4 bits.
+    /// How the decoder's linears are stored: 4-bit / int8 (`quantization_bit`), 16-bit (`bf16` /
+    /// `fp16` without quantization), or f32 (`None`).
     pub quant: Option<QuantSpec>,
 }
 
@@ -364,6 +366,11 @@ impl TrainArgs {
             }
         };
         let quant = match &plan.quant {
+            // As LLaMA-Factory loads the model in its compute dtype: the linears kept 16-bit.
+            None if s.bool("fp16", false) => Some(QuantSpec::Half(Half::F16)),
+            None if s.bool("bf16", false) || s.bool("pure_bf16", false) => {
+                Some(QuantSpec::Half(Half::Bf16))
+            }
             None => None,
             Some(q) if q.bits == 8 => Some(QuantSpec::Int8),
             Some(q) if q.bits == 4 => Some(QuantSpec::FourBit {

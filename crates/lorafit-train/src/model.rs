@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::fused_ops::{AttnOpts, FusedOps, loss_chunk};
 use crate::lora::{Adapter, LoraSpec};
-use crate::quant::{Int8Weight, Nf4Weight, QuantSpec};
+use crate::quant::{HalfWeight, Int8Weight, Nf4Weight, QuantSpec};
 use crate::weights::{HostTensor, Weights};
 pub use lorafit_data::{Example, StepRng};
 
@@ -156,13 +156,15 @@ impl ModelConfig {
     }
 }
 
-/// A frozen base weight: dense (stored transposed, `[in, out]`) or 4-bit (QLoRA).
+/// A frozen base weight: dense f32 (stored transposed, `[in, out]`), 4-bit (QLoRA), int8 or
+/// 16-bit (`bf16` / `fp16`).
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // burn's Tensor is itself 640 bytes; one per linear layer
 pub enum BaseWeight {
     Dense(Tensor<2>),
     Quant(Nf4Weight),
     Int8(Int8Weight),
+    Half(HalfWeight),
 }
 
 /// A frozen linear layer `y = x·Wᵀ + b`, maybe with LoRA.
@@ -192,6 +194,7 @@ impl Linear {
             BaseWeight::Dense(wt) => x.matmul(wt.clone()),
             BaseWeight::Quant(q) => q.matmul(x),
             BaseWeight::Int8(q) => q.matmul(x),
+            BaseWeight::Half(w) => w.matmul(x),
         }
     }
 
@@ -207,6 +210,10 @@ impl Linear {
                     }
                     BaseWeight::Int8(q) => {
                         let w = q.dequantize();
+                        (w.clone() * w).sum_dim(1).transpose()
+                    }
+                    BaseWeight::Half(h) => {
+                        let w = h.widen();
                         (w.clone() * w).sum_dim(1).transpose()
                     }
                 };
@@ -353,6 +360,10 @@ impl Model {
     ) -> Result<Self> {
         let (h, inter, nh, nkv, hd, vocab) = config.dims();
         let a = config.arch.clone();
+        let half_table = match quant {
+            Some(QuantSpec::Half(kind)) => Some((kind, HalfWeight::table(kind, device))),
+            _ => None,
+        };
         let eps = config.rms_norm_eps;
         let norm = |w: &mut Weights, name: &str, d: usize| -> Result<RmsNorm> {
             Ok(RmsNorm {
@@ -387,6 +398,10 @@ impl Model {
                 ));
             }
             let weight = w.take(&format!("{path}.weight"), &[out, inp])?;
+            if let Some((kind, table)) = &half_table {
+                let weight = HalfWeight::upload(&weight.data, out, inp, *kind, table);
+                return Ok(Linear::new(BaseWeight::Half(weight), bias, path));
+            }
             let weight = match quant {
                 Some(QuantSpec::Int8) => {
                     BaseWeight::Int8(Int8Weight::quantize(&weight.data, out, inp, device)?)
@@ -404,7 +419,9 @@ impl Model {
                     rounding,
                     device,
                 )?),
-                None => BaseWeight::Dense(to_device(transpose_host(weight), device)),
+                Some(QuantSpec::Half(_)) | None => {
+                    BaseWeight::Dense(to_device(transpose_host(weight), device))
+                }
             };
             Ok(Linear::new(weight, bias, path))
         };
@@ -521,6 +538,10 @@ impl Model {
                 }
                 BaseWeight::Int8(q) => {
                     let (out, inp) = q.shape();
+                    (inp, out)
+                }
+                BaseWeight::Half(h) => {
+                    let (out, inp) = h.shape();
                     (inp, out)
                 }
             })

@@ -1,16 +1,18 @@
-//! QLoRA base weights on the device: bitsandbytes' packed 4-bit codes (NF4 / FP4), their absmax
-//! scales (plain or double-quantized), dequantized with tensor ops on every use so that only
-//! ~0.5 bytes per parameter (+ scales) stay resident. Quantization itself is lorafit-quant's,
-//! bit-exact with bitsandbytes, and so is this dequantization (the same f32 multiplies and adds).
+//! Base weights stored below f32 on the device. QLoRA: bitsandbytes' packed 4-bit codes (NF4 /
+//! FP4), their absmax scales (plain or double-quantized), dequantized on every use so that only
+//! ~0.5 bytes per parameter (+ scales) stay resident; quantization itself is lorafit-quant's,
+//! bit-exact with bitsandbytes, and so is the dequantization (the same f32 multiplies and adds).
+//! int8: bitsandbytes' row-wise codes. 16-bit (`bf16` / `fp16`): the weight rounded as torch
+//! casts it, 2 bytes per parameter, widened exactly to f32 for each product.
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lorafit_quant::{Absmax, DqRounding, QuantType, Quantized4bit, Quantized8bit};
 
 use crate::error::{Error, Result};
-use crate::quant_ops::{Q4Meta, QuantOps};
+use crate::quant_ops::{Half, Q4Meta, QuantOps};
 
-/// How base weights are quantized.
+/// How the decoder's linear weights are stored on the device (`None`: f32).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum QuantSpec {
     /// `quantization_bit: 4` with `quantization_type` and `double_quantization`.
@@ -22,6 +24,8 @@ pub enum QuantSpec {
     },
     /// `quantization_bit: 8`: bitsandbytes' row-wise int8.
     Int8,
+    /// `bf16: true` / `fp16: true` without quantization: 16-bit storage, f32 arithmetic.
+    Half(Half),
 }
 
 const BLOCK: usize = 64;
@@ -224,6 +228,75 @@ impl Int8Weight {
             x.into_dispatch(),
             self.words.clone().into_dispatch(),
             self.scales.clone().into_dispatch(),
+            self.out,
+            self.inp,
+            true,
+        ))
+    }
+}
+
+/// A linear weight `[out, in]` stored as 16-bit floats on the device (2 per 32-bit word), as the
+/// checkpoint or torch's cast to `bf16` / `fp16` has it; every product widens it to f32 exactly
+/// (shaders/h16_widen.wgsl on wgpu), and the backward widens it again rather than keeping it.
+#[derive(Debug, Clone)]
+pub struct HalfWeight {
+    words: Tensor<1, Int>,
+    /// [`Half::table`], shared by every weight of the model.
+    table: Tensor<1>,
+    kind: Half,
+    out: usize,
+    inp: usize,
+}
+
+impl HalfWeight {
+    /// The widening table of `kind` on `device` (one per model; 256 KiB).
+    pub fn table(kind: Half, device: &Device) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(kind.table(), [1 << 16]), device)
+    }
+
+    /// Round a dense `[out, in]` weight to `kind` (nearest even) and upload it with `table`
+    /// (from [`HalfWeight::table`] for the same kind).
+    pub fn upload(data: &[f32], out: usize, inp: usize, kind: Half, table: &Tensor<1>) -> Self {
+        let words: Vec<i32> = data
+            .chunks(2)
+            .map(|pair| {
+                let low = u32::from(kind.bits_of(pair[0]));
+                let high = pair.get(1).map_or(0, |&x| u32::from(kind.bits_of(x)));
+                (low | high << 16) as i32
+            })
+            .collect();
+        let n = words.len();
+        HalfWeight {
+            words: Tensor::from_data(TensorData::new(words, [n]), &table.device()),
+            table: table.clone(),
+            kind,
+            out,
+            inp,
+        }
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
+    /// The f32 weight `[out, in]`.
+    pub fn widen(&self) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::h16_widen(
+            self.words.clone().into_dispatch(),
+            self.table.clone().into_dispatch(),
+            self.kind,
+            self.out,
+            self.inp,
+        ))
+    }
+
+    /// `x·Wᵀ` for x `[n, in]`; the backward widens W again instead of keeping it.
+    pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::h16_matmul(
+            x.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.table.clone().into_dispatch(),
+            self.kind,
             self.out,
             self.inp,
             true,

@@ -1,5 +1,6 @@
-//! The 4-bit operations as a burn backend extension: dequantize, and the fused dequant-matmul
-//! `a·Wᵀ` / `a·W` whose autodiff backward re-dequantizes instead of keeping the dense weight.
+//! The frozen-weight operations as a burn backend extension: 4-bit / int8 dequantize, 16-bit
+//! (bf16 / f16) widening, and the products `a·Wᵀ` / `a·W` whose autodiff backward re-dequantizes
+//! (or re-widens) instead of keeping the f32 weight.
 //!
 //! Every backend gets the tensor-op bodies below (the same f32 multiplies and adds as
 //! bitsandbytes, so dequantization is bit-exact); the wgpu runtime replaces them with the WGSL
@@ -42,7 +43,35 @@ impl Q4Meta {
     }
 }
 
-/// The 4-bit operations. Tensors, in order:
+/// A 16-bit float format a base weight is stored in (`bf16: true` / `fp16: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Bf16,
+    F16,
+}
+
+impl Half {
+    /// The f32 value of every 16-bit pattern (what widening computes: exact, NaNs quieted as the
+    /// `half` crate and x86's F16C do).
+    pub fn table(self) -> Vec<f32> {
+        (0..=u16::MAX)
+            .map(|bits| match self {
+                Half::Bf16 => half::bf16::from_bits(bits).to_f32(),
+                Half::F16 => half::f16::from_bits(bits).to_f32(),
+            })
+            .collect()
+    }
+
+    /// The 16-bit pattern nearest `x` (round to nearest even, as torch's `.to(bfloat16)`).
+    pub fn bits_of(self, x: f32) -> u16 {
+        match self {
+            Half::Bf16 => half::bf16::from_f32(x).to_bits(),
+            Half::F16 => half::f16::from_f32(x).to_bits(),
+        }
+    }
+}
+
+/// The frozen-weight operations. 4-bit tensors, in order:
 /// - `words`: the packed codes, 8 per 32-bit word (bitsandbytes' byte order), padded to whole blocks;
 /// - `absmax`: f32 scales, one per block, or with double quantization one per nested group;
 /// - `scale_codes`: with double quantization the 8-bit scale codes, 4 per 32-bit word (else unused);
@@ -104,6 +133,63 @@ pub trait QuantOps: Backend {
         let w = dequantize8_ops::<Self>(words, scales, out, inp);
         dense_product::<Self>(a, w, transposed)
     }
+
+    /// The f32 weight `[out, inp]` of a weight stored 16-bit: `words` hold two values each
+    /// (element 2i in the low half), `table` the f32 value of each of the 65536 patterns of `kind`
+    /// ([`Half::table`]). Widening is exact.
+    fn h16_widen(
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+    ) -> FloatTensor<Self> {
+        let _ = kind;
+        widen16_ops::<Self>(words, table, out, inp)
+    }
+
+    /// `a·Wᵀ` (`transposed`) or `a·W` for a 16-bit weight, in f32.
+    fn h16_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        let w = Self::h16_widen(words, table, kind, out, inp);
+        dense_product::<Self>(a, w, transposed)
+    }
+}
+
+/// 16-bit widening with tensor ops, on any backend: each half of each word looked up in `table`.
+pub fn widen16_ops<B: Backend>(
+    words: IntTensor<B>,
+    table: FloatTensor<B>,
+    out: usize,
+    inp: usize,
+) -> FloatTensor<B> {
+    let n_words = words.shape()[0];
+    let low = B::bitwise_and_scalar(words.clone(), 0xffff.into());
+    // i32 words: the shift may sign-extend, the mask undoes it.
+    let high = B::bitwise_and_scalar(
+        B::bitwise_right_shift_scalar(words, 16.into()),
+        0xffff.into(),
+    );
+    let halves = B::int_cat(
+        vec![
+            B::int_reshape(low, Shape::new([n_words, 1])),
+            B::int_reshape(high, Shape::new([n_words, 1])),
+        ],
+        1,
+    );
+    let codes = B::int_slice(
+        B::int_reshape(halves, Shape::new([n_words * 2])),
+        &[Slice::from(0..out * inp)],
+    );
+    let values = B::float_select(table, 0, codes);
+    B::float_reshape(values, Shape::new([out, inp]))
 }
 
 /// `a·Wᵀ` (`transposed`) or `a·W` for a dense `w` `[out, inp]`.
@@ -260,6 +346,13 @@ enum Frozen<B: Backend> {
         out: usize,
         inp: usize,
     },
+    H16 {
+        words: IntTensor<B>,
+        table: FloatTensor<B>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+    },
 }
 
 impl<B: QuantOps> Frozen<B> {
@@ -280,6 +373,13 @@ impl<B: QuantOps> Frozen<B> {
                 out,
                 inp,
             } => B::q8_matmul(a, words, scales, out, inp, transposed),
+            Frozen::H16 {
+                words,
+                table,
+                kind,
+                out,
+                inp,
+            } => B::h16_matmul(a, words, table, kind, out, inp, transposed),
         }
     }
 }
@@ -320,6 +420,36 @@ fn frozen_matmul<B: QuantOps, C: CheckpointStrategy>(
 }
 
 impl<B: QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
+    fn h16_widen(
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+    ) -> FloatTensor<Self> {
+        let dense = B::h16_widen(words, table.into_primitive(), kind, out, inp);
+        <Self as AutodiffBackend>::from_inner(dense)
+    }
+
+    fn h16_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        let w = Frozen::H16 {
+            words,
+            table: table.into_primitive(),
+            kind,
+            out,
+            inp,
+        };
+        frozen_matmul::<B, C>(a, w, transposed)
+    }
+
     fn q8_dequantize(
         words: IntTensor<Self>,
         scales: FloatTensor<Self>,

@@ -1,6 +1,7 @@
 //! The WGSL kernels of shaders/ as burn custom kernels on the wgpu runtime: double-quant scales
-//! (nested_absmax.wgsl), dequantization (nf4_dequant.wgsl) and the fused dequant-matmul
-//! (q4_matmul.wgsl, and q4_gemv.wgsl for a few rows). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
+//! (nested_absmax.wgsl), dequantization (nf4_dequant.wgsl), the fused dequant-matmul
+//! (q4_matmul.wgsl, and q4_gemv.wgsl for a few rows) and 16-bit widening (h16_widen.wgsl, then
+//! burn's f32 matmul). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
 
 use burn::backend::Cube;
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -10,12 +11,13 @@ use burn::backend::wgpu::{
 use burn::tensor::{DType, Shape};
 use burn_cubecl::cubecl::{self, CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 
-use crate::quant_ops::{Q4Meta, QuantOps, dense_product, dequantize_ops};
+use crate::quant_ops::{Half, Q4Meta, QuantOps, dense_product, dequantize_ops, widen16_ops};
 
 const NF4_DEQUANT: &str = include_str!("../../../shaders/nf4_dequant.wgsl");
 const NESTED_ABSMAX: &str = include_str!("../../../shaders/nested_absmax.wgsl");
 const Q4_MATMUL: &str = include_str!("../../../shaders/q4_matmul.wgsl");
 const Q4_GEMV: &str = include_str!("../../../shaders/q4_gemv.wgsl");
+const H16_WIDEN: &str = include_str!("../../../shaders/h16_widen.wgsl");
 
 /// Up to this many rows of `a`, the column-per-workgroup kernel (q4_gemv.wgsl) is used.
 const GEMV_MAX_ROWS: usize = 16;
@@ -141,6 +143,30 @@ fn kernel_inputs(
 }
 
 impl QuantOps for Cube {
+    fn h16_widen(
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+    ) -> FloatTensor<Self> {
+        if !on_wgpu(&[&words, &table]) {
+            return widen16_ops::<Self>(words, table, out, inp);
+        }
+        let words = into_contiguous(words);
+        let numel = out * inp;
+        let (count, row_stride) = grid_1d(numel.div_ceil(2));
+        let params = [numel as u32, (kind == Half::F16) as u32, row_stride, 0];
+        launch(
+            Wgsl::new("h16_widen", H16_WIDEN),
+            CubeDim::new_1d(64),
+            count,
+            &[&words],
+            &params,
+            Shape::new([out, inp]),
+        )
+    }
+
     fn q4_dequantize(
         words: IntTensor<Self>,
         absmax: FloatTensor<Self>,

@@ -9,7 +9,8 @@ use lorafit_quant::{QuantType, Quantized4bit, Quantized8bit};
 use lorafit_train::config::Backend;
 use lorafit_train::make_device;
 use lorafit_train::model::StepRng;
-use lorafit_train::quant::{Int8Weight, Nf4Weight};
+use lorafit_train::quant::{HalfWeight, Int8Weight, Nf4Weight};
+use lorafit_train::quant_ops::Half;
 
 use crate::common::wgpu_available;
 
@@ -258,6 +259,93 @@ fn int8_dequant_and_matmul_on_every_backend() {
                 ey < 1e-5 && eg < 1e-5,
                 "{name} [{out}, {inp}]: forward {ey}, gradient {eg}"
             );
+        }
+    }
+}
+
+/// 16-bit storage widens every one of the 65536 bit patterns of bf16 and of f16 to the f32 the
+/// `half` crate gives (zeros, subnormals, infinities, NaNs included), on every backend: the
+/// tensor-op lookup on ndarray / flex, shaders/h16_widen.wgsl's bit arithmetic on wgpu. An odd
+/// element count leaves half of the last word unused.
+#[test]
+fn half_widening_is_exact_for_every_bit_pattern() {
+    for (name, device) in devices() {
+        for kind in [Half::Bf16, Half::F16] {
+            let want = kind.table();
+            let table = HalfWeight::table(kind, &device);
+            // Every pattern, as its own f32 value: rounding it back to `kind` is the identity
+            // (NaNs aside, whose payload the round trip may quiet).
+            let values: Vec<f32> = want.clone();
+            for (out, inp) in [(256, 256), (3, 5)] {
+                let n = out * inp;
+                let w = HalfWeight::upload(&values[..n], out, inp, kind, &table);
+                let got = vec_of(w.widen());
+                let bad: Vec<usize> = (0..n)
+                    .filter(|&i| {
+                        let (g, e) = (got[i], want[i]);
+                        if e.is_nan() {
+                            !g.is_nan()
+                        } else {
+                            g.to_bits() != e.to_bits()
+                        }
+                    })
+                    .collect();
+                assert!(
+                    bad.is_empty(),
+                    "{name} {kind:?} [{out}, {inp}]: {} of {n} values differ, first at pattern {:#06x}: {:e} vs {:e}",
+                    bad.len(),
+                    bad[0],
+                    got[bad[0]],
+                    want[bad[0]]
+                );
+            }
+        }
+    }
+}
+
+/// The 16-bit product `x·Wᵀ` and its input gradient `g·W` equal the f64 products of the widened
+/// weight (f32 arithmetic, no 16-bit rounding of activations), and weights are rounded to the
+/// nearest even pattern as torch's `.to(torch.bfloat16)` / `.half()` do.
+#[test]
+fn half_matmul_and_its_backward_equal_the_dense_product() {
+    for (name, device) in devices() {
+        let ad = device.clone().autodiff();
+        for kind in [Half::Bf16, Half::F16] {
+            let table = HalfWeight::table(kind, &ad);
+            for (m, out, inp) in [(5, 64, 64), (37, 72, 41), (3, 1, 7)] {
+                let data = random(out * inp, 29);
+                let rounded: Vec<f32> = data
+                    .iter()
+                    .map(|&x| match kind {
+                        Half::Bf16 => half::bf16::from_f32(x).to_f32(),
+                        Half::F16 => half::f16::from_f32(x).to_f32(),
+                    })
+                    .collect();
+                let w = HalfWeight::upload(&data, out, inp, kind, &table);
+                let widened = vec_of(w.widen());
+                assert!(
+                    widened
+                        .iter()
+                        .zip(&rounded)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{name} {kind:?}: stored weight is not the nearest-even rounding"
+                );
+                let xs = random(m * inp, 31);
+                let r = random(m * out, 37);
+                let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [m, inp]), &ad)
+                    .require_grad();
+                let rt = Tensor::<2>::from_data(TensorData::new(r.clone(), [m, out]), &ad);
+                let y = w.matmul(x.clone());
+                let grads = (y.clone() * rt).sum().backward();
+                let gx = vec_of(x.grad(&grads).expect("x has a gradient"));
+                let y = vec_of(y);
+                let (want_y, want_gx) = reference(&xs, &r, &rounded, m, out, inp);
+                let (ey, eg) = (max_rel(&y, &want_y), max_rel(&gx, &want_gx));
+                assert!(
+                    ey < 1e-5 && eg < 1e-5,
+                    "{name} {kind:?} m={m} [{out}, {inp}]: forward {ey}, gradient {eg}"
+                );
+            }
         }
     }
 }

@@ -771,3 +771,129 @@ fn eval_loss_matches_transformers() {
     assert_eq!((train.len(), eval.len()), (18, 6));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The worst relative difference of two runs' losses and adapters (elements relative to max(1, |y|)).
+fn run_difference(a: &Summary, a_dir: &Path, b: &Summary, b_dir: &Path) -> (f64, f64) {
+    assert_eq!(a.steps.len(), b.steps.len());
+    let loss = a
+        .steps
+        .iter()
+        .zip(&b.steps)
+        .map(|(x, y)| rel(x.loss, y.loss))
+        .fold(0.0, f64::max);
+    let mut wa = Weights::load_file(&a_dir.join("adapter_model.safetensors")).expect("adapter a");
+    let wb = Weights::load_file(&b_dir.join("adapter_model.safetensors")).expect("adapter b");
+    let mut adapter = 0.0f64;
+    for n in wb.names() {
+        let y = wb.get(n).expect("tensor");
+        let x = wa.take(n, &y.shape).expect("same tensors");
+        for (p, q) in x.data.iter().zip(&y.data) {
+            adapter = adapter.max((p - q).abs() as f64 / (q.abs() as f64).max(1.0));
+        }
+    }
+    (loss, adapter)
+}
+
+/// `bf16: true` / `fp16: true` store the decoder's linears 16-bit and compute in f32, so a run
+/// equals the f32 run on weights rounded as torch casts them: on the bf16-stored qwen2 fixture the
+/// rounding changes nothing; on the f32 llama fixture the reference is an f32 checkpoint whose
+/// linears were rounded to bf16 / f16 on the host. Different product orders only (≤ 1e-6).
+#[test]
+fn sixteen_bit_storage_equals_f32_on_the_rounded_weights() {
+    let mut backends = vec![Backend::NdArray];
+    if wgpu_available() {
+        backends.push(Backend::Wgpu);
+    }
+    for backend in backends {
+        let tag = backend.name();
+        // qwen2: stored bf16, so `bf16: true` keeps exactly the checkpoint's values.
+        let (o32, o16) = (
+            tmp_dir(&format!("q2-f32-{tag}")),
+            tmp_dir(&format!("q2-bf16-{tag}")),
+        );
+        let (f32_run, _) = run_with("qwen2_linear_rslora", backend, &[], &o32);
+        let (b16_run, t) = run_with(
+            "qwen2_linear_rslora",
+            backend,
+            &[("bf16", Val::Bool(true))],
+            &o16,
+        );
+        assert!(
+            t.model
+                .linears()
+                .iter()
+                .all(|l| matches!(l.weight, lorafit_train::model::BaseWeight::Half(_))),
+            "bf16: true stores every decoder linear 16-bit"
+        );
+        let (dl, da) = run_difference(&b16_run, &o16, &f32_run, &o32);
+        eprintln!(
+            "qwen2 (stored bf16) on {tag}: bf16 storage vs f32: loss {dl:.1e}, adapter {da:.1e}"
+        );
+        assert!(dl <= 1e-6 && da <= 1e-6, "{tag}: loss {dl}, adapter {da}");
+
+        // llama: stored f32; `fp16` / `bf16` round the linears (nearest even).
+        for (key, round) in [
+            (
+                "bf16",
+                (|x: f32| half::bf16::from_f32(x).to_f32()) as fn(f32) -> f32,
+            ),
+            ("fp16", |x: f32| half::f16::from_f32(x).to_f32()),
+        ] {
+            let rounded = tmp_dir(&format!("llama-{key}-ckpt-{tag}"));
+            let src = fixtures().join("llama");
+            std::fs::create_dir_all(&rounded).expect("checkpoint dir");
+            std::fs::copy(src.join("config.json"), rounded.join("config.json")).expect("config");
+            let w = Weights::load_dir(&src).expect("weights");
+            let mut tensors = std::collections::BTreeMap::new();
+            for n in w.names() {
+                let mut t = w.get(n).expect("tensor").clone();
+                if n.starts_with("model.layers.") && n.ends_with("_proj.weight") {
+                    t.data.iter_mut().for_each(|x| *x = round(*x));
+                }
+                tensors.insert(n.to_string(), t);
+            }
+            lorafit_train::weights::save_f32(&rounded.join("model.safetensors"), &tensors)
+                .expect("rounded checkpoint");
+            let (o_ref, o_16) = (
+                tmp_dir(&format!("llama-{key}-ref-{tag}")),
+                tmp_dir(&format!("llama-{key}-{tag}")),
+            );
+            let model_dir = Val::Str(rounded.display().to_string());
+            let steps = ("max_steps", Val::Int(4));
+            let (reference, _) = run_with(
+                "llama_constant",
+                backend,
+                &[("model_name_or_path", model_dir), steps.clone()],
+                &o_ref,
+            );
+            let (sixteen, _) = run_with(
+                "llama_constant",
+                backend,
+                &[(key, Val::Bool(true)), steps.clone()],
+                &o_16,
+            );
+            let (dl, da) = run_difference(&sixteen, &o_16, &reference, &o_ref);
+            eprintln!(
+                "llama (stored f32) {key} on {tag}: vs f32 on rounded weights: loss {dl:.1e}, adapter {da:.1e}"
+            );
+            assert!(
+                dl <= 1e-6 && da <= 1e-6,
+                "{key} on {tag}: loss {dl}, adapter {da}"
+            );
+            // And the rounding is visible: the f32 run on the original weights differs.
+            let o_orig = tmp_dir(&format!("llama-{key}-orig-{tag}"));
+            let (original, _) = run_with("llama_constant", backend, &[steps], &o_orig);
+            let (ol, _) = run_difference(&sixteen, &o_16, &original, &o_orig);
+            assert!(
+                ol > 1e-6,
+                "{key}: rounding to 16 bits should move the losses, moved {ol}"
+            );
+            for d in [rounded, o_ref, o_16, o_orig] {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+        for d in [o32, o16] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

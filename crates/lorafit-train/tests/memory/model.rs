@@ -106,6 +106,11 @@ fn lorafit_memory_model_matches_measured_peaks_on_wgpu() {
         qlora(point(2, 4, 64, 8)),
         ckpt(point(2, 2, 128, 8), false),
         with(point(2, 1, 256, 8), q_v),
+        // bf16: the linears stored 16-bit, widened one product at a time.
+        with(point(0, 2, 128, 8), &[("bf16", "true")]),
+        with(point(1, 2, 128, 8), &[("bf16", "true")]),
+        with(point(2, 2, 128, 8), &[("fp16", "true")]),
+        ckpt(with(point(0, 2, 128, 8), &[("bf16", "true")]), false),
     ];
     let mut rows_out = Vec::new();
     for p in &grid {
