@@ -1195,9 +1195,9 @@ fn bench_train() -> Result<()> {
     let python = std::env::var("LORAFIT_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = precision_key.is_empty()
         && Command::new(&python)
-        .args(["-c", "import torch, transformers, peft"])
-        .status()
-        .is_ok_and(|s| s.success());
+            .args(["-c", "import torch, transformers, peft"])
+            .status()
+            .is_ok_and(|s| s.success());
     if has_torch {
         run(Command::new(&python)
             .arg(root().join("scripts/bench_train_torch.py"))

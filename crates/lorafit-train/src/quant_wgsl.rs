@@ -3,12 +3,13 @@
 //! (q4_matmul.wgsl, and q4_gemv.wgsl for a few rows) and 16-bit widening (h16_widen.wgsl, then
 //! burn's f32 matmul). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
 
+use burn::backend::Backend;
 use burn::backend::Cube;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{
     CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::cubecl::{self, CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 
 use crate::quant_ops::{Half, Q4Meta, QuantOps, dense_product, dequantize_ops, widen16_ops};
@@ -142,7 +143,75 @@ fn kernel_inputs(
     (into_contiguous(words), scales, into_contiguous(code))
 }
 
+fn cast<B: Backend>(t: FloatTensor<B>, dtype: FloatDType) -> FloatTensor<B> {
+    B::float_cast(t, dtype)
+}
+
+/// The largest |element| of an f16 product's `a` after scaling: 2^8 leaves f16's range
+/// (65504) for sums of a few hundred large terms and keeps 22 binades above its normal minimum.
+const F16_SCALE_TARGET: f64 = 8.0;
+
+/// `a·Wᵀ` / `a·W` for an f16 `w` with `a` scaled by ≈ 2^k before the cast, so that its largest
+/// element is ≈ 2^8, and the product unscaled after: per-tensor scaling in place of transformers'
+/// GradScaler, which also serves the backward's incoming gradients (tiny values that f16 would
+/// flush to zero) and large activations (that f16 would overflow). On the device: no host sync.
+fn scaled_f16_product<B: Backend>(
+    a: FloatTensor<B>,
+    w: FloatTensor<B>,
+    transposed: bool,
+) -> FloatTensor<B> {
+    let ln2 = std::f64::consts::LN_2;
+    let amax = B::float_clamp_min(B::float_max_abs(a.clone()), 1e-30.into());
+    let amax = B::float_reshape(amax, Shape::new([1, 1]));
+    let e = B::float_ceil(B::float_mul_scalar(B::float_log(amax), (1.0 / ln2).into()));
+    let scale = B::float_exp(B::float_add_scalar(
+        B::float_mul_scalar(e, (-ln2).into()),
+        (F16_SCALE_TARGET * ln2).into(),
+    ));
+    let a16 = cast::<B>(B::float_mul(a, scale.clone()), FloatDType::F16);
+    let y = cast::<B>(dense_product::<B>(a16, w, transposed), FloatDType::F32);
+    B::float_div(y, scale)
+}
+
+/// Whether the f16 arithmetic path applies: the wgpu runtime with the adapter's `shader-f16`
+/// (Mesa's lavapipe has it), an f16 weight with an even element count (its words are then an f16
+/// array as they stand), and `LORAFIT_F16_MATMUL` not set to 0.
+fn f16_arithmetic(a: &CubeTensor, words: &CubeTensor, kind: Half, out: usize, inp: usize) -> bool {
+    kind == Half::F16
+        && (out * inp).is_multiple_of(2)
+        && on_wgpu(&[a, words])
+        && <Cube as Backend>::supports_dtype(&a.device, DType::F16)
+        && std::env::var("LORAFIT_F16_MATMUL").map_or(true, |v| v != "0")
+}
+
 impl QuantOps for Cube {
+    /// fp16 on an adapter with f16 arithmetic: `a` rounded to f16, the stored f16 weight read in
+    /// place, burn's f16 matmul (cubek: f16 operands, f32 accumulators, f16 result) and the result
+    /// widened — what torch's fp16 autocast does for a linear layer. Otherwise widen and multiply in f32.
+    fn h16_matmul(
+        a: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        kind: Half,
+        out: usize,
+        inp: usize,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        if f16_arithmetic(&a, &words, kind, out, inp) {
+            let words = into_contiguous(words);
+            let w = CubeTensor::new_contiguous(
+                words.client.clone(),
+                words.device.clone(),
+                Shape::new([out, inp]),
+                words.handle.clone(),
+                DType::F16,
+            );
+            return scaled_f16_product::<Self>(a, w, transposed);
+        }
+        let w = Self::h16_widen(words, table, kind, out, inp);
+        dense_product::<Self>(a, w, transposed)
+    }
+
     fn h16_widen(
         words: IntTensor<Self>,
         table: FloatTensor<Self>,

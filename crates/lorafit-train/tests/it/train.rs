@@ -794,6 +794,12 @@ fn run_difference(a: &Summary, a_dir: &Path, b: &Summary, b_dir: &Path) -> (f64,
     (loss, adapter)
 }
 
+/// Bounds of fp16 arithmetic against the f32 run on the same f16 weights (4 steps of the llama
+/// fixture at lr 5e-3): every step's loss, relative, and the adapter's elements (AdamW's
+/// normalised steps turn gradient noise into moves of the order of lr per step).
+const F16_LOSS_TOL: f64 = 1e-3;
+const F16_ADAPTER_TOL: f64 = 2e-2;
+
 /// `bf16: true` / `fp16: true` store the decoder's linears 16-bit and compute in f32, so a run
 /// equals the f32 run on weights rounded as torch casts them: on the bf16-stored qwen2 fixture the
 /// rounding changes nothing; on the f32 llama fixture the reference is an f32 checkpoint whose
@@ -876,8 +882,15 @@ fn sixteen_bit_storage_equals_f32_on_the_rounded_weights() {
             eprintln!(
                 "llama (stored f32) {key} on {tag}: vs f32 on rounded weights: loss {dl:.1e}, adapter {da:.1e}"
             );
+            // fp16 on wgpu computes the base products in f16 (the adapter's shader-f16): within
+            // what rounding activations to f16 costs.
+            let (loss_tol, adapter_tol) = if key == "fp16" && backend == Backend::Wgpu {
+                (F16_LOSS_TOL, F16_ADAPTER_TOL)
+            } else {
+                (1e-6, 1e-6)
+            };
             assert!(
-                dl <= 1e-6 && da <= 1e-6,
+                dl <= loss_tol && da <= adapter_tol,
                 "{key} on {tag}: loss {dl}, adapter {da}"
             );
             // And the rounding is visible: the f32 run on the original weights differs.
