@@ -40,17 +40,17 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     }
 
     if let Some(lorafit_train::quant::QuantSpec::Half(kind)) = args.quant {
+        let f16 = kind == lorafit_train::quant_ops::Half::F16;
         eprintln!(
-            "note: {} — the decoder's linear weights are stored {} on the device (2 bytes per parameter) and widened to f32 for every product; activations, norms, softmax, the loss, LoRA and AdamW are f32, and so are the embeddings and lm_head",
-            if kind == lorafit_train::quant_ops::Half::F16 {
-                "fp16"
+            "note: {} — the decoder's linear weights are stored {} on the device (2 bytes per parameter); {}; activations, norms, softmax, the loss, LoRA, AdamW, the embeddings and lm_head are f32",
+            if f16 { "fp16" } else { "bf16" },
+            if f16 { "f16" } else { "bf16" },
+            if f16 && args.backend == lorafit_train::Backend::Wgpu {
+                "their products run in f16 (f32 accumulators, each input scaled per tensor) where the adapter has shader-f16, else in f32"
+            } else if f16 {
+                "their products widen them to f32"
             } else {
-                "bf16"
-            },
-            if kind == lorafit_train::quant_ops::Half::F16 {
-                "f16"
-            } else {
-                "bf16"
+                "their products widen them to f32 (WGSL has no bf16 arithmetic)"
             },
         );
     }

@@ -1,7 +1,8 @@
 //! The `lorafit` stack: what `lorafit train` itself holds on its device at its peak, next to
 //! memory.rs's model of PyTorch + PEFT. The two differ because the trainers do: lorafit computes
-//! everything in f32 (with `bf16` / `fp16` only the decoder's linear weights are stored 16-bit,
-//! widened for each product; embeddings, lm_head and norms stay f32), attention is tiled (no `[heads, s, s]` term) and the loss chunked (no
+//! everything in f32 (with `bf16` / `fp16` the decoder's linear weights are stored 16-bit and
+//! only their products run in f16 where fp16 has f16 arithmetic; embeddings, lm_head and norms stay
+//! f32), attention is tiled (no `[heads, s, s]` term) and the loss chunked (no
 //! `[tokens, vocab]` logits), AdamW's states exist from the start, and burn's autodiff keeps
 //! its own set of tensors for the backward pass.
 //!
