@@ -174,14 +174,13 @@ fn scaled_f16_product<B: Backend>(
 }
 
 /// Whether the f16 arithmetic path applies: the wgpu runtime with the adapter's `shader-f16`
-/// (Mesa's lavapipe has it), an f16 weight with an even element count (its words are then an f16
-/// array as they stand), and `LORAFIT_F16_MATMUL` not set to 0.
+/// (Mesa's lavapipe has it) and an f16 weight with an even element count (its words are then an
+/// f16 array as they stand).
 fn f16_arithmetic(a: &CubeTensor, words: &CubeTensor, kind: Half, out: usize, inp: usize) -> bool {
     kind == Half::F16
         && (out * inp).is_multiple_of(2)
         && on_wgpu(&[a, words])
         && <Cube as Backend>::supports_dtype(&a.device, DType::F16)
-        && std::env::var("LORAFIT_F16_MATMUL").map_or(true, |v| v != "0")
 }
 
 impl QuantOps for Cube {
