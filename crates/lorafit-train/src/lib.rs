@@ -12,6 +12,8 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod quant;
+#[cfg(feature = "wgpu")]
+mod quant_cube;
 pub mod quant_ops;
 #[cfg(feature = "wgpu")]
 mod quant_wgsl;

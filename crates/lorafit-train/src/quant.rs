@@ -165,7 +165,7 @@ impl Nf4Weight {
 }
 
 /// Bytes as little-endian i32 words, zero-padded to a whole word.
-fn words_of(bytes: &[u8]) -> Vec<i32> {
+pub(crate) fn words_of(bytes: &[u8]) -> Vec<i32> {
     bytes
         .chunks(4)
         .map(|c| {

@@ -1,7 +1,9 @@
 //! The WGSL kernels of shaders/ as burn custom kernels on the wgpu runtime: double-quant scales
 //! (nested_absmax.wgsl), dequantization (nf4_dequant.wgsl), the fused dequant-matmul
 //! (q4_matmul.wgsl, and q4_gemv.wgsl for a few rows) and 16-bit widening (h16_widen.wgsl, then
-//! burn's f32 matmul). Other cubecl runtimes (CUDA) take the tensor-op bodies of [`QuantOps`].
+//! burn's f32 matmul). Where cubecl compiles to something other than WGSL (CUDA; SPIR-V, whose
+//! compiler refuses precompiled text kernels) the `#[cube]` kernels of src/quant_cube.rs
+//! dequantize into a buffer for burn's matmul instead.
 
 use burn::backend::Backend;
 use burn::backend::Cube;
@@ -12,6 +14,7 @@ use burn::backend::wgpu::{
 use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::cubecl::{self, CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 
+use crate::quant_cube;
 use crate::quant_ops::{Half, Q4Meta, QuantOps, dense_product, dequantize_ops, widen16_ops};
 
 const NF4_DEQUANT: &str = include_str!("../../../shaders/nf4_dequant.wgsl");
@@ -49,12 +52,39 @@ impl KernelSource for Wgsl {
     }
 }
 
-/// Whether the kernels apply: the wgpu runtime, 4-byte f32 and int tensors.
+/// Which kernels serve a frozen-weight operation on these tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// shaders/'s WGSL: the wgpu runtime compiling to WGSL.
+    Wgsl,
+    /// src/quant_cube.rs: any other cubecl runtime (CUDA, wgpu's SPIR-V compiler).
+    Cube,
+    /// The tensor-op bodies of [`QuantOps`]: elements that are not 4 bytes wide.
+    TensorOps,
+}
+
+/// The kernels for `tensors` (all on one device): every element 4 bytes wide, and the runtime's
+/// compiler — the one kind of WGSL source kernel it can launch.
+fn kernels(tensors: &[&CubeTensor]) -> Kernels {
+    if !tensors
+        .iter()
+        .all(|t| matches!(t.dtype, DType::F32 | DType::I32 | DType::U32))
+    {
+        return Kernels::TensorOps;
+    }
+    let wgsl = tensors
+        .iter()
+        .all(|t| matches!(t.device, cubecl::Device::Wgpu(_)) && t.client.name() == WGSL_RUNTIME);
+    if wgsl { Kernels::Wgsl } else { Kernels::Cube }
+}
+
+/// The runtime name cubecl-wgpu gives a device whose kernels compile to WGSL (`wgpu<spirv>`
+/// when its SPIR-V compiler serves a Vulkan adapter, which launches no WGSL text).
+const WGSL_RUNTIME: &str = "wgpu<wgsl>";
+
+/// Whether the WGSL kernels apply to `tensors`.
 fn on_wgpu(tensors: &[&CubeTensor]) -> bool {
-    tensors.iter().all(|t| {
-        matches!(t.device, cubecl::Device::Wgpu(_))
-            && matches!(t.dtype, DType::F32 | DType::I32 | DType::U32)
-    })
+    kernels(tensors) == Kernels::Wgsl
 }
 
 /// Launch `kernel` with `inputs` (the first one names the device), a params buffer and a new f32
@@ -143,6 +173,24 @@ fn kernel_inputs(
     (into_contiguous(words), scales, into_contiguous(code))
 }
 
+/// The dense weight by src/quant_cube.rs's kernels (runtimes that launch no WGSL text).
+fn cube_dequantize(
+    words: CubeTensor,
+    absmax: CubeTensor,
+    scale_codes: CubeTensor,
+    code: CubeTensor,
+    map: CubeTensor,
+    meta: &Q4Meta,
+) -> CubeTensor {
+    let scales = quant_cube::block_scales(
+        into_contiguous(absmax),
+        into_contiguous(scale_codes),
+        into_contiguous(map),
+        meta,
+    );
+    quant_cube::dequantize(into_contiguous(words), scales, into_contiguous(code), meta)
+}
+
 fn cast<B: Backend>(t: FloatTensor<B>, dtype: FloatDType) -> FloatTensor<B> {
     B::float_cast(t, dtype)
 }
@@ -218,8 +266,13 @@ impl QuantOps for Cube {
         out: usize,
         inp: usize,
     ) -> FloatTensor<Self> {
-        if !on_wgpu(&[&words, &table]) {
-            return widen16_ops::<Self>(words, table, out, inp);
+        match kernels(&[&words, &table]) {
+            Kernels::TensorOps => return widen16_ops::<Self>(words, table, out, inp),
+            Kernels::Cube => {
+                let (words, table) = (into_contiguous(words), into_contiguous(table));
+                return quant_cube::widen16(words, table, out, inp);
+            }
+            Kernels::Wgsl => {}
         }
         let words = into_contiguous(words);
         let numel = out * inp;
@@ -243,8 +296,12 @@ impl QuantOps for Cube {
         map: FloatTensor<Self>,
         meta: Q4Meta,
     ) -> FloatTensor<Self> {
-        if !on_wgpu(&[&words, &absmax, &scale_codes, &code, &map]) {
-            return dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
+        match kernels(&[&words, &absmax, &scale_codes, &code, &map]) {
+            Kernels::TensorOps => {
+                return dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
+            }
+            Kernels::Cube => return cube_dequantize(words, absmax, scale_codes, code, map, &meta),
+            Kernels::Wgsl => {}
         }
         let (words, scales, code) = kernel_inputs(words, absmax, scale_codes, code, map, &meta);
         let numel = meta.out * meta.inp;
@@ -271,9 +328,16 @@ impl QuantOps for Cube {
         meta: Q4Meta,
         transposed: bool,
     ) -> FloatTensor<Self> {
-        if !on_wgpu(&[&a, &words, &absmax, &scale_codes, &code, &map]) {
-            let w = dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
-            return dense_product::<Self>(a, w, transposed);
+        match kernels(&[&a, &words, &absmax, &scale_codes, &code, &map]) {
+            Kernels::TensorOps => {
+                let w = dequantize_ops::<Self>(words, absmax, scale_codes, code, map, &meta);
+                return dense_product::<Self>(a, w, transposed);
+            }
+            Kernels::Cube => {
+                let w = cube_dequantize(words, absmax, scale_codes, code, map, &meta);
+                return dense_product::<Self>(a, w, transposed);
+            }
+            Kernels::Wgsl => {}
         }
         let a = into_contiguous(a);
         let (words, scales, code) = kernel_inputs(words, absmax, scale_codes, code, map, &meta);
