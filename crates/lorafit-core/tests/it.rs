@@ -250,6 +250,11 @@ fn bad_values_name_the_key_and_what_is_allowed() {
     check_settings_err("lora_rank: 8", "`model_name_or_path` is required");
     check_settings_err("- a\n- b", "mapping");
     check_settings_err("model_name_or_path: [", "does not parse");
+    // An accelerate config (as `accelerate config` writes them) given where a training YAML goes.
+    check_settings_err(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nfsdp_config:\n  fsdp_version: 2\nnum_processes: 2",
+        "accelerate config (`distributed_type: FSDP`), not a training config",
+    );
 }
 
 #[test]
