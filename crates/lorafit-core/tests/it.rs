@@ -1021,6 +1021,9 @@ fn new_architectures_match_their_model_cards() {
         ("google/gemma-3-27b-it", 27.4e9),
         ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),
         ("Qwen/Qwen3.5-35B-A3B", 35.0e9),
+        // Qwen3.5's model cards: 397 B total (17 B active), 122 B (10 B active).
+        ("Qwen/Qwen3.5-397B-A17B", 397e9),
+        ("Qwen/Qwen3.5-122B-A10B", 122e9),
         // Kimi K2 (DeepSeek-V3's architecture, 384 experts): 1.03 T; Moonlight 16 B;
         // LLaVA 1.5 (CLIP ViT-L/336 + an MLP projector) 7.06 B / 13.4 B.
         ("moonshotai/Kimi-K2-Instruct", 1.026e12),
