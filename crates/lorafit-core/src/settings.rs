@@ -526,6 +526,18 @@ const KEYS: &[KeyDef] = &[
     },
 ];
 
+/// `distributed_type` when `map` is an accelerate config (what `accelerate config` writes and
+/// LLaMA-Factory's examples/accelerate/*.yaml are) rather than a training config: it has
+/// `distributed_type` and names no model.
+fn accelerate_config_kind(map: &serde_yaml_ng::Mapping) -> Option<String> {
+    let has = |k: &str| map.contains_key(serde_yaml_ng::Value::from(k));
+    if has("model_name_or_path") || has("model") {
+        return None;
+    }
+    map.get(serde_yaml_ng::Value::from("distributed_type"))
+        .map(|v| v.as_str().map_or_else(|| format!("{v:?}"), str::to_string))
+}
+
 /// Every key lorafit reads, with its origin and one line of help.
 pub fn known_keys() -> impl Iterator<Item = (&'static str, Origin, &'static str)> {
     KEYS.iter().map(|k| (k.name, k.origin, k.help))
@@ -695,6 +707,13 @@ impl Settings {
                 ));
             }
         };
+        if let Some(kind) = accelerate_config_kind(&map) {
+            return Err(Error::Syntax(format!(
+                "this is an accelerate config (`distributed_type: {kind}`), not a training config: \
+                 name it in the training YAML as `accelerate_config: PATH`, or give it to \
+                 `lorafit estimate TRAIN.yaml --fsdp-config PATH`"
+            )));
+        }
         let mut flat = Vec::new();
         for (k, v) in &map {
             let Some(key) = k.as_str() else {

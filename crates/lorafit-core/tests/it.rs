@@ -250,6 +250,11 @@ fn bad_values_name_the_key_and_what_is_allowed() {
     check_settings_err("lora_rank: 8", "`model_name_or_path` is required");
     check_settings_err("- a\n- b", "mapping");
     check_settings_err("model_name_or_path: [", "does not parse");
+    // An accelerate config (as `accelerate config` writes them) given where a training YAML goes.
+    check_settings_err(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nfsdp_config:\n  fsdp_version: 2\nnum_processes: 2",
+        "accelerate config (`distributed_type: FSDP`), not a training config",
+    );
 }
 
 #[test]
@@ -1016,6 +1021,9 @@ fn new_architectures_match_their_model_cards() {
         ("google/gemma-3-27b-it", 27.4e9),
         ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),
         ("Qwen/Qwen3.5-35B-A3B", 35.0e9),
+        // Qwen3.5's model cards: 397 B total (17 B active), 122 B (10 B active).
+        ("Qwen/Qwen3.5-397B-A17B", 397e9),
+        ("Qwen/Qwen3.5-122B-A10B", 122e9),
         // Kimi K2 (DeepSeek-V3's architecture, 384 experts): 1.03 T; Moonlight 16 B;
         // LLaVA 1.5 (CLIP ViT-L/336 + an MLP projector) 7.06 B / 13.4 B.
         ("moonshotai/Kimi-K2-Instruct", 1.026e12),
