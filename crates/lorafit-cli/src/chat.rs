@@ -107,9 +107,9 @@ impl Chat {
             });
         let text = self.tok.decode_with(&shown, self.skip_special)?;
         if text.len() > printed && text.is_char_boundary(printed) {
-            print!("{}", &text[printed..]);
+            out_part!("{}", &text[printed..]);
         }
-        println!();
+        out!();
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "({} prompt tokens, {} generated in {secs:.1} s, {:.1} tokens/s, {})",

@@ -176,16 +176,25 @@ pub fn apply_time(e: &mut lorafit_core::Estimate, plan: &Plan, st: &DataStats) {
 
 /// The data section of the table.
 pub fn print(st: &DataStats) {
-    println!(
+    out!(
         "data          {} examples of `{}` ({} rows dropped), tokenizer {}",
-        st.examples, st.dataset, st.dropped_rows, st.tokenizer
+        st.examples,
+        st.dataset,
+        st.dropped_rows,
+        st.tokenizer
     );
-    println!(
+    out!(
         "  lengths     p50 {} · p95 {} · max {} tokens; {} truncated at cutoff_len {}",
-        st.p50_tokens, st.p95_tokens, st.max_tokens, st.truncated, st.cutoff_len
+        st.p50_tokens,
+        st.p95_tokens,
+        st.max_tokens,
+        st.truncated,
+        st.cutoff_len
     );
-    println!(
+    out!(
         "  per epoch   {} tokens, {} with padding; longest micro-batch {} tokens",
-        st.tokens_per_epoch, st.padded_tokens_per_epoch, st.longest_batch_tokens
+        st.tokens_per_epoch,
+        st.padded_tokens_per_epoch,
+        st.longest_batch_tokens
     );
 }

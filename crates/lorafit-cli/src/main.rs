@@ -100,6 +100,38 @@ enum Command {
     Templates,
 }
 
+/// `println!` / `print!` to stdout that end the process quietly when the reader has gone
+/// (`lorafit models | head`), where the std macros panic on the broken pipe.
+macro_rules! out {
+    () => {
+        $crate::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` with [`out!`]'s handling of a closed stdout.
+macro_rules! out_part {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// Write to stdout; a reader that has gone ends the process with status 0, any other failure
+/// with an error.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 mod chat;
 mod data_stats;
 mod hub_cache;
@@ -422,7 +454,7 @@ fn duration(secs: f64) -> String {
 }
 
 fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
-    println!(
+    out!(
         "model        {} ({} parameters, {} trainable = {:.3} %)",
         e.model,
         e.total_params,
@@ -430,9 +462,11 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         100.0 * e.trainable_params as f64 / e.total_params.max(1) as f64
     );
     if let Some(sq) = &arch.stored_quant {
-        println!(
+        out!(
             "base         pre-quantized: {} {}-bit, {:.3} bytes per linear weight",
-            sq.method, sq.bits, sq.bytes_per_param
+            sq.method,
+            sq.bits,
+            sq.bytes_per_param
         );
     }
     if let Some(v) = &e.vision {
@@ -445,7 +479,7 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         } else {
             String::new()
         };
-        println!(
+        out!(
             "vision       tower {} parameters ({}), projector {} ({}); {} image(s) per sample = {} tokens{videos} of cutoff_len, {} tower patches",
             v.tower_params,
             state(v.tower_trained),
@@ -457,18 +491,21 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         );
     }
     let method = plan.describe();
-    println!(
+    out!(
         "method       {method}, batch {} × {} tokens, grad. accumulation {}, {} GPU(s)",
-        plan.batch_size, plan.cutoff_len, plan.grad_accum, plan.num_gpus
+        plan.batch_size,
+        plan.cutoff_len,
+        plan.grad_accum,
+        plan.num_gpus
     );
-    println!();
-    println!("per-GPU memory at the peak ({:?})", e.peak_phase);
+    out!();
+    out!("per-GPU memory at the peak ({:?})", e.peak_phase);
     for (name, v) in e.breakdown.parts() {
         let bar =
             "█".repeat(((v as f64 / e.peak_reserved_bytes.max(1) as f64) * 40.0).round() as usize);
-        println!("  {name:<12} {:>12}  {bar}", gib(v));
+        out!("  {name:<12} {:>12}  {bar}", gib(v));
     }
-    println!(
+    out!(
         "  {:<12} {:>12}  (nvidia-smi; torch max_memory_allocated {}, reserved {})",
         "peak",
         gib(e.peak_reserved_bytes),
@@ -476,42 +513,47 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         gib(e.torch_reserved_bytes)
     );
     if e.host_ram_bytes > 0 {
-        println!("  host RAM for offload: {}", gib(e.host_ram_bytes));
+        out!("  host RAM for offload: {}", gib(e.host_ram_bytes));
     }
-    println!();
+    out!();
     match (&e.gpu, e.fits, e.gpu_memory_bytes) {
         (Some(g), Some(f), Some(m)) => {
-            println!("fits on {g} ({}): {}", gib(m), if f { "yes" } else { "NO" });
+            out!("fits on {g} ({}): {}", gib(m), if f { "yes" } else { "NO" });
             if let Some(bs) = estimate::largest_batch(arch, plan, m) {
-                println!("  largest per_device_train_batch_size that fits: {bs}");
+                out!("  largest per_device_train_batch_size that fits: {bs}");
             }
             if let Some(cl) = estimate::longest_cutoff(arch, plan, m) {
-                println!("  longest cutoff_len that fits: {cl}");
+                out!("  longest cutoff_len that fits: {cl}");
             }
         }
-        _ => println!("fits: set `gpu` (e.g. --set gpu=RTX-4090) to check"),
+        _ => out!("fits: set `gpu` (e.g. --set gpu=RTX-4090) to check"),
     }
-    println!(
+    out!(
         "speed        {:.0} tokens/s, {:.2} s per optimizer step (MFU {:.0} %)",
         e.tokens_per_second,
         e.step_seconds,
         e.mfu * 100.0
     );
     match (e.total_steps, e.total_seconds) {
-        (Some(n), Some(s)) => println!("run          {n} steps, {}", duration(s)),
+        (Some(n), Some(s)) => out!("run          {n} steps, {}", duration(s)),
         _ => {
-            println!("run          set dataset_tokens, max_samples or max_steps for the total time")
+            out!("run          set dataset_tokens, max_samples or max_steps for the total time")
         }
     }
     if let Some(c) = e.cost_usd {
-        println!(
+        out!(
             "cost         ${c:.2} at ${:.2}/GPU-hour",
             e.price_per_hour.unwrap_or(0.0)
         );
         for p in &e.costs {
-            println!(
+            out!(
                 "  {:<32} {:<11} ${:>8.2}/h  ${:>10.2}  ({}, {})",
-                p.provider, p.kind, p.usd_per_hour, p.cost_usd, p.source, p.as_of
+                p.provider,
+                p.kind,
+                p.usd_per_hour,
+                p.cost_usd,
+                p.source,
+                p.as_of
             );
         }
     }
@@ -521,8 +563,8 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         .take(5)
         .collect();
     if !options.is_empty() {
-        println!();
-        println!("cheapest GPUs that fit (cheapest listed price; >1 GPU assumes ZeRO-3)");
+        out!();
+        out!("cheapest GPUs that fit (cheapest listed price; >1 GPU assumes ZeRO-3)");
         for o in options {
             let cost = match (o.cost_usd, o.total_seconds) {
                 (Some(c), Some(s)) => format!("${c:.2} for {}", duration(s)),
@@ -531,7 +573,7 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
                     .map(|p| format!("${p:.2}/h"))
                     .unwrap_or_else(|| "no price listed".into()),
             };
-            println!(
+            out!(
                 "  {:>2} × {:<14} peak {:>10}  {cost}",
                 o.num_gpus,
                 o.gpu,
@@ -540,11 +582,11 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         }
     }
     if let Ok(m) = lorafit_core::lorafit_stack::lorafit_stack(arch, plan) {
-        println!();
-        println!("{}", lorafit_stack_line(&m));
+        out!();
+        out!("{}", lorafit_stack_line(&m));
     }
     for w in &e.warnings {
-        println!("note: {w}");
+        out!("note: {w}");
     }
 }
 
@@ -612,7 +654,7 @@ fn run() -> Result<()> {
                         },
                     );
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 match &stats {
                     Ok(st) => data_stats::print(st),
@@ -645,9 +687,9 @@ fn run() -> Result<()> {
             }
             if deepspeed {
                 let (plan, _, _) = load_plan(&config, &settings)?;
-                println!("{}", export::to_deepspeed_json(&plan.zero));
+                out!("{}", export::to_deepspeed_json(&plan.zero));
             } else {
-                print!("{}", export::to_llamafactory_yaml(&settings, lorafit_keys));
+                out_part!("{}", export::to_llamafactory_yaml(&settings, lorafit_keys));
             }
         }
         Command::Train { config, set } => {
@@ -712,7 +754,7 @@ fn run() -> Result<()> {
                     .and_then(|q| q.as_str())
                     .map(|q| format!("  ({q})"))
                     .unwrap_or_default();
-                println!(
+                out!(
                     "{:<56} {:<20} {:>7.2} B{quant}",
                     m.id,
                     m.family,
@@ -738,7 +780,7 @@ fn run() -> Result<()> {
         }
         Command::Templates => {
             let reg = lorafit_data::template::registry()?;
-            println!("# {} templates from {}", reg.templates.len(), reg.source);
+            out!("# {} templates from {}", reg.templates.len(), reg.source);
             for (name, t) in &reg.templates {
                 let tools = t.format_tools.tool_format.as_deref().unwrap_or("default");
                 let rendered = lorafit_data::tools::TOOL_FORMATS.contains(&tools);
@@ -752,7 +794,7 @@ fn run() -> Result<()> {
                 if t.mm_plugin.image_token.is_some() {
                     tags.push("vision (text part)".into());
                 }
-                println!(
+                out!(
                     "{name:<22} tools: {tools:<10}{} {}",
                     if rendered { "" } else { " (not rendered)" },
                     tags.join(", ")
@@ -765,7 +807,7 @@ fn run() -> Result<()> {
                     .cheapest_price()
                     .map(|p| format!("from ${:.2}/h ({})", p.usd_per_hour, p.provider))
                     .unwrap_or_default();
-                println!(
+                out!(
                     "{:<14} {:<40} {:>9} {:>6.0} TFLOPS  {price}",
                     g.id,
                     g.name,

@@ -1282,3 +1282,34 @@ fn a_multimodal_dataset_means_one_image_per_sample() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `lorafit models | true`: the reader closes the pipe before lorafit writes (it is closed
+    // right after the spawn, while the process is still starting); lorafit must stop with
+    // status 0 and no panic, where std's println! panics on the broken pipe.
+    for args in [
+        &["models"][..],
+        &["estimate", "examples/qwen2.5-7b-qlora-4090.yaml", "--json"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lorafit"))
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn lorafit");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "{args:?}: lorafit panicked: {stderr}"
+        );
+        assert!(
+            out.status.success(),
+            "{args:?}: status {:?}, stderr {stderr}",
+            out.status
+        );
+    }
+}
