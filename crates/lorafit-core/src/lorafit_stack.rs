@@ -106,20 +106,15 @@ pub fn lorafit_stack(arch: &ModelArch, plan: &Plan) -> Result<LorafitMemory, Str
         .iter()
         .map(|l| l.layers * l.count * linear_bytes(l.out_features, l.in_features, plan))
         .sum();
+    // Tied embeddings are one copy (lm_headᵀ; the embedding rows are read from its columns).
     let other = arch.total_params() - arch.layer_linear_weight_params();
-    // Tied embeddings: lorafit-train keeps lm_head transposed, a second copy.
-    let tied_copy = if arch.tie_word_embeddings {
-        arch.vocab_size * h
-    } else {
-        0
-    };
     // 16-bit linears share one widening table: the f32 value of every 16-bit pattern.
     let half_table = if plan.quant.is_none() && plan.precision != Precision::Fp32 {
         4 << 16
     } else {
         0
     };
-    let weights_bytes = linear_bytes_total + 4 * (other + tied_copy) + half_table;
+    let weights_bytes = linear_bytes_total + 4 * other + half_table;
 
     // Adapter: A [r, in] and B [out, r] per targeted linear, in 3 or 4 f32 copies.
     let targets = lora_modules(arch, plan).map_err(|e| e.to_string())?;

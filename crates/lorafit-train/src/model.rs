@@ -297,7 +297,9 @@ struct Layer {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: ModelConfig,
-    embed: Tensor<2>,
+    /// `embed_tokens` `[vocab, hidden]`; `None` when tied to lm_head, whose one (transposed)
+    /// copy then serves both (see [`Model::embed`]).
+    embed: Option<Tensor<2>>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// lm_headᵀ `[hidden, vocab]` (the embedding, transposed, when tied).
@@ -471,10 +473,10 @@ impl Model {
             });
         }
         let norm_f = norm(&mut w, "model.norm.weight", h)?;
-        let lm_head_host = if a.tie_word_embeddings {
-            embed_host.clone()
+        let (embed_host, lm_head_host) = if a.tie_word_embeddings {
+            (None, embed_host)
         } else {
-            w.take("lm_head.weight", &[vocab, h])?
+            (Some(embed_host), w.take("lm_head.weight", &[vocab, h])?)
         };
         let leftover: Vec<&str> = w
             .names()
@@ -492,7 +494,7 @@ impl Model {
             )));
         }
         Ok(Model {
-            embed: to_device(embed_host, device),
+            embed: embed_host.map(|e| to_device(e, device)),
             lm_head_t: to_device(transpose_host(lm_head_host), device),
             layers,
             norm: norm_f,
@@ -594,7 +596,7 @@ impl Model {
             .collect();
         let n = b * len;
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [n]), &self.device);
-        let x = self.embed.clone().select(0, idx);
+        let x = self.embed(idx);
         let (cos, sin) = self.rope(batch, len);
         // Causal within a sub-sequence (neat_packing). Padding (segment 0, and the right-padding
         // of short rows) attends only to padding, so no row is fully masked.
@@ -709,7 +711,7 @@ impl Model {
             TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [len]),
             &self.device,
         );
-        let x = self.embed.clone().select(0, idx);
+        let x = self.embed(idx);
         let e = Example {
             position_ids: (past..past + len).map(|p| p as u32).collect(),
             ..Default::default()
@@ -781,6 +783,15 @@ impl Model {
         let w: Tensor<1> = Tensor::from_data(TensorData::new(weights, [n]), &self.device);
         let picked = (logp * w).reshape([b, len]);
         (picked.sum_dim(1).reshape([b]), counts)
+    }
+
+    /// The input embeddings of token ids `idx` `[n]` → `[n, hidden]`: rows of `embed_tokens`, or
+    /// for tied embeddings columns of lm_headᵀ — the same values, one copy on the device.
+    fn embed(&self, idx: Tensor<1, Int>) -> Tensor<2> {
+        match &self.embed {
+            Some(e) => e.clone().select(0, idx),
+            None => self.lm_head_t.clone().select(1, idx).transpose(),
+        }
     }
 
     /// `log softmax(lm_head(h))[target]` `[n]` for hidden states `[n, hidden]`, over token chunks
