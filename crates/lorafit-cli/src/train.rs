@@ -42,7 +42,7 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     if let Some(lorafit_train::quant::QuantSpec::Half(kind)) = args.quant {
         let f16 = kind == lorafit_train::quant_ops::Half::F16;
         eprintln!(
-            "note: {} — the decoder's linear weights are stored {} on the device (2 bytes per parameter); {}; activations, norms, softmax, the loss, LoRA, AdamW, the embeddings and lm_head are f32",
+            "note: {} — the decoder's linear weights (and an untied embedding) are stored {} on the device (2 bytes per parameter); {}; activations, norms, softmax, the loss, LoRA, AdamW and lm_head are f32",
             if f16 { "fp16" } else { "bf16" },
             if f16 { "f16" } else { "bf16" },
             if f16 && args.backend == lorafit_train::Backend::Wgpu {

@@ -293,13 +293,22 @@ struct Layer {
     down: Linear,
 }
 
+/// `embed_tokens` on the device: f32, or with `bf16` / `fp16` 16-bit like the linears (what
+/// LLaMA-Factory's model holds in that dtype), rows widened as they are looked up.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per model
+enum Embedding {
+    Dense(Tensor<2>),
+    Half(HalfWeight),
+}
+
 /// A Llama-family causal LM with frozen weights on one device.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: ModelConfig,
     /// `embed_tokens` `[vocab, hidden]`; `None` when tied to lm_head, whose one (transposed)
     /// copy then serves both (see [`Model::embed`]).
-    embed: Option<Tensor<2>>,
+    embed: Option<Embedding>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// lm_headᵀ `[hidden, vocab]` (the embedding, transposed, when tied).
@@ -494,7 +503,12 @@ impl Model {
             )));
         }
         Ok(Model {
-            embed: embed_host.map(|e| to_device(e, device)),
+            embed: embed_host.map(|e| match &half_table {
+                Some((kind, table)) if h % 2 == 0 => {
+                    Embedding::Half(HalfWeight::upload(&e.data, vocab, h, *kind, table))
+                }
+                _ => Embedding::Dense(to_device(e, device)),
+            }),
             lm_head_t: to_device(transpose_host(lm_head_host), device),
             layers,
             norm: norm_f,
@@ -789,7 +803,8 @@ impl Model {
     /// for tied embeddings columns of lm_headᵀ — the same values, one copy on the device.
     fn embed(&self, idx: Tensor<1, Int>) -> Tensor<2> {
         match &self.embed {
-            Some(e) => e.clone().select(0, idx),
+            Some(Embedding::Dense(e)) => e.clone().select(0, idx),
+            Some(Embedding::Half(e)) => e.rows(idx),
             None => self.lm_head_t.clone().select(1, idx).transpose(),
         }
     }

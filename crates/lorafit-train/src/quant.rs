@@ -290,6 +290,26 @@ impl HalfWeight {
         ))
     }
 
+    /// Rows `idx` `[n]` of the weight, widened to `[n, in]` (an embedding lookup): only those
+    /// rows' words are gathered and widened. `in` is even, so every row is whole words.
+    pub fn rows(&self, idx: Tensor<1, Int>) -> Tensor<2> {
+        let [n] = idx.dims();
+        let per_row = self.inp / 2;
+        let words = self
+            .words
+            .clone()
+            .reshape([self.out, per_row])
+            .select(0, idx)
+            .reshape([n * per_row]);
+        Tensor::from_dispatch(Dispatch::h16_widen(
+            words.into_dispatch(),
+            self.table.clone().into_dispatch(),
+            self.kind,
+            n,
+            self.inp,
+        ))
+    }
+
     /// `x·Wᵀ` for x `[n, in]`; the backward widens W again instead of keeping it.
     pub fn matmul(&self, x: Tensor<2>) -> Tensor<2> {
         Tensor::from_dispatch(Dispatch::h16_matmul(

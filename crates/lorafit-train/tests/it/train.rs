@@ -837,7 +837,8 @@ fn sixteen_bit_storage_equals_f32_on_the_rounded_weights() {
         );
         assert!(dl <= 1e-6 && da <= 1e-6, "{tag}: loss {dl}, adapter {da}");
 
-        // llama: stored f32; `fp16` / `bf16` round the linears (nearest even).
+        // llama (untied): stored f32; `fp16` / `bf16` round the linears and the embedding
+        // (nearest even), as LLaMA-Factory's model in that dtype holds them; lm_head stays f32.
         for (key, round) in [
             (
                 "bf16",
@@ -853,7 +854,9 @@ fn sixteen_bit_storage_equals_f32_on_the_rounded_weights() {
             let mut tensors = std::collections::BTreeMap::new();
             for n in w.names() {
                 let mut t = w.get(n).expect("tensor").clone();
-                if n.starts_with("model.layers.") && n.ends_with("_proj.weight") {
+                if (n.starts_with("model.layers.") && n.ends_with("_proj.weight"))
+                    || n == "model.embed_tokens.weight"
+                {
                     t.data.iter_mut().for_each(|x| *x = round(*x));
                 }
                 tensors.insert(n.to_string(), t);
