@@ -155,8 +155,10 @@ fn block_scales(
     )
 }
 
-/// Contiguous codes, the f32 scale of every block, and the code table: what the kernels read.
+/// Contiguous codes, the f32 scale of every block (by `kernels`' double-quant kernel), and the
+/// code table: what the dequantizing kernels read.
 fn kernel_inputs(
+    kernels: Kernels,
     words: CubeTensor,
     absmax: CubeTensor,
     scale_codes: CubeTensor,
@@ -164,12 +166,15 @@ fn kernel_inputs(
     map: CubeTensor,
     meta: &Q4Meta,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let scales = block_scales(
+    let parts = (
         into_contiguous(absmax),
         into_contiguous(scale_codes),
         into_contiguous(map),
-        meta,
     );
+    let scales = match kernels {
+        Kernels::Cube => quant_cube::block_scales(parts.0, parts.1, parts.2, meta),
+        _ => block_scales(parts.0, parts.1, parts.2, meta),
+    };
     (into_contiguous(words), scales, into_contiguous(code))
 }
 
@@ -182,13 +187,9 @@ fn cube_dequantize(
     map: CubeTensor,
     meta: &Q4Meta,
 ) -> CubeTensor {
-    let scales = quant_cube::block_scales(
-        into_contiguous(absmax),
-        into_contiguous(scale_codes),
-        into_contiguous(map),
-        meta,
-    );
-    quant_cube::dequantize(into_contiguous(words), scales, into_contiguous(code), meta)
+    let (words, scales, code) =
+        kernel_inputs(Kernels::Cube, words, absmax, scale_codes, code, map, meta);
+    quant_cube::dequantize(words, scales, code, meta)
 }
 
 fn cast<B: Backend>(t: FloatTensor<B>, dtype: FloatDType) -> FloatTensor<B> {
@@ -303,7 +304,8 @@ impl QuantOps for Cube {
             Kernels::Cube => return cube_dequantize(words, absmax, scale_codes, code, map, &meta),
             Kernels::Wgsl => {}
         }
-        let (words, scales, code) = kernel_inputs(words, absmax, scale_codes, code, map, &meta);
+        let (words, scales, code) =
+            kernel_inputs(Kernels::Wgsl, words, absmax, scale_codes, code, map, &meta);
         let numel = meta.out * meta.inp;
         // One invocation per packed word (8 elements).
         let (count, row_stride) = grid_1d(numel.div_ceil(8));
@@ -340,7 +342,8 @@ impl QuantOps for Cube {
             Kernels::Wgsl => {}
         }
         let a = into_contiguous(a);
-        let (words, scales, code) = kernel_inputs(words, absmax, scale_codes, code, map, &meta);
+        let (words, scales, code) =
+            kernel_inputs(Kernels::Wgsl, words, absmax, scale_codes, code, map, &meta);
         let dims = a.meta.shape().clone();
         let m = dims[0];
         let (t, j) = if transposed {
