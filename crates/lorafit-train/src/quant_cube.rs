@@ -68,7 +68,7 @@ fn widen16_kernel(words: &[u32], table: &[f32], out: &mut [f32]) {
 }
 
 /// A new contiguous f32 tensor of `shape` on `like`'s device.
-fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+pub fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
     let client = like.client.clone();
     let handle = client.empty(shape.num_elements() * 4);
     CubeTensor::new_contiguous(client, like.device.clone(), shape, handle, DType::F32)

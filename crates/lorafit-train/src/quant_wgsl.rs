@@ -12,7 +12,7 @@ use burn::backend::wgpu::{
     CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
 use burn::tensor::{DType, FloatDType, Shape};
-use burn_cubecl::cubecl::{self, CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
+use burn_cubecl::cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 
 use crate::quant_cube;
 use crate::quant_ops::{Half, Q4Meta, QuantOps, dense_product, dequantize_ops, widen16_ops};
@@ -72,9 +72,7 @@ fn kernels(tensors: &[&CubeTensor]) -> Kernels {
     {
         return Kernels::TensorOps;
     }
-    let wgsl = tensors
-        .iter()
-        .all(|t| matches!(t.device, cubecl::Device::Wgpu(_)) && t.client.name() == WGSL_RUNTIME);
+    let wgsl = tensors.iter().all(|t| t.client.name() == WGSL_RUNTIME);
     if wgsl { Kernels::Wgsl } else { Kernels::Cube }
 }
 
@@ -100,14 +98,7 @@ fn launch(
     let like = inputs[0];
     let client = &like.client;
     let params = client.create_from_slice(bytemuck::cast_slice(params));
-    let out_handle = client.empty(out_shape.num_elements() * 4);
-    let out = CubeTensor::new_contiguous(
-        client.clone(),
-        like.device.clone(),
-        out_shape,
-        out_handle,
-        DType::F32,
-    );
+    let out = quant_cube::empty_f32(like, out_shape);
     let mut bindings: Vec<_> = inputs.iter().map(|t| t.handle.clone().binding()).collect();
     bindings.push(params.binding());
     bindings.push(out.handle.clone().binding());
