@@ -34,6 +34,7 @@ COMPOSITE = {
     "gemma3": (["multi_modal_projector"], ["vision_tower"], []),
     "llama4": (["multi_modal_projector"], ["vision_model"], []),
     "llava": (["multi_modal_projector"], ["vision_tower"], []),
+    "internvl": (["multi_modal_projector"], ["vision_tower"], []),
     "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
     "qwen2_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen2_5_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),

@@ -12,7 +12,10 @@ around them (vision start/end tokens, Qwen3-VL's per-frame timestamps).
     python3 scripts/make_vision_token_fixtures.py /path/to/LLaMA-Factory
 
 needs: LLaMA-Factory (editable install), transformers 5.8, torchvision, av, pillow.
-Writes crates/lorafit-core/tests/fixtures/vision_tokens.json.
+Writes crates/lorafit-core/tests/fixtures/vision_tokens.json, and internvl_tokens.json: the same
+files through LLaMA-Factory's `intern_vl` plugin with the image processor the InternVL3 -hf repos
+ship (transformers' GotOcr2ImageProcessor, 448 px tiles, crop_to_patches false, 1-12 patches),
+with LLaMA-Factory's `crop_to_patches` off and on.
 """
 
 import importlib.machinery
@@ -33,6 +36,7 @@ except Exception:  # LLaMA-Factory imports it; nothing here uses it
 from PIL import Image  # noqa: E402
 from make_media_fixtures import probe, write_video  # noqa: E402  (same folder)
 from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
+from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor  # noqa: E402
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor  # noqa: E402
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor  # noqa: E402
@@ -40,6 +44,7 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/vision_tokens.json")
+OUT_INTERNVL = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/internvl_tokens.json")
 PAD_I, PAD_V = "<|image_pad|>", "<|video_pad|>"
 
 
@@ -73,6 +78,25 @@ def expand(kind, settings, images, videos):
         "grid": [int(x) for x in grid[0]],
         "pad_tokens": text.count(PAD_I) + text.count(PAD_V),
         "text": text.replace(PAD_I, "").replace(PAD_V, ""),
+    }
+
+
+def expand_internvl(settings, images, videos):
+    """LLaMA-Factory's intern_vl plugin: tiles per image / frames, context tokens, the text around them."""
+    ip = GotOcr2ImageProcessor(
+        size={"height": 448, "width": 448}, crop_to_patches=False, min_patches=1, max_patches=12,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    )
+    proc = types.SimpleNamespace(image_processor=ip, image_seq_length=256, **settings)
+    plugin = get_mm_plugin("intern_vl", image_token="<image>", video_token="<video>")
+    content = "<image>" * len(images) + "<video>" * len(videos)
+    msgs = plugin.process_messages([{"role": "user", "content": content}], images, videos, [], proc)
+    text = msgs[0]["content"]
+    inputs = plugin._get_mm_inputs(images, videos, [], proc)
+    return {
+        "tiles": int(inputs["pixel_values"].shape[0]),
+        "pad_tokens": text.count("<IMG_CONTEXT>"),
+        "text": text.replace("<IMG_CONTEXT>", ""),
     }
 
 
@@ -144,6 +168,28 @@ def main():
                 cases.append({"kind": kind, "media": "image", "source": name,
                               "width": img.width, "height": img.height,
                               "settings": extra, **r})
+    internvl = []
+    for name, path in videos.items():
+        for extra in video_settings:
+            r = expand_internvl({**DEFAULTS, **extra}, [], [path])
+            internvl.append({"media": "video", "source": name, **probe(path), "settings": extra, **r})
+    for w, h in [(448, 448), (1280, 720), (720, 1280), (3000, 500), (500, 3000), (1000, 700), (900, 900)]:
+        path = os.path.join(tmp, f"img{w}x{h}.png")
+        Image.new("RGB", (w, h), (10, 200, 90)).save(path)
+        images[f"{w}x{h}"] = path
+    for name, path in images.items():
+        for crop in [False, True]:
+            for extra in image_settings:
+                extra = {**extra, "crop_to_patches": crop}
+                img = Image.open(path)
+                r = expand_internvl({**DEFAULTS, **extra}, [img], [])
+                internvl.append({"media": "image", "source": name, "width": img.width, "height": img.height,
+                                 "settings": extra, **r})
+    with open(OUT_INTERNVL, "w") as f:
+        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
+                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": internvl}, f, indent=0)
+        f.write("\n")
+    print(f"{len(internvl)} InternVL cases -> {OUT_INTERNVL}")
     with open(OUT, "w") as f:
         json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
                    + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": cases}, f, indent=0)

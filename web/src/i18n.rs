@@ -50,6 +50,10 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "LLaMA-Factory image_max_pixels: images are resized to at most this many pixels",
             "LLaMA-Factory 的 image_max_pixels：图片缩放到不超过此像素数",
         ),
+        "crop_help" => (
+            "LLaMA-Factory crop_to_patches (InternVL): an image becomes 1-12 448-px tiles by its aspect ratio, plus a thumbnail, 256 tokens each",
+            "LLaMA-Factory 的 crop_to_patches（InternVL）：按宽高比把图片切成 1–12 个 448 像素的图块，另加一张缩略图，每块 256 个 token",
+        ),
         "freeze_vt_help" => (
             "LLaMA-Factory freezes the vision tower and projector by default",
             "LLaMA-Factory 默认冻结视觉编码器和投影层",

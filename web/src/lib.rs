@@ -170,8 +170,9 @@ pub fn app() -> Html {
         .and_then(|m| m.arch().ok())
         .and_then(|a| a.vision.map(|v| v.kind));
     let has_vision = tower.is_some() || matches!(&result, Ok(e) if e.vision.is_some());
-    let has_video =
-        tower.is_some_and(|k| lorafit_core::arch::media::QwenProcessor::of(k).is_some());
+    let internvl = tower == Some(lorafit_core::arch::VisionKind::InternVit);
+    let has_video = internvl
+        || tower.is_some_and(|k| lorafit_core::arch::media::QwenProcessor::of(k).is_some());
     // Families, each pointing at its first catalog id: picking one sets the model.
     let current_family = catalog::find_model(&get_str(s, "model_name_or_path"))
         .map(|m| m.family.clone())
@@ -331,6 +332,9 @@ pub fn app() -> Html {
                 if has_vision {
                     <label title={t(l, "images_help")}>{"images_per_sample"}{ number("images_per_sample", "0", "1024", "0") }</label>
                     <label title={t(l, "pixels_help")}>{"image_max_pixels"}{ number("image_max_pixels", "1", "100000000", "589824") }</label>
+                    if internvl {
+                        <label title={t(l, "crop_help")}>{ check("crop_to_patches") }{"crop_to_patches"}</label>
+                    }
                     if has_video {
                         <label title={t(l, "videos_help")}>{"videos_per_sample"}{ number("videos_per_sample", "0", "64", "0") }</label>
                         <label title={t(l, "video_seconds_help")}>{"video_seconds"}{ number("video_seconds", "0.01", "86400", "10") }</label>

@@ -1233,6 +1233,33 @@ fn a_multimodal_datasets_images_and_videos_are_read_from_their_headers() {
         "videos_per_sample=1",
     ]);
     assert_eq!(v["vision"]["video_tokens_per_sample"], 812);
+    // InternVL with crop_to_patches: the 53 × 37 PNG (aspect 1.43) takes the 3 × 2 grid + a
+    // thumbnail = 7 tiles of 256 tokens inside <img></img>; the AVI's 5 frames (no even count
+    // outside the Qwen plugins) are a tile each, labelled `Frame1: ` … and joined by newlines:
+    // 5 × 256 + 5 × 6 + 4.
+    let internvl = d.join("internvl.yaml");
+    std::fs::write(
+        &internvl,
+        "model_name_or_path: OpenGVLab/InternVL3-1B-hf\nstage: sft\nfinetuning_type: lora\ndataset: mm\nbf16: true\ncutoff_len: 4096\ncrop_to_patches: true\n",
+    )
+    .expect("config");
+    let v = json(&["estimate", internvl.to_str().expect("utf-8"), "--json"]);
+    let vis = &v["vision"];
+    assert_eq!(
+        (
+            vis["image_tokens_per_sample"].as_u64(),
+            vis["video_tokens_per_sample"].as_u64(),
+            vis["video_frames"].as_u64(),
+            vis["tower_patches_per_sample"].as_u64()
+        ),
+        (
+            Some(7 * 256 + 2),
+            Some(5 * 256 + 34),
+            Some(5),
+            Some(12 * 1025)
+        ),
+        "{vis}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -25,13 +25,21 @@ pub struct CatalogModel {
     pub variant_of: Option<String>,
 }
 
-/// A variant: an id, or a pre-quantized repo's id with the name of the `quantization_config`
-/// its config.json carries (a key of the file's `quantization_presets`).
+/// A variant: an id, or an object with the id and, for a pre-quantized repo, the name of the
+/// `quantization_config` its config.json carries (a key of the file's `quantization_presets`),
+/// and/or its own `family` where it was published under another name than its base (Qwen3.6 on
+/// Qwen3.5's config).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Variant {
     Id(String),
-    Quantized { id: String, quantization: String },
+    Entry {
+        id: String,
+        #[serde(default)]
+        quantization: Option<String>,
+        #[serde(default)]
+        family: Option<String>,
+    },
 }
 
 impl CatalogModel {
@@ -112,12 +120,18 @@ pub fn models() -> &'static [CatalogModel] {
             let (id, family, config) = (m.id.clone(), m.family.clone(), m.config.clone());
             out.push(m);
             for v in variants {
-                let (vid, quant) = match v {
-                    Variant::Id(i) => (i, None),
+                let (vid, quant, vfamily) = match v {
+                    Variant::Id(i) => (i, None, None),
                     // A test checks every preset name resolves.
-                    Variant::Quantized { id, quantization } => {
-                        (id, file.quantization_presets.get(&quantization).cloned())
-                    }
+                    Variant::Entry {
+                        id,
+                        quantization,
+                        family,
+                    } => (
+                        id,
+                        quantization.and_then(|q| file.quantization_presets.get(&q).cloned()),
+                        family,
+                    ),
                 };
                 let mut cfg = config.clone();
                 if let (Some(q), Some(obj)) = (quant, cfg.as_object_mut()) {
@@ -125,7 +139,7 @@ pub fn models() -> &'static [CatalogModel] {
                 }
                 out.push(CatalogModel {
                     id: vid,
-                    family: family.clone(),
+                    family: vfamily.unwrap_or_else(|| family.clone()),
                     aliases: Vec::new(),
                     config: cfg,
                     variants: Vec::new(),

@@ -625,7 +625,7 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
             .is_none()
     {
         return Err(Error::Conflict(format!(
-            "{}: lorafit models video tokens for the Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 towers only, not this {:?} tower",
+            "{}: lorafit models video tokens for the Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 and InternVL towers only, not this {:?} tower",
             match dataset_videos {
                 Some(n) => format!("the dataset has up to {n} video(s) per sample"),
                 None => format!("videos_per_sample {}", plan.vision.videos_per_sample),
@@ -639,7 +639,7 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
         if media.images > 0 {
             parts.push(format!(
                 "{} image(s) per sample = {} tokens (image_max_pixels {})",
-                media.images, media.image_tokens, plan.vision.image_max_pixels
+                media.images, media.image_tokens, plan.vision.image.max_pixels
             ));
         }
         if media.videos > 0 {
@@ -730,7 +730,7 @@ pub fn media_tokens(arch: &ModelArch, plan: &Plan) -> MediaShare {
     }
     let mut m = MediaShare::default();
     if vp.images_per_sample > 0 {
-        let (t, p) = v.image_tokens(vp.image_max_pixels, vp.image_min_pixels);
+        let (t, p) = v.image_tokens(&vp.image);
         m.images = vp.images_per_sample;
         m.image_tokens = t * vp.images_per_sample;
         m.patches += p * vp.images_per_sample;
@@ -780,15 +780,8 @@ fn row_media(
         videos: row.videos.len() as u64,
         ..MediaShare::default()
     };
-    let qwen = crate::arch::media::QwenProcessor::of(v.kind);
     for &(w, h) in &row.images {
-        let (t, p) = match &qwen {
-            Some(q) => {
-                let t = q.image(w, h, vp.image_max_pixels, vp.image_min_pixels);
-                (t.tokens(), t.grid.patches())
-            }
-            None => v.image_tokens(vp.image_max_pixels, vp.image_min_pixels),
-        };
+        let (t, p) = v.sized_image_tokens(w, h, &vp.image);
         m.image_tokens += t;
         m.patches += p;
     }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::arch::media::{SampleMedia, VideoKeys};
+use crate::arch::media::{ImageKeys, SampleMedia, VideoKeys};
 use crate::error::Error;
 pub use crate::settings::{
     OPTIMIZERS, Origin, STAGES, Settings, Val, known_keys, parse_text_value,
@@ -417,7 +417,7 @@ pub struct Plan {
 }
 
 /// LLaMA-Factory's multimodal keys (`freeze_vision_tower`, `freeze_multi_modal_projector`,
-/// `freeze_language_model`, `image_max_pixels`, `image_min_pixels`, `video_max_pixels`,
+/// `freeze_language_model`, `image_max_pixels`, `image_min_pixels`, `crop_to_patches`, `video_max_pixels`,
 /// `video_min_pixels`, `video_fps`, `video_maxlen`) and lorafit's `images_per_sample`,
 /// `videos_per_sample`, `video_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -427,8 +427,8 @@ pub struct VisionPlan {
     pub freeze_language: bool,
     /// Images per training sample (lorafit's key; 0 = text-only samples).
     pub images_per_sample: u64,
-    pub image_max_pixels: u64,
-    pub image_min_pixels: u64,
+    /// `image_max_pixels`, `image_min_pixels`, `crop_to_patches` (InternVL).
+    pub image: ImageKeys,
     /// Videos per training sample (lorafit's key; 0 = none).
     pub videos_per_sample: u64,
     /// Length of a video when no file says it (lorafit's key `video_seconds`).
@@ -449,8 +449,7 @@ impl Default for VisionPlan {
             freeze_projector: true,
             freeze_language: false,
             images_per_sample: 0,
-            image_max_pixels: 768 * 768,
-            image_min_pixels: 32 * 32,
+            image: ImageKeys::default(),
             videos_per_sample: 0,
             video_seconds: 10.0,
             video: VideoKeys::default(),
@@ -683,14 +682,17 @@ impl Plan {
             freeze_projector: s.bool("freeze_multi_modal_projector", d.freeze_projector),
             freeze_language: s.bool("freeze_language_model", d.freeze_language),
             images_per_sample: s.int("images_per_sample").unwrap_or(0).max(0) as u64,
-            image_max_pixels: s
-                .int("image_max_pixels")
-                .unwrap_or(d.image_max_pixels as i64)
-                .max(1) as u64,
-            image_min_pixels: s
-                .int("image_min_pixels")
-                .unwrap_or(d.image_min_pixels as i64)
-                .max(1) as u64,
+            image: ImageKeys {
+                max_pixels: s
+                    .int("image_max_pixels")
+                    .unwrap_or(d.image.max_pixels as i64)
+                    .max(1) as u64,
+                min_pixels: s
+                    .int("image_min_pixels")
+                    .unwrap_or(d.image.min_pixels as i64)
+                    .max(1) as u64,
+                crop_to_patches: s.bool("crop_to_patches", d.image.crop_to_patches),
+            },
             videos_per_sample: s.int("videos_per_sample").unwrap_or(0).max(0) as u64,
             video_seconds: s.float("video_seconds").unwrap_or(d.video_seconds),
             video: VideoKeys {
@@ -716,6 +718,7 @@ impl Plan {
                 "images_per_sample",
                 "image_max_pixels",
                 "image_min_pixels",
+                "crop_to_patches",
                 "videos_per_sample",
                 "video_seconds",
                 "video_max_pixels",
@@ -727,7 +730,7 @@ impl Plan {
             .filter(|k| s.get(k).is_some())
             .collect(),
         };
-        if vision.image_max_pixels < vision.image_min_pixels {
+        if vision.image.max_pixels < vision.image.min_pixels {
             return Err(Error::Conflict(
                 "image_max_pixels cannot be smaller than image_min_pixels (LLaMA-Factory)".into(),
             ));

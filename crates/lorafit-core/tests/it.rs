@@ -2,6 +2,7 @@
 //! the validation against measured GPU memory, exports, and property tests.
 
 use lorafit_core::arch::ModelArch;
+use lorafit_core::arch::media::ImageKeys;
 use lorafit_core::estimate::{self, ModelSource};
 use lorafit_core::plan::{Settings, Val, Zero};
 use lorafit_core::{catalog, export, validation};
@@ -832,6 +833,15 @@ fn catalog_variants_share_their_base_and_quantized_repos_carry_their_storage() {
             .as_deref(),
         Some("Qwen/Qwen3-4B")
     );
+    // A variant published under another family name is listed under it (Qwen3.6 on Qwen3.5's
+    // config blocks).
+    let q36: Vec<_> = all.iter().filter(|m| m.family == "Qwen3.6").collect();
+    assert_eq!(q36.len(), 2);
+    assert!(q36.iter().all(|m| {
+        m.variant_of
+            .as_deref()
+            .is_some_and(|b| b.starts_with("Qwen/Qwen3.5-"))
+    }));
 }
 
 #[test]
@@ -1030,6 +1040,10 @@ fn new_architectures_match_their_model_cards() {
         ("moonshotai/Moonlight-16B-A3B-Instruct", 16.0e9),
         ("llava-hf/llava-1.5-7b-hf", 7.06e9),
         ("llava-hf/llava-1.5-13b-hf", 13.35e9),
+        // InternVL3.5's page: 1.06 B (InternViT-300M + Qwen3-0.6B with an untied head) to
+        // 240.70 B (InternViT-6B + Qwen3-235B-A22B).
+        ("OpenGVLab/InternVL3_5-1B-HF", 1.06e9),
+        ("OpenGVLab/InternVL3_5-241B-A28B-HF", 240.70e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
@@ -1073,7 +1087,7 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
     let v = arch.vision.clone().expect("tower");
     // 768² (LLaMA-Factory's image_max_pixels) at 14 px × 2×2 merge: 27 × 27 pad tokens between
     // <|vision_start|> and <|vision_end|>, 4× as many patches.
-    assert_eq!(v.image_tokens(768 * 768, 32 * 32), (731, 2916));
+    assert_eq!(v.image_tokens(&ImageKeys::default()), (731, 2916));
     // Full: the frozen tower and projector are not trained (LLaMA-Factory's defaults) …
     let full = est(&format!("{base}finetuning_type: full\n"));
     assert_eq!(full.trainable_params, arch.language_params());
@@ -1130,7 +1144,10 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .arch()
         .expect("arch");
     assert_eq!(
-        llava.vision.expect("tower").image_tokens(768 * 768, 1024),
+        llava
+            .vision
+            .expect("tower")
+            .image_tokens(&ImageKeys::default()),
         (576, 577)
     );
     // Qwen3-VL: 16 px patches → 24 × 24 tokens; Gemma 3: 256 whatever the size.
@@ -1139,7 +1156,10 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .arch()
         .expect("arch");
     assert_eq!(
-        q3.vision.expect("tower").image_tokens(768 * 768, 1024).0,
+        q3.vision
+            .expect("tower")
+            .image_tokens(&ImageKeys::default())
+            .0,
         576 + 2
     );
     let g3 = catalog::find_model("google/gemma-3-4b-it")
@@ -1147,7 +1167,10 @@ fn vision_towers_train_and_take_tokens_as_llamafactory_says() {
         .arch()
         .expect("arch");
     assert_eq!(
-        g3.vision.expect("tower").image_tokens(1 << 30, 1024),
+        g3.vision.expect("tower").image_tokens(&ImageKeys {
+            max_pixels: 1 << 30,
+            ..ImageKeys::default()
+        }),
         (256, 4096)
     );
 }
@@ -1330,6 +1353,76 @@ fn videos_take_frames_times_patches_as_llamafactory_samples_them() {
         e.contains("video_max_pixels cannot be smaller than video_min_pixels"),
         "{e}"
     );
+}
+
+#[test]
+fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
+    use lorafit_core::arch::media::{VideoFile, VideoKeys};
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/internvl_tokens.json")).expect("fixture");
+    let v = catalog::find_model("OpenGVLab/InternVL3-8B-hf")
+        .expect("id")
+        .arch()
+        .expect("arch")
+        .vision
+        .expect("tower");
+    let defaults = &fx["defaults"];
+    let mut checked = (0, 0, 0);
+    for c in fx["cases"].as_array().expect("cases") {
+        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
+        let u = |k: &str| key(k).as_u64().expect(k);
+        let (w, h) = (
+            c["width"].as_u64().expect("fixture"),
+            c["height"].as_u64().expect("fixture"),
+        );
+        let (tiles, pads) = (
+            c["tiles"].as_u64().expect("fixture"),
+            c["pad_tokens"].as_u64().expect("fixture"),
+        );
+        let ctx = format!("{} {} {}", c["media"], c["source"], c["settings"]);
+        if c["media"] == "image" {
+            let keys = ImageKeys {
+                max_pixels: u("image_max_pixels"),
+                min_pixels: u("image_min_pixels"),
+                crop_to_patches: c["settings"]["crop_to_patches"] == true,
+            };
+            checked.0 += 1;
+            if tiles > 1 {
+                checked.2 += 1;
+            }
+            // Context tokens + <img> + </img>; the tower sees 1024 patches + a class token a tile.
+            assert_eq!(
+                v.sized_image_tokens(w, h, &keys),
+                (pads + 2, tiles * 1025),
+                "{ctx}"
+            );
+            assert_eq!(pads, tiles * 256, "{ctx}");
+        } else {
+            checked.1 += 1;
+            let file = VideoFile {
+                width: w,
+                height: h,
+                seconds: c["seconds"].as_f64().expect("fixture"),
+                frames: c["frames"].as_u64().expect("fixture"),
+                average_fps: c["average_fps"].as_f64().expect("fixture"),
+                presampled: false,
+            };
+            let keys = VideoKeys {
+                max_pixels: u("video_max_pixels"),
+                min_pixels: u("video_min_pixels"),
+                fps: key("video_fps").as_f64().expect("fixture"),
+                maxlen: u("video_maxlen"),
+            };
+            let got = v
+                .video_tokens(Some(&file), 0.0, &keys)
+                .expect("internvl video");
+            assert_eq!((got.frames, got.pads), (tiles, pads), "{ctx}");
+            assert_eq!(got.text, c["text"].as_str().expect("fixture"), "{ctx}");
+            assert_eq!(got.grid.patches(), tiles * 1025, "{ctx}");
+        }
+    }
+    // 13 images × 5 pixel settings × crop off / on, 8 videos × 6 settings; 43 images tiled.
+    assert_eq!(checked, (130, 48, 43));
 }
 
 #[test]

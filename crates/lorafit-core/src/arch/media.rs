@@ -170,7 +170,7 @@ impl MediaTokens {
 const START: &str = "<|vision_start|>";
 const END: &str = "<|vision_end|>";
 
-fn isqrt(n: u64) -> u64 {
+pub(crate) fn isqrt(n: u64) -> u64 {
     let mut r = (n as f64).sqrt() as u64;
     while r * r > n {
         r -= 1;
@@ -181,8 +181,9 @@ fn isqrt(n: u64) -> u64 {
     r
 }
 
-/// Step 1: LLaMA-Factory's `_preprocess_image` with the Qwen2-VL plugin's limits, on (width, height).
-fn regularize(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+/// LLaMA-Factory's base `_preprocess_image` on (width, height): scaled down to at most
+/// `max_pixels`, then up to at least `min_pixels`, the sides truncated.
+fn preprocess(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
     let scale = |w: u64, h: u64, target: u64| {
         let f = (target as f64 / (w * h) as f64).sqrt();
         ((w as f64 * f) as u64, (h as f64 * f) as u64)
@@ -193,6 +194,12 @@ fn regularize(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64,
     if w * h < min_pixels {
         (w, h) = scale(w.max(1), h.max(1), min_pixels);
     }
+    (w, h)
+}
+
+/// Step 1: LLaMA-Factory's `_preprocess_image` with the Qwen2-VL plugin's limits, on (width, height).
+fn regularize(w: u64, h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+    let (mut w, mut h) = preprocess(w, h, max_pixels, min_pixels);
     if w.min(h) < 28 {
         (w, h) = (w.max(28), h.max(28));
     }
@@ -283,12 +290,6 @@ impl QwenProcessor {
         }
     }
 
-    /// The image lorafit assumes without a file: square, as large as `max_pixels` allows.
-    pub fn assumed_image(&self, max_pixels: u64, min_pixels: u64) -> MediaTokens {
-        let side = isqrt(max_pixels).max(1);
-        self.image(side, side, max_pixels, min_pixels)
-    }
-
     /// A video under LLaMA-Factory's `video_*` keys.
     pub fn video(&self, file: &VideoFile, keys: &VideoKeys) -> MediaTokens {
         let indices = sample_indices(file, keys);
@@ -351,6 +352,121 @@ impl QwenProcessor {
             text,
             text_tokens,
             frames,
+        }
+    }
+}
+
+/// InternVL's 448-px tiles for an image of `width` × `height` (transformers'
+/// `get_optimal_tiled_canvas`): among the (columns, rows) grids with `min_tiles` ≤ columns·rows ≤
+/// `max_tiles`, in order of tile count, the one whose aspect ratio is closest to the image's; on a
+/// tie the grid with more tiles wins while the image covers more than half of it.
+pub fn internvl_grid(
+    width: u64,
+    height: u64,
+    min_tiles: u64,
+    max_tiles: u64,
+    tile: u64,
+) -> (u64, u64) {
+    let mut grids = Vec::new();
+    for c in 1..=max_tiles {
+        for r in 1..=max_tiles {
+            if (min_tiles..=max_tiles).contains(&(c * r)) {
+                grids.push((c, r));
+            }
+        }
+    }
+    grids.sort_by_key(|&(c, r)| c * r); // stable, as Python's `sorted`
+    let aspect = width as f64 / height.max(1) as f64;
+    let area = (width * height) as f64;
+    let (mut best, mut best_diff) = ((1, 1), f64::INFINITY);
+    for (c, r) in grids {
+        let diff = (aspect - c as f64 / r as f64).abs();
+        if diff < best_diff {
+            (best, best_diff) = ((c, r), diff);
+        } else if diff == best_diff && area > 0.5 * tile as f64 * tile as f64 * c as f64 * r as f64
+        {
+            best = (c, r);
+        }
+    }
+    best
+}
+
+/// Tiles the InternVL image processor makes of one image (LLaMA-Factory's `intern_vl` plugin):
+/// one 448-px tile, or with `crop_to_patches: true` the grid of [`internvl_grid`] (1–12 tiles) on
+/// the image as LLaMA-Factory resized it, plus a thumbnail when the grid has more than one tile.
+pub fn internvl_tiles(width: u64, height: u64, keys: &ImageKeys, tile: u64) -> u64 {
+    if !keys.crop_to_patches {
+        return 1;
+    }
+    let (w, h) = preprocess(width, height, keys.max_pixels, keys.min_pixels);
+    let (c, r) = internvl_grid(w.max(1), h.max(1), 1, 12, tile);
+    if c * r > 1 { c * r + 1 } else { 1 }
+}
+
+/// One InternVL image: `tiles` × `tile_tokens` context tokens inside `<img>` … `</img>`; the tower
+/// sees `tile_patches` (patches + class token) per tile.
+pub fn internvl_image(tiles: u64, tile_tokens: u64, tile_patches: u64) -> MediaTokens {
+    MediaTokens {
+        grid: Grid {
+            t: tiles,
+            h: 1,
+            w: tile_patches,
+        },
+        pads: tiles * tile_tokens,
+        text: "<img></img>".into(),
+        text_tokens: 2,
+        frames: 1,
+    }
+}
+
+/// One InternVL video: each frame LLaMA-Factory samples (base plugin: no even count) is one tile
+/// without cropping, written `Frame{i}: <img>…</img>` and the frames joined by newlines. Text
+/// tokens as Qwen2's pre-tokenizer splits them: `Frame` (one token), each digit, `:`, the space,
+/// the two image tags, and one `\n` between frames.
+pub fn internvl_video(
+    file: &VideoFile,
+    keys: &VideoKeys,
+    tile_tokens: u64,
+    tile_patches: u64,
+) -> MediaTokens {
+    let frames = sample_indices(file, keys).len() as u64;
+    let mut text = String::new();
+    let mut text_tokens = 0;
+    for i in 1..=frames {
+        if i > 1 {
+            text.push('\n');
+            text_tokens += 1;
+        }
+        text.push_str(&format!("Frame{i}: <img></img>"));
+        text_tokens += 3 + i.to_string().len() as u64 + 2;
+    }
+    MediaTokens {
+        grid: Grid {
+            t: frames,
+            h: 1,
+            w: tile_patches,
+        },
+        pads: frames * tile_tokens,
+        text,
+        text_tokens,
+        frames,
+    }
+}
+
+/// LLaMA-Factory's image keys (`image_max_pixels`, `image_min_pixels`, InternVL's `crop_to_patches`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ImageKeys {
+    pub max_pixels: u64,
+    pub min_pixels: u64,
+    pub crop_to_patches: bool,
+}
+
+impl Default for ImageKeys {
+    fn default() -> Self {
+        ImageKeys {
+            max_pixels: 768 * 768,
+            min_pixels: 32 * 32,
+            crop_to_patches: false,
         }
     }
 }

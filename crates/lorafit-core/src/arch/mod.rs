@@ -340,6 +340,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "qwen3_vl_moe",
     "mistral3",
     "llava",
+    "internvl",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).

@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::media::{MediaTokens, QwenProcessor, VideoFile, VideoKeys};
-use super::{Linear, get_u64, req_u64};
+use super::media::{self, ImageKeys, MediaTokens, QwenProcessor, VideoFile, VideoKeys, isqrt};
+use super::{Linear, get_bool, get_f64, get_u64, req_u64};
 use crate::error::Error;
 
 /// The tower families lorafit knows, by the top-level `model_type` that carries them.
@@ -30,6 +30,10 @@ pub enum VisionKind {
     Llama4,
     /// CLIP ViT (LLaVA 1.5): fixed 336 px, 576 patch tokens + a class token; an MLP projector.
     Clip,
+    /// InternViT (InternVL 3 / 3.5, transformers' `internvl`): 448-px tiles of 14-px patches plus a
+    /// class token, pixel shuffle 0.5 (256 tokens per tile), a LayerNorm + 2-layer MLP projector;
+    /// `crop_to_patches` tiles an image by its aspect ratio ([`media::internvl_image`](super::media::internvl_image)).
+    InternVit,
 }
 
 /// A vision tower and its projector into the language model.
@@ -76,6 +80,23 @@ fn sum(ls: &[Linear]) -> u64 {
     ls.iter().map(Linear::total_params).sum()
 }
 
+/// A square size given as a number or as `[height, width]` (InternViT's `image_size` /
+/// `patch_size`).
+fn side(v: &Map<String, Value>, key: &str, default: u64) -> Result<u64, Error> {
+    match v.get(key) {
+        Some(Value::Array(a)) => match a.as_slice() {
+            [h, w] if h == w && h.as_u64().is_some_and(|x| x > 0) => {
+                Ok(h.as_u64().unwrap_or(default))
+            }
+            _ => Err(Error::ModelConfig(format!(
+                "vision_config `{key}` = {}: expected a number or a square [n, n]",
+                Value::Array(a.clone())
+            ))),
+        },
+        _ => Ok(get_u64(v, key)?.unwrap_or(default)),
+    }
+}
+
 /// Cells per side of a square image of at most `max_pixels` (LLaMA-Factory's `image_max_pixels`)
 /// in `factor`-pixel cells, the area kept ≤ max_pixels: the Pixtral and Llama 4 towers' count
 /// (the Qwen-VL family's exact pipeline is in [`media`](super::media)).
@@ -107,6 +128,7 @@ impl Vision {
             "mistral3" => VisionKind::Pixtral,
             "llama4" => VisionKind::Llama4,
             "llava" => VisionKind::Clip,
+            "internvl" => VisionKind::InternVit,
             _ => return Ok(None),
         };
         let Some(Value::Object(v)) = top.get("vision_config") else {
@@ -421,6 +443,77 @@ impl Vision {
                     fixed_patches: Some(patches + 1),
                 }
             }
+            VisionKind::InternVit => {
+                let (h, i, depth) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                );
+                let (p, img) = (side(v, "patch_size", 14)?, side(v, "image_size", 448)?);
+                let patches = (img / p.max(1)).pow(2);
+                let flag = |k: &str, d: bool| get_bool(v, k).unwrap_or(d);
+                let bias = flag("attention_bias", true);
+                let rms = v.get("norm_type").and_then(Value::as_str) == Some("rms_norm");
+                let norm = if rms { h } else { 2 * h };
+                // Pixel shuffle: `downsample_ratio` 0.5 folds 2×2 patches into one token.
+                let ratio = get_f64(top, "downsample_ratio").unwrap_or(0.5);
+                let fold = if ratio > 0.0 && ratio < 1.0 {
+                    (1.0 / ratio).round() as u64
+                } else {
+                    1
+                };
+                let block = vec![
+                    lin("q_proj", h, h, bias, depth),
+                    lin("k_proj", h, h, bias, depth),
+                    lin("v_proj", h, h, bias, depth),
+                    lin("projection_layer", h, h, true, depth),
+                    lin("fc1", h, i, true, depth),
+                    lin("fc2", i, h, true, depth),
+                ];
+                let shuffled = h * fold * fold;
+                let proj = vec![
+                    lin("linear_1", shuffled, text_hidden, true, 1),
+                    lin("linear_2", text_hidden, text_hidden, true, 1),
+                ];
+                // Per block: the two layer-scale vectors, the two norms, RMS q/k norms over all heads.
+                let per_block =
+                    2 * h + 2 * norm + if flag("use_qk_norm", false) { 2 * h } else { 0 };
+                let positions = if flag("use_absolute_position_embeddings", true) {
+                    (patches + 1) * h
+                } else {
+                    0
+                };
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("num_attention_heads", 16)?,
+                    patch_size: p,
+                    merge: fold,
+                    // class token, positions, patch conv (with bias), optional mask token, a
+                    // final norm unless the tower mean-pools.
+                    tower_params: sum(&block)
+                        + depth * per_block
+                        + h
+                        + positions
+                        + 3 * p * p * h
+                        + h
+                        + if flag("use_mask_token", false) { h } else { 0 }
+                        + if flag("use_mean_pooling", true) {
+                            0
+                        } else {
+                            2 * h
+                        },
+                    projector_params: sum(&proj) + 2 * shuffled,
+                    block_linears: block,
+                    projector_linears: proj,
+                    fixed_tokens: Some(
+                        get_u64(top, "image_seq_length")?.unwrap_or(patches / (fold * fold)),
+                    ),
+                    fixed_patches: Some(patches + 1),
+                }
+            }
         };
         Ok(Some(vision))
     }
@@ -430,17 +523,30 @@ impl Vision {
         self.tower_params + self.projector_params
     }
 
-    /// (language-model tokens, tower patches) of one image of at most `max_pixels`
-    /// (`image_max_pixels`) and at least `min_pixels`. The Qwen-VL family follows LLaMA-Factory's
+    /// (language-model tokens, tower patches) of one image as lorafit assumes it without a file:
+    /// square, as large as `image_max_pixels` allows. The Qwen-VL family follows LLaMA-Factory's
     /// plugin and the processor step by step ([`media`](super::media); the tokens include the
-    /// vision start / end tokens); Llama 4 tiles a 768² image into 2×2 tiles and a global one;
-    /// SigLIP's count is fixed.
-    pub fn image_tokens(&self, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+    /// vision start / end tokens); InternVL tiles it (`crop_to_patches`); Llama 4 tiles a 768²
+    /// image into 2×2 tiles and a global one; SigLIP's and CLIP's counts are fixed.
+    pub fn image_tokens(&self, keys: &ImageKeys) -> (u64, u64) {
+        let side = isqrt(keys.max_pixels).max(1);
+        self.sized_image_tokens(side, side, keys)
+    }
+
+    /// (language-model tokens, tower patches) of one `width` × `height` image.
+    pub fn sized_image_tokens(&self, width: u64, height: u64, keys: &ImageKeys) -> (u64, u64) {
+        let (max_pixels, min_pixels) = (keys.max_pixels, keys.min_pixels);
         if let Some(p) = QwenProcessor::of(self.kind) {
-            let m = p.assumed_image(max_pixels, min_pixels);
+            let m = p.image(width, height, max_pixels, min_pixels);
             return (m.tokens(), m.grid.patches());
         }
         match (self.kind, self.fixed_tokens, self.fixed_patches) {
+            (VisionKind::InternVit, Some(t), Some(p)) => {
+                let tile = self.patch_size * isqrt(p - 1);
+                let tiles = media::internvl_tiles(width, height, keys, tile);
+                let m = media::internvl_image(tiles, t, p);
+                (m.tokens(), m.grid.patches())
+            }
             (VisionKind::Llama4, Some(t), Some(p)) => {
                 let tile = 336u64;
                 let side = square_grid(max_pixels, min_pixels, tile).min(4);
@@ -465,15 +571,20 @@ impl Vision {
 
     /// One video's tokens, tower patches and frames: `file` as the dataset's video header gives
     /// it, else a `seconds`-long video as [`VideoFile::assumed`]. `None` for towers whose video
-    /// path lorafit does not model (only the Qwen-VL family's is).
+    /// path lorafit does not model (only the Qwen-VL family's and InternVL's are).
     pub fn video_tokens(
         &self,
         file: Option<&VideoFile>,
         seconds: f64,
         keys: &VideoKeys,
     ) -> Option<MediaTokens> {
-        let p = QwenProcessor::of(self.kind)?;
         let assumed = VideoFile::assumed(seconds, keys);
-        Some(p.video(file.unwrap_or(&assumed), keys))
+        let file = file.unwrap_or(&assumed);
+        if let (VisionKind::InternVit, Some(t), Some(p)) =
+            (self.kind, self.fixed_tokens, self.fixed_patches)
+        {
+            return Some(media::internvl_video(file, keys, t, p));
+        }
+        Some(QwenProcessor::of(self.kind)?.video(file, keys))
     }
 }
