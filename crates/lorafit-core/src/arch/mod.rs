@@ -177,8 +177,10 @@ pub struct ModelArch {
     pub fused_gate_up: bool,
     /// q/k norms over the whole projection width rather than per head (olmo2).
     pub qk_norm_full: bool,
-    /// Bias on o_proj (gpt-oss).
+    /// Bias on o_proj (gpt-oss; seed_oss's `attention_out_bias`, ernie's `use_bias`).
     pub o_bias: bool,
+    /// Bias on the MLP's gate / up / down projections (llama-style `mlp_bias`, ernie's `use_bias`).
+    pub mlp_bias: bool,
     /// Attention sinks: one learned logit per head and layer (gpt-oss).
     pub attention_sinks: bool,
     /// `q_proj` also produces a sigmoid output gate (qwen3_next, qwen3_5): twice as wide.
@@ -341,6 +343,10 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "mistral3",
     "llava",
     "internvl",
+    "seed_oss",
+    "ernie4_5",
+    "ernie4_5_moe",
+    "hunyuan_v1_dense",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -415,6 +421,16 @@ fn layer_kinds(
                 let freq = get_u64(obj, "moe_layer_freq")?.unwrap_or(1).max(1);
                 for (i, m) in moe_layer.iter_mut().enumerate() {
                     *m = i as u64 >= k && (i as u64).is_multiple_of(freq);
+                }
+            }
+            "ernie4_5_moe" => {
+                let start = get_u64(obj, "moe_layer_start_index")?.unwrap_or(1);
+                let end =
+                    get_u64(obj, "moe_layer_end_index")?.unwrap_or(num_layers.saturating_sub(1));
+                let every = get_u64(obj, "moe_layer_interval")?.unwrap_or(1).max(1);
+                for (i, m) in moe_layer.iter_mut().enumerate() {
+                    let i = i as u64;
+                    *m = (i + 1).is_multiple_of(every) && i >= start && i <= end;
                 }
             }
             "qwen3_moe" | "qwen3_next" => {
@@ -545,9 +561,12 @@ impl ModelArch {
         let tie_word_embeddings = get_bool(obj, "tie_word_embeddings")
             .or_else(|| get_bool(top, "tie_word_embeddings"))
             .unwrap_or(matches!(mt, "gemma" | "gemma2" | "gemma3_text"));
+        // ERNIE 4.5's `use_bias` puts a bias on every attention and MLP projection.
+        let ernie_bias = get_bool(obj, "use_bias").unwrap_or(false);
         let qkv_bias = match mt {
             "qwen2" => true,
             "glm4" | "glm4_moe" => get_bool(obj, "attention_bias").unwrap_or(true),
+            "ernie4_5" | "ernie4_5_moe" => ernie_bias,
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
         };
         let moe_int = || req_u64(obj, "moe_intermediate_size");
@@ -600,6 +619,17 @@ impl ModelArch {
                         experts("num_experts_per_tok")?,
                         i,
                     )
+                })
+            }
+            "ernie4_5_moe" => {
+                let i = moe_int()?;
+                Some(Moe {
+                    shared_intermediate_size: i * get_u64(obj, "moe_num_shared_experts")?
+                        .unwrap_or(0),
+                    // The router is a bare [E, h] parameter with an `e_score_correction_bias`
+                    // parameter of E (counted as the router's bias).
+                    router_bias: true,
+                    ..plain(experts("moe_num_experts")?, experts("moe_k")?, i)
                 })
             }
             "llama4" => {
@@ -665,6 +695,7 @@ impl ModelArch {
                     | "qwen3_next"
                     | "qwen3_5"
                     | "qwen3_5_moe"
+                    | "hunyuan_v1_dense"
             ) || (mt == "glm4_moe" && get_bool(obj, "use_qk_norm").unwrap_or(false)),
             qk_norm_full: mt == "olmo2",
             norms_per_layer: if matches!(mt, "gemma2" | "gemma3_text" | "glm4") {
@@ -674,7 +705,21 @@ impl ModelArch {
             },
             fused_projections: mt == "phi3",
             fused_gate_up: matches!(mt, "phi3" | "glm4"),
-            o_bias: mt == "gpt_oss",
+            // transformers 5.8: o_proj carries `attention_bias` in these families, `mlp_bias`
+            // reaches the MLP in llama, granite and seed_oss.
+            o_bias: match mt {
+                "gpt_oss" => true,
+                "seed_oss" => get_bool(obj, "attention_out_bias").unwrap_or(false),
+                "ernie4_5" | "ernie4_5_moe" => ernie_bias,
+                "llama" | "qwen3" | "qwen3_moe" | "granite" | "olmo2" | "gemma" | "gemma2"
+                | "gemma3_text" | "hunyuan_v1_dense" => qkv_bias,
+                _ => false,
+            },
+            mlp_bias: match mt {
+                "ernie4_5" | "ernie4_5_moe" => ernie_bias,
+                "llama" | "granite" | "seed_oss" => get_bool(obj, "mlp_bias").unwrap_or(false),
+                _ => false,
+            },
             attention_sinks: mt == "gpt_oss",
             attn_output_gate: matches!(mt, "qwen3_next" | "qwen3_5" | "qwen3_5_moe"),
             model_type,
@@ -812,14 +857,15 @@ impl ModelArch {
                 ]
             }
         };
+        let mb = self.mlp_bias;
         let dense = |v: &mut Vec<Linear>, i: u64| {
             if self.fused_gate_up {
-                v.push(lin("gate_up_proj", h, 2 * i, false, 1));
+                v.push(lin("gate_up_proj", h, 2 * i, mb, 1));
             } else {
-                v.push(lin("gate_proj", h, i, false, 1));
-                v.push(lin("up_proj", h, i, false, 1));
+                v.push(lin("gate_proj", h, i, mb, 1));
+                v.push(lin("up_proj", h, i, mb, 1));
             }
-            v.push(lin("down_proj", i, h, false, 1));
+            v.push(lin("down_proj", i, h, mb, 1));
         };
         match &self.moe {
             Some(m) if kind.moe => {
@@ -830,7 +876,7 @@ impl ModelArch {
                 };
                 v.push(Linear {
                     targetable: m.router_targetable,
-                    ..lin(router, h, e, self.model_type == "gpt_oss", 1)
+                    ..lin(router, h, e, m.router_bias, 1)
                 });
                 // Fused 3-D expert tensors (gpt-oss adds their biases).
                 let eb = self.model_type == "gpt_oss";
@@ -1081,6 +1127,7 @@ impl ModelArch {
             fused_projections: false,
             fused_gate_up: false,
             o_bias: false,
+            mlp_bias: false,
             attention_sinks: false,
             attn_output_gate: false,
             moe: None,
