@@ -35,6 +35,8 @@ COMPOSITE = {
     "llama4": (["multi_modal_projector"], ["vision_model"], []),
     "llava": (["multi_modal_projector"], ["vision_tower"], []),
     "internvl": (["multi_modal_projector"], ["vision_tower"], []),
+    "llava_next": (["multi_modal_projector"], ["vision_tower"], []),
+    "llava_next_video": (["multi_modal_projector"], ["vision_tower"], []),
     "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
     "qwen2_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen2_5_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),

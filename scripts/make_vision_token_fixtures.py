@@ -15,7 +15,10 @@ needs: LLaMA-Factory (editable install), transformers 5.8, torchvision, av, pill
 Writes crates/lorafit-core/tests/fixtures/vision_tokens.json, and internvl_tokens.json: the same
 files through LLaMA-Factory's `intern_vl` plugin with the image processor the InternVL3 -hf repos
 ship (transformers' GotOcr2ImageProcessor, 448 px tiles, crop_to_patches false, 1-12 patches),
-with LLaMA-Factory's `crop_to_patches` off and on.
+with LLaMA-Factory's `crop_to_patches` off and on; and llava_next_tokens.json: the same files
+through the `llava_next` / `llava_next_video` plugins with the processors the llava-hf v1.6 and
+LLaVA-NeXT-Video repos ship (336 px, the five grid pinpoints; transformers' LlavaNextProcessor
+feature count).
 """
 
 import importlib.machinery
@@ -37,6 +40,11 @@ from PIL import Image  # noqa: E402
 from make_media_fixtures import probe, write_video  # noqa: E402  (same folder)
 from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor  # noqa: E402
+from transformers.models.llava_next.image_processing_llava_next import LlavaNextImageProcessor  # noqa: E402
+from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor  # noqa: E402
+from transformers.models.llava_next_video.video_processing_llava_next_video import (  # noqa: E402
+    LlavaNextVideoVideoProcessor,
+)
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor  # noqa: E402
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor  # noqa: E402
@@ -45,6 +53,8 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/vision_tokens.json")
 OUT_INTERNVL = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/internvl_tokens.json")
+OUT_LLAVA_NEXT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/llava_next_tokens.json")
+PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 PAD_I, PAD_V = "<|image_pad|>", "<|video_pad|>"
 
 
@@ -98,6 +108,40 @@ def expand_internvl(settings, images, videos):
         "pad_tokens": text.count("<IMG_CONTEXT>"),
         "text": text.replace("<IMG_CONTEXT>", ""),
     }
+
+
+class LfCallVideoProcessor(LlavaNextVideoVideoProcessor):
+    """LLaMA-Factory's base plugin calls `video_processor(images=None, videos=...)` when
+    `preprocess` takes `videos`; transformers 5.8's video processors refuse the `images` keyword
+    (LLaMA-Factory ff6d4d1 + transformers 5.8 raise here). This drops it; frames and sizes are
+    untouched."""
+
+    def __call__(self, images=None, videos=None, **kwargs):
+        return super().__call__(videos, **kwargs)
+
+
+def expand_llava_next(kind, settings, images, videos):
+    """LLaMA-Factory's llava_next / llava_next_video plugins: image tokens, crops, video tokens."""
+    ip = LlavaNextImageProcessor(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=PINPOINTS
+    )
+    vp = LfCallVideoProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    proc = types.SimpleNamespace(
+        image_processor=ip, video_processor=vp, patch_size=14, num_additional_image_tokens=1,
+        vision_feature_select_strategy="default", **settings,
+    )
+    for name in ("_get_number_of_features", "_get_unpadded_features"):
+        setattr(proc, name, types.MethodType(getattr(LlavaNextProcessor, name), proc))
+    plugin = get_mm_plugin(kind, image_token="<image>", video_token="<video>")
+    content = "<image>" * len(images) + "<video>" * len(videos)
+    msgs = plugin.process_messages([{"role": "user", "content": content}], images, videos, [], proc)
+    text = msgs[0]["content"]
+    inputs = plugin._get_mm_inputs(images, videos, [], proc)
+    if images:
+        crops = int(inputs["pixel_values"].shape[1])
+    else:
+        crops = int(inputs["pixel_values_videos"].shape[1])
+    return {"crops": crops, "pad_tokens": text.count("<image>") + text.count("<video>")}
 
 
 DEFAULTS = {
@@ -185,6 +229,22 @@ def main():
                 r = expand_internvl({**DEFAULTS, **extra}, [img], [])
                 internvl.append({"media": "image", "source": name, "width": img.width, "height": img.height,
                                  "settings": extra, **r})
+    llava = []
+    for name, path in videos.items():
+        for extra in video_settings:
+            r = expand_llava_next("llava_next_video", {**DEFAULTS, **extra}, [], [path])
+            llava.append({"media": "video", "source": name, **probe(path), "settings": extra, **r})
+    for name, path in images.items():
+        for extra in image_settings:
+            img = Image.open(path)
+            r = expand_llava_next("llava_next", {**DEFAULTS, **extra}, [img], [])
+            llava.append({"media": "image", "source": name, "width": img.width, "height": img.height,
+                          "settings": extra, **r})
+    with open(OUT_LLAVA_NEXT, "w") as f:
+        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
+                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": llava}, f, indent=0)
+        f.write("\n")
+    print(f"{len(llava)} LLaVA-NeXT cases -> {OUT_LLAVA_NEXT}")
     with open(OUT_INTERNVL, "w") as f:
         json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
                    + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": internvl}, f, indent=0)

@@ -171,8 +171,7 @@ pub fn app() -> Html {
         .and_then(|a| a.vision.map(|v| v.kind));
     let has_vision = tower.is_some() || matches!(&result, Ok(e) if e.vision.is_some());
     let internvl = tower == Some(lorafit_core::arch::VisionKind::InternVit);
-    let has_video = internvl
-        || tower.is_some_and(|k| lorafit_core::arch::media::QwenProcessor::of(k).is_some());
+    let has_video = tower.is_some_and(lorafit_core::arch::VisionKind::has_video);
     // Families, each pointing at its first catalog id: picking one sets the model.
     let current_family = catalog::find_model(&get_str(s, "model_name_or_path"))
         .map(|m| m.family.clone())

@@ -1426,6 +1426,78 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
 }
 
 #[test]
+fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
+    use lorafit_core::arch::media::{VideoFile, VideoKeys};
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/llava_next_tokens.json")).expect("fixture");
+    let tower = |id: &str| {
+        catalog::find_model(id)
+            .expect("id")
+            .arch()
+            .expect("arch")
+            .vision
+            .expect("tower")
+    };
+    let (image, video) = (
+        tower("llava-hf/llava-v1.6-mistral-7b-hf"),
+        tower("llava-hf/LLaVA-NeXT-Video-7B-hf"),
+    );
+    let defaults = &fx["defaults"];
+    let mut checked = (0, 0);
+    for c in fx["cases"].as_array().expect("cases") {
+        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
+        let u = |k: &str| key(k).as_u64().expect(k);
+        let (w, h) = (
+            c["width"].as_u64().expect("fixture"),
+            c["height"].as_u64().expect("fixture"),
+        );
+        let (crops, pads) = (
+            c["crops"].as_u64().expect("fixture"),
+            c["pad_tokens"].as_u64().expect("fixture"),
+        );
+        let ctx = format!("{} {} {}", c["media"], c["source"], c["settings"]);
+        if c["media"] == "image" {
+            checked.0 += 1;
+            let keys = ImageKeys {
+                max_pixels: u("image_max_pixels"),
+                min_pixels: u("image_min_pixels"),
+                crop_to_patches: false,
+            };
+            // The tower sees the base view and each tile: 576 patches + a class token each.
+            for v in [&image, &video] {
+                assert_eq!(
+                    v.sized_image_tokens(w, h, &keys),
+                    (pads, crops * 577),
+                    "{ctx}"
+                );
+            }
+        } else {
+            checked.1 += 1;
+            let file = VideoFile {
+                width: w,
+                height: h,
+                seconds: c["seconds"].as_f64().expect("fixture"),
+                frames: c["frames"].as_u64().expect("fixture"),
+                average_fps: c["average_fps"].as_f64().expect("fixture"),
+                presampled: false,
+            };
+            let keys = VideoKeys {
+                max_pixels: u("video_max_pixels"),
+                min_pixels: u("video_min_pixels"),
+                fps: key("video_fps").as_f64().expect("fixture"),
+                maxlen: u("video_maxlen"),
+            };
+            let got = video.video_tokens(Some(&file), 0.0, &keys).expect("video");
+            assert_eq!((got.frames, got.tokens()), (crops, pads), "{ctx}");
+            assert_eq!(got.grid.patches(), crops * 577, "{ctx}");
+            // LLaVA-NeXT (images only) has no video path.
+            assert!(image.video_tokens(Some(&file), 0.0, &keys).is_none());
+        }
+    }
+    assert_eq!(checked, (65, 48));
+}
+
+#[test]
 fn image_and_video_tokens_equal_llamafactory_on_real_files() {
     use lorafit_core::arch::VisionKind;
     use lorafit_core::arch::media::{QwenProcessor, VideoFile, VideoKeys};

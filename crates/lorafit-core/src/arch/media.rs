@@ -183,7 +183,7 @@ pub(crate) fn isqrt(n: u64) -> u64 {
 
 /// LLaMA-Factory's base `_preprocess_image` on (width, height): scaled down to at most
 /// `max_pixels`, then up to at least `min_pixels`, the sides truncated.
-fn preprocess(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+pub(crate) fn preprocess(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
     let scale = |w: u64, h: u64, target: u64| {
         let f = (target as f64 / (w * h) as f64).sqrt();
         ((w as f64 * f) as u64, (h as f64 * f) as u64)
@@ -449,6 +449,88 @@ pub fn internvl_video(
         pads: frames * tile_tokens,
         text,
         text_tokens,
+        frames,
+    }
+}
+
+/// transformers' `select_best_resolution`: the (height, width) canvas that keeps the most of an
+/// image of `height` × `width` when scaled into it, then wastes the least.
+pub fn best_resolution(height: u64, width: u64, canvases: &[(u64, u64)]) -> (u64, u64) {
+    let (mut best, mut max_effective, mut min_wasted) = ((height, width), 0u64, u64::MAX);
+    for &(ch, cw) in canvases {
+        let scale = (cw as f64 / width as f64).min(ch as f64 / height as f64);
+        let (dw, dh) = (
+            (width as f64 * scale) as u64,
+            (height as f64 * scale) as u64,
+        );
+        let effective = (dw * dh).min(width * height);
+        let wasted = (cw * ch).saturating_sub(effective);
+        if effective > max_effective || (effective == max_effective && wasted < min_wasted) {
+            (max_effective, min_wasted, best) = (effective, wasted, (ch, cw));
+        }
+    }
+    best
+}
+
+/// Python's `int(round(x, 7))` for the non-negative values LLaVA-NeXT's unpadding computes.
+fn int_round7(x: f64) -> u64 {
+    ((x * 1e7).round() / 1e7).floor() as u64
+}
+
+/// One LLaVA-NeXT image of `width` × `height` (as LLaMA-Factory resized it): transformers'
+/// `_get_number_of_features` less the class token (`vision_feature_select_strategy: default`).
+/// The best canvas of `pinpoints` in `tile`-px tiles (`side` patches a side) is unpadded to the
+/// image's aspect ratio, plus a newline token per row and the base view's `side`² tokens; the
+/// tower sees the base view and every tile, each `side`² patches + a class token.
+pub fn llava_next_image(
+    width: u64,
+    height: u64,
+    pinpoints: &[(u64, u64)],
+    tile: u64,
+    side: u64,
+) -> MediaTokens {
+    let (bh, bw) = best_resolution(height, width, pinpoints);
+    let (sh, sw) = (bh / tile, bw / tile);
+    let (mut ch, mut cw) = (side * sh, side * sw);
+    if width as f64 / height as f64 > cw as f64 / ch as f64 {
+        let new_h = int_round7(height as f64 * (cw as f64 / width as f64));
+        ch -= 2 * (ch.saturating_sub(new_h) / 2);
+    } else {
+        let new_w = int_round7(width as f64 * (ch as f64 / height as f64));
+        cw -= 2 * (cw.saturating_sub(new_w) / 2);
+    }
+    let crops = 1 + sh * sw;
+    MediaTokens {
+        grid: Grid {
+            t: crops,
+            h: 1,
+            w: side * side + 1,
+        },
+        pads: ch * cw + ch + side * side,
+        text: String::new(),
+        text_tokens: 0,
+        frames: 1,
+    }
+}
+
+/// One LLaVA-NeXT-Video video: the frames LLaMA-Factory samples (base plugin), each a 336-px view
+/// pooled to `frame_tokens` tokens; the tower sees `frame_patches` a frame.
+pub fn llava_next_video(
+    file: &VideoFile,
+    keys: &VideoKeys,
+    frame_tokens: u64,
+    frame_patches: u64,
+) -> MediaTokens {
+    let frames = sample_indices(file, keys).len() as u64;
+    MediaTokens {
+        grid: Grid {
+            t: frames,
+            h: 1,
+            w: frame_patches,
+        },
+        pads: frames * frame_tokens,
+        text: String::new(),
+        text_tokens: 0,
         frames,
     }
 }

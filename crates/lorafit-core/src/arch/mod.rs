@@ -342,6 +342,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "qwen3_vl_moe",
     "mistral3",
     "llava",
+    "llava_next",
+    "llava_next_video",
     "internvl",
     "seed_oss",
     "ernie4_5",
@@ -1023,9 +1025,15 @@ impl ModelArch {
         }
     }
 
-    /// Parameters of the language model alone (no vision tower or projector).
+    /// Parameters of the language model alone (no vision tower or projector; a wrapper's own
+    /// parameters outside both, such as LLaVA-NeXT's `image_newline`, count here: LLaMA-Factory
+    /// trains them with the language model).
     pub fn language_params(&self) -> u64 {
-        self.decoder_params() + self.embedding_params() + self.lm_head_params() + self.hidden_size
+        self.decoder_params()
+            + self.embedding_params()
+            + self.lm_head_params()
+            + self.hidden_size
+            + self.vision.as_ref().map_or(0, |v| v.wrapper_params)
     }
 
     /// Vision tower + projector parameters (0 for a text model).

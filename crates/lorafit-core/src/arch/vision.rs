@@ -30,6 +30,13 @@ pub enum VisionKind {
     Llama4,
     /// CLIP ViT (LLaVA 1.5): fixed 336 px, 576 patch tokens + a class token; an MLP projector.
     Clip,
+    /// LLaVA-NeXT: the CLIP tower on "anyres" crops — a 336-px base view plus the tiles of the
+    /// `image_grid_pinpoints` canvas that fits the image best, unpadded, with a newline token
+    /// per row.
+    LlavaNext,
+    /// LLaVA-NeXT-Video: LLaVA-NeXT's images, and video frames at 336 px pooled 2×2 (144 tokens
+    /// a frame).
+    LlavaNextVideo,
     /// InternViT (InternVL 3 / 3.5, transformers' `internvl`): 448-px tiles of 14-px patches plus a
     /// class token, pixel shuffle 0.5 (256 tokens per tile), a LayerNorm + 2-layer MLP projector;
     /// `crop_to_patches` tiles an image by its aspect ratio ([`media::internvl_image`](super::media::internvl_image)).
@@ -62,6 +69,13 @@ pub struct Vision {
     pub fixed_tokens: Option<u64>,
     /// Fixed-resolution towers: the tower's sequence per image.
     pub fixed_patches: Option<u64>,
+    /// LLaVA-NeXT's `image_grid_pinpoints`: the (height, width) canvases "anyres" picks from.
+    #[serde(skip)]
+    pub pinpoints: Vec<(u64, u64)>,
+    /// Parameters the wrapper adds outside the tower and projector (LLaVA-NeXT's
+    /// `image_newline`): LLaMA-Factory's freeze keys do not name them, so they train with the
+    /// language model.
+    pub wrapper_params: u64,
 }
 
 fn lin(name: &'static str, i: u64, o: u64, bias: bool, layers: u64) -> Linear {
@@ -97,6 +111,41 @@ fn side(v: &Map<String, Value>, key: &str, default: u64) -> Result<u64, Error> {
     }
 }
 
+/// LLaVA-NeXT's `image_grid_pinpoints` ([[height, width], …]; transformers' default when absent).
+fn pinpoints(top: &Map<String, Value>) -> Result<Vec<(u64, u64)>, Error> {
+    let Some(v) = top.get("image_grid_pinpoints") else {
+        return Ok(vec![
+            (336, 672),
+            (672, 336),
+            (672, 672),
+            (1008, 336),
+            (336, 1008),
+        ]);
+    };
+    let bad = || {
+        Error::ModelConfig(format!(
+            "`image_grid_pinpoints` = {v}: expected a list of [height, width] pairs"
+        ))
+    };
+    let list = v.as_array().ok_or_else(bad)?;
+    let mut out = Vec::new();
+    for p in list {
+        match p.as_array().map(Vec::as_slice) {
+            Some([h, w]) => match (h.as_u64(), w.as_u64()) {
+                (Some(h), Some(w)) if h > 0 && w > 0 && h <= 1 << 16 && w <= 1 << 16 => {
+                    out.push((h, w))
+                }
+                _ => return Err(bad()),
+            },
+            _ => return Err(bad()),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
 /// Cells per side of a square image of at most `max_pixels` (LLaMA-Factory's `image_max_pixels`)
 /// in `factor`-pixel cells, the area kept ≤ max_pixels: the Pixtral and Llama 4 towers' count
 /// (the Qwen-VL family's exact pipeline is in [`media`](super::media)).
@@ -110,6 +159,15 @@ pub fn square_grid(max_pixels: u64, min_pixels: u64, factor: u64) -> u64 {
         cells += 1;
     }
     cells
+}
+
+impl VisionKind {
+    /// Whether lorafit models this tower's video path (the Qwen-VL family's, InternVL's and
+    /// LLaVA-NeXT-Video's).
+    pub fn has_video(self) -> bool {
+        QwenProcessor::of(self).is_some()
+            || matches!(self, VisionKind::InternVit | VisionKind::LlavaNextVideo)
+    }
 }
 
 impl Vision {
@@ -128,6 +186,8 @@ impl Vision {
             "mistral3" => VisionKind::Pixtral,
             "llama4" => VisionKind::Llama4,
             "llava" => VisionKind::Clip,
+            "llava_next" => VisionKind::LlavaNext,
+            "llava_next_video" => VisionKind::LlavaNextVideo,
             "internvl" => VisionKind::InternVit,
             _ => return Ok(None),
         };
@@ -176,6 +236,8 @@ impl Vision {
                     projector_linears: proj,
                     fixed_tokens: None,
                     fixed_patches: None,
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
             VisionKind::Qwen25Vl => {
@@ -211,6 +273,8 @@ impl Vision {
                     projector_linears: proj,
                     fixed_tokens: None,
                     fixed_patches: None,
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
             VisionKind::Qwen3Vl => {
@@ -258,6 +322,8 @@ impl Vision {
                     projector_linears: proj,
                     fixed_tokens: None,
                     fixed_patches: None,
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
             VisionKind::Siglip => {
@@ -297,6 +363,8 @@ impl Vision {
                     projector_linears: Vec::new(),
                     fixed_tokens: Some(tokens),
                     fixed_patches: Some(patches),
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
             VisionKind::Pixtral => {
@@ -339,6 +407,8 @@ impl Vision {
                     projector_linears: proj,
                     fixed_tokens: None,
                     fixed_patches: None,
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
             VisionKind::Llama4 => {
@@ -394,9 +464,11 @@ impl Vision {
                     // One 336-px tile: 576 patches shuffled to 144 tokens.
                     fixed_tokens: Some(patches / 4),
                     fixed_patches: Some(patches + 1),
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
-            VisionKind::Clip => {
+            VisionKind::Clip | VisionKind::LlavaNext | VisionKind::LlavaNextVideo => {
                 let (h, i, depth) = (
                     r("hidden_size")?,
                     r("intermediate_size")?,
@@ -441,6 +513,18 @@ impl Vision {
                     // `vision_feature_select_strategy: default` drops the class token.
                     fixed_tokens: Some(get_u64(top, "image_seq_length")?.unwrap_or(patches)),
                     fixed_patches: Some(patches + 1),
+                    pinpoints: if kind != VisionKind::Clip {
+                        pinpoints(top)?
+                    } else {
+                        Vec::new()
+                    },
+                    wrapper_params: if kind != VisionKind::Clip
+                        && get_bool(top, "use_image_newline_parameter").unwrap_or(true)
+                    {
+                        text_hidden
+                    } else {
+                        0
+                    },
                 }
             }
             VisionKind::InternVit => {
@@ -512,6 +596,8 @@ impl Vision {
                         get_u64(top, "image_seq_length")?.unwrap_or(patches / (fold * fold)),
                     ),
                     fixed_patches: Some(patches + 1),
+                    pinpoints: Vec::new(),
+                    wrapper_params: 0,
                 }
             }
         };
@@ -547,6 +633,13 @@ impl Vision {
                 let m = media::internvl_image(tiles, t, p);
                 (m.tokens(), m.grid.patches())
             }
+            (VisionKind::LlavaNext | VisionKind::LlavaNextVideo, Some(_), Some(p)) => {
+                let (w, h) = media::preprocess(width, height, max_pixels, min_pixels);
+                let side = isqrt(p - 1);
+                let tile = self.patch_size * side;
+                let m = media::llava_next_image(w.max(1), h.max(1), &self.pinpoints, tile, side);
+                (m.tokens(), m.grid.patches())
+            }
             (VisionKind::Llama4, Some(t), Some(p)) => {
                 let tile = 336u64;
                 let side = square_grid(max_pixels, min_pixels, tile).min(4);
@@ -580,10 +673,14 @@ impl Vision {
     ) -> Option<MediaTokens> {
         let assumed = VideoFile::assumed(seconds, keys);
         let file = file.unwrap_or(&assumed);
-        if let (VisionKind::InternVit, Some(t), Some(p)) =
-            (self.kind, self.fixed_tokens, self.fixed_patches)
-        {
-            return Some(media::internvl_video(file, keys, t, p));
+        match (self.kind, self.fixed_tokens, self.fixed_patches) {
+            (VisionKind::InternVit, Some(t), Some(p)) => {
+                return Some(media::internvl_video(file, keys, t, p));
+            }
+            (VisionKind::LlavaNextVideo, Some(t), Some(p)) => {
+                return Some(media::llava_next_video(file, keys, t / 4, p));
+            }
+            _ => {}
         }
         Some(QwenProcessor::of(self.kind)?.video(file, keys))
     }
