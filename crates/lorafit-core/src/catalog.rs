@@ -110,8 +110,10 @@ struct GpusFile {
 pub fn models() -> &'static [CatalogModel] {
     static M: OnceLock<Vec<CatalogModel>> = OnceLock::new();
     M.get_or_init(|| {
-        let Ok(file) = serde_json::from_str::<ModelsFile>(include_str!("../data/models.json"))
-        else {
+        let Ok(file) = serde_json::from_str::<ModelsFile>(include_str!(concat!(
+            env!("OUT_DIR"),
+            "/models.json"
+        ))) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -166,7 +168,7 @@ pub fn families() -> Vec<&'static str> {
 pub fn gpus() -> &'static [Gpu] {
     static G: OnceLock<Vec<Gpu>> = OnceLock::new();
     G.get_or_init(|| {
-        serde_json::from_str::<GpusFile>(include_str!("../data/gpus.json"))
+        serde_json::from_str::<GpusFile>(include_str!(concat!(env!("OUT_DIR"), "/gpus.json")))
             .map(|f| f.gpus)
             .unwrap_or_default()
     })

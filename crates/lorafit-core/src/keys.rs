@@ -37,7 +37,11 @@ struct Table {
 fn table() -> &'static Table {
     static T: OnceLock<Table> = OnceLock::new();
     T.get_or_init(|| {
-        serde_json::from_str(include_str!("../data/llamafactory_keys.json")).unwrap_or(Table {
+        serde_json::from_str(include_str!(concat!(
+            env!("OUT_DIR"),
+            "/llamafactory_keys.json"
+        )))
+        .unwrap_or(Table {
             source: "unreadable".into(),
             keys: Vec::new(),
             v1_keys: Vec::new(),
