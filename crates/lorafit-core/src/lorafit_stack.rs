@@ -1,9 +1,9 @@
 //! The `lorafit` stack: what `lorafit train` itself holds on its device at its peak, next to
 //! memory.rs's model of PyTorch + PEFT. The two differ because the trainers do: lorafit computes
-//! everything in f32 (with `bf16` / `fp16` the decoder's linear weights are stored 16-bit and
-//! only their products run in f16 where fp16 has f16 arithmetic, an untied embedding is stored
-//! 16-bit too; lm_head and norms stay f32), attention is tiled (no `[heads, s, s]` term) and the loss chunked (no
-//! `[tokens, vocab]` logits), AdamW's states exist from the start, and burn's autodiff keeps
+//! everything in f32 (with `bf16` / `fp16` the decoder's linear weights, the embedding and lm_head
+//! are stored 16-bit and only the linears' products run in f16 where fp16 has f16 arithmetic;
+//! norms stay f32), attention is tiled (no `[heads, s, s]` term) and the loss chunked (no
+//! `[tokens, vocab]` logits; a 16-bit lm_head is widened a vocabulary tile at a time), AdamW's states exist from the start, and burn's autodiff keeps
 //! its own set of tensors for the backward pass.
 //!
 //! The peak is at the end of a micro-batch's forward pass: resident weights + the adapter and its
@@ -100,25 +100,26 @@ pub fn lorafit_stack(arch: &ModelArch, plan: &Plan) -> Result<LorafitMemory, Str
     let layers = arch.num_layers;
     let r = plan.lora_rank;
 
-    // Weights: embeddings, lm_head (untied), norms and biases in f32 (an untied embedding 16-bit
-    // with bf16 / fp16); the linears as stored.
+    // Weights: embeddings, lm_head (untied), norms and biases in f32 (the embedding and lm_head
+    // 16-bit with bf16 / fp16); the linears as stored.
     let linear_bytes_total: u64 = arch
         .layer_linears()
         .iter()
         .map(|l| l.layers * l.count * linear_bytes(l.out_features, l.in_features, plan))
         .sum();
-    // Tied embeddings are one copy (lm_headᵀ; the embedding rows are read from its columns).
+    // Tied embeddings are one copy (lm_head; the embedding rows are read from it).
     let other = arch.total_params() - arch.layer_linear_weight_params();
-    // 16-bit linears share one widening table: the f32 value of every 16-bit pattern; an untied
-    // embedding is stored 16-bit with them (2 bytes a value instead of 4).
+    // 16-bit linears share one widening table: the f32 value of every 16-bit pattern; the
+    // embedding and lm_head are stored 16-bit with them (2 bytes a value instead of 4; a tied
+    // pair is one matrix).
     let sixteen_bit = plan.quant.is_none() && plan.precision != Precision::Fp32;
     let half_table = if sixteen_bit { 4 << 16 } else { 0 };
-    let half_embedding = if sixteen_bit && !arch.tie_word_embeddings && h % 2 == 0 {
-        arch.vocab_size * h
+    let half_vocab = if sixteen_bit && h % 2 == 0 {
+        arch.vocab_size * h * if arch.tie_word_embeddings { 1 } else { 2 }
     } else {
         0
     };
-    let weights_bytes = linear_bytes_total + 4 * other - 2 * half_embedding + half_table;
+    let weights_bytes = linear_bytes_total + 4 * other - 2 * half_vocab + half_table;
 
     // Adapter: A [r, in] and B [out, r] per targeted linear, in 3 or 4 f32 copies.
     let targets = lora_modules(arch, plan).map_err(|e| e.to_string())?;

@@ -14,7 +14,7 @@ use lorafit_core::arch::RopeScaling;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::fused_ops::{AttnOpts, FusedOps, loss_chunk};
+use crate::fused_ops::{AttnOpts, FusedOps, loss_chunk, vocab_tile};
 use crate::lora::{Adapter, LoraSpec};
 use crate::quant::{HalfWeight, Int8Weight, Nf4Weight, QuantSpec};
 use crate::weights::{HostTensor, Weights};
@@ -302,17 +302,27 @@ enum Embedding {
     Half(HalfWeight),
 }
 
+/// lm_head on the device: f32 as lm_headᵀ `[hidden, vocab]`, or with `bf16` / `fp16` the
+/// `[vocab, hidden]` weight 16-bit like the linears, which the loss widens a vocabulary tile at
+/// a time ([`FusedOps::label_logprobs_h16`]). A tied embedding is the same tensor.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per model
+enum Head {
+    Dense(Tensor<2>),
+    Half(HalfWeight),
+}
+
 /// A Llama-family causal LM with frozen weights on one device.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: ModelConfig,
-    /// `embed_tokens` `[vocab, hidden]`; `None` when tied to lm_head, whose one (transposed)
-    /// copy then serves both (see [`Model::embed`]).
+    /// `embed_tokens` `[vocab, hidden]`; `None` when tied to lm_head, whose one copy then serves
+    /// both (see [`Model::embed`]).
     embed: Option<Embedding>,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    /// lm_headᵀ `[hidden, vocab]` (the embedding, transposed, when tied).
-    lm_head_t: Tensor<2>,
+    /// lm_head (the embedding when tied).
+    head: Head,
     device: Device,
 }
 
@@ -509,7 +519,16 @@ impl Model {
                 }
                 _ => Embedding::Dense(to_device(e, device)),
             }),
-            lm_head_t: to_device(transpose_host(lm_head_host), device),
+            head: match &half_table {
+                Some((kind, table)) if h % 2 == 0 => Head::Half(HalfWeight::upload(
+                    &lm_head_host.data,
+                    vocab,
+                    h,
+                    *kind,
+                    table,
+                )),
+                _ => Head::Dense(to_device(transpose_host(lm_head_host), device)),
+            },
             layers,
             norm: norm_f,
             config,
@@ -590,8 +609,7 @@ impl Model {
     /// example's `position_ids` (empty: 0, 1, 2, …), attention confined to its `segment_ids`
     /// sub-sequences when it has them (`neat_packing`).
     pub fn logits(&self, batch: &[&Example], adapter: &Adapter, rng: &mut StepRng) -> Tensor<2> {
-        self.hidden(batch, adapter, rng)
-            .matmul(self.lm_head_t.clone())
+        self.head_logits(self.hidden(batch, adapter, rng))
     }
 
     /// The last hidden states `[batch·len, hidden]` (after the final norm: transformers'
@@ -743,7 +761,7 @@ impl Model {
             &mut rng,
             Some(cache),
         );
-        self.norm.forward(x).matmul(self.lm_head_t.clone())
+        self.head_logits(self.norm.forward(x))
     }
 
     /// Sum of token cross-entropies over the labelled positions (labels unshifted, -100 ignored),
@@ -805,7 +823,18 @@ impl Model {
         match &self.embed {
             Some(Embedding::Dense(e)) => e.clone().select(0, idx),
             Some(Embedding::Half(e)) => e.rows(idx),
-            None => self.lm_head_t.clone().select(1, idx).transpose(),
+            None => match &self.head {
+                Head::Dense(t) => t.clone().select(1, idx).transpose(),
+                Head::Half(w) => w.rows(idx),
+            },
+        }
+    }
+
+    /// `lm_head(h)`: the logits `[n, vocab]` of hidden states `[n, hidden]`.
+    fn head_logits(&self, x: Tensor<2>) -> Tensor<2> {
+        match &self.head {
+            Head::Dense(t) => x.matmul(t.clone()),
+            Head::Half(w) => w.matmul(x),
         }
     }
 
@@ -813,14 +842,32 @@ impl Model {
     /// ([`FusedOps::label_logprobs`]): the `[n, vocab]` logits are never formed.
     pub fn label_logprobs(&self, hidden: Tensor<2>, targets: Vec<i64>) -> Tensor<1> {
         let n = targets.len();
-        let [h, vocab] = self.lm_head_t.dims();
         let t: Tensor<1, Int> = Tensor::from_data(TensorData::new(targets, [n]), &self.device);
-        Tensor::from_dispatch(Dispatch::label_logprobs(
-            hidden.into_dispatch(),
-            self.lm_head_t.clone().into_dispatch(),
-            t.into_dispatch(),
-            loss_chunk(n, vocab, h),
-        ))
+        match &self.head {
+            Head::Dense(head_t) => {
+                let [h, vocab] = head_t.dims();
+                Tensor::from_dispatch(Dispatch::label_logprobs(
+                    hidden.into_dispatch(),
+                    head_t.clone().into_dispatch(),
+                    t.into_dispatch(),
+                    loss_chunk(n, vocab, h),
+                ))
+            }
+            Head::Half(w) => {
+                let (vocab, h) = w.shape();
+                let tile = vocab_tile(n, vocab);
+                let (words, table) = w.parts();
+                Tensor::from_dispatch(Dispatch::label_logprobs_h16(
+                    hidden.into_dispatch(),
+                    words.into_dispatch(),
+                    table.into_dispatch(),
+                    t.into_dispatch(),
+                    vocab,
+                    tile,
+                    loss_chunk(n, tile, h),
+                ))
+            }
+        }
     }
 }
 

@@ -279,6 +279,11 @@ impl HalfWeight {
         (self.out, self.inp)
     }
 
+    /// The packed words and the widening table (what a fused op reads directly).
+    pub fn parts(&self) -> (Tensor<1, Int>, Tensor<1>) {
+        (self.words.clone(), self.table.clone())
+    }
+
     /// The f32 weight `[out, in]`.
     pub fn widen(&self) -> Tensor<2> {
         Tensor::from_dispatch(Dispatch::h16_widen(

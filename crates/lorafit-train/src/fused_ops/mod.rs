@@ -18,9 +18,10 @@ mod attention;
 mod cross_entropy;
 
 pub use attention::AttnOpts;
+use cross_entropy::Head16;
 
 use burn::backend::{
-    Autodiff, Backend,
+    Autodiff, Backend, TensorMetadata,
     autodiff::{
         checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
         grads::Gradients,
@@ -60,6 +61,28 @@ pub trait FusedOps: Backend {
         chunk: usize,
     ) -> FloatTensor<Self> {
         cross_entropy::forward::<Self>(hidden, lm_head_t, &targets, chunk).0
+    }
+
+    /// [`FusedOps::label_logprobs`] for a head `[vocab, hidden]` stored 16-bit (`words`, two
+    /// values each, widened through `table`), read `tile` vocabulary rows at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn label_logprobs_h16(
+        hidden: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        vocab: usize,
+        tile: usize,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        let head = Head16 {
+            hidden: hidden.shape()[1],
+            words,
+            table,
+            vocab,
+            tile,
+        };
+        cross_entropy::forward_h16::<Self>(hidden, &head, &targets, chunk).0
     }
 }
 
@@ -108,6 +131,34 @@ struct LossState<B: Backend> {
     targets: IntTensor<B>,
     lse: FloatTensor<B>,
     chunk: usize,
+}
+
+#[derive(Debug, Clone)]
+struct LossH16State<B: Backend> {
+    hidden: FloatTensor<B>,
+    head: Head16<B>,
+    targets: IntTensor<B>,
+    lse: FloatTensor<B>,
+    chunk: usize,
+}
+
+#[derive(Debug)]
+struct LabelLogprobsH16Backward;
+
+impl<B: Backend> Backward<B, 1> for LabelLogprobsH16Backward {
+    type State = LossH16State<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let g = cross_entropy::backward_h16::<B>(
+                s.hidden, &s.head, &s.targets, s.lse, grad, s.chunk,
+            );
+            grads.register::<B>(node.id, g);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -199,6 +250,54 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
         }
     }
+
+    fn label_logprobs_h16(
+        hidden: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        table: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        vocab: usize,
+        tile: usize,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        // The head and its table are frozen: constants of the graph.
+        let head = Head16 {
+            hidden: hidden.primitive().shape()[1],
+            words,
+            table: table.into_primitive(),
+            vocab,
+            tile,
+        };
+        let prep = LabelLogprobsH16Backward
+            .prepare::<C>([hidden.node()])
+            .compute_bound()
+            .stateful();
+        let hidden = hidden.into_primitive();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (logp, lse) =
+                    cross_entropy::forward_h16::<B>(hidden.clone(), &head, &targets, chunk);
+                let state = LossH16State {
+                    hidden,
+                    head,
+                    targets,
+                    lse,
+                    chunk,
+                };
+                prep.finish(state, logp)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(cross_entropy::forward_h16::<B>(hidden, &head, &targets, chunk).0)
+            }
+        }
+    }
+}
+
+/// Vocabulary rows a 16-bit head is widened by at a time in [`FusedOps::label_logprobs_h16`]
+/// for `n` tokens: as many as there are tokens (the widened tile `[tile, hidden]` about the size
+/// of the hidden states), at least 1024, at most the vocabulary.
+pub fn vocab_tile(n: usize, vocab: usize) -> usize {
+    n.max(1024).min(vocab.max(1))
 }
 
 /// The tokens per chunk of [`FusedOps::label_logprobs`] for `n` tokens: Liger's rule, so that a

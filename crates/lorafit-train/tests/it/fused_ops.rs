@@ -1,14 +1,16 @@
 //! The fused ops against the decomposed computations they replace, values and gradients, on
 //! ndarray and wgpu (lavapipe on CI): tiled attention (several tiles with a ragged tail, GQA,
 //! packed sequences, sliding window, a query block after cached keys) and the chunked label
-//! log-probabilities.
+//! log-probabilities, with an f32 head and with a 16-bit head read in vocabulary tiles.
 
 use burn::backend::Dispatch;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lorafit_train::config::Backend;
-use lorafit_train::fused_ops::{AttnOpts, FusedOps, loss_chunk};
+use lorafit_train::fused_ops::{AttnOpts, FusedOps, loss_chunk, vocab_tile};
 use lorafit_train::make_device;
+use lorafit_train::quant::HalfWeight;
+use lorafit_train::quant_ops::Half;
 
 use crate::common::{decomposed_attention as decomposed, wgpu_available};
 
@@ -267,6 +269,67 @@ fn chunked_label_logprobs_equal_log_softmax_with_gradients() {
     assert_eq!(loss_chunk(4096, 151_936, 4096), 128);
     assert_eq!(loss_chunk(10, 300, 16), 1);
     assert_eq!(loss_chunk(45, 16, 300), 64);
+}
+
+#[test]
+fn vocabulary_tiled_16_bit_head_equals_the_widened_head_with_gradients() {
+    for (dev_name, device) in devices() {
+        let (n, h, vocab) = (45, 16, 300);
+        let targets: Vec<i64> = (0..n as i64)
+            .map(|i| (i * 37 + 11) % vocab as i64)
+            .collect();
+        for kind in [Half::Bf16, Half::F16] {
+            // The head `[vocab, hidden]`, rounded to `kind` on upload; the reference uses its
+            // exact widening, transposed, through the f32 op.
+            let dense: Vec<f32> = values(vocab * h, 2).iter().map(|x| x * 4.0).collect();
+            let table = HalfWeight::table(kind, &device);
+            let w16 = HalfWeight::upload(&dense, vocab, h, kind, &table);
+            let wt = w16.widen().transpose();
+            let r = tensor([n], 3, &device);
+            // Tiles: ragged (7 × 43 = 301), one row, several, exactly the vocabulary (one tile).
+            for (tile, chunk) in [(43, 7), (1, 64), (128, loss_chunk(n, 128, h)), (vocab, 16)] {
+                let h1 = (tensor([n, h], 1, &device) * 3.0).require_grad();
+                let h2 = (tensor([n, h], 1, &device) * 3.0).require_grad();
+                let t = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [n]), &device);
+                let want: Tensor<1> = Tensor::from_dispatch(Dispatch::label_logprobs(
+                    h1.clone().into_dispatch(),
+                    wt.clone().into_dispatch(),
+                    t.clone().into_dispatch(),
+                    chunk,
+                ));
+                let (words, tab) = w16.parts();
+                let got: Tensor<1> = Tensor::from_dispatch(Dispatch::label_logprobs_h16(
+                    h2.clone().into_dispatch(),
+                    words.into_dispatch(),
+                    tab.into_dispatch(),
+                    t.into_dispatch(),
+                    vocab,
+                    tile,
+                    chunk,
+                ));
+                let ctx = format!("{dev_name} {kind:?} tile {tile} chunk {chunk}");
+                let d = max_diff(&host(want.clone()), &host(got.clone()));
+                let one_tile = tile >= vocab;
+                // One tile is the f32 op on the widened head, bit for bit; several combine the
+                // log-sum-exp online and pick the target logit by a dot product.
+                assert!(
+                    if one_tile { d == 0.0 } else { d < 1e-5 },
+                    "{ctx}: logp differs by {d}"
+                );
+                let ga = host(h1.grad(&(want * r.clone()).sum().backward()).expect("grad"));
+                let gb = host(h2.grad(&(got * r.clone()).sum().backward()).expect("grad"));
+                let d = max_diff(&ga, &gb);
+                assert!(
+                    if one_tile { d == 0.0 } else { d < 1e-5 },
+                    "{ctx}: gradient differs by {d}"
+                );
+            }
+        }
+    }
+    // A tile about the size of the hidden states: as many rows as tokens, 1024 to the vocabulary.
+    assert_eq!(vocab_tile(4096, 151_936), 4096);
+    assert_eq!(vocab_tile(10, 151_936), 1024);
+    assert_eq!(vocab_tile(4096, 300), 300);
 }
 
 /// Sliding-window models as transformers runs them (eager attention): mistral windowed on every

@@ -837,8 +837,8 @@ fn sixteen_bit_storage_equals_f32_on_the_rounded_weights() {
         );
         assert!(dl <= 1e-6 && da <= 1e-6, "{tag}: loss {dl}, adapter {da}");
 
-        // llama (untied): stored f32; `fp16` / `bf16` round the linears and the embedding
-        // (nearest even), as LLaMA-Factory's model in that dtype holds them; lm_head stays f32.
+        // llama (untied): stored f32; `fp16` / `bf16` round the linears, the embedding and
+        // lm_head (nearest even), as LLaMA-Factory's model in that dtype holds them.
         for (key, round) in [
             (
                 "bf16",
@@ -856,6 +856,7 @@ fn sixteen_bit_storage_equals_f32_on_the_rounded_weights() {
                 let mut t = w.get(n).expect("tensor").clone();
                 if (n.starts_with("model.layers.") && n.ends_with("_proj.weight"))
                     || n == "model.embed_tokens.weight"
+                    || n == "lm_head.weight"
                 {
                     t.data.iter_mut().for_each(|x| *x = round(*x));
                 }

@@ -51,10 +51,10 @@ fn qlora_base_is_half_a_byte_per_parameter_on_wgpu() {
         let _ = device.sync();
         let after = in_use();
         // Everything but the decoder's linears is f32 (4 bytes per parameter), except the
-        // (untied) embedding, which 16-bit storage keeps at 2 bytes per value too.
-        let embed_params = (mc.arch.vocab_size * mc.arch.hidden_size) as f64;
+        // (untied) embedding and lm_head, which 16-bit storage keeps at 2 bytes per value too.
+        let vocab_params = 2.0 * (mc.arch.vocab_size * mc.arch.hidden_size) as f64;
         let other_bytes = match quant {
-            Some(QuantSpec::Half(_)) => 4.0 * other_params - 2.0 * embed_params,
+            Some(QuantSpec::Half(_)) => 4.0 * other_params - 2.0 * vocab_params,
             _ => 4.0 * other_params,
         };
         let per_param = (after - before - other_bytes) / linear_params;
