@@ -926,6 +926,45 @@ fn exporting_what_was_read_back_writes_the_same_yaml() {
 }
 
 #[test]
+fn strings_yaml_would_misread_are_quoted_on_export() {
+    // Dates, YAML 1.1 booleans, indicators, comments, colons, line separators, a BOM: each is
+    // written so that it reads back as the same text (plain only when nothing could misread it).
+    for text in [
+        "2024-01-01",
+        "yes",
+        "On",
+        "a: b",
+        "#x",
+        "x #y",
+        "saves/qwen 7b/lora",
+        "-dash",
+        "q\u{2028}r",
+        "bom\u{feff}",
+        "quote\"and\\slash",
+        "中文/路径",
+        "emoji 😀",
+    ] {
+        let mut s = settings("model_name_or_path: Qwen/Qwen2.5-7B\n");
+        s.set("output_dir", Val::Str(text.into())).expect("set");
+        let yaml = export::to_llamafactory_yaml(&s, true);
+        let back = Settings::from_yaml(&yaml).unwrap_or_else(|e| panic!("{text:?}: {e}\n{yaml}"));
+        assert_eq!(
+            back.get("output_dir"),
+            Some(&Val::Str(text.into())),
+            "{yaml}"
+        );
+    }
+    // What needs no quotes stays plain, as LLaMA-Factory's examples write it.
+    let s = settings("model_name_or_path: Qwen/Qwen2.5-7B\nlora_target: q_proj,v_proj\n");
+    let yaml = export::to_llamafactory_yaml(&s, true);
+    assert!(
+        yaml.contains("model_name_or_path: Qwen/Qwen2.5-7B\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("lora_target: q_proj,v_proj\n"), "{yaml}");
+}
+
+#[test]
 fn text_that_looks_like_a_number_stays_text_through_yaml() {
     // Found by the config_yaml fuzz target: `model: -0.` was written back as `-0`, which YAML
     // reads as the number 0.
