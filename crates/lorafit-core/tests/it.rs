@@ -1083,6 +1083,9 @@ fn new_architectures_match_their_model_cards() {
         // 240.70 B (InternViT-6B + Qwen3-235B-A22B).
         ("OpenGVLab/InternVL3_5-1B-HF", 1.06e9),
         ("OpenGVLab/InternVL3_5-241B-A28B-HF", 240.70e9),
+        // LLaMA-Factory's supported-models table: MiniMax-M2 229 B (without its multi-token
+        // prediction modules, which transformers does not build either).
+        ("MiniMaxAI/MiniMax-M2", 229e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;

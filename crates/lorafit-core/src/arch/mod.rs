@@ -349,6 +349,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "ernie4_5",
     "ernie4_5_moe",
     "hunyuan_v1_dense",
+    "minimax_m2",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -601,6 +602,13 @@ impl ModelArch {
                 experts("num_experts_per_tok")?,
                 moe_int()?,
             )),
+            // MiniMax-M2: every layer routed, a bare [E, h] router (its score-correction bias is
+            // a buffer), `intermediate_size` is one expert's width.
+            "minimax_m2" => Some(plain(
+                experts("num_local_experts")?,
+                experts("num_experts_per_tok")?,
+                intermediate_size,
+            )),
             "qwen3_next" | "qwen3_5_moe" => Some(Moe {
                 shared_intermediate_size: get_u64(obj, "shared_expert_intermediate_size")?
                     .unwrap_or(0),
@@ -698,8 +706,9 @@ impl ModelArch {
                     | "qwen3_5"
                     | "qwen3_5_moe"
                     | "hunyuan_v1_dense"
+                    | "minimax_m2"
             ) || (mt == "glm4_moe" && get_bool(obj, "use_qk_norm").unwrap_or(false)),
-            qk_norm_full: mt == "olmo2",
+            qk_norm_full: matches!(mt, "olmo2" | "minimax_m2"),
             norms_per_layer: if matches!(mt, "gemma2" | "gemma3_text" | "glm4") {
                 4
             } else {
