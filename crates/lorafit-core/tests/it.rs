@@ -1397,9 +1397,36 @@ fn videos_take_frames_times_patches_as_llamafactory_samples_them() {
     );
 }
 
+/// A recorded video case of the vision-token fixtures: the file as its header was read, and the
+/// `video_*` keys (the case's settings over the fixture's defaults).
+fn fixture_video(
+    c: &serde_json::Value,
+    defaults: &serde_json::Value,
+) -> (
+    lorafit_core::arch::media::VideoFile,
+    lorafit_core::arch::media::VideoKeys,
+) {
+    let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
+    let u = |k: &str| key(k).as_u64().expect(k);
+    let file = lorafit_core::arch::media::VideoFile {
+        width: c["width"].as_u64().expect("fixture"),
+        height: c["height"].as_u64().expect("fixture"),
+        seconds: c["seconds"].as_f64().expect("fixture"),
+        frames: c["frames"].as_u64().expect("fixture"),
+        average_fps: c["average_fps"].as_f64().expect("fixture"),
+        presampled: false,
+    };
+    let keys = lorafit_core::arch::media::VideoKeys {
+        max_pixels: u("video_max_pixels"),
+        min_pixels: u("video_min_pixels"),
+        fps: key("video_fps").as_f64().expect("fixture"),
+        maxlen: u("video_maxlen"),
+    };
+    (file, keys)
+}
+
 #[test]
 fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
-    use lorafit_core::arch::media::{VideoFile, VideoKeys};
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/internvl_tokens.json")).expect("fixture");
     let v = catalog::find_model("OpenGVLab/InternVL3-8B-hf")
@@ -1441,20 +1468,7 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
             assert_eq!(pads, tiles * 256, "{ctx}");
         } else {
             checked.1 += 1;
-            let file = VideoFile {
-                width: w,
-                height: h,
-                seconds: c["seconds"].as_f64().expect("fixture"),
-                frames: c["frames"].as_u64().expect("fixture"),
-                average_fps: c["average_fps"].as_f64().expect("fixture"),
-                presampled: false,
-            };
-            let keys = VideoKeys {
-                max_pixels: u("video_max_pixels"),
-                min_pixels: u("video_min_pixels"),
-                fps: key("video_fps").as_f64().expect("fixture"),
-                maxlen: u("video_maxlen"),
-            };
+            let (file, keys) = fixture_video(c, defaults);
             let got = v
                 .video_tokens(Some(&file), 0.0, &keys)
                 .expect("internvl video");
@@ -1469,7 +1483,6 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
 
 #[test]
 fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
-    use lorafit_core::arch::media::{VideoFile, VideoKeys};
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/llava_next_tokens.json")).expect("fixture");
     let tower = |id: &str| {
@@ -1515,20 +1528,7 @@ fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
             }
         } else {
             checked.1 += 1;
-            let file = VideoFile {
-                width: w,
-                height: h,
-                seconds: c["seconds"].as_f64().expect("fixture"),
-                frames: c["frames"].as_u64().expect("fixture"),
-                average_fps: c["average_fps"].as_f64().expect("fixture"),
-                presampled: false,
-            };
-            let keys = VideoKeys {
-                max_pixels: u("video_max_pixels"),
-                min_pixels: u("video_min_pixels"),
-                fps: key("video_fps").as_f64().expect("fixture"),
-                maxlen: u("video_maxlen"),
-            };
+            let (file, keys) = fixture_video(c, defaults);
             let got = video.video_tokens(Some(&file), 0.0, &keys).expect("video");
             assert_eq!((got.frames, got.tokens()), (crops, pads), "{ctx}");
             assert_eq!(got.grid.patches(), crops * 577, "{ctx}");
@@ -1542,7 +1542,7 @@ fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
 #[test]
 fn image_and_video_tokens_equal_llamafactory_on_real_files() {
     use lorafit_core::arch::VisionKind;
-    use lorafit_core::arch::media::{QwenProcessor, VideoFile, VideoKeys};
+    use lorafit_core::arch::media::QwenProcessor;
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/vision_tokens.json")).expect("fixture");
     let defaults = &fx["defaults"];
@@ -1564,20 +1564,7 @@ fn image_and_video_tokens_equal_llamafactory_on_real_files() {
             p.image(w, h, u("image_max_pixels"), u("image_min_pixels"))
         } else {
             checked.1 += 1;
-            let file = VideoFile {
-                width: w,
-                height: h,
-                seconds: c["seconds"].as_f64().expect("fixture"),
-                frames: c["frames"].as_u64().expect("fixture"),
-                average_fps: c["average_fps"].as_f64().expect("fixture"),
-                presampled: false,
-            };
-            let keys = VideoKeys {
-                max_pixels: u("video_max_pixels"),
-                min_pixels: u("video_min_pixels"),
-                fps: key("video_fps").as_f64().expect("fixture"),
-                maxlen: u("video_maxlen"),
-            };
+            let (file, keys) = fixture_video(c, defaults);
             p.video(&file, &keys)
         };
         let grid: Vec<u64> = c["grid"]

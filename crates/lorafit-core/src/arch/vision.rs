@@ -90,6 +90,19 @@ fn lin(name: &'static str, i: u64, o: u64, bias: bool, layers: u64) -> Linear {
     }
 }
 
+/// A ViT block's linears: separate q / k / v (with `qkv_bias`), the output projection named `o`
+/// (biased), and a biased `fc1` / `fc2` MLP — SigLIP, CLIP, Llama 4's and InternViT's blocks.
+fn vit_block(o: &'static str, h: u64, i: u64, qkv_bias: bool, depth: u64) -> Vec<Linear> {
+    vec![
+        lin("q_proj", h, h, qkv_bias, depth),
+        lin("k_proj", h, h, qkv_bias, depth),
+        lin("v_proj", h, h, qkv_bias, depth),
+        lin(o, h, h, true, depth),
+        lin("fc1", h, i, true, depth),
+        lin("fc2", i, h, true, depth),
+    ]
+}
+
 fn sum(ls: &[Linear]) -> u64 {
     ls.iter().map(Linear::total_params).sum()
 }
@@ -334,14 +347,7 @@ impl Vision {
                 );
                 let (p, img) = (u("patch_size", 14)?, u("image_size", 896)?);
                 let patches = (img / p.max(1)).pow(2);
-                let block = vec![
-                    lin("q_proj", h, h, true, depth),
-                    lin("k_proj", h, h, true, depth),
-                    lin("v_proj", h, h, true, depth),
-                    lin("out_proj", h, h, true, depth),
-                    lin("fc1", h, i, true, depth),
-                    lin("fc2", i, h, true, depth),
-                ];
+                let block = vit_block("out_proj", h, i, true, depth);
                 let tokens = get_u64(top, "mm_tokens_per_image")?.unwrap_or(256);
                 Vision {
                     kind,
@@ -424,14 +430,7 @@ impl Vision {
                     u("projector_input_dim", 4096)?,
                     u("projector_output_dim", 4096)?,
                 );
-                let block = vec![
-                    lin("q_proj", h, h, true, depth),
-                    lin("k_proj", h, h, true, depth),
-                    lin("v_proj", h, h, true, depth),
-                    lin("o_proj", h, h, true, depth),
-                    lin("fc1", h, i, true, depth),
-                    lin("fc2", i, h, true, depth),
-                ];
+                let block = vit_block("o_proj", h, i, true, depth);
                 let adapter = vec![
                     lin("fc1", shuffle_in, pin, false, 1),
                     lin("fc2", pin, pout, false, 1),
@@ -480,14 +479,7 @@ impl Vision {
                     .get("multimodal_projector_bias")
                     .and_then(Value::as_bool)
                     .unwrap_or(true);
-                let block = vec![
-                    lin("q_proj", h, h, true, depth),
-                    lin("k_proj", h, h, true, depth),
-                    lin("v_proj", h, h, true, depth),
-                    lin("out_proj", h, h, true, depth),
-                    lin("fc1", h, i, true, depth),
-                    lin("fc2", i, h, true, depth),
-                ];
+                let block = vit_block("out_proj", h, i, true, depth);
                 let proj = vec![
                     lin("linear_1", h, text_hidden, bias, 1),
                     lin("linear_2", text_hidden, text_hidden, bias, 1),
@@ -546,14 +538,7 @@ impl Vision {
                 } else {
                     1
                 };
-                let block = vec![
-                    lin("q_proj", h, h, bias, depth),
-                    lin("k_proj", h, h, bias, depth),
-                    lin("v_proj", h, h, bias, depth),
-                    lin("projection_layer", h, h, true, depth),
-                    lin("fc1", h, i, true, depth),
-                    lin("fc2", i, h, true, depth),
-                ];
+                let block = vit_block("projection_layer", h, i, bias, depth);
                 let shuffled = h * fold * fold;
                 let proj = vec![
                     lin("linear_1", shuffled, text_hidden, true, 1),
