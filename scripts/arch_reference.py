@@ -37,6 +37,7 @@ COMPOSITE = {
     "internvl": (["multi_modal_projector"], ["vision_tower"], []),
     "llava_next": (["multi_modal_projector"], ["vision_tower"], []),
     "llava_next_video": (["multi_modal_projector"], ["vision_tower"], []),
+    "glm4v": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
     "qwen2_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen2_5_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),

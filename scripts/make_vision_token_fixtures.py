@@ -18,7 +18,8 @@ ship (transformers' GotOcr2ImageProcessor, 448 px tiles, crop_to_patches false, 
 with LLaMA-Factory's `crop_to_patches` off and on; and llava_next_tokens.json: the same files
 through the `llava_next` / `llava_next_video` plugins with the processors the llava-hf v1.6 and
 LLaVA-NeXT-Video repos ship (336 px, the five grid pinpoints; transformers' LlavaNextProcessor
-feature count).
+feature count); and glm4v_tokens.json: the images through the `glm4v` plugin with the image
+processor GLM-4.1V-9B ships (12 544 – 9 633 792 pixels over its two frames).
 """
 
 import importlib.machinery
@@ -39,6 +40,7 @@ except Exception:  # LLaMA-Factory imports it; nothing here uses it
 from PIL import Image  # noqa: E402
 from make_media_fixtures import probe, write_video  # noqa: E402  (same folder)
 from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
+from transformers.models.glm4v.image_processing_glm4v import Glm4vImageProcessor  # noqa: E402
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor  # noqa: E402
 from transformers.models.llava_next.image_processing_llava_next import LlavaNextImageProcessor  # noqa: E402
 from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor  # noqa: E402
@@ -55,6 +57,7 @@ OUT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/vision_tokens.json"
 OUT_INTERNVL = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/internvl_tokens.json")
 OUT_LLAVA_NEXT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/llava_next_tokens.json")
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+OUT_GLM4V = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/glm4v_tokens.json")
 PAD_I, PAD_V = "<|image_pad|>", "<|video_pad|>"
 
 
@@ -142,6 +145,21 @@ def expand_llava_next(kind, settings, images, videos):
     else:
         crops = int(inputs["pixel_values_videos"].shape[1])
     return {"crops": crops, "pad_tokens": text.count("<image>") + text.count("<video>")}
+
+
+def expand_glm4v(settings, images):
+    """LLaMA-Factory's glm4v plugin on images: the processor's grid, pad tokens, the text around."""
+    ip = Glm4vImageProcessor(size={"shortest_edge": 12544, "longest_edge": 9633792})
+    proc = types.SimpleNamespace(image_processor=ip, **settings)
+    plugin = get_mm_plugin("glm4v", image_token="<|image|>", video_token="<|video|>")
+    msgs = plugin.process_messages([{"role": "user", "content": "<image>" * len(images)}], images, [], [], proc)
+    text = msgs[0]["content"]
+    grid = plugin._get_mm_inputs(images, [], [], proc)["image_grid_thw"]
+    return {
+        "grid": [int(x) for x in grid[0]],
+        "pad_tokens": text.count("<|image|>"),
+        "text": text.replace("<|image|>", ""),
+    }
 
 
 DEFAULTS = {
@@ -245,6 +263,18 @@ def main():
                    + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": llava}, f, indent=0)
         f.write("\n")
     print(f"{len(llava)} LLaVA-NeXT cases -> {OUT_LLAVA_NEXT}")
+    glm = []
+    for name, path in images.items():
+        for extra in image_settings:
+            img = Image.open(path)
+            r = expand_glm4v({**DEFAULTS, **extra}, [img])
+            glm.append({"media": "image", "source": name, "width": img.width, "height": img.height,
+                        "settings": extra, **r})
+    with open(OUT_GLM4V, "w") as f:
+        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
+                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": glm}, f, indent=0)
+        f.write("\n")
+    print(f"{len(glm)} GLM-4.1V cases -> {OUT_GLM4V}")
     with open(OUT_INTERNVL, "w") as f:
         json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
                    + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": internvl}, f, indent=0)

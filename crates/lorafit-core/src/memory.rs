@@ -625,7 +625,7 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
             .is_none()
     {
         return Err(Error::Conflict(format!(
-            "{}: lorafit models video tokens for the Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, InternVL and LLaVA-NeXT-Video towers only, not this {:?} tower",
+            "{}: lorafit models video tokens for the Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, InternVL and LLaVA-NeXT-Video towers only (GLM-4.1V's video sampling is not modelled), not this {:?} tower",
             match dataset_videos {
                 Some(n) => format!("the dataset has up to {n} video(s) per sample"),
                 None => format!("videos_per_sample {}", plan.vision.videos_per_sample),

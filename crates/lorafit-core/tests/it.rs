@@ -1540,6 +1540,53 @@ fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
 }
 
 #[test]
+fn glm4v_image_tokens_equal_llamafactory_on_real_files() {
+    use lorafit_core::arch::VisionKind;
+    use lorafit_core::arch::media::QwenProcessor;
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/glm4v_tokens.json")).expect("fixture");
+    let v = catalog::find_model("zai-org/GLM-4.1V-9B-Thinking")
+        .expect("id")
+        .arch()
+        .expect("arch")
+        .vision
+        .expect("tower");
+    let p = QwenProcessor::of(VisionKind::Glm4v).expect("glm");
+    let defaults = &fx["defaults"];
+    let mut checked = 0;
+    for c in fx["cases"].as_array().expect("cases") {
+        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
+        let u = |k: &str| key(k).as_u64().expect(k);
+        let (w, h) = (
+            c["width"].as_u64().expect("fixture"),
+            c["height"].as_u64().expect("fixture"),
+        );
+        let ctx = format!("{} {}", c["source"], c["settings"]);
+        let got = p.image(w, h, u("image_max_pixels"), u("image_min_pixels"));
+        let grid: Vec<u64> = c["grid"]
+            .as_array()
+            .expect("fixture")
+            .iter()
+            .map(|x| x.as_u64().expect("fixture"))
+            .collect();
+        assert_eq!(vec![got.grid.t, got.grid.h, got.grid.w], grid, "{ctx}");
+        let pads = c["pad_tokens"].as_u64().expect("fixture");
+        assert_eq!(got.pads, pads, "{ctx}");
+        assert_eq!(got.text, c["text"].as_str().expect("fixture"), "{ctx}");
+        let keys = ImageKeys {
+            max_pixels: u("image_max_pixels"),
+            min_pixels: u("image_min_pixels"),
+            crop_to_patches: false,
+        };
+        assert_eq!(v.sized_image_tokens(w, h, &keys).0, pads + 2, "{ctx}");
+        checked += 1;
+    }
+    assert_eq!(checked, 65);
+    // Its video sampling is GLM's own: not modelled, so a video is an error, not a guess.
+    assert!(!VisionKind::Glm4v.has_video());
+}
+
+#[test]
 fn image_and_video_tokens_equal_llamafactory_on_real_files() {
     use lorafit_core::arch::VisionKind;
     use lorafit_core::arch::media::QwenProcessor;

@@ -37,6 +37,9 @@ pub struct QwenProcessor {
     /// Qwen3-VL: the video bounds hold for frames × height × width, and each temporal patch
     /// carries a timestamp.
     qwen3: bool,
+    /// GLM-4.1V: an image is two frames (one temporal patch) and the pixel bounds hold for both;
+    /// its markers are `<|begin_of_image|>` / `<|end_of_image|>`.
+    glm: bool,
 }
 
 impl QwenProcessor {
@@ -52,6 +55,7 @@ impl QwenProcessor {
                 video_min: 3136,
                 video_max: 12_845_056,
                 qwen3: false,
+                glm: false,
             }),
             VisionKind::Qwen3Vl => Some(QwenProcessor {
                 patch: 16,
@@ -62,6 +66,20 @@ impl QwenProcessor {
                 video_min: 4096,
                 video_max: 25_165_824,
                 qwen3: true,
+                glm: false,
+            }),
+            // GLM-4.1V-9B's preprocessor_config.json: 12 544 – 9 633 792 pixels (videos are
+            // sampled by GLM's own video processor, which lorafit does not model).
+            VisionKind::Glm4v => Some(QwenProcessor {
+                patch: 14,
+                merge: 2,
+                temporal: 2,
+                image_min: 12_544,
+                image_max: 9_633_792,
+                video_min: 12_544,
+                video_max: 9_633_792,
+                qwen3: false,
+                glm: true,
             }),
             _ => None,
         }
@@ -275,7 +293,16 @@ impl QwenProcessor {
     /// An image of `width` × `height` under LLaMA-Factory's `image_max_pixels` / `image_min_pixels`.
     pub fn image(&self, width: u64, height: u64, max_pixels: u64, min_pixels: u64) -> MediaTokens {
         let (w, h) = regularize(width, height, max_pixels, min_pixels);
-        let (hb, wb) = smart_resize(1, h, w, 1, self.factor(), self.image_min, self.image_max);
+        let (frames, temporal) = if self.glm { (2, 2) } else { (1, 1) };
+        let (hb, wb) = smart_resize(
+            frames,
+            h,
+            w,
+            temporal,
+            self.factor(),
+            self.image_min,
+            self.image_max,
+        );
         let grid = Grid {
             t: 1,
             h: hb / self.patch,
@@ -284,7 +311,11 @@ impl QwenProcessor {
         MediaTokens {
             grid,
             pads: grid.patches() / (self.merge * self.merge),
-            text: format!("{START}{END}"),
+            text: if self.glm {
+                "<|begin_of_image|><|end_of_image|>".into()
+            } else {
+                format!("{START}{END}")
+            },
             text_tokens: 2,
             frames: 1,
         }

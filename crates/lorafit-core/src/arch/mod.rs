@@ -344,6 +344,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "llava",
     "llava_next",
     "llava_next_video",
+    "glm4v",
     "internvl",
     "seed_oss",
     "ernie4_5",
@@ -362,6 +363,7 @@ fn normalise_text_type(t: &str) -> &str {
         "qwen3_5_text" => "qwen3_5",
         "qwen3_5_moe_text" => "qwen3_5_moe",
         "llama4_text" => "llama4",
+        "glm4v_text" | "glm4v" => "glm4",
         other => other,
     }
 }

@@ -37,6 +37,9 @@ pub enum VisionKind {
     /// LLaVA-NeXT-Video: LLaVA-NeXT's images, and video frames at 336 px pooled 2×2 (144 tokens
     /// a frame).
     LlavaNextVideo,
+    /// GLM-4.1V: RMSNorm SwiGLU blocks (MLP as wide as the output), 14-px patches, learned
+    /// positions, a 2×2 convolution down to the language width and a SwiGLU merger.
+    Glm4v,
     /// InternViT (InternVL 3 / 3.5, transformers' `internvl`): 448-px tiles of 14-px patches plus a
     /// class token, pixel shuffle 0.5 (256 tokens per tile), a LayerNorm + 2-layer MLP projector;
     /// `crop_to_patches` tiles an image by its aspect ratio ([`media::internvl_image`](super::media::internvl_image)).
@@ -178,7 +181,7 @@ impl VisionKind {
     /// Whether lorafit models this tower's video path (the Qwen-VL family's, InternVL's and
     /// LLaVA-NeXT-Video's).
     pub fn has_video(self) -> bool {
-        QwenProcessor::of(self).is_some()
+        (QwenProcessor::of(self).is_some() && self != VisionKind::Glm4v)
             || matches!(self, VisionKind::InternVit | VisionKind::LlavaNextVideo)
     }
 }
@@ -201,6 +204,7 @@ impl Vision {
             "llava" => VisionKind::Clip,
             "llava_next" => VisionKind::LlavaNext,
             "llava_next_video" => VisionKind::LlavaNextVideo,
+            "glm4v" => VisionKind::Glm4v,
             "internvl" => VisionKind::InternVit,
             _ => return Ok(None),
         };
@@ -585,6 +589,50 @@ impl Vision {
                     wrapper_params: 0,
                 }
             }
+            VisionKind::Glm4v => {
+                let (h, i, depth) = (r("hidden_size")?, r("intermediate_size")?, u("depth", 24)?);
+                let (p, m, tp) = (
+                    u("patch_size", 14)?,
+                    u("spatial_merge_size", 2)?,
+                    u("temporal_patch_size", 2)?,
+                );
+                let out = u("out_hidden_size", text_hidden)?;
+                let img = u("image_size", 336)?;
+                let bias = get_bool(v, "attention_bias").unwrap_or(false);
+                let block = vec![
+                    lin("qkv", h, 3 * h, bias, depth),
+                    lin("proj", h, h, bias, depth),
+                    lin("gate_proj", h, out, false, depth),
+                    lin("up_proj", h, out, false, depth),
+                    lin("down_proj", out, h, false, depth),
+                ];
+                let proj = vec![
+                    lin("proj", out, out, false, 1),
+                    lin("gate_proj", out, i, false, 1),
+                    lin("up_proj", out, i, false, 1),
+                    lin("down_proj", i, out, false, 1),
+                ];
+                Vision {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: out,
+                    depth,
+                    num_heads: u("num_heads", 12)?,
+                    patch_size: p,
+                    merge: m,
+                    // LLaMA-Factory freezes `visual.patch_embed` and `visual.blocks`.
+                    tower_params: sum(&block) + depth * 2 * h + h * 3 * tp * p * p + h,
+                    projector_params: sum(&proj) + 2 * out,
+                    block_linears: block,
+                    projector_linears: proj,
+                    fixed_tokens: None,
+                    fixed_patches: None,
+                    pinpoints: Vec::new(),
+                    // Outside both: learned positions, the norms around the blocks and the 2×2
+                    // downsampling convolution — trained with the language model.
+                    wrapper_params: (img / p.max(1)).pow(2) * h + 2 * h + out * h * m * m + out,
+                }
+            }
         };
         Ok(Some(vision))
     }
@@ -665,6 +713,7 @@ impl Vision {
             (VisionKind::LlavaNextVideo, Some(t), Some(p)) => {
                 return Some(media::llava_next_video(file, keys, t / 4, p));
             }
+            (VisionKind::Glm4v, _, _) => return None,
             _ => {}
         }
         Some(QwenProcessor::of(self.kind)?.video(file, keys))
