@@ -172,6 +172,13 @@ DEFAULTS = {
 }
 
 
+def write_fixture(path, cases):
+    with open(path, "w") as f:
+        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
+                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": cases}, f, indent=0)
+        f.write("\n")
+
+
 def main():
     lf = sys.argv[1] if len(sys.argv) > 1 else "/tmp/lf"
     demo = os.path.join(lf, "data/mllm_demo_data")
@@ -258,10 +265,7 @@ def main():
             r = expand_llava_next("llava_next", {**DEFAULTS, **extra}, [img], [])
             llava.append({"media": "image", "source": name, "width": img.width, "height": img.height,
                           "settings": extra, **r})
-    with open(OUT_LLAVA_NEXT, "w") as f:
-        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
-                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": llava}, f, indent=0)
-        f.write("\n")
+    write_fixture(OUT_LLAVA_NEXT, llava)
     print(f"{len(llava)} LLaVA-NeXT cases -> {OUT_LLAVA_NEXT}")
     glm = []
     for name, path in images.items():
@@ -270,20 +274,11 @@ def main():
             r = expand_glm4v({**DEFAULTS, **extra}, [img])
             glm.append({"media": "image", "source": name, "width": img.width, "height": img.height,
                         "settings": extra, **r})
-    with open(OUT_GLM4V, "w") as f:
-        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
-                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": glm}, f, indent=0)
-        f.write("\n")
+    write_fixture(OUT_GLM4V, glm)
     print(f"{len(glm)} GLM-4.1V cases -> {OUT_GLM4V}")
-    with open(OUT_INTERNVL, "w") as f:
-        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
-                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": internvl}, f, indent=0)
-        f.write("\n")
+    write_fixture(OUT_INTERNVL, internvl)
     print(f"{len(internvl)} InternVL cases -> {OUT_INTERNVL}")
-    with open(OUT, "w") as f:
-        json.dump({"made_with": "scripts/make_vision_token_fixtures.py: LLaMA-Factory ff6d4d1, transformers "
-                   + __import__("transformers").__version__, "defaults": DEFAULTS, "cases": cases}, f, indent=0)
-        f.write("\n")
+    write_fixture(OUT, cases)
     print(f"{len(cases)} cases -> {OUT}")
 
 
