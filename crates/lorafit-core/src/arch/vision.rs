@@ -659,6 +659,8 @@ impl Vision {
             let m = p.image(width, height, max_pixels, min_pixels);
             return (m.tokens(), m.grid.patches());
         }
+        // Tiled towers: a tile's sequence is its square of patches + the class token, so the
+        // tile's side in pixels is patch × √(sequence − 1) (448 for InternViT, 336 for CLIP).
         match (self.kind, self.fixed_tokens, self.fixed_patches) {
             (VisionKind::InternVit, Some(t), Some(p)) => {
                 let tile = self.patch_size * isqrt(p - 1);
