@@ -677,38 +677,25 @@ impl Plan {
             );
         }
         let d = VisionPlan::default();
+        // A positive count (pixels, frames), LLaMA-Factory's default when absent.
+        let positive = |k: &str, default: u64| s.int(k).unwrap_or(default as i64).max(1) as u64;
         let vision = VisionPlan {
             freeze_tower: s.bool("freeze_vision_tower", d.freeze_tower),
             freeze_projector: s.bool("freeze_multi_modal_projector", d.freeze_projector),
             freeze_language: s.bool("freeze_language_model", d.freeze_language),
             images_per_sample: s.int("images_per_sample").unwrap_or(0).max(0) as u64,
             image: ImageKeys {
-                max_pixels: s
-                    .int("image_max_pixels")
-                    .unwrap_or(d.image.max_pixels as i64)
-                    .max(1) as u64,
-                min_pixels: s
-                    .int("image_min_pixels")
-                    .unwrap_or(d.image.min_pixels as i64)
-                    .max(1) as u64,
+                max_pixels: positive("image_max_pixels", d.image.max_pixels),
+                min_pixels: positive("image_min_pixels", d.image.min_pixels),
                 crop_to_patches: s.bool("crop_to_patches", d.image.crop_to_patches),
             },
             videos_per_sample: s.int("videos_per_sample").unwrap_or(0).max(0) as u64,
             video_seconds: s.float("video_seconds").unwrap_or(d.video_seconds),
             video: VideoKeys {
-                max_pixels: s
-                    .int("video_max_pixels")
-                    .unwrap_or(d.video.max_pixels as i64)
-                    .max(1) as u64,
-                min_pixels: s
-                    .int("video_min_pixels")
-                    .unwrap_or(d.video.min_pixels as i64)
-                    .max(1) as u64,
+                max_pixels: positive("video_max_pixels", d.video.max_pixels),
+                min_pixels: positive("video_min_pixels", d.video.min_pixels),
                 fps: s.float("video_fps").unwrap_or(d.video.fps),
-                maxlen: s
-                    .int("video_maxlen")
-                    .unwrap_or(d.video.maxlen as i64)
-                    .max(1) as u64,
+                maxlen: positive("video_maxlen", d.video.maxlen),
             },
             dataset: None,
             keys_given: [

@@ -1397,6 +1397,28 @@ fn videos_take_frames_times_patches_as_llamafactory_samples_them() {
     );
 }
 
+/// A recorded case's (width, height) and image keys (its settings over the fixture's defaults;
+/// `crop_to_patches` off unless the case sets it).
+fn fixture_image(c: &serde_json::Value, defaults: &serde_json::Value) -> ((u64, u64), ImageKeys) {
+    let u = |k: &str| {
+        c["settings"]
+            .get(k)
+            .unwrap_or(&defaults[k])
+            .as_u64()
+            .expect(k)
+    };
+    let size = (
+        c["width"].as_u64().expect("fixture"),
+        c["height"].as_u64().expect("fixture"),
+    );
+    let keys = ImageKeys {
+        max_pixels: u("image_max_pixels"),
+        min_pixels: u("image_min_pixels"),
+        crop_to_patches: c["settings"]["crop_to_patches"] == true,
+    };
+    (size, keys)
+}
+
 /// A recorded video case of the vision-token fixtures: the file as its header was read, and the
 /// `video_*` keys (the case's settings over the fixture's defaults).
 fn fixture_video(
@@ -1438,23 +1460,13 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
     let defaults = &fx["defaults"];
     let mut checked = (0, 0, 0);
     for c in fx["cases"].as_array().expect("cases") {
-        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
-        let u = |k: &str| key(k).as_u64().expect(k);
-        let (w, h) = (
-            c["width"].as_u64().expect("fixture"),
-            c["height"].as_u64().expect("fixture"),
-        );
+        let ((w, h), keys) = fixture_image(c, defaults);
         let (tiles, pads) = (
             c["tiles"].as_u64().expect("fixture"),
             c["pad_tokens"].as_u64().expect("fixture"),
         );
         let ctx = format!("{} {} {}", c["media"], c["source"], c["settings"]);
         if c["media"] == "image" {
-            let keys = ImageKeys {
-                max_pixels: u("image_max_pixels"),
-                min_pixels: u("image_min_pixels"),
-                crop_to_patches: c["settings"]["crop_to_patches"] == true,
-            };
             checked.0 += 1;
             if tiles > 1 {
                 checked.2 += 1;
@@ -1500,12 +1512,7 @@ fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
     let defaults = &fx["defaults"];
     let mut checked = (0, 0);
     for c in fx["cases"].as_array().expect("cases") {
-        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
-        let u = |k: &str| key(k).as_u64().expect(k);
-        let (w, h) = (
-            c["width"].as_u64().expect("fixture"),
-            c["height"].as_u64().expect("fixture"),
-        );
+        let ((w, h), keys) = fixture_image(c, defaults);
         let (crops, pads) = (
             c["crops"].as_u64().expect("fixture"),
             c["pad_tokens"].as_u64().expect("fixture"),
@@ -1513,11 +1520,6 @@ fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
         let ctx = format!("{} {} {}", c["media"], c["source"], c["settings"]);
         if c["media"] == "image" {
             checked.0 += 1;
-            let keys = ImageKeys {
-                max_pixels: u("image_max_pixels"),
-                min_pixels: u("image_min_pixels"),
-                crop_to_patches: false,
-            };
             // The tower sees the base view and each tile: 576 patches + a class token each.
             for v in [&image, &video] {
                 assert_eq!(
@@ -1555,14 +1557,9 @@ fn glm4v_image_tokens_equal_llamafactory_on_real_files() {
     let defaults = &fx["defaults"];
     let mut checked = 0;
     for c in fx["cases"].as_array().expect("cases") {
-        let key = |k: &str| c["settings"].get(k).unwrap_or(&defaults[k]).clone();
-        let u = |k: &str| key(k).as_u64().expect(k);
-        let (w, h) = (
-            c["width"].as_u64().expect("fixture"),
-            c["height"].as_u64().expect("fixture"),
-        );
+        let ((w, h), keys) = fixture_image(c, defaults);
         let ctx = format!("{} {}", c["source"], c["settings"]);
-        let got = p.image(w, h, u("image_max_pixels"), u("image_min_pixels"));
+        let got = p.image(w, h, keys.max_pixels, keys.min_pixels);
         let grid: Vec<u64> = c["grid"]
             .as_array()
             .expect("fixture")
@@ -1573,11 +1570,6 @@ fn glm4v_image_tokens_equal_llamafactory_on_real_files() {
         let pads = c["pad_tokens"].as_u64().expect("fixture");
         assert_eq!(got.pads, pads, "{ctx}");
         assert_eq!(got.text, c["text"].as_str().expect("fixture"), "{ctx}");
-        let keys = ImageKeys {
-            max_pixels: u("image_max_pixels"),
-            min_pixels: u("image_min_pixels"),
-            crop_to_patches: false,
-        };
         assert_eq!(v.sized_image_tokens(w, h, &keys).0, pads + 2, "{ctx}");
         checked += 1;
     }

@@ -72,53 +72,18 @@ impl Nf4Weight {
 
     /// Put already-quantized parts (e.g. from a `*-bnb-4bit` checkpoint) on the device.
     pub fn upload(q: &Quantized4bit, device: &Device) -> Result<Self> {
-        let (out, inp) = (q.shape[0], q.shape.get(1).copied().unwrap_or(1));
-        if q.blocksize == 0 || !q.blocksize.is_multiple_of(8) {
-            return Err(Error::Invalid(format!(
-                "a 4-bit weight [{out}, {inp}] has blocksize {}; it must be a multiple of 8",
-                q.blocksize
-            )));
-        }
-        let blocks = (out * inp).div_ceil(q.blocksize);
-        // Pad the codes to whole blocks (blocksize / 8 words each).
-        let mut bytes = q.packed.clone();
-        bytes.resize(blocks * q.blocksize / 2, 0);
-        let words = words_of(&bytes);
+        let p = Q4Parts::of(q)?;
         let floats =
             |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
-        let ints = |v: Vec<i32>| {
-            let n = v.len();
-            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
-        };
-        let (absmax, scale_codes, map, nested_blocksize, offset) = match &q.absmax {
-            Absmax::Plain(v) => (floats(v), ints(vec![0]), floats(&[0.0]), 0, 0.0),
-            Absmax::Nested {
-                codes,
-                nested_absmax,
-                code,
-                nested_blocksize,
-                offset,
-            } => (
-                floats(nested_absmax),
-                ints(words_of(codes)),
-                floats(code),
-                *nested_blocksize,
-                *offset,
-            ),
-        };
+        let ints =
+            |v: &[i32]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
         Ok(Nf4Weight {
-            words: ints(words),
-            absmax,
-            scale_codes,
-            code: floats(q.quant_type.code()),
-            map,
-            meta: Q4Meta {
-                out,
-                inp,
-                blocksize: q.blocksize,
-                nested_blocksize,
-                offset,
-            },
+            words: ints(&p.words),
+            absmax: floats(&p.absmax),
+            scale_codes: ints(&p.scale_codes),
+            code: floats(&p.code),
+            map: floats(&p.map),
+            meta: p.meta,
         })
     }
 
@@ -165,6 +130,65 @@ impl Nf4Weight {
 }
 
 /// Bytes as little-endian i32 words, zero-padded to a whole word.
+/// A 4-bit weight's parts as the kernels read them, on the host: the codes padded to whole blocks
+/// as 32-bit words, the block scales (or double quant's nested scales, 8-bit codes four to a word
+/// and their code table; a placeholder each without double quant), the 4-bit code table.
+#[derive(Debug, Clone)]
+pub(crate) struct Q4Parts {
+    pub words: Vec<i32>,
+    pub absmax: Vec<f32>,
+    pub scale_codes: Vec<i32>,
+    pub code: Vec<f32>,
+    pub map: Vec<f32>,
+    pub meta: Q4Meta,
+}
+
+impl Q4Parts {
+    pub fn of(q: &Quantized4bit) -> Result<Self> {
+        let (out, inp) = (q.shape[0], q.shape.get(1).copied().unwrap_or(1));
+        if q.blocksize == 0 || !q.blocksize.is_multiple_of(8) {
+            return Err(Error::Invalid(format!(
+                "a 4-bit weight [{out}, {inp}] has blocksize {}; it must be a multiple of 8",
+                q.blocksize
+            )));
+        }
+        let blocks = (out * inp).div_ceil(q.blocksize);
+        // Pad the codes to whole blocks (blocksize / 8 words each).
+        let mut bytes = q.packed.clone();
+        bytes.resize(blocks * q.blocksize / 2, 0);
+        let (absmax, scale_codes, map, nested_blocksize, offset) = match &q.absmax {
+            Absmax::Plain(v) => (v.clone(), vec![0], vec![0.0], 0, 0.0),
+            Absmax::Nested {
+                codes,
+                nested_absmax,
+                code,
+                nested_blocksize,
+                offset,
+            } => (
+                nested_absmax.clone(),
+                words_of(codes),
+                code.clone(),
+                *nested_blocksize,
+                *offset,
+            ),
+        };
+        Ok(Q4Parts {
+            words: words_of(&bytes),
+            absmax,
+            scale_codes,
+            code: q.quant_type.code().to_vec(),
+            map,
+            meta: Q4Meta {
+                out,
+                inp,
+                blocksize: q.blocksize,
+                nested_blocksize,
+                offset,
+            },
+        })
+    }
+}
+
 pub(crate) fn words_of(bytes: &[u8]) -> Vec<i32> {
     bytes
         .chunks(4)

@@ -150,10 +150,10 @@ mod tests {
     //! CI), bit for bit against lorafit-quant's reference, `Half::table` and shaders/'s kernels.
 
     use burn::backend::Cube;
-    use lorafit_quant::{Absmax, QuantType, Quantized4bit};
+    use lorafit_quant::{QuantType, Quantized4bit};
 
     use super::*;
-    use crate::quant::words_of;
+    use crate::quant::Q4Parts;
     use crate::quant_ops::{Half, QuantOps};
 
     /// The default wgpu device, or `None` (with the reason printed) where there is no adapter.
@@ -210,47 +210,14 @@ mod tests {
         CubeTensor,
         Q4Meta,
     ) {
-        let (out, inp) = (q.shape[0], q.shape[1]);
-        let blocks = (out * inp).div_ceil(q.blocksize);
-        let mut packed = q.packed.clone();
-        packed.resize(blocks * q.blocksize / 2, 0);
-        let (absmax, scale_codes, map, nested_blocksize, offset) = match &q.absmax {
-            Absmax::Plain(v) => (
-                floats(device, v),
-                ints(device, &[0]),
-                floats(device, &[0.0]),
-                0,
-                0.0,
-            ),
-            Absmax::Nested {
-                codes,
-                nested_absmax,
-                code,
-                nested_blocksize,
-                offset,
-            } => (
-                floats(device, nested_absmax),
-                ints(device, &words_of(codes)),
-                floats(device, code),
-                *nested_blocksize,
-                *offset,
-            ),
-        };
-        let meta = Q4Meta {
-            out,
-            inp,
-            blocksize: q.blocksize,
-            nested_blocksize,
-            offset,
-        };
-        let code = floats(device, q.quant_type.code());
+        let p = Q4Parts::of(q).expect("parts");
         (
-            ints(device, &words_of(&packed)),
-            absmax,
-            scale_codes,
-            code,
-            map,
-            meta,
+            ints(device, &p.words),
+            floats(device, &p.absmax),
+            ints(device, &p.scale_codes),
+            floats(device, &p.code),
+            floats(device, &p.map),
+            p.meta,
         )
     }
 

@@ -88,6 +88,12 @@ impl QwenProcessor {
     fn factor(&self) -> u64 {
         self.patch * self.merge
     }
+
+    /// Whether [`QwenProcessor::video`] is this family's video path (GLM-4.1V samples its videos
+    /// with its own processor, which lorafit does not model).
+    pub fn has_video(&self) -> bool {
+        !self.glm
+    }
 }
 
 /// LLaMA-Factory's `video_*` keys.

@@ -181,12 +181,35 @@ impl VisionKind {
     /// Whether lorafit models this tower's video path (the Qwen-VL family's, InternVL's and
     /// LLaVA-NeXT-Video's).
     pub fn has_video(self) -> bool {
-        (QwenProcessor::of(self).is_some() && self != VisionKind::Glm4v)
+        QwenProcessor::of(self).is_some_and(|p| p.has_video())
             || matches!(self, VisionKind::InternVit | VisionKind::LlavaNextVideo)
     }
 }
 
 impl Vision {
+    /// A tower of `kind` with nothing counted yet: each `parse` arm fills in its own fields; the
+    /// rest are what most towers have (tokens from the patch grid, no pinpoints, nothing outside
+    /// the tower and projector).
+    fn blank(kind: VisionKind) -> Vision {
+        Vision {
+            kind,
+            hidden_size: 0,
+            intermediate_size: 0,
+            depth: 0,
+            num_heads: 0,
+            patch_size: 0,
+            merge: 1,
+            block_linears: Vec::new(),
+            tower_params: 0,
+            projector_params: 0,
+            projector_linears: Vec::new(),
+            fixed_tokens: None,
+            fixed_patches: None,
+            pinpoints: Vec::new(),
+            wrapper_params: 0,
+        }
+    }
+
     /// Parse `vision_config` of a multimodal config whose top-level `model_type` is `top_type`.
     /// `None` when the type has no tower lorafit knows.
     pub fn parse(
@@ -240,7 +263,6 @@ impl Vision {
                     lin("mlp.2", e * m * m, out, true, 1),
                 ];
                 Vision {
-                    kind,
                     hidden_size: e,
                     intermediate_size: e * ratio,
                     depth,
@@ -251,10 +273,7 @@ impl Vision {
                     projector_params: sum(&proj) + 2 * e,
                     block_linears: block,
                     projector_linears: proj,
-                    fixed_tokens: None,
-                    fixed_patches: None,
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Qwen25Vl => {
@@ -277,7 +296,6 @@ impl Vision {
                     lin("mlp.2", h * m * m, out, true, 1),
                 ];
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -288,10 +306,7 @@ impl Vision {
                     projector_params: sum(&proj) + h,
                     block_linears: block,
                     projector_linears: proj,
-                    fixed_tokens: None,
-                    fixed_patches: None,
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Qwen3Vl => {
@@ -321,7 +336,6 @@ impl Vision {
                 // DeepStack mergers: the same MLP with its norm after the shuffle (width h·m²).
                 let deep = deepstack * (sum(&proj) + 2 * hm);
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -337,10 +351,7 @@ impl Vision {
                     projector_params: sum(&proj) + 2 * h,
                     block_linears: block,
                     projector_linears: proj,
-                    fixed_tokens: None,
-                    fixed_patches: None,
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Siglip => {
@@ -354,7 +365,6 @@ impl Vision {
                 let block = vit_block("out_proj", h, i, true, depth);
                 let tokens = get_u64(top, "mm_tokens_per_image")?.unwrap_or(256);
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -373,8 +383,7 @@ impl Vision {
                     projector_linears: Vec::new(),
                     fixed_tokens: Some(tokens),
                     fixed_patches: Some(patches),
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Pixtral => {
@@ -404,7 +413,6 @@ impl Vision {
                     lin("linear_2", text_hidden, text_hidden, bias, 1),
                 ];
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -415,10 +423,7 @@ impl Vision {
                     projector_params: sum(&proj) + h,
                     block_linears: block,
                     projector_linears: proj,
-                    fixed_tokens: None,
-                    fixed_patches: None,
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Llama4 => {
@@ -447,7 +452,6 @@ impl Vision {
                     1,
                 )];
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -467,8 +471,7 @@ impl Vision {
                     // One 336-px tile: 576 patches shuffled to 144 tokens.
                     fixed_tokens: Some(patches / 4),
                     fixed_patches: Some(patches + 1),
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Clip | VisionKind::LlavaNext | VisionKind::LlavaNextVideo => {
@@ -489,7 +492,6 @@ impl Vision {
                     lin("linear_2", text_hidden, text_hidden, bias, 1),
                 ];
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -521,6 +523,7 @@ impl Vision {
                     } else {
                         0
                     },
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::InternVit => {
@@ -557,7 +560,6 @@ impl Vision {
                     0
                 };
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -585,8 +587,7 @@ impl Vision {
                         get_u64(top, "image_seq_length")?.unwrap_or(patches / (fold * fold)),
                     ),
                     fixed_patches: Some(patches + 1),
-                    pinpoints: Vec::new(),
-                    wrapper_params: 0,
+                    ..Vision::blank(kind)
                 }
             }
             VisionKind::Glm4v => {
@@ -613,7 +614,6 @@ impl Vision {
                     lin("down_proj", i, out, false, 1),
                 ];
                 Vision {
-                    kind,
                     hidden_size: h,
                     intermediate_size: out,
                     depth,
@@ -625,12 +625,10 @@ impl Vision {
                     projector_params: sum(&proj) + 2 * out,
                     block_linears: block,
                     projector_linears: proj,
-                    fixed_tokens: None,
-                    fixed_patches: None,
-                    pinpoints: Vec::new(),
                     // Outside both: learned positions, the norms around the blocks and the 2×2
                     // downsampling convolution — trained with the language model.
                     wrapper_params: (img / p.max(1)).pow(2) * h + 2 * h + out * h * m * m + out,
+                    ..Vision::blank(kind)
                 }
             }
         };
@@ -715,9 +713,10 @@ impl Vision {
             (VisionKind::LlavaNextVideo, Some(t), Some(p)) => {
                 return Some(media::llava_next_video(file, keys, t / 4, p));
             }
-            (VisionKind::Glm4v, _, _) => return None,
             _ => {}
         }
-        Some(QwenProcessor::of(self.kind)?.video(file, keys))
+        QwenProcessor::of(self.kind)
+            .filter(QwenProcessor::has_video)
+            .map(|p| p.video(file, keys))
     }
 }
