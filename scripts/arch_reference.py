@@ -39,6 +39,8 @@ COMPOSITE = {
     "llava_next_video": (["multi_modal_projector"], ["vision_tower"], []),
     "glm4v": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
+    "paligemma": (["multi_modal_projector"], ["vision_tower"], []),
+    "mllama": (["multi_modal_projector"], ["vision_model"], []),
     "qwen2_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen2_5_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen3_vl": (["visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks", "visual.deepstack_merger_list"], ["patch_embed"]),

@@ -343,7 +343,7 @@ fn freeze_kind_params(arch: &ModelArch, module: &str, kind: LayerKind) -> Option
     };
     let mixer = |l: &Linear| ATTENTION_LINEARS.contains(&l.name) || is_mixer_linear(l.name);
     // The mixer's 1-D parameters: everything but the two layer norms and router biases.
-    let norms = 2.0 * arch.hidden_size as f64;
+    let norms = 2.0 * arch.norm_width() as f64;
     let other = arch.kind_other_params(kind) as f64;
     let mixer_other = (other - norms).max(0.0);
     Some(match module {
@@ -352,8 +352,9 @@ fn freeze_kind_params(arch: &ModelArch, module: &str, kind: LayerKind) -> Option
             sum(&mixer) + mixer_other
         }
         "linear_attn" if kind.mixer == Mixer::LinearAttention => sum(&mixer) + mixer_other,
+        "cross_attn" if kind.mixer == Mixer::CrossAttention => sum(&mixer) + mixer_other,
         "mlp" | "block_sparse_moe" | "feed_forward" => sum(&|l| !mixer(l)),
-        "input_layernorm" | "post_attention_layernorm" => arch.hidden_size as f64,
+        "input_layernorm" | "post_attention_layernorm" => arch.norm_width() as f64,
         name if linears.iter().any(|l| l.name == name) => sum(&|l| l.name == name),
         _ => return None,
     })
@@ -1020,11 +1021,18 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     } else {
         Vec::new()
     };
+    // Llama 3.2 Vision's cross-attention layers attend to the tower's output (every tile's
+    // patches), not to the text: each keeps its keys and values over those patches for the
+    // backward. Not calibrated: from the module's structure.
+    let cross_patches = b * media_tokens(arch, plan).patches as f64;
     // Saved activations of one layer of each kind: the calibrated dense terms, the adapters'
     // extra copies of their inputs, DeltaNet's projections and chunk states, eager scores.
     let layer_activations = |kind: LayerKind| -> f64 {
         let mut per_token = scale
-            * (ACT_PER_HIDDEN * h + ACT_PER_INTERMEDIATE * arch.kind_intermediate(kind) as f64)
+            * (ACT_PER_HIDDEN * h
+                + ACT_PER_INTERMEDIATE
+                    * arch.mlp_activation_share()
+                    * arch.kind_intermediate(kind) as f64)
             + fp32_extra;
         let here = arch.kind_linears(kind);
         let in_kind = |l: &&Linear| {
@@ -1075,6 +1083,17 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
                     * (la.num_value_heads * la.key_head_dim * la.value_head_dim) as f64
                     * 4.0;
             }
+            (Mixer::CrossAttention, _) => {
+                bytes += cross_patches * 2.0 * arch.kv_dim() as f64 * cb;
+                if plan.attention == Attention::Eager {
+                    bytes += b
+                        * arch.num_attention_heads as f64
+                        * s
+                        * (cross_patches / b.max(1.0))
+                        * EAGER_BYTES_PER_SCORE
+                        * scale;
+                }
+            }
             _ if plan.attention == Attention::Eager => {
                 bytes +=
                     b * arch.num_attention_heads as f64 * s * s * EAGER_BYTES_PER_SCORE * scale;
@@ -1082,6 +1101,16 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
             _ => {}
         }
         bytes
+    };
+    // The projected image features every cross-attention layer reads, kept once.
+    let cross_states = if arch
+        .layer_kinds
+        .iter()
+        .any(|k| k.mixer == Mixer::CrossAttention)
+    {
+        cross_patches * h * cb
+    } else {
+        0.0
     };
     let kinds = arch.kind_counts();
     // Every layer keeps its activations, frozen ones too: LLaMA-Factory makes the embedding output
@@ -1130,7 +1159,7 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
     let logits = logits + ref_logits;
     let mut host_checkpoints = 0.0;
     let (activations, logit_part) = if plan.gradient_checkpointing {
-        let mut ckpt = arch.num_layers as f64 * tokens * h * res_bytes + tower_ckpt;
+        let mut ckpt = arch.num_layers as f64 * tokens * h * res_bytes + tower_ckpt + cross_states;
         if plan.offload_checkpoints {
             // Unsloth's checkpointing keeps the layer inputs in host RAM (two on the GPU).
             host_checkpoints = ckpt;
@@ -1143,7 +1172,7 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
             (ckpt + recompute, 0.0)
         }
     } else {
-        (all_layers + tower_all, logits)
+        (all_layers + tower_all + cross_states, logits)
     };
     cpu += host_checkpoints;
 

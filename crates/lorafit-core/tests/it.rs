@@ -1,8 +1,8 @@
 //! lorafit-core's one integration-test binary: parameter counts, config parsing and its errors,
 //! the validation against measured GPU memory, exports, and property tests.
 
-use lorafit_core::arch::ModelArch;
 use lorafit_core::arch::media::ImageKeys;
+use lorafit_core::arch::{ModelArch, VisionKind};
 use lorafit_core::estimate::{self, ModelSource};
 use lorafit_core::plan::{Settings, Val, Zero};
 use lorafit_core::{catalog, export, validation};
@@ -1086,6 +1086,23 @@ fn new_architectures_match_their_model_cards() {
         // LLaMA-Factory's supported-models table: MiniMax-M2 229 B (without its multi-token
         // prediction modules, which transformers does not build either).
         ("MiniMaxAI/MiniMax-M2", 229e9),
+        // The Hub's counts: Qwen1.5-MoE-A2.7B 14.3 B, Qwen2-57B-A14B 57.4 B; StarCoder 2 3.03 /
+        // 7.17 / 15.96 B (3B and 7B tie their embeddings, 15B does not); Pixtral 12B 12.7 B;
+        // PaliGemma 3B 2.92 B, PaliGemma 2 3.03 / 9.66 / 27.7 B; Mistral Small 3 23.6 B.
+        ("Qwen/Qwen1.5-MoE-A2.7B", 14.3e9),
+        ("Qwen/Qwen2-57B-A14B", 57.4e9),
+        ("bigcode/starcoder2-3b", 3.03e9),
+        ("bigcode/starcoder2-7b", 7.17e9),
+        ("bigcode/starcoder2-15b", 15.96e9),
+        ("mistral-community/pixtral-12b", 12.7e9),
+        ("google/paligemma-3b-pt-224", 2.92e9),
+        ("google/paligemma2-3b-pt-224", 3.03e9),
+        ("google/paligemma2-10b-pt-448", 9.66e9),
+        ("google/paligemma2-28b-pt-896", 27.7e9),
+        ("mistralai/Mistral-Small-24B-Base-2501", 23.6e9),
+        // Llama 3.2 Vision 11B 10.7 B, 90B 88.6 B.
+        ("meta-llama/Llama-3.2-11B-Vision", 10.7e9),
+        ("meta-llama/Llama-3.2-90B-Vision-Instruct", 88.6e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
@@ -1111,12 +1128,111 @@ fn new_architectures_match_their_model_cards() {
     assert!(((scout.active_params() - scout.vision_params()) as f64 / 17e9 - 1.0).abs() < 0.02);
     let vl = arch("Qwen/Qwen2.5-VL-7B-Instruct");
     assert!((vl.vision_params() as f64 / 0.67e9 - 1.0).abs() < 0.02);
+    // Active: Qwen1.5-MoE 2.7 B ("A2.7B"), Qwen2-57B 14 B ("A14B"): 4 of 60 and 8 of 64 routed
+    // experts, the shared expert always.
+    let q15 = arch("Qwen/Qwen1.5-MoE-A2.7B");
+    assert!((q15.active_params() as f64 / 2.7e9 - 1.0).abs() < 0.02);
+    let q57 = arch("Qwen/Qwen2-57B-A14B");
+    assert!((q57.active_params() as f64 / 14e9 - 1.0).abs() < 0.02);
+    // Pixtral's 400 M vision encoder (the tower without LLaVA's projector).
+    let pix = arch("mistral-community/pixtral-12b").vision.expect("tower");
+    assert!((pix.tower_params as f64 / 0.4e9 - 1.0).abs() < 0.02);
+    // StarCoder 2: LayerNorms with biases, a plain GELU MLP (`c_fc`, `c_proj`) with biases,
+    // biased attention projections; LoRA `all` finds exactly those.
+    let sc = arch("bigcode/starcoder2-3b");
+    assert_eq!(
+        sc.all_lora_targets(),
+        ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"]
+    );
+    assert!(sc.layer_linears().iter().all(|l| l.bias));
+    assert_eq!(sc.norm_width(), 2 * sc.hidden_size);
     // The stacks: 3 dense + 58 MoE layers; 36 DeltaNet + 12 attention; Maverick alternates.
     assert_eq!(v3.layer_kinds.iter().filter(|k| k.moe).count(), 58);
     let next = arch("Qwen/Qwen3-Next-80B-A3B-Instruct");
     assert_eq!(next.attention_layers(), 12);
     let mav = arch("meta-llama/Llama-4-Maverick-17B-128E");
     assert_eq!(mav.layer_kinds.iter().filter(|k| k.moe).count(), 24);
+}
+
+#[test]
+fn paligemma_and_pixtral_take_their_processors_tokens() {
+    let tower = |id: &str| {
+        catalog::find_model(id)
+            .expect(id)
+            .arch()
+            .expect("arch")
+            .vision
+            .expect("tower")
+    };
+    // PaliGemma: every 14-px patch of the fixed square is a token (LLaMA-Factory's paligemma
+    // plugin repeats the image token `image_seq_length` times), whatever the image.
+    let keys = ImageKeys::default();
+    for (id, n) in [
+        ("google/paligemma-3b-pt-224", 256),
+        ("google/paligemma2-10b-pt-448", 1024),
+        ("google/paligemma2-28b-pt-896", 4096),
+    ] {
+        let v = tower(id);
+        assert_eq!(v.kind, VisionKind::PaliGemma);
+        assert_eq!(v.image_tokens(&keys), (n, n), "{id}");
+        assert_eq!(v.sized_image_tokens(1000, 300, &keys), (n, n), "{id}");
+    }
+    // Pixtral 12B (LLaVA format): 16-px patches, no merger; a 768² image (LLaMA-Factory's
+    // default image_max_pixels) is 48 × 48 patches plus a break token per row (the last one
+    // the end token).
+    let pix = tower("mistral-community/pixtral-12b");
+    assert_eq!((pix.kind, pix.merge), (VisionKind::Pixtral, 1));
+    assert_eq!(pix.image_tokens(&keys), (48 * 48 + 48, 48 * 48));
+    // Mistral Small 3.1 keeps its 2×2 merger: 28-px cells.
+    let small = tower("mistralai/Mistral-Small-3.1-24B-Instruct-2503");
+    assert_eq!(small.image_tokens(&keys), (27 * 27 + 27, 4 * 27 * 27));
+    // A PaliGemma LoRA leaves the SigLIP tower alone unless `freeze_vision_tower: false`, which
+    // wraps its 27 blocks' q/k/v/out_proj and fc1/fc2 too (rank 8: 8 × (in + out) each).
+    let base = "model_name_or_path: google/paligemma2-3b-pt-224\nfinetuning_type: lora\nlora_rank: 8\nlora_target: all\n";
+    let frozen = est(base).trainable_params;
+    let open = est(&format!("{base}freeze_vision_tower: false\n")).trainable_params;
+    let (h, i) = (1152u64, 4304u64);
+    assert_eq!(open - frozen, 27 * 8 * (4 * 2 * h + 2 * (h + i)));
+}
+
+#[test]
+fn llama_3_2_vision_reads_the_image_through_cross_attention() {
+    use lorafit_core::arch::Mixer;
+    let arch = catalog::find_model("meta-llama/Llama-3.2-11B-Vision-Instruct")
+        .expect("id")
+        .arch()
+        .expect("arch");
+    // 40 decoder layers, of which `cross_attention_layers` 3, 8, …, 38 attend to the image.
+    let cross: Vec<usize> = (0..arch.layer_kinds.len())
+        .filter(|&i| arch.layer_kinds[i].mixer == Mixer::CrossAttention)
+        .collect();
+    assert_eq!(cross, [3, 8, 13, 18, 23, 28, 33, 38]);
+    // One <|image|> token in the text; the tower encodes 4 tiles of 40 × 40 patches + a class
+    // token each.
+    let v = arch.vision.clone().expect("tower");
+    assert_eq!(v.kind, VisionKind::Mllama);
+    assert_eq!(v.image_tokens(&ImageKeys::default()), (1, 4 * 1601));
+    // LLaMA-Factory's `all` wraps the cross-attention projections too (not the tower's).
+    let base = "model_name_or_path: meta-llama/Llama-3.2-11B-Vision-Instruct\nfinetuning_type: lora\nlora_rank: 8\nlora_target: all\ncutoff_len: 1024\nper_device_train_batch_size: 1\n";
+    let e = est(&format!("{base}images_per_sample: 1\n"));
+    assert_eq!(e.trainable_params, 26_214_400);
+    // Without checkpointing each cross-attention layer keeps keys and values over the image's
+    // 6404 patches: a second image costs 8 layers × 6404 × 2 × 1024 (kv width) × 2 bytes (bf16)
+    // and the projected features 6404 × 4096 × 2 bytes, and nothing in the text sequence (one
+    // token an image). With checkpointing only the features stay (the logits outweigh one
+    // layer's recomputation).
+    let grown = |extra: &str| {
+        let one = est(&format!("{base}bf16: true\n{extra}images_per_sample: 1\n"));
+        let two = est(&format!("{base}bf16: true\n{extra}images_per_sample: 2\n"));
+        (two.breakdown.activations - one.breakdown.activations) as f64
+    };
+    let features = 6404.0 * 4096.0 * 2.0;
+    let kv = 8.0 * 6404.0 * 2.0 * 1024.0 * 2.0;
+    assert_eq!(grown(""), features);
+    assert_eq!(
+        grown("disable_gradient_checkpointing: true\n"),
+        features + kv
+    );
 }
 
 #[test]
@@ -1543,7 +1659,6 @@ fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
 
 #[test]
 fn glm4v_image_tokens_equal_llamafactory_on_real_files() {
-    use lorafit_core::arch::VisionKind;
     use lorafit_core::arch::media::QwenProcessor;
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/glm4v_tokens.json")).expect("fixture");

@@ -102,6 +102,10 @@ pub enum Mixer {
     Attention,
     /// Gated DeltaNet.
     LinearAttention,
+    /// Gated cross-attention to the image features (Llama 3.2 Vision's `cross_attention_layers`):
+    /// queries from the text, keys and values from the vision tower's output; q/k norms and two
+    /// tanh gates.
+    CrossAttention,
 }
 
 /// The kind of one decoder layer: its token mixer and whether its MLP is routed experts.
@@ -179,8 +183,14 @@ pub struct ModelArch {
     pub qk_norm_full: bool,
     /// Bias on o_proj (gpt-oss; seed_oss's `attention_out_bias`, ernie's `use_bias`).
     pub o_bias: bool,
-    /// Bias on the MLP's gate / up / down projections (llama-style `mlp_bias`, ernie's `use_bias`).
+    /// Bias on the MLP's gate / up / down projections (llama-style `mlp_bias`, ernie's `use_bias`,
+    /// starcoder2's `use_bias`).
     pub mlp_bias: bool,
+    /// The MLP is gated (SwiGLU / GeGLU: gate, up, down); starcoder2's is `c_fc` → GELU →
+    /// `c_proj`.
+    pub gated_mlp: bool,
+    /// The norms are LayerNorms with a bias (starcoder2), not RMSNorms: twice the parameters.
+    pub norm_bias: bool,
     /// Attention sinks: one learned logit per head and layer (gpt-oss).
     pub attention_sinks: bool,
     /// `q_proj` also produces a sigmoid output gate (qwen3_next, qwen3_5): twice as wide.
@@ -219,6 +229,7 @@ fn serialize_kinds<S: serde::Serializer>(kinds: &[LayerKind], s: S) -> Result<S:
             let mixer = match k.mixer {
                 Mixer::Attention => "attention",
                 Mixer::LinearAttention => "linear attention",
+                Mixer::CrossAttention => "cross attention",
             };
             format!("{n} × {mixer} + {}", if k.moe { "moe" } else { "mlp" })
         })
@@ -351,6 +362,10 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "ernie4_5_moe",
     "hunyuan_v1_dense",
     "minimax_m2",
+    "qwen2_moe",
+    "starcoder2",
+    "paligemma",
+    "mllama",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -364,6 +379,7 @@ fn normalise_text_type(t: &str) -> &str {
         "qwen3_5_moe_text" => "qwen3_5_moe",
         "llama4_text" => "llama4",
         "glm4v_text" | "glm4v" => "glm4",
+        "mllama_text_model" => "mllama",
         other => other,
     }
 }
@@ -380,6 +396,24 @@ fn layer_kinds(
     // is full attention (qwen3_next / qwen3_5).
     let hybrid = matches!(model_type, "qwen3_next" | "qwen3_5" | "qwen3_5_moe");
     let mut mixers = vec![Mixer::Attention; n];
+    if model_type == "mllama" {
+        let Some(Value::Array(cross)) = obj.get("cross_attention_layers") else {
+            return Err(Error::ModelConfig(
+                "mllama needs `cross_attention_layers` (the decoder layers that attend to the image)"
+                    .into(),
+            ));
+        };
+        for c in cross {
+            match c.as_u64() {
+                Some(i) if (i as usize) < n => mixers[i as usize] = Mixer::CrossAttention,
+                _ => {
+                    return Err(Error::ModelConfig(format!(
+                        "`cross_attention_layers` entry {c} is not a layer index below {n}"
+                    )));
+                }
+            }
+        }
+    }
     if hybrid {
         match obj.get("layer_types") {
             Some(Value::Array(a)) => {
@@ -438,7 +472,7 @@ fn layer_kinds(
                     *m = (i + 1).is_multiple_of(every) && i >= start && i <= end;
                 }
             }
-            "qwen3_moe" | "qwen3_next" => {
+            "qwen2_moe" | "qwen3_moe" | "qwen3_next" => {
                 let step = get_u64(obj, "decoder_sparse_step")?.unwrap_or(1).max(1);
                 let only = ids("mlp_only_layers");
                 for (i, m) in moe_layer.iter_mut().enumerate() {
@@ -488,8 +522,13 @@ impl ModelArch {
             .and_then(Value::as_str)
             .unwrap_or_default();
         // Multimodal wrappers (gemma3, llava-style, Qwen-VL) keep the language model in `text_config`.
+        // PaliGemma's top level also carries a `hidden_size` that is not the language model's.
         let obj = match top.get("text_config") {
-            Some(Value::Object(tc)) if top.get("hidden_size").is_none() => tc,
+            Some(Value::Object(tc))
+                if top.get("hidden_size").is_none() || top_type == "paligemma" =>
+            {
+                tc
+            }
             _ => top,
         };
         let raw_type = obj
@@ -565,11 +604,18 @@ impl ModelArch {
         }
         let tie_word_embeddings = get_bool(obj, "tie_word_embeddings")
             .or_else(|| get_bool(top, "tie_word_embeddings"))
-            .unwrap_or(matches!(mt, "gemma" | "gemma2" | "gemma3_text"));
+            .unwrap_or(matches!(
+                mt,
+                "gemma" | "gemma2" | "gemma3_text" | "starcoder2"
+            ));
         // ERNIE 4.5's `use_bias` puts a bias on every attention and MLP projection.
         let ernie_bias = get_bool(obj, "use_bias").unwrap_or(false);
+        // StarCoder 2's `use_bias` (default on) puts a bias on every projection.
+        let starcoder_bias = get_bool(obj, "use_bias").unwrap_or(true);
         let qkv_bias = match mt {
             "qwen2" => true,
+            "qwen2_moe" => get_bool(obj, "qkv_bias").unwrap_or(true),
+            "starcoder2" => starcoder_bias,
             "glm4" | "glm4_moe" => get_bool(obj, "attention_bias").unwrap_or(true),
             "ernie4_5" | "ernie4_5_moe" => ernie_bias,
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
@@ -611,7 +657,7 @@ impl ModelArch {
                 experts("num_experts_per_tok")?,
                 intermediate_size,
             )),
-            "qwen3_next" | "qwen3_5_moe" => Some(Moe {
+            "qwen2_moe" | "qwen3_next" | "qwen3_5_moe" => Some(Moe {
                 shared_intermediate_size: get_u64(obj, "shared_expert_intermediate_size")?
                     .unwrap_or(0),
                 shared_expert_gate: true,
@@ -723,6 +769,7 @@ impl ModelArch {
             o_bias: match mt {
                 "gpt_oss" => true,
                 "seed_oss" => get_bool(obj, "attention_out_bias").unwrap_or(false),
+                "starcoder2" => starcoder_bias,
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
                 "llama" | "qwen3" | "qwen3_moe" | "granite" | "olmo2" | "gemma" | "gemma2"
                 | "gemma3_text" | "hunyuan_v1_dense" => qkv_bias,
@@ -731,8 +778,11 @@ impl ModelArch {
             mlp_bias: match mt {
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
                 "llama" | "granite" | "seed_oss" => get_bool(obj, "mlp_bias").unwrap_or(false),
+                "starcoder2" => starcoder_bias,
                 _ => false,
             },
+            gated_mlp: mt != "starcoder2",
+            norm_bias: mt == "starcoder2",
             attention_sinks: mt == "gpt_oss",
             attn_output_gate: matches!(mt, "qwen3_next" | "qwen3_5" | "qwen3_5_moe"),
             model_type,
@@ -872,6 +922,11 @@ impl ModelArch {
         };
         let mb = self.mlp_bias;
         let dense = |v: &mut Vec<Linear>, i: u64| {
+            if !self.gated_mlp {
+                v.push(lin("c_fc", h, i, mb, 1));
+                v.push(lin("c_proj", i, h, mb, 1));
+                return;
+            }
             if self.fused_gate_up {
                 v.push(lin("gate_up_proj", h, 2 * i, mb, 1));
             } else {
@@ -944,7 +999,7 @@ impl ModelArch {
     /// 1-D and other non-linear parameters of one layer of `kind`: norms, q/k norms, attention
     /// sinks, MLA's low-rank norms, DeltaNet's conv / decay / gate-norm, router biases.
     pub fn kind_other_params(&self, kind: LayerKind) -> u64 {
-        let mut n = self.norms_per_layer * self.hidden_size;
+        let mut n = self.norms_per_layer * self.norm_width();
         match (kind.mixer, &self.mla, &self.linear_attention) {
             (Mixer::LinearAttention, _, Some(la)) => {
                 let conv = 2 * la.key_dim() + la.value_dim();
@@ -953,6 +1008,8 @@ impl ModelArch {
             (_, Some(m), _) => {
                 n += m.kv_lora_rank + m.q_lora_rank.unwrap_or(0);
             }
+            // Per-head q / k RMSNorms and the attention and MLP gates.
+            (Mixer::CrossAttention, _, _) => n += 2 * self.head_dim + 2,
             _ => {
                 n += match (self.qk_norm, self.qk_norm_full) {
                     (true, true) => self.q_dim() + self.kv_dim(),
@@ -1022,9 +1079,25 @@ impl ModelArch {
             .sum()
     }
 
-    /// Embedding table parameters.
+    /// Parameters of one norm over the hidden size (a LayerNorm's bias doubles them).
+    pub fn norm_width(&self) -> u64 {
+        if self.norm_bias {
+            2 * self.hidden_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// The MLP's saved activations per intermediate unit relative to a gated MLP's four (gate,
+    /// up, act(gate), product): a plain MLP saves two (`c_fc`'s output and the GELU's).
+    pub fn mlp_activation_share(&self) -> f64 {
+        if self.gated_mlp { 1.0 } else { 0.5 }
+    }
+
+    /// Embedding table parameters (Llama 3.2 Vision's table has 8 rows beyond the vocabulary).
     pub fn embedding_params(&self) -> u64 {
-        self.vocab_size * self.hidden_size
+        let extra = if self.model_type == "mllama" { 8 } else { 0 };
+        (self.vocab_size + extra) * self.hidden_size
     }
 
     /// lm_head parameters (0 when tied to the embeddings).
@@ -1043,7 +1116,7 @@ impl ModelArch {
         self.decoder_params()
             + self.embedding_params()
             + self.lm_head_params()
-            + self.hidden_size
+            + self.norm_width()
             + self.vision.as_ref().map_or(0, |v| v.wrapper_params)
     }
 
@@ -1147,6 +1220,8 @@ impl ModelArch {
             fused_gate_up: false,
             o_bias: false,
             mlp_bias: false,
+            gated_mlp: true,
+            norm_bias: false,
             attention_sinks: false,
             attn_output_gate: false,
             moe: None,

@@ -22,9 +22,14 @@ pub enum VisionKind {
     /// Qwen3-VL / Qwen3.5: LayerNorm blocks, learned position table, 16-px patches, 2×2 merge,
     /// DeepStack mergers (Qwen3-VL).
     Qwen3Vl,
-    /// SigLIP (Gemma 3): fixed 896 px, 4096 patches pooled to `mm_tokens_per_image`.
+    /// SigLIP (Gemma 3): fixed 896 px, 4096 patches pooled to `mm_tokens_per_image`; an RMSNorm
+    /// and a bare projection matrix.
     Siglip,
-    /// Pixtral (Mistral Small 3.x): RMSNorm SwiGLU blocks, 2×2 patch merger.
+    /// SigLIP in PaliGemma / PaliGemma 2: fixed 224 / 448 / 896 px, every patch a token; one
+    /// `nn.Linear` projector.
+    PaliGemma,
+    /// Pixtral (Mistral Small 3.x): RMSNorm SwiGLU blocks, 2×2 patch merger; in a LLaVA config
+    /// (Pixtral 12B) no merger and LLaVA's two-layer projector.
     Pixtral,
     /// Llama 4: 336-px tiles, pixel shuffle 0.5 (144 tokens per tile).
     Llama4,
@@ -44,6 +49,11 @@ pub enum VisionKind {
     /// class token, pixel shuffle 0.5 (256 tokens per tile), a LayerNorm + 2-layer MLP projector;
     /// `crop_to_patches` tiles an image by its aspect ratio ([`media::internvl_image`](super::media::internvl_image)).
     InternVit,
+    /// Llama 3.2 Vision (`mllama`): 560-px tiles (up to `max_num_tiles`) of 14-px patches plus a
+    /// class token, a local and a gated global encoder, tile and aspect-ratio position tables;
+    /// the image enters the language model through cross-attention layers, not as tokens (one
+    /// `<|image|>` token per image).
+    Mllama,
 }
 
 /// A vision tower and its projector into the language model.
@@ -224,11 +234,22 @@ impl Vision {
             "gemma3" => VisionKind::Siglip,
             "mistral3" => VisionKind::Pixtral,
             "llama4" => VisionKind::Llama4,
+            "paligemma" => VisionKind::PaliGemma,
+            "llava"
+                if top
+                    .get("vision_config")
+                    .and_then(|v| v.get("model_type"))
+                    .and_then(Value::as_str)
+                    == Some("pixtral") =>
+            {
+                VisionKind::Pixtral
+            }
             "llava" => VisionKind::Clip,
             "llava_next" => VisionKind::LlavaNext,
             "llava_next_video" => VisionKind::LlavaNextVideo,
             "glm4v" => VisionKind::Glm4v,
             "internvl" => VisionKind::InternVit,
+            "mllama" => VisionKind::Mllama,
             _ => return Ok(None),
         };
         let Some(Value::Object(v)) = top.get("vision_config") else {
@@ -354,7 +375,7 @@ impl Vision {
                     ..Vision::blank(kind)
                 }
             }
-            VisionKind::Siglip => {
+            VisionKind::Siglip | VisionKind::PaliGemma => {
                 let (h, i, depth) = (
                     r("hidden_size")?,
                     r("intermediate_size")?,
@@ -363,7 +384,19 @@ impl Vision {
                 let (p, img) = (u("patch_size", 14)?, u("image_size", 896)?);
                 let patches = (img / p.max(1)).pow(2);
                 let block = vit_block("out_proj", h, i, true, depth);
-                let tokens = get_u64(top, "mm_tokens_per_image")?.unwrap_or(256);
+                let paligemma = kind == VisionKind::PaliGemma;
+                let tokens = if paligemma {
+                    patches
+                } else {
+                    get_u64(top, "mm_tokens_per_image")?.unwrap_or(256)
+                };
+                // PaliGemma: `multi_modal_projector.linear` to `projection_dim`, with a bias.
+                let out = get_u64(top, "projection_dim")?.unwrap_or(text_hidden);
+                let proj = if paligemma {
+                    vec![lin("linear", h, out, true, 1)]
+                } else {
+                    Vec::new()
+                };
                 Vision {
                     hidden_size: h,
                     intermediate_size: i,
@@ -378,9 +411,13 @@ impl Vision {
                         + patches * h
                         + 2 * h,
                     // Gemma 3: a bare [h_vision, h_text] matrix and an RMSNorm; not an nn.Linear.
-                    projector_params: h * text_hidden + h,
+                    projector_params: if paligemma {
+                        sum(&proj)
+                    } else {
+                        h * text_hidden + h
+                    },
                     block_linears: block,
-                    projector_linears: Vec::new(),
+                    projector_linears: proj,
                     fixed_tokens: Some(tokens),
                     fixed_patches: Some(patches),
                     ..Vision::blank(kind)
@@ -393,11 +430,18 @@ impl Vision {
                     r("num_hidden_layers")?,
                 );
                 let p = u("patch_size", 14)?;
-                let m = get_u64(top, "spatial_merge_size")?.unwrap_or(2);
+                // Pixtral 12B in LLaVA's format: no patch merger, LLaVA's projector (biased by
+                // default).
+                let llava = top_type == "llava";
+                let m = if llava {
+                    1
+                } else {
+                    get_u64(top, "spatial_merge_size")?.unwrap_or(2)
+                };
                 let bias = top
                     .get("multimodal_projector_bias")
                     .and_then(Value::as_bool)
-                    .unwrap_or(false);
+                    .unwrap_or(llava);
                 let block = vec![
                     lin("q_proj", h, h, false, depth),
                     lin("k_proj", h, h, false, depth),
@@ -407,11 +451,13 @@ impl Vision {
                     lin("up_proj", h, i, false, depth),
                     lin("down_proj", i, h, false, depth),
                 ];
-                let proj = vec![
-                    lin("merging_layer", h * m * m, h, false, 1),
+                let mut proj = vec![
                     lin("linear_1", h, text_hidden, bias, 1),
                     lin("linear_2", text_hidden, text_hidden, bias, 1),
                 ];
+                if !llava {
+                    proj.insert(0, lin("merging_layer", h * m * m, h, false, 1));
+                }
                 Vision {
                     hidden_size: h,
                     intermediate_size: i,
@@ -420,7 +466,8 @@ impl Vision {
                     patch_size: p,
                     merge: m,
                     tower_params: sum(&block) + depth * 2 * h + h * 3 * p * p + h,
-                    projector_params: sum(&proj) + h,
+                    // Mistral 3's projector norm.
+                    projector_params: sum(&proj) + if llava { 0 } else { h },
                     block_linears: block,
                     projector_linears: proj,
                     ..Vision::blank(kind)
@@ -628,6 +675,66 @@ impl Vision {
                     // Outside both: learned positions, the norms around the blocks and the 2×2
                     // downsampling convolution — trained with the language model.
                     wrapper_params: (img / p.max(1)).pow(2) * h + 2 * h + out * h * m * m + out,
+                    ..Vision::blank(kind)
+                }
+            }
+            VisionKind::Mllama => {
+                let (h, i, local, global) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                    u("num_global_layers", 8)?,
+                );
+                let (p, img, tiles) = (
+                    u("patch_size", 14)?,
+                    u("image_size", 560)?,
+                    u("max_num_tiles", 4)?,
+                );
+                // Aspect-ratio ids index the supported tilings; row 0 is padding.
+                let ratios = match v.get("supported_aspect_ratios") {
+                    Some(Value::Array(a)) => a.len() as u64,
+                    _ => 8,
+                };
+                let n = (img / p.max(1)).pow(2) + 1;
+                let depth = local + global;
+                let block = vec![
+                    lin("q_proj", h, h, false, depth),
+                    lin("k_proj", h, h, false, depth),
+                    lin("v_proj", h, h, false, depth),
+                    lin("o_proj", h, h, false, depth),
+                    lin("fc1", h, i, true, depth),
+                    lin("fc2", i, h, true, depth),
+                ];
+                let out = u("vision_output_dim", h * 6)?;
+                let proj = vec![lin("multi_modal_projector", out, text_hidden, true, 1)];
+                // Positions: a gated table per patch and one per (aspect ratio, tile, patch);
+                // gated pre- and post-tile tables per (aspect ratio, tile).
+                let positions = 1 + n * h + (ratios + 1) * tiles * n * h;
+                let tile_tables = 2 * ((ratios + 1) * tiles * h + 1);
+                Vision {
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: u("attention_heads", 16)?,
+                    patch_size: p,
+                    merge: 1,
+                    // Two LayerNorms a block, the global blocks' two gates, the patch conv
+                    // (no bias), the class token, the pre / post LayerNorms.
+                    tower_params: sum(&block)
+                        + depth * 4 * h
+                        + 2 * global
+                        + 3 * p * p * h
+                        + h
+                        + positions
+                        + tile_tables
+                        + 4 * h,
+                    projector_params: sum(&proj),
+                    block_linears: block,
+                    projector_linears: proj,
+                    // The language model sees one `<|image|>` token; the tower encodes every
+                    // tile (the processor pads to `max_num_tiles`).
+                    fixed_tokens: Some(1),
+                    fixed_patches: Some(tiles * n),
                     ..Vision::blank(kind)
                 }
             }
