@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 mod fuzz;
 mod serve;
+mod vulkan;
 use lorafit_core::validation::{self, Compared};
 use serve::{serve_dir, serve_on};
 
@@ -74,6 +75,8 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
+    // The same trainer on cubecl's SPIR-V compiler (`--features vulkan`), on a newer lavapipe.
+    vulkan::tests(&cargo)?;
     wasm_component_tests()?;
     e2e()?;
     // A short smoke run of each fuzz target (the long runs are in docs/fuzzing.md).
@@ -1233,6 +1236,10 @@ fn main() -> Result<()> {
         Some("bench-quant") => bench_quant(),
         Some("example") => example(),
         Some("fuzz-smoke") => fuzz::smoke(),
+        Some("test-vulkan") => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            vulkan::tests(&cargo)
+        }
         Some("fuzz") => fuzz::fuzz(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600),
             args.get(2).map(String::as_str),
@@ -1254,6 +1261,9 @@ fn main() -> Result<()> {
             );
             eprintln!("  test        install what is missing (wasm32 target) and run every test");
             eprintln!("  validation  print docs/validation.md from the measured points");
+            eprintln!(
+                "  test-vulkan lorafit-train's tests built with --features vulkan (SPIR-V) on Debian sid's lavapipe"
+            );
             eprintln!("  example     train the bundled tiny LoRA example (offline, ~15 s)");
             eprintln!(
                 "  fuzz [SECS] [TARGET]  run each (or one) cargo-fuzz target for SECS (default 600)"

@@ -45,7 +45,12 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             "note: {} — the decoder's linear weights (and an untied embedding) are stored {} on the device (2 bytes per parameter); {}; activations, norms, softmax, the loss, LoRA, AdamW and lm_head are f32",
             if f16 { "fp16" } else { "bf16" },
             if f16 { "f16" } else { "bf16" },
-            if f16 && args.backend == lorafit_train::Backend::Wgpu {
+            if f16
+                && matches!(
+                    args.backend,
+                    lorafit_train::Backend::Wgpu | lorafit_train::Backend::Vulkan
+                )
+            {
                 "their products run in f16 (f32 accumulators, each input scaled per tensor) where the adapter has shader-f16, else in f32"
             } else if f16 {
                 "their products widen them to f32"
@@ -56,9 +61,10 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
     }
     let device = make_device(args.backend, args.gradient_checkpointing)?;
     eprintln!(
-        "loading {} on {}",
+        "loading {} on {}{}",
         args.model_dir.display(),
-        args.backend.name()
+        args.backend.name(),
+        runtime_note(args.backend)
     );
     let model = Model::load_quantized(&args.model_dir, &device, args.quant)
         .with_context(|| format!("loading {}", args.model_dir.display()))?;
@@ -244,4 +250,25 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             std::process::exit(130);
         }
     }
+}
+
+/// Which compiler serves a wgpu / vulkan run: ` (wgpu<spirv>, 3 cooperative-matrix shapes)`.
+fn runtime_note(backend: lorafit_train::Backend) -> String {
+    #[cfg(feature = "wgpu")]
+    if matches!(
+        backend,
+        lorafit_train::Backend::Wgpu | lorafit_train::Backend::Vulkan
+    ) && let Some(r) = lorafit_train::wgpu_runtime()
+    {
+        return if r.cooperative_matrices > 0 {
+            format!(
+                " ({}, {} cooperative-matrix shapes)",
+                r.name, r.cooperative_matrices
+            )
+        } else {
+            format!(" ({})", r.name)
+        };
+    }
+    let _ = backend;
+    String::new()
 }

@@ -484,9 +484,9 @@ const KEYS: &[KeyDef] = &[
     },
     KeyDef {
         name: "backend",
-        kind: Kind::Enum(&["ndarray", "flex", "wgpu", "cuda"]),
+        kind: Kind::Enum(&["ndarray", "flex", "wgpu", "vulkan", "cuda"]),
         origin: LO,
-        help: "lorafit train backend",
+        help: "lorafit train backend (vulkan: SPIR-V kernels, needs a build with --features vulkan)",
     },
     KeyDef {
         name: "dataset_tokens",

@@ -18,7 +18,11 @@ pub enum Backend {
     NdArray,
     /// burn's newer pure-Rust CPU backend.
     Flex,
+    /// wgpu on whatever graphics API the machine offers (Vulkan, Metal, DX12).
     Wgpu,
+    /// wgpu pinned to Vulkan: with the `vulkan` feature cubecl compiles its kernels to SPIR-V
+    /// (cooperative matrices and f16 where the adapter has them).
+    Vulkan,
     Cuda,
 }
 
@@ -28,6 +32,7 @@ impl Backend {
             Backend::NdArray => "ndarray",
             Backend::Flex => "flex",
             Backend::Wgpu => "wgpu",
+            Backend::Vulkan => "vulkan",
             Backend::Cuda => "cuda",
         }
     }
@@ -427,6 +432,7 @@ impl TrainArgs {
             Some("flex") => Backend::Flex,
             Some("cuda") => Backend::Cuda,
             Some("wgpu") => Backend::Wgpu,
+            Some("vulkan") => Backend::Vulkan,
             _ => {
                 if cfg!(feature = "wgpu") {
                     Backend::Wgpu

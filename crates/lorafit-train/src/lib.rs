@@ -27,3 +27,5 @@ pub use error::{Error, Result};
 pub use lora::{Adapter, LoraSpec};
 pub use model::{Model, ModelConfig};
 pub use trainer::{Outcome, StepInfo, Summary, Trainer, make_device, make_plain_device};
+#[cfg(feature = "wgpu")]
+pub use trainer::{WgpuRuntime, wgpu_runtime};

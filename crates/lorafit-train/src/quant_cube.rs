@@ -18,6 +18,12 @@ use crate::quant_ops::Q4Meta;
 
 /// `absmax[b] = map[code b] · nested_absmax[b / nested_blocksize] + offset`, one unit per block;
 /// the 8-bit codes are packed 4 per word, byte `b % 4` of word `b / 4`.
+///
+/// The product is rounded before the add, as bitsandbytes does: cubecl's SPIR-V carries no
+/// `NoContraction`, and a Vulkan driver may fuse a multiply and an add into one FMA (Mesa 26's
+/// lavapipe does: 104 of 4096 values an ulp off). So the product goes through one more multiply,
+/// by `one` (1.0, known only at run time): a fused `scaled · one + offset` rounds exactly as the
+/// separate add does.
 #[cube(launch)]
 fn nested_scales_kernel(
     codes: &[u32],
@@ -26,13 +32,14 @@ fn nested_scales_kernel(
     absmax: &mut [f32],
     nested_blocksize: u32,
     offset: f32,
+    one: f32,
 ) {
     let b = ABSOLUTE_POS;
     if b < absmax.len() {
         let shift = 8u32 * (b % 4) as u32;
         let c = (codes[b / 4] >> shift) & 255u32;
         let scaled = map[c as usize] * nested_absmax[b / nested_blocksize as usize];
-        absmax[b] = scaled + offset;
+        absmax[b] = scaled * one + offset;
     }
 }
 
@@ -103,6 +110,7 @@ pub fn block_scales(
         out.clone().into_buffer_arg(),
         meta.nested_blocksize as u32,
         meta.offset,
+        1.0,
     );
     out
 }

@@ -80,11 +80,6 @@ fn kernels(tensors: &[&CubeTensor]) -> Kernels {
 /// when its SPIR-V compiler serves a Vulkan adapter, which launches no WGSL text).
 const WGSL_RUNTIME: &str = "wgpu<wgsl>";
 
-/// Whether the WGSL kernels apply to `tensors`.
-fn on_wgpu(tensors: &[&CubeTensor]) -> bool {
-    kernels(tensors) == Kernels::Wgsl
-}
-
 /// Launch `kernel` with `inputs` (the first one names the device), a params buffer and a new f32
 /// output of `out_shape`, bound in that order.
 fn launch(
@@ -213,13 +208,13 @@ fn scaled_f16_product<B: Backend>(
     B::float_div(y, scale)
 }
 
-/// Whether the f16 arithmetic path applies: the wgpu runtime with the adapter's `shader-f16`
-/// (Mesa's lavapipe has it) and an f16 weight with an even element count (its words are then an
-/// f16 array as they stand).
+/// Whether the f16 arithmetic path applies: a cubecl runtime (WGSL or SPIR-V on wgpu, CUDA) whose
+/// device has f16 arithmetic (`shader-f16`: Mesa's lavapipe has it), and an f16 weight with an
+/// even element count (its words are then an f16 array as they stand).
 fn f16_arithmetic(a: &CubeTensor, words: &CubeTensor, kind: Half, out: usize, inp: usize) -> bool {
     kind == Half::F16
         && (out * inp).is_multiple_of(2)
-        && on_wgpu(&[a, words])
+        && kernels(&[a, words]) != Kernels::TensorOps
         && <Cube as Backend>::supports_dtype(&a.device, DType::F16)
 }
 

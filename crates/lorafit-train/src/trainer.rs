@@ -81,6 +81,8 @@ pub fn make_plain_device(backend: Backend) -> Result<Device> {
         Backend::Flex => Device::flex(),
         #[cfg(feature = "wgpu")]
         Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "vulkan")]
+        Backend::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
         #[cfg(feature = "cuda")]
         Backend::Cuda => Device::cuda(0),
         #[allow(unreachable_patterns)]
@@ -93,6 +95,32 @@ pub fn make_plain_device(backend: Backend) -> Result<Device> {
         }
     };
     Ok(device)
+}
+
+/// What serves wgpu's default adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgpuRuntime {
+    /// cubecl's name for the runtime: `wgpu<wgsl>` (shaders/'s WGSL kernels launch) or
+    /// `wgpu<spirv>` (a `vulkan` build on a Vulkan adapter with the memory model, buffer device
+    /// addresses and SPIR-V 1.3: the `#[cube]` kernels instead).
+    pub name: String,
+    /// The adapter's cooperative-matrix shapes (VK_KHR_cooperative_matrix: tensor cores), which
+    /// cubek's matmul uses; only the SPIR-V compiler reaches them.
+    pub cooperative_matrices: usize,
+}
+
+/// The runtime of wgpu's default adapter, `None` where there is no adapter.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_runtime() -> Option<WgpuRuntime> {
+    let device = burn_cubecl::cubecl::Device::Wgpu(Default::default());
+    std::panic::catch_unwind(move || {
+        let client = device.client();
+        WgpuRuntime {
+            name: client.name().to_string(),
+            cooperative_matrices: client.features().matmul.cmma.len(),
+        }
+    })
+    .ok()
 }
 
 fn memory_in_use(device: &Device) -> Option<u64> {

@@ -650,6 +650,53 @@ fn qlora_nf4_double_quant_matches_peft_bnb_on_wgpu() {
     }
 }
 
+/// `backend: vulkan` in a build with `--features vulkan`: cubecl's SPIR-V compiler serves the
+/// Vulkan adapter (lavapipe here), so the frozen-weight operations run the `#[cube]` kernels
+/// and burn's matmul instead of shaders/'s WGSL, and the LoRA and QLoRA runs still equal PEFT.
+/// (In that build every `…_on_wgpu` test runs on SPIR-V too.)
+#[cfg(feature = "vulkan")]
+#[test]
+fn vulkan_build_compiles_to_spirv_and_matches_peft() {
+    let Some(runtime) = lorafit_train::wgpu_runtime() else {
+        eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    };
+    assert_eq!(runtime.name, "wgpu<spirv>");
+    eprintln!(
+        "SPIR-V runtime, {} cooperative-matrix shapes",
+        runtime.cooperative_matrices
+    );
+    // `cargo xtask test` runs this on Mesa 26's lavapipe, which has VK_KHR_cooperative_matrix:
+    // cubek's matmuls (the fp16 products' included) then run on cooperative matrices.
+    if std::env::var_os("LORAFIT_EXPECT_COOPERATIVE_MATRIX").is_some() {
+        assert!(runtime.cooperative_matrices > 0, "{runtime:?}");
+    }
+    check_parity("llama_cosine_clip_ga", Backend::Vulkan);
+    check_parity_with(
+        "llama_qlora_nf4_dq",
+        Backend::Vulkan,
+        &nf4_dq_at_load(),
+        1e-5,
+        1e-5,
+        1e-5,
+    );
+}
+
+/// Without the `vulkan` feature the wgpu runtime compiles WGSL, and `backend: vulkan` is a clear
+/// error naming the feature.
+#[cfg(all(feature = "wgpu", not(feature = "vulkan")))]
+#[test]
+fn without_the_vulkan_feature_wgpu_is_wgsl_and_vulkan_is_refused() {
+    if wgpu_available() {
+        let runtime = lorafit_train::wgpu_runtime().expect("adapter");
+        assert_eq!(runtime.name, "wgpu<wgsl>");
+    }
+    let err = lorafit_train::make_device(Backend::Vulkan, false)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("--features vulkan"), "{err}");
+}
+
 /// A `*-bnb-4bit` checkpoint (bitsandbytes' own quantization saved by transformers) trains as is,
 /// without re-quantizing: its stored double-quant offset removes the summation-order difference,
 /// so NF4 + double quant matches PEFT + bitsandbytes as tightly as the dense runs.
