@@ -11,6 +11,16 @@ fn settings(yaml: &str) -> Settings {
     Settings::from_yaml(yaml).expect("test YAML parses")
 }
 
+/// The vision tower of catalog model `id`.
+fn tower(id: &str) -> lorafit_core::arch::Vision {
+    catalog::find_model(id)
+        .expect(id)
+        .arch()
+        .expect("arch")
+        .vision
+        .expect("tower")
+}
+
 fn est(yaml: &str) -> lorafit_core::Estimate {
     let plan = settings(yaml).plan().expect("plan");
     let (arch, src) = estimate::resolve_model(&plan, None).expect("model");
@@ -1156,14 +1166,6 @@ fn new_architectures_match_their_model_cards() {
 
 #[test]
 fn paligemma_and_pixtral_take_their_processors_tokens() {
-    let tower = |id: &str| {
-        catalog::find_model(id)
-            .expect(id)
-            .arch()
-            .expect("arch")
-            .vision
-            .expect("tower")
-    };
     // PaliGemma: every 14-px patch of the fixed square is a token (LLaMA-Factory's paligemma
     // plugin repeats the image token `image_seq_length` times), whatever the image.
     let keys = ImageKeys::default();
@@ -1567,12 +1569,7 @@ fn fixture_video(
 fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/internvl_tokens.json")).expect("fixture");
-    let v = catalog::find_model("OpenGVLab/InternVL3-8B-hf")
-        .expect("id")
-        .arch()
-        .expect("arch")
-        .vision
-        .expect("tower");
+    let v = tower("OpenGVLab/InternVL3-8B-hf");
     let defaults = &fx["defaults"];
     let mut checked = (0, 0, 0);
     for c in fx["cases"].as_array().expect("cases") {
@@ -1613,14 +1610,6 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
 fn llava_next_anyres_and_video_tokens_equal_llamafactory_on_real_files() {
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/llava_next_tokens.json")).expect("fixture");
-    let tower = |id: &str| {
-        catalog::find_model(id)
-            .expect("id")
-            .arch()
-            .expect("arch")
-            .vision
-            .expect("tower")
-    };
     let (image, video) = (
         tower("llava-hf/llava-v1.6-mistral-7b-hf"),
         tower("llava-hf/LLaVA-NeXT-Video-7B-hf"),
@@ -1662,12 +1651,7 @@ fn glm4v_image_tokens_equal_llamafactory_on_real_files() {
     use lorafit_core::arch::media::QwenProcessor;
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/glm4v_tokens.json")).expect("fixture");
-    let v = catalog::find_model("zai-org/GLM-4.1V-9B-Thinking")
-        .expect("id")
-        .arch()
-        .expect("arch")
-        .vision
-        .expect("tower");
+    let v = tower("zai-org/GLM-4.1V-9B-Thinking");
     let p = QwenProcessor::of(VisionKind::Glm4v).expect("glm");
     let defaults = &fx["defaults"];
     let mut checked = 0;
