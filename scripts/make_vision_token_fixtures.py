@@ -19,7 +19,15 @@ with LLaMA-Factory's `crop_to_patches` off and on; and llava_next_tokens.json: t
 through the `llava_next` / `llava_next_video` plugins with the processors the llava-hf v1.6 and
 LLaVA-NeXT-Video repos ship (336 px, the five grid pinpoints; transformers' LlavaNextProcessor
 feature count); and glm4v_tokens.json: the images through the `glm4v` plugin with the image
-processor GLM-4.1V-9B ships (12 544 – 9 633 792 pixels over its two frames).
+processor GLM-4.1V-9B ships (12 544 – 9 633 792 pixels over its two frames); and pixtral_tokens.json:
+the images through the `pixtral` plugin with the image processors Pixtral-12B (16-px patches,
+longest edge 1024, no merge) and Mistral Small 3.1 (14-px patches, longest edge 1540, 2×2 merge) ship;
+and llama4_tokens.json: the images through the `llama4` plugin with Llama 4's image processor
+(336-px tiles, up to 16, a global tile) and Llama4Processor's prompt layout.
+
+    python3 scripts/make_vision_token_fixtures.py /path/to/LLaMA-Factory pixtral llama4
+
+writes only the named fixtures (qwen, internvl, llava_next, glm4v, pixtral, llama4).
 """
 
 import importlib.machinery
@@ -42,6 +50,9 @@ from make_media_fixtures import probe, write_video  # noqa: E402  (same folder)
 from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
 from transformers.models.glm4v.image_processing_glm4v import Glm4vImageProcessor  # noqa: E402
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor  # noqa: E402
+from transformers.models.llama4.image_processing_llama4 import Llama4ImageProcessor  # noqa: E402
+from transformers.models.llama4.processing_llama4 import Llama4Processor  # noqa: E402
+from transformers.models.pixtral.image_processing_pixtral import PixtralImageProcessor  # noqa: E402
 from transformers.models.llava_next.image_processing_llava_next import LlavaNextImageProcessor  # noqa: E402
 from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor  # noqa: E402
 from transformers.models.llava_next_video.video_processing_llava_next_video import (  # noqa: E402
@@ -58,6 +69,11 @@ OUT_INTERNVL = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/internvl_t
 OUT_LLAVA_NEXT = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/llava_next_tokens.json")
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 OUT_GLM4V = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/glm4v_tokens.json")
+OUT_PIXTRAL = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/pixtral_tokens.json")
+OUT_LLAMA4 = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/llama4_tokens.json")
+# (name, image-processor patch, longest edge, processor patch, spatial merge) as the repos ship them:
+# mistral-community/pixtral-12b and mistralai/Mistral-Small-3.1-24B-Instruct-2503.
+PIXTRAL = [("pixtral-12b", 16, 1024, 16, 1), ("mistral3", 14, 1540, 14, 2)]
 PAD_I, PAD_V = "<|image_pad|>", "<|video_pad|>"
 
 
@@ -162,6 +178,42 @@ def expand_glm4v(settings, images):
     }
 
 
+def expand_pixtral(model, settings, images):
+    """LLaMA-Factory's pixtral plugin: [IMG] per merged patch, [IMG_BREAK] per row, [IMG_END] last."""
+    _, ip_patch, edge, patch, merge = model
+    ip = PixtralImageProcessor(size={"longest_edge": edge}, patch_size={"height": ip_patch, "width": ip_patch})
+    proc = types.SimpleNamespace(
+        image_processor=ip, patch_size=patch, spatial_merge_size=merge,
+        image_break_token="[IMG_BREAK]", image_end_token="[IMG_END]", **settings,
+    )
+    plugin = get_mm_plugin("pixtral", image_token="[IMG]")
+    msgs = plugin.process_messages([{"role": "user", "content": "<image>" * len(images)}], images, [], [], proc)
+    text = msgs[0]["content"]
+    h, w = (int(x) for x in plugin._get_mm_inputs(images, [], [], proc)["image_sizes"][0])
+    return {
+        "resized": [w, h],
+        "pad_tokens": text.count("[IMG]"),
+        "tokens": text.count("[IMG]") + text.count("[IMG_BREAK]") + text.count("[IMG_END]"),
+    }
+
+
+def expand_llama4(settings, images):
+    """LLaMA-Factory's llama4 plugin: Llama4Processor's layout of tiles, separators and the global tile."""
+    ip = Llama4ImageProcessor(size={"height": 336, "width": 336}, max_patches=16, resize_to_max_canvas=False)
+    proc = types.SimpleNamespace(image_processor=ip, patch_size=14, downsample_ratio=4, **settings)
+    proc._prompt_split_image = types.MethodType(Llama4Processor._prompt_split_image, proc)
+    plugin = get_mm_plugin("llama4", image_token="<|image|>")
+    msgs = plugin.process_messages([{"role": "user", "content": "<image>" * len(images)}], images, [], [], proc)
+    text = msgs[0]["content"]
+    inputs = plugin._get_mm_inputs(images, [], [], proc)
+    return {
+        "tiles": int(inputs["pixel_values"].shape[0]),
+        "aspect_ratio": [int(x) for x in inputs["aspect_ratios"][0]],
+        "pad_tokens": text.count("<|patch|>"),
+        "tokens": len(__import__("re").findall(r"<\|[a-z_]+\|>", text)),
+    }
+
+
 DEFAULTS = {
     "image_max_pixels": 768 * 768,
     "image_min_pixels": 32 * 32,
@@ -181,6 +233,7 @@ def write_fixture(path, cases):
 
 def main():
     lf = sys.argv[1] if len(sys.argv) > 1 else "/tmp/lf"
+    only = set(sys.argv[2:]) or {"qwen", "internvl", "llava_next", "glm4v", "pixtral", "llama4"}
     demo = os.path.join(lf, "data/mllm_demo_data")
     tmp = tempfile.mkdtemp()
     videos = {
@@ -221,66 +274,95 @@ def main():
         {"image_max_pixels": 1024 * 1024},
         {"image_max_pixels": 200 * 200, "image_min_pixels": 100 * 100},
     ]
-    cases = []
-    for kind in ["qwen2_vl", "qwen3_vl"]:
+    if "qwen" in only:
+        cases = []
+        for kind in ["qwen2_vl", "qwen3_vl"]:
+            for name, path in videos.items():
+                for extra in video_settings:
+                    settings = {**DEFAULTS, **extra}
+                    r = expand(kind, settings, [], [path])
+                    cases.append({"kind": kind, "media": "video", "source": name, **probe(path),
+                                  "settings": extra, **r})
+            for name, path in images.items():
+                for extra in image_settings:
+                    settings = {**DEFAULTS, **extra}
+                    img = Image.open(path)
+                    r = expand(kind, settings, [img], [])
+                    cases.append({"kind": kind, "media": "image", "source": name,
+                                  "width": img.width, "height": img.height,
+                                  "settings": extra, **r})
+        write_fixture(OUT, cases)
+        print(f"{len(cases)} cases -> {OUT}")
+
+    if "internvl" in only:
+        internvl = []
         for name, path in videos.items():
             for extra in video_settings:
-                settings = {**DEFAULTS, **extra}
-                r = expand(kind, settings, [], [path])
-                cases.append({"kind": kind, "media": "video", "source": name, **probe(path),
-                              "settings": extra, **r})
-        for name, path in images.items():
-            for extra in image_settings:
-                settings = {**DEFAULTS, **extra}
-                img = Image.open(path)
-                r = expand(kind, settings, [img], [])
-                cases.append({"kind": kind, "media": "image", "source": name,
-                              "width": img.width, "height": img.height,
-                              "settings": extra, **r})
-    internvl = []
-    for name, path in videos.items():
-        for extra in video_settings:
-            r = expand_internvl({**DEFAULTS, **extra}, [], [path])
-            internvl.append({"media": "video", "source": name, **probe(path), "settings": extra, **r})
+                r = expand_internvl({**DEFAULTS, **extra}, [], [path])
+                internvl.append({"media": "video", "source": name, **probe(path), "settings": extra, **r})
     for w, h in [(448, 448), (1280, 720), (720, 1280), (3000, 500), (500, 3000), (1000, 700), (900, 900)]:
         path = os.path.join(tmp, f"img{w}x{h}.png")
         Image.new("RGB", (w, h), (10, 200, 90)).save(path)
         images[f"{w}x{h}"] = path
-    for name, path in images.items():
-        for crop in [False, True]:
+    if "internvl" in only:
+        for name, path in images.items():
+            for crop in [False, True]:
+                for extra in image_settings:
+                    extra = {**extra, "crop_to_patches": crop}
+                    img = Image.open(path)
+                    r = expand_internvl({**DEFAULTS, **extra}, [img], [])
+                    internvl.append({"media": "image", "source": name, "width": img.width, "height": img.height,
+                                     "settings": extra, **r})
+        write_fixture(OUT_INTERNVL, internvl)
+        print(f"{len(internvl)} InternVL cases -> {OUT_INTERNVL}")
+    if "llava_next" in only:
+        llava = []
+        for name, path in videos.items():
+            for extra in video_settings:
+                r = expand_llava_next("llava_next_video", {**DEFAULTS, **extra}, [], [path])
+                llava.append({"media": "video", "source": name, **probe(path), "settings": extra, **r})
+        for name, path in images.items():
             for extra in image_settings:
-                extra = {**extra, "crop_to_patches": crop}
                 img = Image.open(path)
-                r = expand_internvl({**DEFAULTS, **extra}, [img], [])
-                internvl.append({"media": "image", "source": name, "width": img.width, "height": img.height,
-                                 "settings": extra, **r})
-    llava = []
-    for name, path in videos.items():
-        for extra in video_settings:
-            r = expand_llava_next("llava_next_video", {**DEFAULTS, **extra}, [], [path])
-            llava.append({"media": "video", "source": name, **probe(path), "settings": extra, **r})
-    for name, path in images.items():
-        for extra in image_settings:
-            img = Image.open(path)
-            r = expand_llava_next("llava_next", {**DEFAULTS, **extra}, [img], [])
-            llava.append({"media": "image", "source": name, "width": img.width, "height": img.height,
-                          "settings": extra, **r})
-    write_fixture(OUT_LLAVA_NEXT, llava)
-    print(f"{len(llava)} LLaVA-NeXT cases -> {OUT_LLAVA_NEXT}")
-    glm = []
-    for name, path in images.items():
-        for extra in image_settings:
-            img = Image.open(path)
-            r = expand_glm4v({**DEFAULTS, **extra}, [img])
-            glm.append({"media": "image", "source": name, "width": img.width, "height": img.height,
-                        "settings": extra, **r})
-    write_fixture(OUT_GLM4V, glm)
-    print(f"{len(glm)} GLM-4.1V cases -> {OUT_GLM4V}")
-    write_fixture(OUT_INTERNVL, internvl)
-    print(f"{len(internvl)} InternVL cases -> {OUT_INTERNVL}")
-    write_fixture(OUT, cases)
-    print(f"{len(cases)} cases -> {OUT}")
-
+                r = expand_llava_next("llava_next", {**DEFAULTS, **extra}, [img], [])
+                llava.append({"media": "image", "source": name, "width": img.width, "height": img.height,
+                              "settings": extra, **r})
+        write_fixture(OUT_LLAVA_NEXT, llava)
+        print(f"{len(llava)} LLaVA-NeXT cases -> {OUT_LLAVA_NEXT}")
+    if "glm4v" in only:
+        glm = []
+        for name, path in images.items():
+            for extra in image_settings:
+                img = Image.open(path)
+                r = expand_glm4v({**DEFAULTS, **extra}, [img])
+                glm.append({"media": "image", "source": name, "width": img.width, "height": img.height,
+                            "settings": extra, **r})
+        write_fixture(OUT_GLM4V, glm)
+        print(f"{len(glm)} GLM-4.1V cases -> {OUT_GLM4V}")
+    for w, h in [(336, 336), (300, 200), (100, 1500), (1540, 400), (700, 1400), (2000, 1000)]:
+        path = os.path.join(tmp, f"img{w}x{h}.png")
+        Image.new("RGB", (w, h), (200, 120, 10)).save(path)
+        images[f"{w}x{h}"] = path
+    if "pixtral" in only:
+        pix = []
+        for model in PIXTRAL:
+            for name, path in images.items():
+                for extra in image_settings:
+                    img = Image.open(path)
+                    r = expand_pixtral(model, {**DEFAULTS, **extra}, [img])
+                    pix.append({"model": model[0], "source": name, "width": img.width, "height": img.height,
+                                "settings": extra, **r})
+        write_fixture(OUT_PIXTRAL, pix)
+        print(f"{len(pix)} Pixtral cases -> {OUT_PIXTRAL}")
+    if "llama4" in only:
+        l4 = []
+        for name, path in images.items():
+            for extra in image_settings:
+                img = Image.open(path)
+                r = expand_llama4({**DEFAULTS, **extra}, [img])
+                l4.append({"source": name, "width": img.width, "height": img.height, "settings": extra, **r})
+        write_fixture(OUT_LLAMA4, l4)
+        print(f"{len(l4)} Llama 4 cases -> {OUT_LLAMA4}")
 
 if __name__ == "__main__":
     main()

@@ -88,6 +88,36 @@ pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
     2.0 * matmul + attn + linear
 }
 
+/// The correction Llama 3.2 Vision's cross-attention layers need, per text token, for a sample
+/// whose images give `patches` tower patches: their k / v projections read the image's projected
+/// patches, not the text (so [`forward_flops_per_token`]'s per-token count of those weights is
+/// replaced by one per patch), and every text token attends to all the patches, unmasked.
+/// 0 for models without cross-attention.
+pub fn cross_attention_flops_per_token(arch: &ModelArch, patches: u64, seq_len: u64) -> f64 {
+    use crate::arch::{LayerKind, Mixer};
+    let layers = arch
+        .layer_kinds
+        .iter()
+        .filter(|k| k.mixer == Mixer::CrossAttention)
+        .count() as f64;
+    if layers == 0.0 {
+        return 0.0;
+    }
+    let kind = LayerKind {
+        mixer: Mixer::CrossAttention,
+        moe: false,
+    };
+    let kv_weights: f64 = arch
+        .kind_linears(kind)
+        .iter()
+        .filter(|l| l.name == "k_proj" || l.name == "v_proj")
+        .map(|l| (l.in_features * l.out_features * l.count) as f64)
+        .sum();
+    let per_text_token = patches as f64 / seq_len.max(1) as f64;
+    layers
+        * (2.0 * kv_weights * (per_text_token - 1.0) + 4.0 * patches as f64 * arch.q_dim() as f64)
+}
+
 /// The step time of `plan` on a GPU with `bf16_tflops` peak and `bandwidth_gbps` memory bandwidth.
 /// `trainable_params` is per GPU (after ZeRO sharding of the optimizer).
 pub fn step_time(
@@ -136,7 +166,8 @@ pub fn step_time(
     let vision = arch.vision.as_ref().map_or(0.0, |v| {
         2.0 * v.tower_params as f64 * patches / plan.cutoff_len.max(1) as f64 * tower_passes
     });
-    let flops_per_token = fwd * passes + vision;
+    let cross = cross_attention_flops_per_token(arch, patches as u64, plan.cutoff_len);
+    let flops_per_token = (fwd + cross) * passes + vision;
     let mut mfu = interp(MFU_BY_HIDDEN, arch.hidden_size as f64);
     match plan.method {
         // The curve was measured with LoRA on all 7 linear modules; each wrapped module adds two thin

@@ -1185,9 +1185,10 @@ fn paligemma_and_pixtral_take_their_processors_tokens() {
     let pix = tower("mistral-community/pixtral-12b");
     assert_eq!((pix.kind, pix.merge), (VisionKind::Pixtral, 1));
     assert_eq!(pix.image_tokens(&keys), (48 * 48 + 48, 48 * 48));
-    // Mistral Small 3.1 keeps its 2×2 merger: 28-px cells.
+    // Mistral Small 3.1 keeps its 2×2 merger: the processor rounds 768 px up to 55 patches of
+    // 14 px, the tower encodes all 55 × 55, the merger keeps 27 × 27 tokens.
     let small = tower("mistralai/Mistral-Small-3.1-24B-Instruct-2503");
-    assert_eq!(small.image_tokens(&keys), (27 * 27 + 27, 4 * 27 * 27));
+    assert_eq!(small.image_tokens(&keys), (27 * 27 + 27, 55 * 55));
     // A PaliGemma LoRA leaves the SigLIP tower alone unless `freeze_vision_tower: false`, which
     // wraps its 27 blocks' q/k/v/out_proj and fc1/fc2 too (rank 8: 8 × (in + out) each).
     let base = "model_name_or_path: google/paligemma2-3b-pt-224\nfinetuning_type: lora\nlora_rank: 8\nlora_target: all\n";
@@ -1234,6 +1235,20 @@ fn llama_3_2_vision_reads_the_image_through_cross_attention() {
     assert_eq!(
         grown("disable_gradient_checkpointing: true\n"),
         features + kv
+    );
+    // Time: those layers' k / v projections run over the image's patches (2 × 4096 × 1024
+    // weights each), and every text token attends to all of them (4 · patches · 4096 FLOPs a
+    // layer); LoRA with checkpointing runs them 3 times (forward, recompute, input gradients),
+    // the frozen tower once. A second image adds exactly that per text token.
+    let flops = |n: u64| est(&format!("{base}images_per_sample: {n}\n")).flops_per_token;
+    let p = 6404.0;
+    let cross = 8.0 * (2.0 * 2.0 * 4096.0 * 1024.0 * p / 1024.0 + 4.0 * p * 4096.0);
+    let tower = 2.0 * v.tower_params as f64 * p / 1024.0;
+    let grew = flops(2) - flops(1);
+    assert!(
+        (grew / (3.0 * cross + tower) - 1.0).abs() < 1e-9,
+        "{grew} vs {}",
+        3.0 * cross + tower
     );
 }
 
@@ -1570,6 +1585,11 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
     let fx: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/internvl_tokens.json")).expect("fixture");
     let v = tower("OpenGVLab/InternVL3-8B-hf");
+    // The text around the context tokens as the Qwen2 tokenizer InternVL 3 uses counts it
+    // (scripts/count_qwen_text_tokens.py: Qwen's BPE ranks and pre-tokenizer).
+    let qwen: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/qwen_text_tokens.json")).expect("fixture");
+    let text_tokens = |text: &str| qwen["texts"][text].as_u64().expect("a counted text");
     let defaults = &fx["defaults"];
     let mut checked = (0, 0, 0);
     for c in fx["cases"].as_array().expect("cases") {
@@ -1587,7 +1607,10 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
             // Context tokens + <img> + </img>; the tower sees 1024 patches + a class token a tile.
             assert_eq!(
                 v.sized_image_tokens(w, h, &keys),
-                (pads + 2, tiles * 1025),
+                (
+                    pads + text_tokens(c["text"].as_str().expect("fixture")),
+                    tiles * 1025
+                ),
                 "{ctx}"
             );
             assert_eq!(pads, tiles * 256, "{ctx}");
@@ -1599,6 +1622,7 @@ fn internvl_tiles_and_frames_equal_llamafactory_on_real_files() {
                 .expect("internvl video");
             assert_eq!((got.frames, got.pads), (tiles, pads), "{ctx}");
             assert_eq!(got.text, c["text"].as_str().expect("fixture"), "{ctx}");
+            assert_eq!(got.text_tokens, text_tokens(&got.text), "{ctx}");
             assert_eq!(got.grid.patches(), tiles * 1025, "{ctx}");
         }
     }
@@ -1675,6 +1699,84 @@ fn glm4v_image_tokens_equal_llamafactory_on_real_files() {
     assert_eq!(checked, 65);
     // Its video sampling is GLM's own: not modelled, so a video is an error, not a guess.
     assert!(!VisionKind::Glm4v.has_video());
+}
+
+#[test]
+fn pixtral_and_llama4_image_tokens_equal_llamafactory_on_real_files() {
+    use lorafit_core::arch::media;
+    let fx = |name: &str| -> serde_json::Value {
+        let text = match name {
+            "pixtral" => include_str!("fixtures/pixtral_tokens.json"),
+            _ => include_str!("fixtures/llama4_tokens.json"),
+        };
+        serde_json::from_str(text).expect("fixture")
+    };
+    let n = |c: &serde_json::Value, k: &str| c[k].as_u64().expect("fixture");
+    // Pixtral 12B (16-px patches, longest edge 1024, no merger) and Mistral Small 3.1 (14-px
+    // patches, 1540, 2×2 merger): the processor's size, [IMG] pads, pads + breaks + end.
+    let (pix, small) = (
+        tower("mistral-community/pixtral-12b"),
+        tower("mistralai/Mistral-Small-3.1-24B-Instruct-2503"),
+    );
+    assert_eq!((pix.max_edge, small.max_edge), (1024, 1540));
+    let f = fx("pixtral");
+    let mut checked = [0, 0];
+    for c in f["cases"].as_array().expect("cases") {
+        let ((w, h), keys) = fixture_image(c, &f["defaults"]);
+        let (v, i) = match c["model"].as_str() {
+            Some("pixtral-12b") => (&pix, 0),
+            _ => (&small, 1),
+        };
+        let ctx = format!("{} {} {}", c["model"], c["source"], c["settings"]);
+        let m = media::pixtral_image(w, h, &keys, v.patch_size, v.merge, v.max_edge);
+        let resized = &c["resized"];
+        let (rw, rh) = (
+            resized[0].as_u64().expect("w"),
+            resized[1].as_u64().expect("h"),
+        );
+        assert_eq!(
+            (m.grid.w, m.grid.h),
+            (rw / v.patch_size, rh / v.patch_size),
+            "{ctx}"
+        );
+        assert_eq!(
+            (m.pads, m.tokens()),
+            (n(c, "pad_tokens"), n(c, "tokens")),
+            "{ctx}"
+        );
+        assert_eq!(
+            v.sized_image_tokens(w, h, &keys),
+            (m.tokens(), m.grid.patches()),
+            "{ctx}"
+        );
+        checked[i] += 1;
+    }
+    assert_eq!(checked, [95, 95]);
+    // Llama 4: tiles (and the global tile), <|patch|> pads, every special token.
+    let scout = tower("meta-llama/Llama-4-Scout-17B-16E-Instruct");
+    let f = fx("llama4");
+    let mut checked = 0;
+    for c in f["cases"].as_array().expect("cases") {
+        let ((w, h), keys) = fixture_image(c, &f["defaults"]);
+        let ctx = format!("{} {}", c["source"], c["settings"]);
+        let ratio = &c["aspect_ratio"];
+        let (pw, ph) = media::preprocess(w, h, keys.max_pixels, keys.min_pixels);
+        assert_eq!(
+            media::llama4_canvas(ph, pw, 336, 16),
+            (ratio[0].as_u64().expect("h"), ratio[1].as_u64().expect("w")),
+            "{ctx}"
+        );
+        let (tokens, patches) = scout.sized_image_tokens(w, h, &keys);
+        assert_eq!(
+            (tokens, patches),
+            (n(c, "tokens"), n(c, "tiles") * 577),
+            "{ctx}"
+        );
+        let m = media::llama4_image(w, h, &keys, 336, 144, 577);
+        assert_eq!(m.pads, n(c, "pad_tokens"), "{ctx}");
+        checked += 1;
+    }
+    assert_eq!(checked, 95);
 }
 
 #[test]

@@ -207,7 +207,7 @@ pub(crate) fn isqrt(n: u64) -> u64 {
 
 /// LLaMA-Factory's base `_preprocess_image` on (width, height): scaled down to at most
 /// `max_pixels`, then up to at least `min_pixels`, the sides truncated.
-pub(crate) fn preprocess(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
+pub fn preprocess(mut w: u64, mut h: u64, max_pixels: u64, min_pixels: u64) -> (u64, u64) {
     let scale = |w: u64, h: u64, target: u64| {
         let f = (target as f64 / (w * h) as f64).sqrt();
         ((w as f64 * f) as u64, (h as f64 * f) as u64)
@@ -569,6 +569,112 @@ pub fn llava_next_video(
         text: String::new(),
         text_tokens: 0,
         frames,
+    }
+}
+
+/// LLaMA-Factory's `pixtral` plugin on one `width` × `height` image: the base `_preprocess_image`,
+/// then transformers' `PixtralImageProcessor` (scaled down, floored, until the longest side fits
+/// `max_edge`; each side rounded up to whole `patch`es), then one `[IMG]` per `merge` × `merge`
+/// patches (rounded down, as Mistral 3's patch merger), an `[IMG_BREAK]` ending each row and
+/// `[IMG_END]` in place of the last one. The tower sees every patch.
+pub fn pixtral_image(
+    width: u64,
+    height: u64,
+    keys: &ImageKeys,
+    patch: u64,
+    merge: u64,
+    max_edge: u64,
+) -> MediaTokens {
+    let (w, h) = preprocess(width, height, keys.max_pixels, keys.min_pixels);
+    let (mut w, mut h) = (w.max(1), h.max(1));
+    let ratio = (h as f64 / max_edge as f64).max(w as f64 / max_edge as f64);
+    if max_edge > 0 && ratio > 1.0 {
+        (w, h) = ((w as f64 / ratio) as u64, (h as f64 / ratio) as u64);
+    }
+    let patch = patch.max(1);
+    let (ph, pw) = (h.max(1).div_ceil(patch), w.max(1).div_ceil(patch));
+    let (rows, cols) = (ph / merge.max(1), pw / merge.max(1));
+    MediaTokens {
+        grid: Grid { t: 1, h: ph, w: pw },
+        pads: rows * cols,
+        text: String::new(),
+        text_tokens: if cols > 0 { rows } else { 0 },
+        frames: 1,
+    }
+}
+
+/// The (rows, columns) of `tile`-px tiles Llama 4's image processor pads an `height` × `width`
+/// image to (transformers' `get_best_fit` over every canvas of at most `max_tiles` tiles, listed
+/// as `find_supported_resolutions` lists them): the smallest upscale that fits, else the least
+/// downscale; ties to the smallest canvas, then the first listed. Scales in f32, as torch does.
+pub fn llama4_canvas(height: u64, width: u64, tile: u64, max_tiles: u64) -> (u64, u64) {
+    // Canvases grouped by aspect ratio in first-seen order, as the processor's dict keeps them.
+    let mut groups: Vec<(f64, Vec<(u64, u64)>)> = Vec::new();
+    for chunks in (1..=max_tiles).rev() {
+        let mut factors: Vec<u64> = (1..=chunks).filter(|f| chunks % f == 0).collect();
+        factors.sort_unstable();
+        for f in factors {
+            let (h, w) = (f, chunks / f);
+            let ratio = h as f64 / w as f64;
+            match groups.iter_mut().find(|(r, _)| *r == ratio) {
+                Some((_, list)) => list.push((h, w)),
+                None => groups.push((ratio, vec![(h, w)])),
+            }
+        }
+    }
+    let canvases: Vec<(u64, u64)> = groups.into_iter().flat_map(|(_, l)| l).collect();
+    let scale = |&(h, w): &(u64, u64)| {
+        let sw = (w * tile) as f32 / width.max(1) as f32;
+        let sh = (h * tile) as f32 / height.max(1) as f32;
+        if sh > sw { sw } else { sh }
+    };
+    let scales: Vec<f32> = canvases.iter().map(scale).collect();
+    let up = scales
+        .iter()
+        .copied()
+        .filter(|&s| s >= 1.0)
+        .fold(None, |m: Option<f32>, s| Some(m.map_or(s, |m| m.min(s))));
+    let chosen = up.unwrap_or_else(|| scales.iter().copied().fold(f32::MIN, f32::max));
+    let mut best: Option<(u64, u64)> = None;
+    for (c, s) in canvases.iter().zip(&scales) {
+        if *s == chosen && best.is_none_or(|b| c.0 * c.1 < b.0 * b.1) {
+            best = Some(*c);
+        }
+    }
+    best.unwrap_or((1, 1))
+}
+
+/// LLaMA-Factory's `llama4` plugin on one `width` × `height` image: the base `_preprocess_image`,
+/// the tiling of [`llama4_canvas`] (up to 16 tiles of `tile` px) plus a global tile when there is
+/// more than one, each `tile_tokens` `<|patch|>` tokens; around them Llama4Processor's
+/// `<|image_start|>`, a `<|tile_x_separator|>` between the tiles of a row, a
+/// `<|tile_y_separator|>` after each row, `<|image|>` before the global tile and `<|image_end|>`.
+/// The tower sees `tile_patches` a tile.
+pub fn llama4_image(
+    width: u64,
+    height: u64,
+    keys: &ImageKeys,
+    tile: u64,
+    tile_tokens: u64,
+    tile_patches: u64,
+) -> MediaTokens {
+    let (w, h) = preprocess(width, height, keys.max_pixels, keys.min_pixels);
+    let (rows, cols) = llama4_canvas(h.max(1), w.max(1), tile, 16);
+    let (tiles, separators) = if rows * cols > 1 {
+        (rows * cols + 1, rows * cols)
+    } else {
+        (1, 0)
+    };
+    MediaTokens {
+        grid: Grid {
+            t: tiles,
+            h: 1,
+            w: tile_patches,
+        },
+        pads: tiles * tile_tokens,
+        text: String::new(),
+        text_tokens: 3 + separators,
+        frames: 1,
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Vision {
     /// LLaVA-NeXT's `image_grid_pinpoints`: the (height, width) canvases "anyres" picks from.
     #[serde(skip)]
     pub pinpoints: Vec<(u64, u64)>,
+    /// Pixtral: the longest image edge its processor keeps (`size.longest_edge`, the tower's
+    /// `image_size`: 1024 for Pixtral 12B, 1540 for Mistral Small 3.1); 0 for other towers.
+    pub max_edge: u64,
     /// Parameters the wrapper adds outside the tower and projector (LLaVA-NeXT's
     /// `image_newline`): LLaMA-Factory's freeze keys do not name them, so they train with the
     /// language model.
@@ -173,8 +176,8 @@ fn pinpoints(top: &Map<String, Value>) -> Result<Vec<(u64, u64)>, Error> {
 }
 
 /// Cells per side of a square image of at most `max_pixels` (LLaMA-Factory's `image_max_pixels`)
-/// in `factor`-pixel cells, the area kept ≤ max_pixels: the Pixtral and Llama 4 towers' count
-/// (the Qwen-VL family's exact pipeline is in [`media`](super::media)).
+/// in `factor`-pixel cells, the area kept ≤ max_pixels: the count for a tower without a port of
+/// its processor (every tower lorafit parses has one, in [`media`](super::media)).
 pub fn square_grid(max_pixels: u64, min_pixels: u64, factor: u64) -> u64 {
     let side = (max_pixels as f64).sqrt();
     let mut cells = (side / factor as f64).round().max(1.0) as u64;
@@ -216,6 +219,7 @@ impl Vision {
             fixed_tokens: None,
             fixed_patches: None,
             pinpoints: Vec::new(),
+            max_edge: 0,
             wrapper_params: 0,
         }
     }
@@ -465,6 +469,7 @@ impl Vision {
                     num_heads: u("num_attention_heads", 16)?,
                     patch_size: p,
                     merge: m,
+                    max_edge: u("image_size", 1024)?,
                     tower_params: sum(&block) + depth * 2 * h + h * 3 * p * p + h,
                     // Mistral 3's projector norm.
                     projector_params: sum(&proj) + if llava { 0 } else { h },
@@ -748,10 +753,10 @@ impl Vision {
     }
 
     /// (language-model tokens, tower patches) of one image as lorafit assumes it without a file:
-    /// square, as large as `image_max_pixels` allows. The Qwen-VL family follows LLaMA-Factory's
-    /// plugin and the processor step by step ([`media`](super::media); the tokens include the
-    /// vision start / end tokens); InternVL tiles it (`crop_to_patches`); Llama 4 tiles a 768²
-    /// image into 2×2 tiles and a global one; SigLIP's and CLIP's counts are fixed.
+    /// square, as large as `image_max_pixels` allows. The Qwen-VL family, InternVL, LLaVA-NeXT,
+    /// Pixtral and Llama 4 follow LLaMA-Factory's plugin and the processor step by step
+    /// ([`media`](super::media); the tokens include the special tokens around the pads); SigLIP's,
+    /// CLIP's and Llama 3.2 Vision's counts are fixed.
     pub fn image_tokens(&self, keys: &ImageKeys) -> (u64, u64) {
         let side = isqrt(keys.max_pixels).max(1);
         self.sized_image_tokens(side, side, keys)
@@ -781,23 +786,25 @@ impl Vision {
                 (m.tokens(), m.grid.patches())
             }
             (VisionKind::Llama4, Some(t), Some(p)) => {
-                let tile = 336u64;
-                let side = square_grid(max_pixels, min_pixels, tile).min(4);
-                let tiles = if side > 1 { side * side + 1 } else { 1 };
-                (tiles * t, tiles * p)
+                let m = media::llama4_image(width, height, keys, 336, t, p);
+                (m.tokens(), m.grid.patches())
+            }
+            (VisionKind::Pixtral, _, _) => {
+                let m = media::pixtral_image(
+                    width,
+                    height,
+                    keys,
+                    self.patch_size,
+                    self.merge,
+                    self.max_edge,
+                );
+                (m.tokens(), m.grid.patches())
             }
             (_, Some(t), Some(p)) => (t, p),
             _ => {
                 let cells = square_grid(max_pixels, min_pixels, self.patch_size * self.merge);
                 let tokens = cells * cells;
-                let patches = tokens * self.merge * self.merge;
-                // Pixtral adds a row-break token per row and an end token.
-                let extra = if self.kind == VisionKind::Pixtral {
-                    cells
-                } else {
-                    0
-                };
-                (tokens + extra, patches)
+                (tokens, tokens * self.merge * self.merge)
             }
         }
     }
