@@ -4,12 +4,14 @@
 #
 # Prepare on the development machine (once; the folders are git-excluded):
 #   cargo build --release -p lorafit-cli && mkdir -p .bin && cp target/release/lorafit .bin/
+#   cargo build --release -p lorafit-cli --features vulkan && cp target/release/lorafit .bin/lorafit-vulkan
+#     (optional: the SPIR-V build, cooperative matrices and f16; each spec then also runs with it)
 #   the Vulkan loader .debs into .gl/ (see the device tool's README)
 # Then, with the device tool: carry [".bin", ".gl"], command `bash scripts/gpu_lorafit.sh`.
 # Results (logs, trainer_log.jsonl, torch's figures) land in $OUT; the last lines printed are a table of
 # tokens/s and peak memory (lorafit's measured pool peak, torch's max_memory_allocated) per run.
 set -euo pipefail
-# A smoke run off the device: SPECS="HuggingFaceTB/SmolLM2-135M 1 64 0" BACKEND=ndarray DEVICE=cpu.
+# A smoke run off the device: SPECS="Qwen/Qwen2.5-0.5B 1 32 0" BACKEND=ndarray DEVICE=cpu PER_RUN_S=300.
 for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
 [ -d .gl ] && ldconfig
 backend=${BACKEND:-wgpu}
@@ -19,8 +21,13 @@ out=${OUT:-/tmp/lorafit-gpu}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" || true
 L=${LORAFIT_BIN:-.bin/lorafit}
+# lorafit builds to run, "backend:binary": the WGSL build, and the SPIR-V one when it was carried.
+stacks="$backend:$L"
+[ -x "${LORAFIT_VULKAN_BIN:-.bin/lorafit-vulkan}" ] && stacks="$stacks vulkan:${LORAFIT_VULKAN_BIN:-.bin/lorafit-vulkan}"
+n_stacks=$(wc -w <<< "$stacks")
 steps=10
-per_run=${PER_RUN_S:-70}   # each of the 6 runs is cut off here, so the whole script stays under 8 minutes
+# Each run is cut off here, so the whole script stays under 8 minutes: 3 specs × (lorafit builds + torch).
+per_run=${PER_RUN_S:-$(( 420 / (3 * (n_stacks + 1)) ))}
 summary="$out/summary.txt"
 printf '%-22s %-6s %-9s %12s %14s\n' run stack method "tokens/s" "peak memory" > "$summary"
 # SPECS: comma-separated "model id, per-device batch, sequence length, quantization bits (0 = LoRA)"
@@ -41,7 +48,9 @@ for _ in range(64):
     print(json.dumps({"input_ids": [random.randrange(vocab) for _ in range(n)]}))
 PY
   quant=""; [ "$bits" != 0 ] && quant="quantization_bit: $bits"
-  cat > /tmp/$run.yaml <<YAML
+  for stack in $stacks; do
+  be=${stack%%:*}; bin=${stack#*:}; tag=$run; [ "$be" != "$backend" ] && tag=$run-$be
+  cat > /tmp/$tag.yaml <<YAML
 model_name_or_path: $dir
 finetuning_type: lora
 lora_rank: 8
@@ -57,15 +66,16 @@ logging_steps: 1
 save_steps: 100000
 shuffle: false
 disable_gradient_checkpointing: true
-backend: $backend
-output_dir: /tmp/out-$run
+backend: $be
+output_dir: /tmp/out-$tag
 $quant
 YAML
-  timeout "$per_run" "$L" train /tmp/$run.yaml > "$out/$run.lorafit.log" 2>&1 || echo "lorafit stopped (rc $?) on $run" >> "$out/$run.lorafit.log"
-  cp /tmp/out-$run/trainer_log.jsonl "$out/$run.trainer_log.jsonl" 2>/dev/null || true
-  tps=$(tail -n 1 "$out/$run.trainer_log.jsonl" 2>/dev/null | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['tokens_per_second'])" 2>/dev/null || echo -)
-  peak=$(grep -o 'peak memory: measured [0-9.]* [KMG]iB' "$out/$run.lorafit.log" | awk '{print $4, $5}' || true)
-  printf '%-22s %-6s %-9s %12s %14s\n' "$run" lorafit "$method" "$tps" "${peak:--}" >> "$summary"
+  timeout "$per_run" "$bin" train /tmp/$tag.yaml > "$out/$tag.lorafit.log" 2>&1 || echo "lorafit stopped (rc $?) on $tag" >> "$out/$tag.lorafit.log"
+  cp /tmp/out-$tag/trainer_log.jsonl "$out/$tag.trainer_log.jsonl" 2>/dev/null || true
+  tps=$(tail -n 1 "$out/$tag.trainer_log.jsonl" 2>/dev/null | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['tokens_per_second'])" 2>/dev/null || echo -)
+  peak=$(grep -o 'peak memory: measured [0-9.]* [KMG]iB' "$out/$tag.lorafit.log" | awk '{print $4, $5}' || true)
+  printf '%-22s %-6s %-9s %12s %14s\n' "$tag" lorafit "$method" "$tps" "${peak:--}" >> "$summary"
+  done
   timeout "$per_run" python3 scripts/bench_train_torch.py "$dir" /tmp/$name.jsonl $steps "$device" "$bs" float32 "$bits" > "$out/$run.torch.log" 2>&1 || echo "torch stopped (rc $?) on $run" >> "$out/$run.torch.log"
   tps=$(grep -o '[0-9]* tokens/s over' "$out/$run.torch.log" | awk '{print $1}' || true)
   peak=$(grep -o 'max_memory_allocated [0-9]*' "$out/$run.torch.log" | awk '{printf "%.2f GiB", $2 / 2^30}' || true)

@@ -234,6 +234,9 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
         ));
     }
     eprintln!("{line}");
+    if let Some(note) = quant_kernel_note(&model.q4_tuner.choices()) {
+        eprintln!("{note}");
+    }
     match summary.outcome {
         Outcome::Finished => {
             eprintln!(
@@ -250,6 +253,33 @@ pub fn run(config: &Path, settings: &Settings) -> Result<()> {
             std::process::exit(130);
         }
     }
+}
+
+/// What `quant_kernel` chose for the run's 4-bit products (nothing when none ran through the
+/// WGSL kernels): `4-bit products: dequantize then matmul for 5 shapes, fused for 3 (…)`.
+fn quant_kernel_note(choices: &[lorafit_train::quant_tune::Choice]) -> Option<String> {
+    use lorafit_train::quant_tune::Q4Path;
+    if choices.is_empty() {
+        return None;
+    }
+    let n = |p: Q4Path| choices.iter().filter(|c| c.path == p).count();
+    let measured = choices
+        .iter()
+        .filter_map(|c| Some((c.fused_us?, c.dequantize_us?)))
+        .fold((0, 0), |(f, d), (cf, cd)| (f + cf, d + cd));
+    let mut note = format!(
+        "4-bit products: dequantize then matmul for {} shapes, fused for {}",
+        n(Q4Path::Dequantize),
+        n(Q4Path::Fused)
+    );
+    if measured.0 > 0 {
+        note.push_str(&format!(
+            " (measured once per shape: fused {:.1} ms, dequantize {:.1} ms in all; quant_kernel fixes it)",
+            measured.0 as f64 / 1e3,
+            measured.1 as f64 / 1e3
+        ));
+    }
+    Some(note)
 }
 
 /// Which compiler serves a wgpu / vulkan run: ` (wgpu<spirv>, 3 cooperative-matrix shapes)`.

@@ -208,6 +208,18 @@ pub fn lorafit_stack(arch: &ModelArch, plan: &Plan) -> Result<LorafitMemory, Str
             (4 * widest) as f64 / 1048576.0
         ));
     }
+    if plan.quant.as_ref().is_some_and(|q| q.bits == 4) {
+        let widest = arch
+            .layer_linears()
+            .iter()
+            .map(|l| l.out_features * l.in_features)
+            .max()
+            .unwrap_or(0);
+        notes.push(format!(
+            "4-bit linears: a product that dequantizes (the CPU backends always; wgpu where `quant_kernel: auto` measured it faster, or `dequantize`) holds one f32 weight for its duration (the largest, {:.1} MiB, comes on top while it runs); `quant_kernel: fused` never does",
+            (4 * widest) as f64 / 1048576.0
+        ));
+    }
     if plan.use_dora {
         notes.push("DoRA's extra activations are not modelled (LoRA's are counted)".into());
     }

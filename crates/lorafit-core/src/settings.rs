@@ -489,6 +489,12 @@ const KEYS: &[KeyDef] = &[
         help: "lorafit train backend (vulkan: SPIR-V kernels, needs a build with --features vulkan)",
     },
     KeyDef {
+        name: "quant_kernel",
+        kind: Kind::Enum(&["auto", "fused", "dequantize"]),
+        origin: LO,
+        help: "lorafit train, 4-bit on wgpu: auto (time both on each shape, keep the faster), fused (never holds a dense weight) or dequantize (one layer's f32 weight at a time, then burn's matmul)",
+    },
+    KeyDef {
         name: "dataset_tokens",
         kind: Kind::Int(0, 1 << 50),
         origin: LO,

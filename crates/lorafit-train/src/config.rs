@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::optim::{AdamWConfig, ScheduleKind};
 use crate::quant::QuantSpec;
 use crate::quant_ops::Half;
+use crate::quant_tune::Q4Kernel;
 use lorafit_quant::QuantType;
 
 /// The compute backend (`backend` key).
@@ -135,6 +136,8 @@ pub struct TrainArgs {
     pub resume: Resume,
     pub plot_loss: bool,
     pub backend: Backend,
+    /// `quant_kernel`: how 4-bit products run where shaders/'s kernels do (src/quant_tune.rs).
+    pub quant_kernel: Q4Kernel,
     pub gradient_checkpointing: bool,
     pub bf16: bool,
     /// How the decoder's linears are stored: 4-bit / int8 (`quantization_bit`), 16-bit (`bf16` /
@@ -489,6 +492,10 @@ impl TrainArgs {
             resume,
             plot_loss: s.bool("plot_loss", false),
             backend,
+            quant_kernel: s
+                .str("quant_kernel")
+                .and_then(Q4Kernel::parse)
+                .unwrap_or_default(),
             gradient_checkpointing: plan.gradient_checkpointing,
             bf16: s.bool("bf16", false) || s.bool("pure_bf16", false),
             quant,

@@ -15,6 +15,7 @@ pub mod quant;
 #[cfg(feature = "wgpu")]
 mod quant_cube;
 pub mod quant_ops;
+pub mod quant_tune;
 #[cfg(feature = "wgpu")]
 mod quant_wgsl;
 pub mod random;

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::fused_ops::{AttnOpts, FusedOps, loss_chunk, vocab_tile};
 use crate::lora::{Adapter, LoraSpec};
 use crate::quant::{HalfWeight, Int8Weight, Nf4Weight, QuantSpec};
+use crate::quant_tune::{Q4Kernel, TunerId};
 use crate::weights::{HostTensor, Weights};
 pub use lorafit_data::{Example, StepRng};
 
@@ -324,6 +325,9 @@ pub struct Model {
     /// lm_head (the embedding when tied).
     head: Head,
     device: Device,
+    /// Picks how the 4-bit weights' products run (src/quant_tune.rs); the trainer sets its mode
+    /// from `quant_kernel` and saves its choices with each checkpoint.
+    pub q4_tuner: TunerId,
 }
 
 /// The keys and values (after RoPE, before GQA's repeat) `[1, kv_heads, len, head_dim]` of each
@@ -381,6 +385,11 @@ impl Model {
     ) -> Result<Self> {
         let (h, inter, nh, nkv, hd, vocab) = config.dims();
         let a = config.arch.clone();
+        let q4_tuner = TunerId::new(Q4Kernel::Auto, &[]);
+        let tuned = |mut weight: Nf4Weight| {
+            weight.set_tuner(q4_tuner);
+            weight
+        };
         let half_table = match quant {
             Some(QuantSpec::Half(kind)) => Some((kind, HalfWeight::table(kind, device))),
             _ => None,
@@ -413,7 +422,7 @@ impl Model {
                     )));
                 }
                 return Ok(Linear::new(
-                    BaseWeight::Quant(Nf4Weight::upload(&q, device)?),
+                    BaseWeight::Quant(tuned(Nf4Weight::upload(&q, device)?)),
                     bias,
                     path,
                 ));
@@ -431,7 +440,7 @@ impl Model {
                     quant_type,
                     double_quant,
                     rounding,
-                }) => BaseWeight::Quant(Nf4Weight::quantize(
+                }) => BaseWeight::Quant(tuned(Nf4Weight::quantize(
                     &weight.data,
                     out,
                     inp,
@@ -439,7 +448,7 @@ impl Model {
                     double_quant,
                     rounding,
                     device,
-                )?),
+                )?)),
                 Some(QuantSpec::Half(_)) | None => {
                     BaseWeight::Dense(to_device(transpose_host(weight), device))
                 }
@@ -513,6 +522,7 @@ impl Model {
             )));
         }
         Ok(Model {
+            q4_tuner,
             embed: embed_host.map(|e| match &half_table {
                 Some((kind, table)) if h % 2 == 0 => {
                     Embedding::Half(HalfWeight::upload(&e.data, vocab, h, *kind, table))

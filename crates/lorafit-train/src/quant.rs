@@ -91,6 +91,11 @@ impl Nf4Weight {
         (self.meta.out, self.meta.inp)
     }
 
+    /// Let `tuner` pick how this weight's products are computed (src/quant_tune.rs).
+    pub fn set_tuner(&mut self, tuner: crate::quant_tune::TunerId) {
+        self.meta.tuner = Some(tuner);
+    }
+
     /// The dense weight `[out, in]` in f32, equal to bitsandbytes' `dequantize_4bit` (on wgpu by
     /// shaders/nf4_dequant.wgsl and nested_absmax.wgsl).
     pub fn dequantize(&self) -> Tensor<2> {
@@ -184,6 +189,7 @@ impl Q4Parts {
                 blocksize: q.blocksize,
                 nested_blocksize,
                 offset,
+                tuner: None,
             },
         })
     }

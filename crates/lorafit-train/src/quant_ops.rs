@@ -34,6 +34,9 @@ pub struct Q4Meta {
     /// absmax per `nested_blocksize` blocks, plus `offset`. 0 when the scales are plain f32.
     pub nested_blocksize: usize,
     pub offset: f32,
+    /// The trainer's tuner, which picks the fused or the dequantize-then-matmul path where
+    /// shaders/'s kernels run (src/quant_tune.rs); None: fused.
+    pub tuner: Option<crate::quant_tune::TunerId>,
 }
 
 impl Q4Meta {

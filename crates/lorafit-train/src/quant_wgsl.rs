@@ -16,6 +16,7 @@ use burn_cubecl::cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelA
 
 use crate::quant_cube;
 use crate::quant_ops::{Half, Q4Meta, QuantOps, dense_product, dequantize_ops, widen16_ops};
+use crate::quant_tune::{self, Q4Path, ShapeKey};
 
 const NF4_DEQUANT: &str = include_str!("../../../shaders/nf4_dequant.wgsl");
 const NESTED_ABSMAX: &str = include_str!("../../../shaders/nested_absmax.wgsl");
@@ -327,49 +328,113 @@ impl QuantOps for Cube {
             }
             Kernels::Wgsl => {}
         }
-        let a = into_contiguous(a);
-        let (words, scales, code) =
-            kernel_inputs(Kernels::Wgsl, words, absmax, scale_codes, code, map, &meta);
-        let dims = a.meta.shape().clone();
-        let m = dims[0];
-        let (t, j) = if transposed {
-            (meta.inp, meta.out)
-        } else {
-            (meta.out, meta.inp)
+        let m = a.meta.shape()[0];
+        let key = ShapeKey::new(m, meta.out, meta.inp, transposed);
+        let device = a.device.clone();
+        let run = |path: Q4Path| match path {
+            Q4Path::Fused => fused_q4_matmul(
+                a.clone(),
+                words.clone(),
+                absmax.clone(),
+                scale_codes.clone(),
+                code.clone(),
+                map.clone(),
+                meta,
+                transposed,
+            ),
+            Q4Path::Dequantize => {
+                let w = Self::q4_dequantize(
+                    words.clone(),
+                    absmax.clone(),
+                    scale_codes.clone(),
+                    code.clone(),
+                    map.clone(),
+                    meta,
+                );
+                dense_product::<Self>(a.clone(), w, transposed)
+            }
         };
-        assert_eq!(
-            dims[1], t,
-            "q4_matmul: a is {dims:?}, the weight is [{}, {}]",
-            meta.out, meta.inp
-        );
-        let params = [
-            m as u32,
-            t as u32,
-            j as u32,
-            meta.inp as u32,
-            meta.blocksize as u32,
-            transposed as u32,
-            0,
-            0,
-        ];
-        if m <= GEMV_MAX_ROWS && j <= 65535 {
-            launch(
-                Wgsl::new("q4_gemv", Q4_GEMV),
-                CubeDim::new_1d(64),
-                CubeCount::Static(j as u32, m.div_ceil(8) as u32, 1),
-                &[&a, &words, &scales, &code],
-                &params,
-                Shape::new([m, j]),
-            )
-        } else {
-            launch(
-                Wgsl::new("q4_matmul", Q4_MATMUL),
-                CubeDim::new_2d(16, 16),
-                CubeCount::Static(j.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
-                &[&a, &words, &scales, &code],
-                &params,
-                Shape::new([m, j]),
-            )
-        }
+        let path = quant_tune::path(meta.tuner, key, |p| device_seconds(&device, || run(p)));
+        run(path)
+    }
+}
+
+/// Median seconds of 3 runs of `f` after a warm-up (which compiles its pipelines), each
+/// synchronised with the device.
+fn device_seconds(device: &burn_cubecl::CubeDevice, f: impl Fn() -> CubeTensor) -> f64 {
+    let sync = || {
+        let _ = <Cube as Backend>::sync(device);
+    };
+    drop(f());
+    sync();
+    let mut times: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let out = f();
+            sync();
+            drop(out);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[1]
+}
+
+/// shaders/'s fused `a·Wᵀ` / `a·W` for a 4-bit weight: q4_gemv.wgsl for a few rows, q4_matmul.wgsl
+/// above.
+#[allow(clippy::too_many_arguments)]
+fn fused_q4_matmul(
+    a: CubeTensor,
+    words: CubeTensor,
+    absmax: CubeTensor,
+    scale_codes: CubeTensor,
+    code: CubeTensor,
+    map: CubeTensor,
+    meta: Q4Meta,
+    transposed: bool,
+) -> CubeTensor {
+    let a = into_contiguous(a);
+    let (words, scales, code) =
+        kernel_inputs(Kernels::Wgsl, words, absmax, scale_codes, code, map, &meta);
+    let dims = a.meta.shape().clone();
+    let m = dims[0];
+    let (t, j) = if transposed {
+        (meta.inp, meta.out)
+    } else {
+        (meta.out, meta.inp)
+    };
+    assert_eq!(
+        dims[1], t,
+        "q4_matmul: a is {dims:?}, the weight is [{}, {}]",
+        meta.out, meta.inp
+    );
+    let params = [
+        m as u32,
+        t as u32,
+        j as u32,
+        meta.inp as u32,
+        meta.blocksize as u32,
+        transposed as u32,
+        0,
+        0,
+    ];
+    if m <= GEMV_MAX_ROWS && j <= 65535 {
+        launch(
+            Wgsl::new("q4_gemv", Q4_GEMV),
+            CubeDim::new_1d(64),
+            CubeCount::Static(j as u32, m.div_ceil(8) as u32, 1),
+            &[&a, &words, &scales, &code],
+            &params,
+            Shape::new([m, j]),
+        )
+    } else {
+        launch(
+            Wgsl::new("q4_matmul", Q4_MATMUL),
+            CubeDim::new_2d(16, 16),
+            CubeCount::Static(j.div_ceil(64) as u32, m.div_ceil(64) as u32, 1),
+            &[&a, &words, &scales, &code],
+            &params,
+            Shape::new([m, j]),
+        )
     }
 }

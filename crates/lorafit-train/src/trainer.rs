@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraSpec, host_of};
 use crate::model::{Model, StepRng};
 use crate::optim::{AdamW, clip, lr_at};
+use crate::quant_tune::Choice;
 use crate::value_head::ValueHead;
 use crate::weights::{HostTensor, Weights, save_f32, write_atomic};
 
@@ -270,6 +271,8 @@ pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
 struct Saved {
     step: u64,
     log_history: Vec<Value>,
+    /// The 4-bit path chosen for each product shape (src/quant_tune.rs).
+    quant_kernels: Vec<Choice>,
 }
 
 /// The training run's state and its outputs.
@@ -431,6 +434,7 @@ impl<'a> Trainer<'a> {
             }
             Ok(a)
         };
+        model.q4_tuner.set_mode(args.quant_kernel);
         let (adapter, optimizer, saved) = match &resume_dir {
             Some(dir) => {
                 let adapter = with_head(
@@ -443,6 +447,8 @@ impl<'a> Trainer<'a> {
                     &fingerprint(&args, examples.len(), total_steps),
                     args.adamw,
                 )?;
+                // The interrupted run's 4-bit paths, so that every product is computed as it was.
+                model.q4_tuner.restore(&saved.quant_kernels);
                 (adapter, opt, Some(saved))
             }
             None => {
@@ -1124,6 +1130,7 @@ impl<'a> Trainer<'a> {
             "optimizer_step": self.optimizer.step,
             "fingerprint": fingerprint(&self.args, self.examples.len(), self.total_steps),
             "log_history": self.log_history,
+            "quant_kernels": self.model.q4_tuner.choices(),
         });
         write_atomic(
             &tmp.join("trainer_state.json"),
@@ -1211,6 +1218,16 @@ fn load_state(
         .as_u64()
         .ok_or_else(|| Error::ckpt(&state_path, "has no `optimizer_step`"))?;
     let log_history = v["log_history"].as_array().cloned().unwrap_or_default();
+    // Checkpoints from before the tuner have none: the run measures again.
+    let quant_kernels: Vec<Choice> = match v.get("quant_kernels") {
+        Some(k) => serde_json::from_value(k.clone()).map_err(|e| {
+            Error::ckpt(
+                &state_path,
+                format!("`quant_kernels` is not a list of choices: {e}"),
+            )
+        })?,
+        None => Vec::new(),
+    };
     let opt_path = dir.join("optimizer.safetensors");
     let mut w = Weights::load_file(&opt_path)?;
     let mut exp_avg = Vec::new();
@@ -1236,6 +1253,10 @@ fn load_state(
             exp_avg,
             exp_avg_sq,
         },
-        Saved { step, log_history },
+        Saved {
+            step,
+            log_history,
+            quant_kernels,
+        },
     ))
 }

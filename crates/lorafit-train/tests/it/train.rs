@@ -278,6 +278,93 @@ fn interrupted_dora_run_resumes_exactly() {
     check_resume("llama_dora", 10);
 }
 
+/// `quant_kernel: auto` on wgpu (WGSL): each 4-bit product shape — the forward's `x·Wᵀ` and the
+/// input gradient's `g·W` — is timed both ways once and the faster kept; the choices go into every
+/// checkpoint, and a resumed run on a freshly loaded model takes them instead of measuring again
+/// (the two paths round differently, so that is what keeps resume bit-identical). Both paths
+/// train to the same losses.
+#[test]
+fn qlora_kernel_choices_are_measured_saved_and_resumed_on_wgpu() {
+    use lorafit_train::quant_tune::{Choice, Q4Kernel, Q4Path};
+    if !wgpu_available() {
+        return;
+    }
+    let name = "llama_qlora_nf4_dq";
+    let dir = tmp_dir("q4-tune");
+    let run: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("runs/{name}.json"))).expect("run"),
+    )
+    .expect("json");
+    let extra = [
+        ("save_steps", Val::Int(2)),
+        ("output_dir", Val::Str(dir.display().to_string())),
+        ("backend", Val::Str("wgpu".into())),
+    ];
+    let args = TrainArgs::from_settings(&settings(&run, &extra), &fixtures()).expect("args");
+    assert_eq!(args.quant_kernel, Q4Kernel::Auto, "auto is the default");
+    let device = make_device(args.backend, args.gradient_checkpointing).expect("device");
+    let load = || Model::load_quantized(&args.model_dir, &device, args.quant).expect("model");
+    let model = load();
+    let examples = data::load_dataset(&args).expect("data");
+    let mut first = Trainer::new(args.clone(), &model, examples.clone()).expect("trainer");
+    let stop = first.stop_flag();
+    first
+        .run(|s| {
+            if s.step == 2 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .expect("first part");
+    let chosen = model.q4_tuner.choices();
+    assert!(chosen.iter().any(|c| c.shape.transposed), "{chosen:?}");
+    assert!(chosen.iter().any(|c| !c.shape.transposed), "{chosen:?}");
+    for c in &chosen {
+        let (f, d) = (
+            c.fused_us.expect("measured"),
+            c.dequantize_us.expect("measured"),
+        );
+        let faster = if d < f {
+            Q4Path::Dequantize
+        } else {
+            Q4Path::Fused
+        };
+        assert_eq!(c.path, faster, "{c:?}");
+    }
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("checkpoint-2/trainer_state.json")).expect("state"),
+    )
+    .expect("json");
+    let saved: Vec<Choice> =
+        serde_json::from_value(state["quant_kernels"].clone()).expect("choices saved");
+    assert_eq!(saved, chosen);
+    let model2 = load();
+    let mut args2 = args.clone();
+    args2.resume = lorafit_train::config::Resume::Latest;
+    let mut second = Trainer::new(args2, &model2, examples).expect("resumed trainer");
+    assert_eq!(second.start_step(), 2);
+    second.run(|_| {}).expect("second part");
+    let resumed = model2.q4_tuner.choices();
+    for c in &chosen {
+        assert!(resumed.contains(c), "{c:?} was measured again on resume");
+    }
+    // Either path, the same training within f32 rounding.
+    let (fused, _) = run_with(
+        name,
+        Backend::Wgpu,
+        &[("quant_kernel", Val::Str("fused".into()))],
+        &tmp_dir("q4-fused"),
+    );
+    let (dequant, _) = run_with(
+        name,
+        Backend::Wgpu,
+        &[("quant_kernel", Val::Str("dequantize".into()))],
+        &tmp_dir("q4-dequantize"),
+    );
+    for (a, b) in losses(&fused).iter().zip(losses(&dequant)) {
+        assert!(rel(*a, b) < 1e-5, "fused {a} vs dequantize {b}");
+    }
+}
+
 fn check_resume(name: &str, total_steps: u64) {
     let extra = [
         ("lora_dropout", Val::Float(0.1)),
