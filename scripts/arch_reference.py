@@ -41,6 +41,7 @@ COMPOSITE = {
     "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
     "paligemma": (["multi_modal_projector"], ["vision_tower"], []),
     "mllama": (["multi_modal_projector"], ["vision_model"], []),
+    "gemma4": (["model.embed_vision", "model.embed_audio"], ["vision_tower", "audio_tower"], []),
     "qwen2_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen2_5_vl": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen3_vl": (["visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks", "visual.deepstack_merger_list"], ["patch_embed"]),
@@ -82,7 +83,7 @@ def main() -> None:
         # Routed experts: fused 3-D tensors [E, ...] under `.experts.`; a token uses k of E.
         text = model.config.get_text_config()
         e = getattr(text, "num_experts", None) or getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None)
-        k = getattr(text, "num_experts_per_tok", None)
+        k = getattr(text, "num_experts_per_tok", None) or getattr(text, "top_k_experts", None)
         inactive = 0
         if e and k:
             for n, p in model.named_parameters():

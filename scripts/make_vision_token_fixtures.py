@@ -23,11 +23,13 @@ processor GLM-4.1V-9B ships (12 544 – 9 633 792 pixels over its two frames); a
 the images through the `pixtral` plugin with the image processors Pixtral-12B (16-px patches,
 longest edge 1024, no merge) and Mistral Small 3.1 (14-px patches, longest edge 1540, 2×2 merge) ship;
 and llama4_tokens.json: the images through the `llama4` plugin with Llama 4's image processor
-(336-px tiles, up to 16, a global tile) and Llama4Processor's prompt layout.
+(336-px tiles, up to 16, a global tile) and Llama4Processor's prompt layout; and gemma4_tokens.json:
+the images through the `gemma4` plugin with Gemma 4's image processor (16-px patches, 280 soft
+tokens, 3×3 pooling).
 
     python3 scripts/make_vision_token_fixtures.py /path/to/LLaMA-Factory pixtral llama4
 
-writes only the named fixtures (qwen, internvl, llava_next, glm4v, pixtral, llama4).
+writes only the named fixtures (qwen, internvl, llava_next, glm4v, pixtral, llama4, gemma4).
 """
 
 import importlib.machinery
@@ -50,6 +52,7 @@ from make_media_fixtures import probe, write_video  # noqa: E402  (same folder)
 from llamafactory.data.mm_plugin import get_mm_plugin  # noqa: E402
 from transformers.models.glm4v.image_processing_glm4v import Glm4vImageProcessor  # noqa: E402
 from transformers.models.got_ocr2.image_processing_got_ocr2 import GotOcr2ImageProcessor  # noqa: E402
+from transformers.models.gemma4.image_processing_gemma4 import Gemma4ImageProcessor  # noqa: E402
 from transformers.models.llama4.image_processing_llama4 import Llama4ImageProcessor  # noqa: E402
 from transformers.models.llama4.processing_llama4 import Llama4Processor  # noqa: E402
 from transformers.models.pixtral.image_processing_pixtral import PixtralImageProcessor  # noqa: E402
@@ -71,6 +74,7 @@ PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 OUT_GLM4V = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/glm4v_tokens.json")
 OUT_PIXTRAL = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/pixtral_tokens.json")
 OUT_LLAMA4 = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/llama4_tokens.json")
+OUT_GEMMA4 = os.path.join(ROOT, "crates/lorafit-core/tests/fixtures/gemma4_tokens.json")
 # (name, image-processor patch, longest edge, processor patch, spatial merge) as the repos ship them:
 # mistral-community/pixtral-12b and mistralai/Mistral-Small-3.1-24B-Instruct-2503.
 PIXTRAL = [("pixtral-12b", 16, 1024, 16, 1), ("mistral3", 14, 1540, 14, 2)]
@@ -214,6 +218,24 @@ def expand_llama4(settings, images):
     }
 
 
+def expand_gemma4(settings, images):
+    """LLaMA-Factory's gemma4 plugin: the processor's soft tokens per image between boi / eoi."""
+    ip = Gemma4ImageProcessor(patch_size=16, max_soft_tokens=280, pooling_kernel_size=3)
+    proc = types.SimpleNamespace(
+        image_processor=ip, boi_token="<boi>", eoi_token="<eoi>", boa_token="<boa>", eoa_token="<eoa>",
+        image_token="<img_soft>", video_token="<vid_soft>", audio_token="<aud_soft>", **settings,
+    )
+    plugin = get_mm_plugin("gemma4", image_token="<image_soft_token>")
+    msgs = plugin.process_messages([{"role": "user", "content": "<image>" * len(images)}], images, [], [], proc)
+    text = msgs[0]["content"]
+    inputs = plugin._get_mm_inputs(images, [], [], proc)
+    return {
+        "patches": int((inputs["image_position_ids"][0][:, 0] >= 0).sum()),
+        "pad_tokens": text.count("<img_soft>"),
+        "tokens": text.count("<img_soft>") + text.count("<boi>") + text.count("<eoi>"),
+    }
+
+
 DEFAULTS = {
     "image_max_pixels": 768 * 768,
     "image_min_pixels": 32 * 32,
@@ -233,7 +255,7 @@ def write_fixture(path, cases):
 
 def main():
     lf = sys.argv[1] if len(sys.argv) > 1 else "/tmp/lf"
-    only = set(sys.argv[2:]) or {"qwen", "internvl", "llava_next", "glm4v", "pixtral", "llama4"}
+    only = set(sys.argv[2:]) or {"qwen", "internvl", "llava_next", "glm4v", "pixtral", "llama4", "gemma4"}
     demo = os.path.join(lf, "data/mllm_demo_data")
     tmp = tempfile.mkdtemp()
     videos = {
@@ -363,6 +385,15 @@ def main():
                 l4.append({"source": name, "width": img.width, "height": img.height, "settings": extra, **r})
         write_fixture(OUT_LLAMA4, l4)
         print(f"{len(l4)} Llama 4 cases -> {OUT_LLAMA4}")
+    if "gemma4" in only:
+        g4 = []
+        for name, path in images.items():
+            for extra in image_settings:
+                img = Image.open(path)
+                r = expand_gemma4({**DEFAULTS, **extra}, [img])
+                g4.append({"source": name, "width": img.width, "height": img.height, "settings": extra, **r})
+        write_fixture(OUT_GEMMA4, g4)
+        print(f"{len(g4)} Gemma 4 cases -> {OUT_GEMMA4}")
 
 if __name__ == "__main__":
     main()

@@ -348,7 +348,9 @@ fn freeze_kind_params(arch: &ModelArch, module: &str, kind: LayerKind) -> Option
     let mixer_other = (other - norms).max(0.0);
     Some(match module {
         "all" => arch.kind_params(kind) as f64,
-        "self_attn" | "attn" | "attention" if kind.mixer == Mixer::Attention => {
+        "self_attn" | "attn" | "attention"
+            if matches!(kind.mixer, Mixer::Attention | Mixer::GlobalAttention) =>
+        {
             sum(&mixer) + mixer_other
         }
         "linear_attn" if kind.mixer == Mixer::LinearAttention => sum(&mixer) + mixer_other,

@@ -1162,6 +1162,43 @@ fn new_architectures_match_their_model_cards() {
     assert_eq!(next.attention_layers(), 12);
     let mav = arch("meta-llama/Llama-4-Maverick-17B-128E");
     assert_eq!(mav.layer_kinds.iter().filter(|k| k.moe).count(), 24);
+    // Gemma 4's model card counts the language model: 31B 30.7 B; 26B-A4B 25.2 B with 3.8 B
+    // active (8 of 128 experts beside the dense MLP); the vision encoder ~550 M.
+    for (id, total, active) in [
+        ("google/gemma-4-31B", 30.7e9, 30.7e9),
+        ("google/gemma-4-26B-A4B", 25.2e9, 3.8e9),
+    ] {
+        let a = arch(id);
+        let v = a.vision_params();
+        // Within 0.5 %, or the rounding of a two-digit figure (3.8 B: 2 %).
+        for (what, got, published, tol) in [
+            ("total", a.total_params() - v, total, 0.005),
+            ("active", a.active_params() - v, active, 0.02),
+        ] {
+            let err = got as f64 / published - 1.0;
+            assert!(err.abs() < tol, "{id} {what}: {got} vs {published:e}");
+        }
+        assert!((v as f64 / 0.55e9 - 1.0).abs() < 0.05, "{id} vision {v}");
+        // Every 6th layer is full attention: wider heads (512), fewer kv heads, keys as values.
+        assert_eq!(a.attention_layers(), a.num_layers);
+        let g = a.global_attention.clone().expect("gemma 4");
+        assert!(g.k_eq_v && g.head_dim == 512);
+    }
+    let g31 = arch("google/gemma-4-31B");
+    let full = g31
+        .layer_kinds
+        .iter()
+        .filter(|k| k.mixer == lorafit_core::arch::Mixer::GlobalAttention)
+        .count();
+    assert_eq!(full, 10);
+    // The E2B / E4B checkpoints (per-layer embeddings, KV-shared layers, an audio tower) are
+    // refused by name rather than miscounted.
+    let e2b = r#"{"model_type": "gemma4", "text_config": {"model_type": "gemma4_text", "hidden_size": 1536, "intermediate_size": 6144, "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144, "hidden_size_per_layer_input": 256, "num_kv_shared_layers": 20}, "vision_config": {"model_type": "gemma4_vision", "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 16}, "audio_config": {"model_type": "gemma4_audio"}}"#;
+    let err = ModelArch::from_config_json(e2b).expect_err("E2B is refused");
+    assert!(
+        err.to_string().contains("hidden_size_per_layer_input"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1777,6 +1814,37 @@ fn pixtral_and_llama4_image_tokens_equal_llamafactory_on_real_files() {
         checked += 1;
     }
     assert_eq!(checked, 95);
+}
+
+#[test]
+fn gemma4_image_tokens_equal_llamafactory_on_real_files() {
+    use lorafit_core::arch::media;
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/gemma4_tokens.json")).expect("fixture");
+    let n = |c: &serde_json::Value, k: &str| c[k].as_u64().expect("fixture");
+    // Both sizes share the tower: 16-px patches, 3×3 pooling, a budget of 280 soft tokens that
+    // the processor fills whatever the image's size (it scales small images up).
+    for id in ["google/gemma-4-31B", "google/gemma-4-26B-A4B"] {
+        let v = tower(id);
+        assert_eq!(v.kind, VisionKind::Gemma4);
+        assert_eq!((v.patch_size, v.merge, v.max_tokens), (16, 3, 280));
+        let mut checked = 0;
+        for c in fx["cases"].as_array().expect("cases") {
+            let ((w, h), keys) = fixture_image(c, &fx["defaults"]);
+            let ctx = format!("{id} {} {}", c["source"], c["settings"]);
+            // Soft tokens between <start_of_image> and <end_of_image>; the tower sees 9 patches
+            // a token.
+            assert_eq!(
+                v.sized_image_tokens(w, h, &keys),
+                (n(c, "tokens"), n(c, "patches")),
+                "{ctx}"
+            );
+            let m = media::gemma4_image(w, h, &keys, 16, 3, 280);
+            assert_eq!(m.pads, n(c, "pad_tokens"), "{ctx}");
+            checked += 1;
+        }
+        assert_eq!(checked, 95);
+    }
 }
 
 #[test]

@@ -678,6 +678,48 @@ pub fn llama4_image(
     }
 }
 
+/// LLaMA-Factory's `gemma4` plugin on one `width` × `height` image: the base `_preprocess_image`,
+/// then transformers' Gemma 4 image processor, which resizes the image (up or down) to the
+/// largest size of whole `pool` × `pool`-patch cells whose patches fit `max_tokens` × pool²,
+/// keeping its aspect ratio (`get_aspect_ratio_preserving_size`); each cell pools into one soft
+/// token, framed by `<start_of_image>` … `<end_of_image>`. The tower sees every patch.
+pub fn gemma4_image(
+    width: u64,
+    height: u64,
+    keys: &ImageKeys,
+    patch: u64,
+    pool: u64,
+    max_tokens: u64,
+) -> MediaTokens {
+    let (w, h) = preprocess(width, height, keys.max_pixels, keys.min_pixels);
+    let (w, h) = (w.max(1), h.max(1));
+    let cell = (patch * pool).max(1);
+    let max_patches = max_tokens * pool * pool;
+    let factor = ((max_patches * patch * patch) as f64 / (w * h) as f64).sqrt();
+    let mut th = ((factor * h as f64) / cell as f64).floor() as u64 * cell;
+    let mut tw = ((factor * w as f64) / cell as f64).floor() as u64 * cell;
+    let longest = (max_patches / (pool * pool).max(1)) * cell;
+    if th == 0 && tw > 0 {
+        th = cell;
+        tw = ((w / h) * cell).min(longest);
+    } else if tw == 0 && th > 0 {
+        tw = cell;
+        th = ((h / w) * cell).min(longest);
+    }
+    let (rows, cols) = (th / cell, tw / cell);
+    MediaTokens {
+        grid: Grid {
+            t: 1,
+            h: rows * pool,
+            w: cols * pool,
+        },
+        pads: rows * cols,
+        text: String::new(),
+        text_tokens: 2,
+        frames: 1,
+    }
+}
+
 /// LLaMA-Factory's image keys (`image_max_pixels`, `image_min_pixels`, InternVL's `crop_to_patches`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ImageKeys {

@@ -106,6 +106,21 @@ pub enum Mixer {
     /// queries from the text, keys and values from the vision tower's output; q/k norms and two
     /// tanh gates.
     CrossAttention,
+    /// Gemma 4's full-attention layers (between its sliding-window ones): heads
+    /// [`GlobalAttention::head_dim`] wide, their own kv heads and, with `attention_k_eq_v`, keys
+    /// that serve as values (no `v_proj`).
+    GlobalAttention,
+}
+
+/// The shape of Gemma 4's full-attention layers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalAttention {
+    /// `global_head_dim`.
+    pub head_dim: u64,
+    /// `num_global_key_value_heads` with `attention_k_eq_v`, else `num_key_value_heads`.
+    pub kv_heads: u64,
+    /// `attention_k_eq_v`: the keys are the values; the layer has no `v_proj`.
+    pub k_eq_v: bool,
 }
 
 /// The kind of one decoder layer: its token mixer and whether its MLP is routed experts.
@@ -198,6 +213,8 @@ pub struct ModelArch {
     pub moe: Option<Moe>,
     pub mla: Option<Mla>,
     pub linear_attention: Option<LinearAttention>,
+    /// Gemma 4: the full-attention layers' own shape.
+    pub global_attention: Option<GlobalAttention>,
     /// Each decoder layer's kind, in order (dense/MoE, attention/linear attention).
     #[serde(serialize_with = "serialize_kinds")]
     pub layer_kinds: Vec<LayerKind>,
@@ -228,6 +245,7 @@ fn serialize_kinds<S: serde::Serializer>(kinds: &[LayerKind], s: S) -> Result<S:
         .map(|(k, n)| {
             let mixer = match k.mixer {
                 Mixer::Attention => "attention",
+                Mixer::GlobalAttention => "global attention",
                 Mixer::LinearAttention => "linear attention",
                 Mixer::CrossAttention => "cross attention",
             };
@@ -366,12 +384,15 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "starcoder2",
     "paligemma",
     "mllama",
+    "gemma4",
+    "gemma4_text",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
 fn normalise_text_type(t: &str) -> &str {
     match t {
         "gemma3" => "gemma3_text",
+        "gemma4" => "gemma4_text",
         "qwen2_vl_text" | "qwen2_5_vl_text" | "qwen2_vl" | "qwen2_5_vl" => "qwen2",
         "qwen3_vl_text" | "qwen3_vl" => "qwen3",
         "qwen3_vl_moe_text" | "qwen3_vl_moe" => "qwen3_moe",
@@ -412,6 +433,41 @@ fn layer_kinds(
                     )));
                 }
             }
+        }
+    }
+    if model_type == "gemma4_text" {
+        // Full attention where `layer_types` says so; transformers' default is every 6th layer,
+        // and the last layer is always full attention.
+        match obj.get("layer_types") {
+            Some(Value::Array(a)) => {
+                if a.len() != n {
+                    return Err(Error::ModelConfig(format!(
+                        "`layer_types` has {} entries for {n} layers",
+                        a.len()
+                    )));
+                }
+                for (i, t) in a.iter().enumerate() {
+                    mixers[i] = match t.as_str() {
+                        Some("full_attention") => Mixer::GlobalAttention,
+                        Some("sliding_attention") => Mixer::Attention,
+                        other => {
+                            return Err(Error::ModelConfig(format!(
+                                "`layer_types[{i}]` = {other:?}: allowed sliding_attention, full_attention"
+                            )));
+                        }
+                    };
+                }
+            }
+            _ => {
+                for (i, m) in mixers.iter_mut().enumerate() {
+                    if (i + 1) % 6 == 0 {
+                        *m = Mixer::GlobalAttention;
+                    }
+                }
+            }
+        }
+        if let Some(last) = mixers.last_mut() {
+            *last = Mixer::GlobalAttention;
         }
     }
     if hybrid {
@@ -606,7 +662,7 @@ impl ModelArch {
             .or_else(|| get_bool(top, "tie_word_embeddings"))
             .unwrap_or(matches!(
                 mt,
-                "gemma" | "gemma2" | "gemma3_text" | "starcoder2"
+                "gemma" | "gemma2" | "gemma3_text" | "gemma4_text" | "starcoder2"
             ));
         // ERNIE 4.5's `use_bias` puts a bias on every attention and MLP projection.
         let ernie_bias = get_bool(obj, "use_bias").unwrap_or(false);
@@ -690,6 +746,17 @@ impl ModelArch {
                     ..plain(experts("moe_num_experts")?, experts("moe_k")?, i)
                 })
             }
+            // Gemma 4 (26B-A4B): the routed experts run beside the dense MLP, which acts as the
+            // shared expert; the router is an `nn.Linear` (`router.proj`).
+            "gemma4_text" if get_bool(obj, "enable_moe_block").unwrap_or(false) => Some(Moe {
+                shared_intermediate_size: intermediate_size,
+                router_targetable: true,
+                ..plain(
+                    experts("num_experts")?,
+                    experts("top_k_experts")?,
+                    moe_int()?,
+                )
+            }),
             "llama4" => {
                 let i = req_u64(obj, "intermediate_size")?;
                 Some(Moe {
@@ -732,6 +799,31 @@ impl ModelArch {
             }),
             _ => None,
         };
+        let global_attention = match mt {
+            "gemma4_text" => {
+                // The E2B / E4B checkpoints' per-layer embeddings and KV-shared layers (and their
+                // audio tower) are not modelled: refused rather than miscounted.
+                for k in ["hidden_size_per_layer_input", "num_kv_shared_layers"] {
+                    if get_u64(obj, k)?.unwrap_or(0) > 0 {
+                        return Err(Error::ModelConfig(format!(
+                            "Gemma 4 with `{k}` (E2B / E4B: per-layer embeddings, KV-shared layers) is not modelled yet; the 31B and 26B-A4B are"
+                        )));
+                    }
+                }
+                let k_eq_v = get_bool(obj, "attention_k_eq_v").unwrap_or(false);
+                Some(GlobalAttention {
+                    head_dim: get_u64(obj, "global_head_dim")?
+                        .filter(|d| *d > 0)
+                        .unwrap_or(head_dim),
+                    kv_heads: match get_u64(obj, "num_global_key_value_heads")? {
+                        Some(k) if k_eq_v && k > 0 => k,
+                        _ => num_key_value_heads,
+                    },
+                    k_eq_v,
+                })
+            }
+            _ => None,
+        };
         let layer_kinds = layer_kinds(obj, mt, num_layers, moe.as_ref())?;
         let (rope_scaling, rope_theta) = parse_rope(obj)?;
         let stored_quant = match top
@@ -749,6 +841,7 @@ impl ModelArch {
                 "qwen3"
                     | "qwen3_moe"
                     | "gemma3_text"
+                    | "gemma4_text"
                     | "olmo2"
                     | "qwen3_next"
                     | "qwen3_5"
@@ -757,7 +850,7 @@ impl ModelArch {
                     | "minimax_m2"
             ) || (mt == "glm4_moe" && get_bool(obj, "use_qk_norm").unwrap_or(false)),
             qk_norm_full: matches!(mt, "olmo2" | "minimax_m2"),
-            norms_per_layer: if matches!(mt, "gemma2" | "gemma3_text" | "glm4") {
+            norms_per_layer: if matches!(mt, "gemma2" | "gemma3_text" | "gemma4_text" | "glm4") {
                 4
             } else {
                 2
@@ -772,7 +865,7 @@ impl ModelArch {
                 "starcoder2" => starcoder_bias,
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
                 "llama" | "qwen3" | "qwen3_moe" | "granite" | "olmo2" | "gemma" | "gemma2"
-                | "gemma3_text" | "hunyuan_v1_dense" => qkv_bias,
+                | "gemma3_text" | "gemma4_text" | "hunyuan_v1_dense" => qkv_bias,
                 _ => false,
             },
             mlp_bias: match mt {
@@ -798,6 +891,7 @@ impl ModelArch {
             moe,
             mla,
             linear_attention,
+            global_attention,
             layer_kinds,
             vision,
             max_position_embeddings: get_u64(obj, "max_position_embeddings")?,
@@ -839,7 +933,7 @@ impl ModelArch {
     pub fn attention_layers(&self) -> u64 {
         self.layer_kinds
             .iter()
-            .filter(|k| k.mixer == Mixer::Attention)
+            .filter(|k| matches!(k.mixer, Mixer::Attention | Mixer::GlobalAttention))
             .count() as u64
     }
 
@@ -876,6 +970,20 @@ impl ModelArch {
                     ]
                 };
                 v.push(lin("out_proj", vd, h, false, 1));
+                v
+            }
+            (Mixer::GlobalAttention, _, _) if self.global_attention.is_some() => {
+                let g = self.global_attention.as_ref().expect("checked");
+                let (qg, kvg) = (
+                    self.num_attention_heads * g.head_dim,
+                    g.kv_heads * g.head_dim,
+                );
+                let b = self.qkv_bias;
+                let mut v = vec![lin("q_proj", h, qg, b, 1), lin("k_proj", h, kvg, b, 1)];
+                if !g.k_eq_v {
+                    v.push(lin("v_proj", h, kvg, b, 1));
+                }
+                v.push(lin("o_proj", qg, h, self.o_bias, 1));
                 v
             }
             (_, Some(m), _) => {
@@ -940,6 +1048,7 @@ impl ModelArch {
                 let (e, i) = (m.num_experts, m.expert_intermediate_size);
                 let router = match self.model_type.as_str() {
                     "gpt_oss" | "llama4" => "router",
+                    "gemma4_text" => "proj",
                     _ => "gate",
                 };
                 v.push(Linear {
@@ -1010,6 +1119,10 @@ impl ModelArch {
             }
             // Per-head q / k RMSNorms and the attention and MLP gates.
             (Mixer::CrossAttention, _, _) => n += 2 * self.head_dim + 2,
+            // Per-head q / k RMSNorms of the wider heads (v's norm has no weight).
+            (Mixer::GlobalAttention, _, _) if self.global_attention.is_some() => {
+                n += 2 * self.global_attention.as_ref().map_or(0, |g| g.head_dim);
+            }
             _ => {
                 n += match (self.qk_norm, self.qk_norm_full) {
                     (true, true) => self.q_dim() + self.kv_dim(),
@@ -1020,6 +1133,11 @@ impl ModelArch {
                     n += self.num_attention_heads;
                 }
             }
+        }
+        // Gemma 4's MoE block: the router's scale (h) and per-expert scale (E), and three more
+        // RMSNorms around the experts.
+        if kind.moe && self.model_type == "gemma4_text" {
+            n += 4 * self.hidden_size + self.moe.as_ref().map_or(0, |m| m.num_experts);
         }
         n
     }
@@ -1227,6 +1345,7 @@ impl ModelArch {
             moe: None,
             mla: None,
             linear_attention: None,
+            global_attention: None,
             layer_kinds: vec![
                 LayerKind {
                     mixer: Mixer::Attention,

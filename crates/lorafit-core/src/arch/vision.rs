@@ -33,6 +33,10 @@ pub enum VisionKind {
     Pixtral,
     /// Llama 4: 336-px tiles, pixel shuffle 0.5 (144 tokens per tile).
     Llama4,
+    /// Gemma 4: 16-px patches of an image resized to fill a budget of soft tokens (280) whatever
+    /// its aspect ratio, 3×3 patches average-pooled into one token; q/k-normed GeGLU blocks, a
+    /// two-axis position table, a bare linear into the text width (`embed_vision`).
+    Gemma4,
     /// CLIP ViT (LLaVA 1.5): fixed 336 px, 576 patch tokens + a class token; an MLP projector.
     Clip,
     /// LLaVA-NeXT: the CLIP tower on "anyres" crops — a 336-px base view plus the tiles of the
@@ -88,6 +92,9 @@ pub struct Vision {
     /// Pixtral: the longest image edge its processor keeps (`size.longest_edge`, the tower's
     /// `image_size`: 1024 for Pixtral 12B, 1540 for Mistral Small 3.1); 0 for other towers.
     pub max_edge: u64,
+    /// Gemma 4: the processor's soft-token budget per image (`default_output_length`, 280); 0 for
+    /// other towers.
+    pub max_tokens: u64,
     /// Parameters the wrapper adds outside the tower and projector (LLaVA-NeXT's
     /// `image_newline`): LLaMA-Factory's freeze keys do not name them, so they train with the
     /// language model.
@@ -220,6 +227,7 @@ impl Vision {
             fixed_patches: None,
             pinpoints: Vec::new(),
             max_edge: 0,
+            max_tokens: 0,
             wrapper_params: 0,
         }
     }
@@ -254,6 +262,7 @@ impl Vision {
             "glm4v" => VisionKind::Glm4v,
             "internvl" => VisionKind::InternVit,
             "mllama" => VisionKind::Mllama,
+            "gemma4" => VisionKind::Gemma4,
             _ => return Ok(None),
         };
         let Some(Value::Object(v)) = top.get("vision_config") else {
@@ -683,6 +692,51 @@ impl Vision {
                     ..Vision::blank(kind)
                 }
             }
+            VisionKind::Gemma4 => {
+                if top.get("audio_config").is_some_and(|a| !a.is_null()) {
+                    return Err(Error::ModelConfig(
+                        "Gemma 4 with an `audio_config` (E2B / E4B) is not modelled yet; the 31B and 26B-A4B are".into(),
+                    ));
+                }
+                let (h, i, depth) = (
+                    r("hidden_size")?,
+                    r("intermediate_size")?,
+                    r("num_hidden_layers")?,
+                );
+                let heads = u("num_attention_heads", 12)?;
+                let kv_heads = u("num_key_value_heads", heads)?;
+                let hd = u("head_dim", h / heads.max(1))?;
+                let (p, pool) = (u("patch_size", 16)?, u("pooling_kernel_size", 3)?);
+                let block = vec![
+                    lin("q_proj", h, heads * hd, false, depth),
+                    lin("k_proj", h, kv_heads * hd, false, depth),
+                    lin("v_proj", h, kv_heads * hd, false, depth),
+                    lin("o_proj", heads * hd, h, false, depth),
+                    lin("gate_proj", h, i, false, depth),
+                    lin("up_proj", h, i, false, depth),
+                    lin("down_proj", i, h, false, depth),
+                ];
+                let proj = vec![lin("embedding_projection", h, text_hidden, false, 1)];
+                Vision {
+                    hidden_size: h,
+                    intermediate_size: i,
+                    depth,
+                    num_heads: heads,
+                    patch_size: p,
+                    merge: pool,
+                    max_tokens: u("default_output_length", 280)?,
+                    // Four RMSNorms and the q / k norms a block (v's has no weight), the patch
+                    // projection (no bias) and the [2, positions, h] position table.
+                    tower_params: sum(&block)
+                        + depth * (4 * h + 2 * hd)
+                        + 3 * p * p * h
+                        + 2 * u("position_embedding_size", 10240)? * h,
+                    projector_params: sum(&proj),
+                    block_linears: block,
+                    projector_linears: proj,
+                    ..Vision::blank(kind)
+                }
+            }
             VisionKind::Mllama => {
                 let (h, i, local, global) = (
                     r("hidden_size")?,
@@ -787,6 +841,17 @@ impl Vision {
             }
             (VisionKind::Llama4, Some(t), Some(p)) => {
                 let m = media::llama4_image(width, height, keys, 336, t, p);
+                (m.tokens(), m.grid.patches())
+            }
+            (VisionKind::Gemma4, _, _) => {
+                let m = media::gemma4_image(
+                    width,
+                    height,
+                    keys,
+                    self.patch_size,
+                    self.merge,
+                    self.max_tokens,
+                );
                 (m.tokens(), m.grid.patches())
             }
             (VisionKind::Pixtral, _, _) => {
