@@ -69,6 +69,7 @@ fn interp(table: &[(f64, f64)], x: f64) -> f64 {
 pub fn forward_flops_per_token(arch: &ModelArch, seq_len: u64) -> f64 {
     let matmul = (arch.active_params()
         - arch.embedding_params()
+        - arch.per_layer_embedding_params()
         - arch.layer_norm_params_total()
         - arch.vision_params()) as f64
         + if arch.tie_word_embeddings {
@@ -106,6 +107,7 @@ pub fn cross_attention_flops_per_token(arch: &ModelArch, patches: u64, seq_len: 
     let kind = LayerKind {
         mixer: Mixer::CrossAttention,
         moe: false,
+        kv_shared: false,
     };
     let kv_weights: f64 = arch
         .kind_linears(kind)

@@ -1191,14 +1191,33 @@ fn new_architectures_match_their_model_cards() {
         .filter(|k| k.mixer == lorafit_core::arch::Mixer::GlobalAttention)
         .count();
     assert_eq!(full, 10);
-    // The E2B / E4B checkpoints (per-layer embeddings, KV-shared layers, an audio tower) are
-    // refused by name rather than miscounted.
-    let e2b = r#"{"model_type": "gemma4", "text_config": {"model_type": "gemma4_text", "hidden_size": 1536, "intermediate_size": 6144, "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144, "hidden_size_per_layer_input": 256, "num_kv_shared_layers": 20}, "vision_config": {"model_type": "gemma4_vision", "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 16}, "audio_config": {"model_type": "gemma4_audio"}}"#;
-    let err = ModelArch::from_config_json(e2b).expect_err("E2B is refused");
+    // E2B / E4B: "5.1 B with embeddings" (the per-layer tables) and 2.3 B effective (the text
+    // model without them); E4B's bf16 safetensors are 15.9 GB (7.95 B parameters).
+    let e2b = arch("google/gemma-4-E2B");
+    let err = e2b.total_params() as f64 / 5.1e9 - 1.0;
+    assert!(err.abs() < 0.005, "E2B total {}", e2b.total_params());
+    let effective = e2b.total_params() - e2b.vision_params() - e2b.per_layer_embedding_params();
     assert!(
-        err.to_string().contains("hidden_size_per_layer_input"),
-        "{err}"
+        (effective as f64 / 2.3e9 - 1.0).abs() < 0.02,
+        "E2B effective {effective}"
     );
+    let e4b = arch("google/gemma-4-E4B");
+    assert!((e4b.total_params() as f64 * 2.0 / 15.9e9 - 1.0).abs() < 0.005);
+    // The last 20 (E2B) / 18 (E4B) layers reuse earlier keys and values: no k / v projections;
+    // E2B's have MLPs twice as wide.
+    let shared = |a: &ModelArch| a.layer_kinds.iter().filter(|k| k.kv_shared).count();
+    assert_eq!((shared(&e2b), shared(&e4b)), (20, 18));
+    let last = *e2b.layer_kinds.last().expect("layers");
+    let linears = e2b.kind_linears(last);
+    let names: Vec<_> = linears.iter().map(|l| l.name).collect();
+    assert!(
+        !names.contains(&"k_proj") && !names.contains(&"v_proj"),
+        "{names:?}"
+    );
+    let gate = linears.iter().find(|l| l.name == "gate_proj").expect("mlp");
+    assert_eq!(gate.out_features, 2 * 6144);
+    // The audio tower (~300 M) counts with the vision tower, as LLaMA-Factory freezes it.
+    assert!(e2b.vision_params() > 470_000_000 && e4b.vision_params() > 470_000_000);
 }
 
 #[test]

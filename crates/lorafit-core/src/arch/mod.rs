@@ -123,11 +123,26 @@ pub struct GlobalAttention {
     pub k_eq_v: bool,
 }
 
-/// The kind of one decoder layer: its token mixer and whether its MLP is routed experts.
+/// The kind of one decoder layer: its token mixer, whether its MLP is routed experts, and
+/// whether it reuses an earlier layer's keys and values (Gemma 4 E2B / E4B's last
+/// `num_kv_shared_layers`: no k / v projections, and with `use_double_wide_mlp` an MLP twice as
+/// wide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct LayerKind {
     pub mixer: Mixer,
     pub moe: bool,
+    pub kv_shared: bool,
+}
+
+/// Gemma 4's per-layer embeddings (E2B / E4B): a second token table of `width` values per layer
+/// (`vocab_size_per_layer_input` rows), a projection of the hidden state to the same
+/// `layers × width`, and in each layer a gate (h → width) and a projection back (width → h).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerLayerInput {
+    /// `hidden_size_per_layer_input`.
+    pub width: u64,
+    /// `vocab_size_per_layer_input`.
+    pub vocab: u64,
 }
 
 /// One linear module of the decoder (`count` > 1 for MoE experts).
@@ -215,6 +230,10 @@ pub struct ModelArch {
     pub linear_attention: Option<LinearAttention>,
     /// Gemma 4: the full-attention layers' own shape.
     pub global_attention: Option<GlobalAttention>,
+    /// Gemma 4 E2B / E4B: per-layer embeddings.
+    pub per_layer_input: Option<PerLayerInput>,
+    /// Gemma 4 `use_double_wide_mlp`: the KV-shared layers' MLPs are twice `intermediate_size`.
+    pub double_wide_shared_mlp: bool,
     /// Each decoder layer's kind, in order (dense/MoE, attention/linear attention).
     #[serde(serialize_with = "serialize_kinds")]
     pub layer_kinds: Vec<LayerKind>,
@@ -416,6 +435,12 @@ fn layer_kinds(
     // Token mixers: `layer_types` where given, else every `full_attention_interval`-th layer
     // is full attention (qwen3_next / qwen3_5).
     let hybrid = matches!(model_type, "qwen3_next" | "qwen3_5" | "qwen3_5_moe");
+    // Gemma 4 E2B / E4B: the last `num_kv_shared_layers` reuse earlier layers' keys and values.
+    let kv_shared = if model_type == "gemma4_text" {
+        get_u64(obj, "num_kv_shared_layers")?.unwrap_or(0) as usize
+    } else {
+        0
+    };
     let mut mixers = vec![Mixer::Attention; n];
     if model_type == "mllama" {
         let Some(Value::Array(cross)) = obj.get("cross_attention_layers") else {
@@ -554,7 +579,12 @@ fn layer_kinds(
     Ok(mixers
         .into_iter()
         .zip(moe_layer)
-        .map(|(mixer, moe)| LayerKind { mixer, moe })
+        .enumerate()
+        .map(|(i, (mixer, moe))| LayerKind {
+            mixer,
+            moe,
+            kv_shared: i >= n - kv_shared.min(n),
+        })
         .collect())
 }
 
@@ -801,15 +831,6 @@ impl ModelArch {
         };
         let global_attention = match mt {
             "gemma4_text" => {
-                // The E2B / E4B checkpoints' per-layer embeddings and KV-shared layers (and their
-                // audio tower) are not modelled: refused rather than miscounted.
-                for k in ["hidden_size_per_layer_input", "num_kv_shared_layers"] {
-                    if get_u64(obj, k)?.unwrap_or(0) > 0 {
-                        return Err(Error::ModelConfig(format!(
-                            "Gemma 4 with `{k}` (E2B / E4B: per-layer embeddings, KV-shared layers) is not modelled yet; the 31B and 26B-A4B are"
-                        )));
-                    }
-                }
                 let k_eq_v = get_bool(obj, "attention_k_eq_v").unwrap_or(false);
                 Some(GlobalAttention {
                     head_dim: get_u64(obj, "global_head_dim")?
@@ -824,6 +845,15 @@ impl ModelArch {
             }
             _ => None,
         };
+        let per_layer_input = match get_u64(obj, "hidden_size_per_layer_input")? {
+            Some(width) if mt == "gemma4_text" && width > 0 => Some(PerLayerInput {
+                width,
+                vocab: get_u64(obj, "vocab_size_per_layer_input")?.unwrap_or(vocab_size),
+            }),
+            _ => None,
+        };
+        let double_wide_shared_mlp =
+            mt == "gemma4_text" && get_bool(obj, "use_double_wide_mlp").unwrap_or(false);
         let layer_kinds = layer_kinds(obj, mt, num_layers, moe.as_ref())?;
         let (rope_scaling, rope_theta) = parse_rope(obj)?;
         let stored_quant = match top
@@ -892,6 +922,8 @@ impl ModelArch {
             mla,
             linear_attention,
             global_attention,
+            per_layer_input,
+            double_wide_shared_mlp,
             layer_kinds,
             vision,
             max_position_embeddings: get_u64(obj, "max_position_embeddings")?,
@@ -979,9 +1011,12 @@ impl ModelArch {
                     g.kv_heads * g.head_dim,
                 );
                 let b = self.qkv_bias;
-                let mut v = vec![lin("q_proj", h, qg, b, 1), lin("k_proj", h, kvg, b, 1)];
-                if !g.k_eq_v {
-                    v.push(lin("v_proj", h, kvg, b, 1));
+                let mut v = vec![lin("q_proj", h, qg, b, 1)];
+                if !kind.kv_shared {
+                    v.push(lin("k_proj", h, kvg, b, 1));
+                    if !g.k_eq_v {
+                        v.push(lin("v_proj", h, kvg, b, 1));
+                    }
                 }
                 v.push(lin("o_proj", qg, h, self.o_bias, 1));
                 v
@@ -1016,6 +1051,11 @@ impl ModelArch {
             _ if self.fused_projections => vec![
                 lin("qkv_proj", h, q + 2 * kv, false, 1),
                 lin("o_proj", q, h, false, 1),
+            ],
+            // A KV-shared layer (Gemma 4 E2B / E4B) projects only queries and the output.
+            _ if kind.kv_shared => vec![
+                lin("q_proj", h, q, self.qkv_bias, 1),
+                lin("o_proj", q, h, self.o_bias, 1),
             ],
             _ => {
                 let qo = if self.attn_output_gate { 2 * q } else { q };
@@ -1066,13 +1106,23 @@ impl ModelArch {
                     v.push(lin("shared_expert_gate", h, 1, false, 1));
                 }
             }
+            _ if kind.kv_shared && self.double_wide_shared_mlp => {
+                dense(&mut v, 2 * self.intermediate_size)
+            }
             _ => dense(&mut v, self.intermediate_size),
+        }
+        // Gemma 4's per-layer input: a gate into the layer's slice of the per-layer embedding
+        // and a projection back.
+        if let Some(p) = &self.per_layer_input {
+            v.push(lin("per_layer_input_gate", h, p.width, false, 1));
+            v.push(lin("per_layer_projection", p.width, h, false, 1));
         }
         v
     }
 
     /// The decoder's linear modules, each with the number of layers holding it (modules of
-    /// the same name and shape in different layer kinds are one entry).
+    /// the same name and shape in different layer kinds are one entry), then the
+    /// [`Self::model_linears`] outside the layers.
     pub fn layer_linears(&self) -> Vec<Linear> {
         let mut out: Vec<Linear> = Vec::new();
         for (kind, n) in self.kind_counts() {
@@ -1089,6 +1139,7 @@ impl ModelArch {
                 }
             }
         }
+        out.extend(self.model_linears());
         out
     }
 
@@ -1121,8 +1172,11 @@ impl ModelArch {
             (Mixer::CrossAttention, _, _) => n += 2 * self.head_dim + 2,
             // Per-head q / k RMSNorms of the wider heads (v's norm has no weight).
             (Mixer::GlobalAttention, _, _) if self.global_attention.is_some() => {
-                n += 2 * self.global_attention.as_ref().map_or(0, |g| g.head_dim);
+                let per_head = self.global_attention.as_ref().map_or(0, |g| g.head_dim);
+                n += if kind.kv_shared { 1 } else { 2 } * per_head;
             }
+            // A KV-shared layer keeps only its q norm.
+            (Mixer::Attention, _, _) if kind.kv_shared && self.qk_norm => n += self.head_dim,
             _ => {
                 n += match (self.qk_norm, self.qk_norm_full) {
                     (true, true) => self.q_dim() + self.kv_dim(),
@@ -1138,6 +1192,10 @@ impl ModelArch {
         // RMSNorms around the experts.
         if kind.moe && self.model_type == "gemma4_text" {
             n += 4 * self.hidden_size + self.moe.as_ref().map_or(0, |m| m.num_experts);
+        }
+        // The norm after the per-layer input's projection.
+        if self.per_layer_input.is_some() {
+            n += self.hidden_size;
         }
         n
     }
@@ -1218,6 +1276,32 @@ impl ModelArch {
         (self.vocab_size + extra) * self.hidden_size
     }
 
+    /// Gemma 4's per-layer embedding table (`embed_tokens_per_layer`, `vocab_size_per_layer_input`
+    /// × layers × width): a lookup, like the token embedding; 0 for other models.
+    pub fn per_layer_embedding_params(&self) -> u64 {
+        self.per_layer_input
+            .as_ref()
+            .map_or(0, |p| p.vocab * self.num_layers * p.width)
+    }
+
+    /// Linear modules outside the decoder layers other than lm_head (Gemma 4's
+    /// `per_layer_model_projection`, h → layers × width, which `lora_target: all` wraps and
+    /// bitsandbytes quantizes); each has `layers` = 1. [`Self::layer_linears`] lists them last.
+    pub fn model_linears(&self) -> Vec<Linear> {
+        match &self.per_layer_input {
+            Some(p) => vec![Linear {
+                name: "per_layer_model_projection",
+                in_features: self.hidden_size,
+                out_features: self.num_layers * p.width,
+                bias: false,
+                count: 1,
+                targetable: true,
+                layers: 1,
+            }],
+            None => Vec::new(),
+        }
+    }
+
     /// lm_head parameters (0 when tied to the embeddings).
     pub fn lm_head_params(&self) -> u64 {
         if self.tie_word_embeddings {
@@ -1232,6 +1316,13 @@ impl ModelArch {
     /// trains them with the language model).
     pub fn language_params(&self) -> u64 {
         self.decoder_params()
+            + self.per_layer_embedding_params()
+            + self
+                .model_linears()
+                .iter()
+                .map(|l| l.weight_params() + l.bias_params())
+                .sum::<u64>()
+            + self.per_layer_input.as_ref().map_or(0, |p| p.width)
             + self.embedding_params()
             + self.lm_head_params()
             + self.norm_width()
@@ -1257,6 +1348,7 @@ impl ModelArch {
                 let kind = LayerKind {
                     mixer: Mixer::Attention,
                     moe: true,
+                    kv_shared: false,
                 };
                 let expert: u64 = self
                     .kind_linears(kind)
@@ -1346,10 +1438,13 @@ impl ModelArch {
             mla: None,
             linear_attention: None,
             global_attention: None,
+            per_layer_input: None,
+            double_wide_shared_mlp: false,
             layer_kinds: vec![
                 LayerKind {
                     mixer: Mixer::Attention,
                     moe: false,
+                    kv_shared: false,
                 };
                 layers as usize
             ],

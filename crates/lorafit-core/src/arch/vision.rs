@@ -130,6 +130,54 @@ fn sum(ls: &[Linear]) -> u64 {
     ls.iter().map(Linear::total_params).sum()
 }
 
+/// Gemma 4's audio tower (E2B / E4B): a two-convolution subsampler, conformer blocks (two
+/// feed-forwards, chunked attention with a relative-key projection, a depthwise light
+/// convolution) and an output projection; then `embed_audio` into the text width. Returns the
+/// parameters outside the linears, the linears (each block's), and `embed_audio`'s projection.
+fn gemma4_audio(
+    a: &Map<String, Value>,
+    text_hidden: u64,
+) -> Result<(u64, Vec<Linear>, Linear), Error> {
+    let u = |k: &str, d: u64| get_u64(a, k).map(|x| x.unwrap_or(d));
+    let (h, depth, heads) = (
+        u("hidden_size", 1024)?,
+        u("num_hidden_layers", 12)?,
+        u("num_attention_heads", 8)?,
+    );
+    let kernel = u("conv_kernel_size", 5)?;
+    let out = u("output_proj_dims", 1536)?;
+    let (c0, c1) = match a.get("subsampling_conv_channels") {
+        Some(Value::Array(c)) => match c.as_slice() {
+            [x, y] => (x.as_u64().unwrap_or(128), y.as_u64().unwrap_or(32)),
+            _ => (128, 32),
+        },
+        _ => (128, 32),
+    };
+    let hd = h / heads.max(1);
+    let linears = vec![
+        lin("ffw_layer_1", h, 4 * h, false, 2 * depth),
+        lin("ffw_layer_2", 4 * h, h, false, 2 * depth),
+        lin("q_proj", h, h, false, depth),
+        lin("k_proj", h, h, false, depth),
+        lin("v_proj", h, h, false, depth),
+        lin("post", h, h, false, depth),
+        lin("relative_k_proj", h, h, false, depth),
+        lin("linear_start", h, 2 * h, false, depth),
+        lin("linear_end", h, h, false, depth),
+        lin("input_proj_linear", (c0 / 4) * c1, h, false, 1),
+        lin("output_proj", h, out, true, 1),
+    ];
+    // Per block: the feed-forwards' pre / post norms (4), the light convolution's depthwise
+    // kernel and two norms, three more norms, the attention's per-dimension scale; the
+    // subsampler's 3×3 convolutions (no bias) and their LayerNorms (no bias).
+    let other = depth * (4 * h + h * kernel + 2 * h + 3 * h + hd) + 9 * c0 + c0 + 9 * c0 * c1 + c1;
+    Ok((
+        other,
+        linears,
+        lin("embedding_projection", out, text_hidden, false, 1),
+    ))
+}
+
 /// A square size given as a number or as `[height, width]` (InternViT's `image_size` /
 /// `patch_size`).
 fn side(v: &Map<String, Value>, key: &str, default: u64) -> Result<u64, Error> {
@@ -693,11 +741,6 @@ impl Vision {
                 }
             }
             VisionKind::Gemma4 => {
-                if top.get("audio_config").is_some_and(|a| !a.is_null()) {
-                    return Err(Error::ModelConfig(
-                        "Gemma 4 with an `audio_config` (E2B / E4B) is not modelled yet; the 31B and 26B-A4B are".into(),
-                    ));
-                }
                 let (h, i, depth) = (
                     r("hidden_size")?,
                     r("intermediate_size")?,
@@ -716,7 +759,26 @@ impl Vision {
                     lin("up_proj", h, i, false, depth),
                     lin("down_proj", i, h, false, depth),
                 ];
-                let proj = vec![lin("embedding_projection", h, text_hidden, false, 1)];
+                let mut proj = vec![lin("embedding_projection", h, text_hidden, false, 1)];
+                let mut block = block;
+                // Four RMSNorms and the q / k norms a block (v's has no weight), the patch
+                // projection (no bias) and the [2, positions, h] position table.
+                let mut tower = depth * (4 * h + 2 * hd)
+                    + 3 * p * p * h
+                    + 2 * u("position_embedding_size", 10240)? * h;
+                // E2B / E4B's audio tower and its `embed_audio`: LLaMA-Factory freezes and trains
+                // them with the vision tower and projector (they are under its vision keys).
+                if let Some(Value::Object(a)) = top.get("audio_config") {
+                    let (a_tower, a_linears, a_proj) =
+                        gemma4_audio(a, text_hidden).map_err(|e| {
+                            Error::ModelConfig(
+                                format!("audio_config: {e}").replace("model config: ", ""),
+                            )
+                        })?;
+                    tower += a_tower;
+                    block.extend(a_linears);
+                    proj.push(a_proj);
+                }
                 Vision {
                     hidden_size: h,
                     intermediate_size: i,
@@ -725,12 +787,7 @@ impl Vision {
                     patch_size: p,
                     merge: pool,
                     max_tokens: u("default_output_length", 280)?,
-                    // Four RMSNorms and the q / k norms a block (v's has no weight), the patch
-                    // projection (no bias) and the [2, positions, h] position table.
-                    tower_params: sum(&block)
-                        + depth * (4 * h + 2 * hd)
-                        + 3 * p * p * h
-                        + 2 * u("position_embedding_size", 10240)? * h,
+                    tower_params: sum(&block) + tower,
                     projector_params: sum(&proj),
                     block_linears: block,
                     projector_linears: proj,
