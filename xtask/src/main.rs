@@ -965,6 +965,8 @@ fn e2e() -> Result<()> {
         "model_name_or_path=meta-llama%2FLlama-3.2-11B-Vision-Instruct&finetuning_type=lora&images_per_sample=2&bf16=true&disable_gradient_checkpointing=true&per_device_train_batch_size=1&cutoff_len=2048",
         "model_name_or_path=google%2Fpaligemma2-3b-pt-448&finetuning_type=full&freeze_vision_tower=false&images_per_sample=1&bf16=true&per_device_train_batch_size=2&cutoff_len=2048",
         "model_name_or_path=Qwen%2FQwen1.5-MoE-A2.7B&finetuning_type=lora&bf16=true&per_device_train_batch_size=2&cutoff_len=2048",
+        "model_name_or_path=google%2Fgemma-4-26B-A4B-it&finetuning_type=lora&quantization_bit=4&images_per_sample=1&bf16=true&per_device_train_batch_size=1&cutoff_len=4096&gpu=RTX-4090",
+        "model_name_or_path=google%2Fgemma-4-E4B-it&finetuning_type=full&images_per_sample=2&bf16=true&per_device_train_batch_size=2&cutoff_len=2048",
         "model_name_or_path=Qwen%2FQwen3-Next-80B-A3B-Instruct&finetuning_type=lora&bf16=true&quantization_bit=4&per_device_train_batch_size=1&cutoff_len=4096&gpu=H100-SXM",
         "model_name_or_path=deepseek-ai%2FDeepSeek-V2-Lite&finetuning_type=full&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=2048",
     ];

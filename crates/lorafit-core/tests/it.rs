@@ -1191,6 +1191,24 @@ fn new_architectures_match_their_model_cards() {
         .filter(|k| k.mixer == lorafit_core::arch::Mixer::GlobalAttention)
         .count();
     assert_eq!(full, 10);
+    // Ministral 3 (Mistral 3's wrapper around a Mistral text model, Mistral Small 3.1's Pixtral
+    // tower): 3.4 B and 13.5 B in the language model, a 0.41 B vision encoder; for 14B one listing
+    // gives 13,506,073,600 + 438,958,080 exactly.
+    for (id, lm) in [
+        ("mistralai/Ministral-3-3B-Base-2512", 3.4e9),
+        ("mistralai/Ministral-3-14B-Base-2512", 13.5e9),
+    ] {
+        let a = arch(id);
+        let got = a.language_params() as f64;
+        assert!((got / lm - 1.0).abs() < 0.01, "{id}: {got}");
+        let tower = a.vision.as_ref().expect("tower").tower_params as f64;
+        assert!((tower / 0.41e9 - 1.0).abs() < 0.02, "{id}: tower {tower}");
+    }
+    let m14 = arch("mistralai/Ministral-3-14B-Base-2512");
+    assert_eq!(
+        (m14.language_params(), m14.vision_params()),
+        (13_506_073_600, 438_958_080)
+    );
     // E2B / E4B: "5.1 B with embeddings" (the per-layer tables) and 2.3 B effective (the text
     // model without them); E4B's bf16 safetensors are 15.9 GB (7.95 B parameters).
     let e2b = arch("google/gemma-4-E2B");

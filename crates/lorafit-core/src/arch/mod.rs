@@ -405,6 +405,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "mllama",
     "gemma4",
     "gemma4_text",
+    "ministral3",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -412,6 +413,8 @@ fn normalise_text_type(t: &str) -> &str {
     match t {
         "gemma3" => "gemma3_text",
         "gemma4" => "gemma4_text",
+        // Ministral 3's text model is Mistral's (YaRN rope in `rope_parameters`).
+        "ministral3" => "mistral",
         "qwen2_vl_text" | "qwen2_5_vl_text" | "qwen2_vl" | "qwen2_5_vl" => "qwen2",
         "qwen3_vl_text" | "qwen3_vl" => "qwen3",
         "qwen3_vl_moe_text" | "qwen3_vl_moe" => "qwen3_moe",
