@@ -1110,6 +1110,8 @@ fn new_architectures_match_their_model_cards() {
         ("google/paligemma2-10b-pt-448", 9.66e9),
         ("google/paligemma2-28b-pt-896", 27.7e9),
         ("mistralai/Mistral-Small-24B-Base-2501", 23.6e9),
+        // Mixtral 8x22B: 141 B (39 B active, checked below).
+        ("mistralai/Mixtral-8x22B-v0.1", 141e9),
         // Llama 3.2 Vision 11B 10.7 B, 90B 88.6 B.
         ("meta-llama/Llama-3.2-11B-Vision", 10.7e9),
         ("meta-llama/Llama-3.2-90B-Vision-Instruct", 88.6e9),
@@ -1142,6 +1144,8 @@ fn new_architectures_match_their_model_cards() {
     // experts, the shared expert always.
     let q15 = arch("Qwen/Qwen1.5-MoE-A2.7B");
     assert!((q15.active_params() as f64 / 2.7e9 - 1.0).abs() < 0.02);
+    let x22 = arch("mistralai/Mixtral-8x22B-Instruct-v0.1");
+    assert!((x22.active_params() as f64 / 39e9 - 1.0).abs() < 0.01);
     let q57 = arch("Qwen/Qwen2-57B-A14B");
     assert!((q57.active_params() as f64 / 14e9 - 1.0).abs() < 0.02);
     // Pixtral's 400 M vision encoder (the tower without LLaVA's projector).
