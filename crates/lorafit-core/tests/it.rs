@@ -1110,6 +1110,13 @@ fn new_architectures_match_their_model_cards() {
         ("google/paligemma2-10b-pt-448", 9.66e9),
         ("google/paligemma2-28b-pt-896", 27.7e9),
         ("mistralai/Mistral-Small-24B-Base-2501", 23.6e9),
+        // The Hub's counts for DeepSeek LLM 7B / 67B (6.91 / 67.4 B) and DeepSeek Coder 1.3B /
+        // 6.7B / 33B (1.35 / 6.74 / 33.3 B): Llama's architecture.
+        ("deepseek-ai/deepseek-llm-7b-base", 6.91e9),
+        ("deepseek-ai/deepseek-llm-67b-base", 67.4e9),
+        ("deepseek-ai/deepseek-coder-1.3b-base", 1.35e9),
+        ("deepseek-ai/deepseek-coder-6.7b-base", 6.74e9),
+        ("deepseek-ai/deepseek-coder-33b-base", 33.3e9),
         // Mixtral 8x22B: 141 B (39 B active, checked below).
         ("mistralai/Mixtral-8x22B-v0.1", 141e9),
         // Llama 3.2 Vision 11B 10.7 B, 90B 88.6 B.
