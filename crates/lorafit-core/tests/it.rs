@@ -1076,6 +1076,8 @@ fn new_architectures_match_their_model_cards() {
         ("meta-llama/Llama-4-Maverick-17B-128E", 400e9),
         ("Qwen/Qwen2.5-VL-7B-Instruct", 8.29e9),
         ("Qwen/Qwen2.5-VL-72B-Instruct", 73.4e9),
+        // Qwen2-VL-72B-Instruct (QVQ-72B-Preview's architecture): 73.4 B.
+        ("Qwen/Qwen2-VL-72B-Instruct", 73.4e9),
         ("Qwen/Qwen3-VL-8B-Instruct", 8.77e9),
         ("google/gemma-3-27b-it", 27.4e9),
         ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),
