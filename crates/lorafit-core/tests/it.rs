@@ -1078,6 +1078,8 @@ fn new_architectures_match_their_model_cards() {
         ("Qwen/Qwen2.5-VL-72B-Instruct", 73.4e9),
         // Qwen2-VL-72B-Instruct (QVQ-72B-Preview's architecture): 73.4 B.
         ("Qwen/Qwen2-VL-72B-Instruct", 73.4e9),
+        // Qwen3-VL-235B-A22B: 236 B.
+        ("Qwen/Qwen3-VL-235B-A22B-Instruct", 236e9),
         ("Qwen/Qwen3-VL-8B-Instruct", 8.77e9),
         ("google/gemma-3-27b-it", 27.4e9),
         ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),
@@ -1153,6 +1155,9 @@ fn new_architectures_match_their_model_cards() {
     // experts, the shared expert always.
     let q15 = arch("Qwen/Qwen1.5-MoE-A2.7B");
     assert!((q15.active_params() as f64 / 2.7e9 - 1.0).abs() < 0.02);
+    let q3vl = arch("Qwen/Qwen3-VL-235B-A22B-Instruct");
+    let lm_active = (q3vl.active_params() - q3vl.vision_params()) as f64;
+    assert!((lm_active / 22e9 - 1.0).abs() < 0.02, "{lm_active}");
     let x22 = arch("mistralai/Mixtral-8x22B-Instruct-v0.1");
     assert!((x22.active_params() as f64 / 39e9 - 1.0).abs() < 0.01);
     let q57 = arch("Qwen/Qwen2-57B-A14B");
