@@ -38,6 +38,7 @@ COMPOSITE = {
     "llava_next": (["multi_modal_projector"], ["vision_tower"], []),
     "llava_next_video": (["multi_modal_projector"], ["vision_tower"], []),
     "glm4v": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
+    "glm4v_moe": (["visual.merger"], ["visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "mistral3": (["model.multi_modal_projector"], ["vision_tower"], []),
     "paligemma": (["multi_modal_projector"], ["vision_tower"], []),
     "mllama": (["multi_modal_projector"], ["vision_model"], []),

@@ -1080,6 +1080,8 @@ fn new_architectures_match_their_model_cards() {
         ("Qwen/Qwen2-VL-72B-Instruct", 73.4e9),
         // Qwen3-VL-235B-A22B: 236 B.
         ("Qwen/Qwen3-VL-235B-A22B-Instruct", 236e9),
+        // GLM-4.5V (GLM-4.5-Air with GLM-4.1V's tower): 108 B.
+        ("zai-org/GLM-4.5V", 108e9),
         ("Qwen/Qwen3-VL-8B-Instruct", 8.77e9),
         ("google/gemma-3-27b-it", 27.4e9),
         ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", 24.0e9),

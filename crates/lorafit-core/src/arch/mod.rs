@@ -406,6 +406,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma4",
     "gemma4_text",
     "ministral3",
+    "glm4v_moe",
 ];
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -422,6 +423,7 @@ fn normalise_text_type(t: &str) -> &str {
         "qwen3_5_moe_text" => "qwen3_5_moe",
         "llama4_text" => "llama4",
         "glm4v_text" | "glm4v" => "glm4",
+        "glm4v_moe_text" | "glm4v_moe" => "glm4_moe",
         "mllama_text_model" => "mllama",
         other => other,
     }

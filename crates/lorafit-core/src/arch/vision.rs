@@ -307,7 +307,7 @@ impl Vision {
             "llava" => VisionKind::Clip,
             "llava_next" => VisionKind::LlavaNext,
             "llava_next_video" => VisionKind::LlavaNextVideo,
-            "glm4v" => VisionKind::Glm4v,
+            "glm4v" | "glm4v_moe" => VisionKind::Glm4v,
             "internvl" => VisionKind::InternVit,
             "mllama" => VisionKind::Mllama,
             "gemma4" => VisionKind::Gemma4,
