@@ -365,35 +365,29 @@ def main():
         path = os.path.join(tmp, f"img{w}x{h}.png")
         Image.new("RGB", (w, h), (200, 120, 10)).save(path)
         images[f"{w}x{h}"] = path
-    if "pixtral" in only:
-        pix = []
-        for model in PIXTRAL:
-            for name, path in images.items():
-                for extra in image_settings:
-                    img = Image.open(path)
-                    r = expand_pixtral(model, {**DEFAULTS, **extra}, [img])
-                    pix.append({"model": model[0], "source": name, "width": img.width, "height": img.height,
-                                "settings": extra, **r})
-        write_fixture(OUT_PIXTRAL, pix)
-        print(f"{len(pix)} Pixtral cases -> {OUT_PIXTRAL}")
-    if "llama4" in only:
-        l4 = []
+    def image_cases(expand_one, **fields):
+        """Every image under every pixel setting through `expand_one(settings, [image])`."""
+        out = []
         for name, path in images.items():
             for extra in image_settings:
                 img = Image.open(path)
-                r = expand_llama4({**DEFAULTS, **extra}, [img])
-                l4.append({"source": name, "width": img.width, "height": img.height, "settings": extra, **r})
-        write_fixture(OUT_LLAMA4, l4)
-        print(f"{len(l4)} Llama 4 cases -> {OUT_LLAMA4}")
-    if "gemma4" in only:
-        g4 = []
-        for name, path in images.items():
-            for extra in image_settings:
-                img = Image.open(path)
-                r = expand_gemma4({**DEFAULTS, **extra}, [img])
-                g4.append({"source": name, "width": img.width, "height": img.height, "settings": extra, **r})
-        write_fixture(OUT_GEMMA4, g4)
-        print(f"{len(g4)} Gemma 4 cases -> {OUT_GEMMA4}")
+                r = expand_one({**DEFAULTS, **extra}, [img])
+                out.append({**fields, "source": name, "width": img.width, "height": img.height,
+                            "settings": extra, **r})
+        return out
+
+    for kind, out_path, label, cases in [
+        ("pixtral", OUT_PIXTRAL, "Pixtral",
+         lambda: [c for m in PIXTRAL
+                  for c in image_cases(lambda s, i, m=m: expand_pixtral(m, s, i), model=m[0])]),
+        ("llama4", OUT_LLAMA4, "Llama 4", lambda: image_cases(expand_llama4)),
+        ("gemma4", OUT_GEMMA4, "Gemma 4", lambda: image_cases(expand_gemma4)),
+    ]:
+        if kind in only:
+            got = cases()
+            write_fixture(out_path, got)
+            print(f"{len(got)} {label} cases -> {out_path}")
+
 
 if __name__ == "__main__":
     main()

@@ -196,25 +196,20 @@ pub fn lorafit_stack(arch: &ModelArch, plan: &Plan) -> Result<LorafitMemory, Str
             "gradient checkpointing with a partial lora_target: fitted for `all` only".into(),
         );
     }
+    // The largest linear weight, which a product that widens or dequantizes holds in f32.
+    let widest = arch
+        .layer_linears()
+        .iter()
+        .map(|l| l.out_features * l.in_features)
+        .max()
+        .unwrap_or(0);
     if half_table > 0 {
-        let widest = arch
-            .layer_linears()
-            .iter()
-            .map(|l| l.out_features * l.in_features)
-            .max()
-            .unwrap_or(0);
         notes.push(format!(
             "16-bit linears: each product widens one weight to f32 for its duration (the largest, {:.1} MiB, comes on top while it runs)",
             (4 * widest) as f64 / 1048576.0
         ));
     }
     if plan.quant.as_ref().is_some_and(|q| q.bits == 4) {
-        let widest = arch
-            .layer_linears()
-            .iter()
-            .map(|l| l.out_features * l.in_features)
-            .max()
-            .unwrap_or(0);
         notes.push(format!(
             "4-bit linears: a product that dequantizes (the CPU backends always; wgpu where `quant_kernel: auto` measured it faster, or `dequantize`) holds one f32 weight for its duration (the largest, {:.1} MiB, comes on top while it runs); `quant_kernel: fused` never does",
             (4 * widest) as f64 / 1048576.0

@@ -331,27 +331,24 @@ impl QuantOps for Cube {
         let m = a.meta.shape()[0];
         let key = ShapeKey::new(m, meta.out, meta.inp, transposed);
         let device = a.device.clone();
-        let run = |path: Q4Path| match path {
-            Q4Path::Fused => fused_q4_matmul(
-                a.clone(),
-                words.clone(),
-                absmax.clone(),
-                scale_codes.clone(),
-                code.clone(),
-                map.clone(),
-                meta,
-                transposed,
-            ),
-            Q4Path::Dequantize => {
-                let w = Self::q4_dequantize(
-                    words.clone(),
-                    absmax.clone(),
-                    scale_codes.clone(),
-                    code.clone(),
-                    map.clone(),
+        let parts = (words, absmax, scale_codes, code, map);
+        let run = |path: Q4Path| {
+            let (words, absmax, scale_codes, code, map) = parts.clone();
+            match path {
+                Q4Path::Fused => fused_q4_matmul(
+                    a.clone(),
+                    words,
+                    absmax,
+                    scale_codes,
+                    code,
+                    map,
                     meta,
-                );
-                dense_product::<Self>(a.clone(), w, transposed)
+                    transposed,
+                ),
+                Q4Path::Dequantize => {
+                    let w = Self::q4_dequantize(words, absmax, scale_codes, code, map, meta);
+                    dense_product::<Self>(a.clone(), w, transposed)
+                }
             }
         };
         let path = quant_tune::path(meta.tuner, key, |p| device_seconds(&device, || run(p)));

@@ -429,6 +429,41 @@ fn normalise_text_type(t: &str) -> &str {
     }
 }
 
+/// `layer_types` read with `names` (each allowed string and its mixer): None when the config
+/// has none, an error naming the entry when one is not allowed or the count is not `n`.
+fn read_layer_types(
+    obj: &serde_json::Map<String, Value>,
+    n: usize,
+    names: &[(&str, Mixer)],
+) -> Result<Option<Vec<Mixer>>, Error> {
+    let Some(Value::Array(a)) = obj.get("layer_types") else {
+        return Ok(None);
+    };
+    if a.len() != n {
+        return Err(Error::ModelConfig(format!(
+            "`layer_types` has {} entries for {n} layers",
+            a.len()
+        )));
+    }
+    a.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            names
+                .iter()
+                .find(|(name, _)| t.as_str() == Some(name))
+                .map(|(_, m)| *m)
+                .ok_or_else(|| {
+                    let allowed: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+                    Error::ModelConfig(format!(
+                        "`layer_types[{i}]` = {t}: allowed {}",
+                        allowed.join(", ")
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// The layer kinds of a hybrid / partly-MoE stack.
 fn layer_kinds(
     obj: &serde_json::Map<String, Value>,
@@ -468,27 +503,17 @@ fn layer_kinds(
     if model_type == "gemma4_text" {
         // Full attention where `layer_types` says so; transformers' default is every 6th layer,
         // and the last layer is always full attention.
-        match obj.get("layer_types") {
-            Some(Value::Array(a)) => {
-                if a.len() != n {
-                    return Err(Error::ModelConfig(format!(
-                        "`layer_types` has {} entries for {n} layers",
-                        a.len()
-                    )));
-                }
-                for (i, t) in a.iter().enumerate() {
-                    mixers[i] = match t.as_str() {
-                        Some("full_attention") => Mixer::GlobalAttention,
-                        Some("sliding_attention") => Mixer::Attention,
-                        other => {
-                            return Err(Error::ModelConfig(format!(
-                                "`layer_types[{i}]` = {other:?}: allowed sliding_attention, full_attention"
-                            )));
-                        }
-                    };
-                }
-            }
-            _ => {
+        let named = read_layer_types(
+            obj,
+            n,
+            &[
+                ("full_attention", Mixer::GlobalAttention),
+                ("sliding_attention", Mixer::Attention),
+            ],
+        )?;
+        match named {
+            Some(m) => mixers = m,
+            None => {
                 for (i, m) in mixers.iter_mut().enumerate() {
                     if (i + 1) % 6 == 0 {
                         *m = Mixer::GlobalAttention;
@@ -501,26 +526,16 @@ fn layer_kinds(
         }
     }
     if hybrid {
-        match obj.get("layer_types") {
-            Some(Value::Array(a)) => {
-                if a.len() != n {
-                    return Err(Error::ModelConfig(format!(
-                        "`layer_types` has {} entries for {n} layers",
-                        a.len()
-                    )));
-                }
-                for (i, t) in a.iter().enumerate() {
-                    mixers[i] = match t.as_str() {
-                        Some("linear_attention") => Mixer::LinearAttention,
-                        Some("full_attention") => Mixer::Attention,
-                        other => {
-                            return Err(Error::ModelConfig(format!(
-                                "`layer_types[{i}]` = {other:?}: allowed linear_attention, full_attention"
-                            )));
-                        }
-                    };
-                }
-            }
+        let named = read_layer_types(
+            obj,
+            n,
+            &[
+                ("linear_attention", Mixer::LinearAttention),
+                ("full_attention", Mixer::Attention),
+            ],
+        )?;
+        match named {
+            Some(m) => mixers = m,
             _ => {
                 let every = get_u64(obj, "full_attention_interval")?.unwrap_or(4).max(1) as usize;
                 for (i, m) in mixers.iter_mut().enumerate() {
