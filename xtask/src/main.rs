@@ -1117,17 +1117,21 @@ fn example() -> Result<()> {
 
 /// `cargo xtask bench-quant`: throughput of the 4-bit kernels (crates/lorafit-train/examples/
 /// bench_quant.rs) in release; prints the markdown table of docs/benchmarks.md.
+/// `BENCH_BACKEND=vulkan` builds with `--features vulkan` (SPIR-V).
 fn bench_quant() -> Result<()> {
-    run(Command::new("cargo")
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "lorafit-train",
-            "--example",
-            "bench_quant",
-        ])
-        .current_dir(root()))
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "lorafit-train",
+        "--example",
+        "bench_quant",
+    ]);
+    if std::env::var("BENCH_BACKEND").as_deref() == Ok("vulkan") {
+        cmd.args(["--features", "vulkan"]);
+    }
+    run(cmd.current_dir(root()))
 }
 
 /// `cargo xtask bench-train`: training tokens/s on the CPU for a ~19M-parameter llama, lorafit
