@@ -1134,7 +1134,7 @@ fn bench_quant() -> Result<()> {
     run(cmd.current_dir(root()))
 }
 
-/// `cargo xtask bench-train`: training tokens/s on the CPU for a ~19M-parameter llama, lorafit
+/// `cargo xtask bench-train`: training tokens/s on the CPU for a 15.7M-parameter llama, lorafit
 /// (release, backend from BENCH_BACKEND, default ndarray) and, when `python3` (or
 /// LORAFIT_PYTHON) has torch + transformers + peft, the same run in PyTorch + PEFT.
 fn bench_train() -> Result<()> {
