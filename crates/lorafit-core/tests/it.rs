@@ -1254,6 +1254,12 @@ fn new_architectures_match_their_model_cards() {
     );
     let gate = linears.iter().find(|l| l.name == "gate_proj").expect("mlp");
     assert_eq!(gate.out_features, 2 * 6144);
+    // A Gemma 4 config that leaves keys out takes transformers' defaults: 256-wide per-layer
+    // embeddings over 262 144 rows, 512-wide global heads on every 6th layer, a 64-wide vision
+    // head. transformers 5.8 builds this one with 404,371,552 parameters.
+    let minimal = r#"{"model_type": "gemma4", "text_config": {"model_type": "gemma4_text", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1000}, "vision_config": {"model_type": "gemma4_vision", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}}"#;
+    let minimal = ModelArch::from_config_json(minimal).expect("defaults");
+    assert_eq!(minimal.total_params(), 404_371_552);
     // The audio tower (~300 M) counts with the vision tower, as LLaMA-Factory freezes it.
     assert!(e2b.vision_params() > 470_000_000 && e4b.vision_params() > 470_000_000);
 }

@@ -8,12 +8,12 @@
 //! `quant_kernel: auto` (the default) times both paths on the first product of each shape — rows
 //! rounded up to a power of two, the weight's `[out, in]`, the orientation — and keeps the faster
 //! for the rest of the run; `fused` / `dequantize` fix the path. The two paths sum in different
-//! orders, so their results differ in the last bits: a run's choices are saved with each
-//! checkpoint (`quant_kernels.json`) and a resumed run takes them instead of measuring again,
-//! which keeps resume bit-identical.
+//! orders, so their results differ in the last bits: a run's choices are saved in each
+//! checkpoint's `trainer_state.json` (`quant_kernels`) and a resumed run takes them instead of
+//! measuring again, which keeps resume bit-identical.
 //!
-//! One tuner per trainer (weights carry its [`TunerId`] in their [`Q4Meta`](crate::quant_ops::Q4Meta));
-//! a weight without one takes the fused path, as before this existed.
+//! One tuner per loaded [`Model`](crate::Model) (its weights carry the [`TunerId`] in their
+//! [`Q4Meta`](crate::quant_ops::Q4Meta)); a weight without one takes the fused path.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -89,7 +89,7 @@ pub struct Choice {
     pub dequantize_us: Option<u64>,
 }
 
-/// A trainer's tuner, by index into the process's table (so that [`Q4Meta`](crate::quant_ops::Q4Meta)
+/// A model's tuner, by index into the process's table (so that [`Q4Meta`](crate::quant_ops::Q4Meta)
 /// stays `Copy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunerId(usize);

@@ -852,10 +852,13 @@ impl ModelArch {
         let global_attention = match mt {
             "gemma4_text" => {
                 let k_eq_v = get_bool(obj, "attention_k_eq_v").unwrap_or(false);
+                // transformers' defaults: a 512-wide global head (0 falls back to `head_dim`).
                 Some(GlobalAttention {
-                    head_dim: get_u64(obj, "global_head_dim")?
-                        .filter(|d| *d > 0)
-                        .unwrap_or(head_dim),
+                    head_dim: match get_u64(obj, "global_head_dim")? {
+                        Some(0) => head_dim,
+                        Some(d) => d,
+                        None => 512,
+                    },
                     kv_heads: match get_u64(obj, "num_global_key_value_heads")? {
                         Some(k) if k_eq_v && k > 0 => k,
                         _ => num_key_value_heads,
@@ -865,12 +868,15 @@ impl ModelArch {
             }
             _ => None,
         };
+        // Gemma 4's per-layer embeddings, with transformers' defaults (256 values a layer over a
+        // 262 144-row table): a config must say 0 to have none, as the 31B and 26B-A4B do.
         let per_layer_input = match get_u64(obj, "hidden_size_per_layer_input")? {
-            Some(width) if mt == "gemma4_text" && width > 0 => Some(PerLayerInput {
-                width,
-                vocab: get_u64(obj, "vocab_size_per_layer_input")?.unwrap_or(vocab_size),
+            _ if mt != "gemma4_text" => None,
+            Some(0) => None,
+            width => Some(PerLayerInput {
+                width: width.unwrap_or(256),
+                vocab: get_u64(obj, "vocab_size_per_layer_input")?.unwrap_or(262_144),
             }),
-            _ => None,
         };
         let double_wide_shared_mlp =
             mt == "gemma4_text" && get_bool(obj, "use_double_wide_mlp").unwrap_or(false);

@@ -230,21 +230,6 @@ fn pinpoints(top: &Map<String, Value>) -> Result<Vec<(u64, u64)>, Error> {
     Ok(out)
 }
 
-/// Cells per side of a square image of at most `max_pixels` (LLaMA-Factory's `image_max_pixels`)
-/// in `factor`-pixel cells, the area kept ≤ max_pixels: the count for a tower without a port of
-/// its processor (every tower lorafit parses has one, in [`media`](super::media)).
-pub fn square_grid(max_pixels: u64, min_pixels: u64, factor: u64) -> u64 {
-    let side = (max_pixels as f64).sqrt();
-    let mut cells = (side / factor as f64).round().max(1.0) as u64;
-    while cells > 1 && (cells * factor).pow(2) > max_pixels {
-        cells -= 1;
-    }
-    while (cells * factor).pow(2) < min_pixels {
-        cells += 1;
-    }
-    cells
-}
-
 impl VisionKind {
     /// Whether lorafit models this tower's video path (the Qwen-VL family's, InternVL's and
     /// LLaVA-NeXT-Video's).
@@ -747,8 +732,8 @@ impl Vision {
                     r("num_hidden_layers")?,
                 );
                 let heads = u("num_attention_heads", 12)?;
-                let kv_heads = u("num_key_value_heads", heads)?;
-                let hd = u("head_dim", h / heads.max(1))?;
+                let kv_heads = u("num_key_value_heads", 12)?;
+                let hd = u("head_dim", 64)?;
                 let (p, pool) = (u("patch_size", 16)?, u("pooling_kernel_size", 3)?);
                 let block = vec![
                     lin("q_proj", h, heads * hd, false, depth),
@@ -922,12 +907,12 @@ impl Vision {
                 );
                 (m.tokens(), m.grid.patches())
             }
-            (_, Some(t), Some(p)) => (t, p),
-            _ => {
-                let cells = square_grid(max_pixels, min_pixels, self.patch_size * self.merge);
-                let tokens = cells * cells;
-                (tokens, tokens * self.merge * self.merge)
-            }
+            // The fixed-size towers (SigLIP, PaliGemma, CLIP, Llama 3.2 Vision); every other
+            // kind is handled above.
+            _ => (
+                self.fixed_tokens.unwrap_or(0),
+                self.fixed_patches.unwrap_or(0),
+            ),
         }
     }
 
