@@ -49,6 +49,7 @@ COMPOSITE = {
     "qwen3_vl_moe": (["visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks", "visual.deepstack_merger_list"], ["patch_embed"]),
     "qwen3_5": (["model.visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen3_5_moe": (["model.visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks"], ["patch_embed"]),
+    "qwen2_audio": (["multi_modal_projector"], ["audio_tower"], []),
 }
 
 
@@ -60,6 +61,8 @@ def build(config: dict):
     conf = AutoConfig.for_model(model_type, **cfg)
     multimodal = "vision_config" in config
     cls = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
+    if model_type == "qwen2_audio":  # LLaMA-Factory loads it through AutoModelForSeq2SeqLM
+        cls = transformers.AutoModelForSeq2SeqLM
     with torch.device("meta"):
         return cls.from_config(conf), model_type
 

@@ -59,12 +59,22 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
             "LLaMA-Factory 默认冻结视觉编码器和投影层",
         ),
         "vision" => ("Vision tower", "视觉编码器"),
+        "audio_encoder" => ("Audio encoder", "音频编码器"),
         "projector" => ("projector", "投影层"),
         "trained" => ("trained", "训练"),
         "frozen" => ("frozen", "冻结"),
         "images" => ("images", "张图片"),
         "videos" => ("videos", "个视频"),
         "frames" => ("frames", "帧"),
+        "audios" => ("audios", "段音频"),
+        "audios_help" => (
+            "Audios per training sample (Qwen2-Audio, Gemma 4 E2B / E4B); each is padded or cut to 30 s for the encoder, its tokens are part of cutoff_len (lorafit key)",
+            "每个训练样本的音频数（Qwen2-Audio、Gemma 4 E2B / E4B）；编码器把每段音频补齐或截断到 30 秒，音频 token 计入 cutoff_len（lorafit 参数）",
+        ),
+        "audio_seconds_help" => (
+            "Length of each audio in seconds (lorafit key; the CLI reads it from the dataset's files)",
+            "每段音频的时长（秒，lorafit 参数；命令行版从数据集文件读取）",
+        ),
         "videos_help" => (
             "Videos per training sample; sampled at video_fps (2) up to video_maxlen (128) frames, their tokens are part of cutoff_len (lorafit key)",
             "每个训练样本的视频数；按 video_fps（2）抽帧、最多 video_maxlen（128）帧，视频 token 计入 cutoff_len（lorafit 参数）",

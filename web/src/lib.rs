@@ -165,11 +165,14 @@ pub fn app() -> Html {
         html! { <input type="checkbox" data-testid={key} checked={s.get(key) != Some(&Val::Bool(false))} onchange={on_check(key)} /> }
     };
     // From the model, not the estimate: an error (too many image tokens) keeps the inputs.
-    let tower = catalog::find_model(&get_str(s, "model_name_or_path"))
+    let vision = catalog::find_model(&get_str(s, "model_name_or_path"))
         .ok()
         .and_then(|m| m.arch().ok())
-        .and_then(|a| a.vision.map(|v| v.kind));
+        .and_then(|a| a.vision);
+    let has_audio = vision.as_ref().is_some_and(|v| v.audio.is_some());
+    let tower = vision.map(|v| v.kind);
     let has_vision = tower.is_some() || matches!(&result, Ok(e) if e.vision.is_some());
+    let takes_images = tower != Some(lorafit_core::arch::VisionKind::Qwen2Audio);
     let internvl = tower == Some(lorafit_core::arch::VisionKind::InternVit);
     let has_video = tower.is_some_and(lorafit_core::arch::VisionKind::has_video);
     // Families, each pointing at its first catalog id: picking one sets the model.
@@ -265,11 +268,12 @@ pub fn app() -> Html {
                 </div>
                 <p class="sub" data-testid="plan">{plan.as_ref().map(|p| p.describe()).unwrap_or_default()}</p>
                 if let Some(v) = &e.vision {
-                    <p class="sub" data-testid="vision" data-tokens={v.image_tokens_per_sample.to_string()} data-video-tokens={v.video_tokens_per_sample.to_string()}>{format!("{}: {:.2} B {} · {} {} · {} {} = {} tokens{}",
-                        t(l, "vision"), v.tower_params as f64 / 1e9, if v.tower_trained { t(l, "trained") } else { t(l, "frozen") },
+                    <p class="sub" data-testid="vision" data-tokens={v.image_tokens_per_sample.to_string()} data-video-tokens={v.video_tokens_per_sample.to_string()} data-audio-tokens={v.audio_tokens_per_sample.to_string()}>{format!("{}: {:.2} B {} · {} {} · {} {} = {} tokens{}",
+                        t(l, if v.takes_images { "vision" } else { "audio_encoder" }), v.tower_params as f64 / 1e9, if v.tower_trained { t(l, "trained") } else { t(l, "frozen") },
                         t(l, "projector"), if v.projector_trained { t(l, "trained") } else { t(l, "frozen") },
                         v.images_per_sample, t(l, "images"), v.image_tokens_per_sample,
-                        if v.videos_per_sample > 0 { format!(" · {} {} × {} {} = {} tokens", v.videos_per_sample, t(l, "videos"), v.video_frames, t(l, "frames"), v.video_tokens_per_sample) } else { String::new() })}</p>
+                        if v.videos_per_sample > 0 { format!(" · {} {} × {} {} = {} tokens", v.videos_per_sample, t(l, "videos"), v.video_frames, t(l, "frames"), v.video_tokens_per_sample) } else { String::new() })}
+                        if v.audios_per_sample > 0 { {format!(" · {} {} = {} tokens", v.audios_per_sample, t(l, "audios"), v.audio_tokens_per_sample)} }</p>
                 }
                 if e.host_ram_bytes > 0 {
                     <p class="sub" data-testid="host-ram" data-bytes={e.host_ram_bytes.to_string()}>{format!("{}: {}", t(l, "host_ram"), gib(e.host_ram_bytes))}</p>
@@ -328,9 +332,15 @@ pub fn app() -> Html {
                     <ModelList /></label>
                 <label title={t(l, "family_help")}>{t(l, "family")}
                     <select data-testid="family" onchange={on("model_name_or_path")}>{family_options}</select></label>
+                if has_audio {
+                    <label title={t(l, "audios_help")}>{"audios_per_sample"}{ number("audios_per_sample", "0", "256", "0") }</label>
+                    <label title={t(l, "audio_seconds_help")}>{"audio_seconds"}{ number("audio_seconds", "0.01", "86400", "10") }</label>
+                }
                 if has_vision {
+                    if takes_images {
                     <label title={t(l, "images_help")}>{"images_per_sample"}{ number("images_per_sample", "0", "1024", "0") }</label>
                     <label title={t(l, "pixels_help")}>{"image_max_pixels"}{ number("image_max_pixels", "1", "100000000", "589824") }</label>
+                    }
                     if internvl {
                         <label title={t(l, "crop_help")}>{ check("crop_to_patches") }{"crop_to_patches"}</label>
                     }

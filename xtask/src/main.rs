@@ -967,6 +967,9 @@ fn e2e() -> Result<()> {
         "model_name_or_path=Qwen%2FQwen1.5-MoE-A2.7B&finetuning_type=lora&bf16=true&per_device_train_batch_size=2&cutoff_len=2048",
         "model_name_or_path=google%2Fgemma-4-26B-A4B-it&finetuning_type=lora&quantization_bit=4&images_per_sample=1&bf16=true&per_device_train_batch_size=1&cutoff_len=4096&gpu=RTX-4090",
         "model_name_or_path=google%2Fgemma-4-E4B-it&finetuning_type=full&images_per_sample=2&bf16=true&per_device_train_batch_size=2&cutoff_len=2048",
+        // Audio: Qwen2-Audio (an audio encoder only) and Gemma 4 E2B (audio beside images).
+        "model_name_or_path=Qwen%2FQwen2-Audio-7B-Instruct&finetuning_type=lora&audios_per_sample=2&audio_seconds=12&freeze_vision_tower=false&bf16=true&per_device_train_batch_size=2&cutoff_len=2048",
+        "model_name_or_path=google%2Fgemma-4-E2B-it&finetuning_type=lora&quantization_bit=4&audios_per_sample=1&audio_seconds=45&images_per_sample=1&bf16=true&per_device_train_batch_size=1&cutoff_len=2048&gpu=RTX-4090",
         "model_name_or_path=Qwen%2FQwen3-Next-80B-A3B-Instruct&finetuning_type=lora&bf16=true&quantization_bit=4&per_device_train_batch_size=1&cutoff_len=4096&gpu=H100-SXM",
         "model_name_or_path=deepseek-ai%2FDeepSeek-V2-Lite&finetuning_type=full&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=2048",
     ];
@@ -1015,7 +1018,19 @@ fn e2e() -> Result<()> {
                 == v["vision"]["video_tokens_per_sample"]
                     .as_u64()
                     .map(|t| t.to_string());
-        if page != Some(want) || want != cli_bytes || !exports_ok || !vision_ok || !video_ok {
+        // An audio link: the page's audio tokens are the binary's.
+        let audio_ok = !q.contains("audios_per_sample")
+            || attr_after(&dom, "data-testid=\"vision\"", "data-audio-tokens")
+                == v["vision"]["audio_tokens_per_sample"]
+                    .as_u64()
+                    .map(|t| t.to_string());
+        if page != Some(want)
+            || want != cli_bytes
+            || !exports_ok
+            || !vision_ok
+            || !video_ok
+            || !audio_ok
+        {
             failures.push(q);
         }
     }

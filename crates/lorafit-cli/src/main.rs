@@ -196,7 +196,9 @@ fn multimodal_datasets(base: &Path, settings: &Settings) -> Vec<lorafit_data::in
     names
         .iter()
         .filter_map(|n| lorafit_data::info::DatasetAttr::from_info(&info_path, &info, n).ok())
-        .filter(|a| a.columns.images.is_some() || a.columns.videos.is_some())
+        .filter(|a| {
+            a.columns.images.is_some() || a.columns.videos.is_some() || a.columns.audios.is_some()
+        })
         .collect()
 }
 
@@ -207,9 +209,16 @@ const MEDIA_ROWS: usize = 100_000;
 /// the row with the most tokens counts. Without readable media, one image (video) per sample
 /// is assumed, as the dataset's columns say.
 fn dataset_media(base: &Path, settings: &Settings, plan: &mut lorafit_core::Plan) {
-    use lorafit_core::arch::media::{SampleMedia, VideoFile};
+    use lorafit_core::arch::media::{AudioFile, SampleMedia, VideoFile};
     use lorafit_data::media::Video;
-    if settings.get("images_per_sample").is_some() || settings.get("videos_per_sample").is_some() {
+    if [
+        "images_per_sample",
+        "videos_per_sample",
+        "audios_per_sample",
+    ]
+    .iter()
+    .any(|k| settings.get(k).is_some())
+    {
         return;
     }
     let dataset_dir =
@@ -228,7 +237,7 @@ fn dataset_media(base: &Path, settings: &Settings, plan: &mut lorafit_core::Plan
         let read = scan
             .rows
             .iter()
-            .any(|r| !r.images.is_empty() || !r.videos.is_empty());
+            .any(|r| !r.images.is_empty() || !r.videos.is_empty() || !r.audios.is_empty());
         let first_bad = scan
             .unreadable
             .first()
@@ -244,8 +253,12 @@ fn dataset_media(base: &Path, settings: &Settings, plan: &mut lorafit_core::Plan
                 plan.vision.videos_per_sample = 1;
                 assumed.push("videos_per_sample 1");
             }
+            if attr.columns.audios.is_some() {
+                plan.vision.audios_per_sample = 1;
+                assumed.push("audios_per_sample 1");
+            }
             eprintln!(
-                "dataset `{}`: lorafit read none of its media files{first_bad}: {} assumed (set images_per_sample / videos_per_sample to change it)",
+                "dataset `{}`: lorafit read none of its media files{first_bad}: {} assumed (set images_per_sample / videos_per_sample / audios_per_sample to change it)",
                 attr.name,
                 assumed.join(", ")
             );
@@ -283,13 +296,26 @@ fn dataset_media(base: &Path, settings: &Settings, plan: &mut lorafit_core::Plan
                         },
                     })
                     .collect(),
+                audios: r
+                    .audios
+                    .iter()
+                    .map(|a| AudioFile {
+                        samples: a.samples,
+                        rate: a.rate,
+                    })
+                    .collect(),
             })
             .collect();
-        let (images, videos) = rows
-            .iter()
-            .fold((0, 0), |(i, v), r| (i + r.images.len(), v + r.videos.len()));
+        let (images, videos, audios) = rows.iter().fold((0, 0, 0), |(i, v, a), r| {
+            (i + r.images.len(), v + r.videos.len(), a + r.audios.len())
+        });
+        let audios = if audios > 0 {
+            format!(", {audios} audio(s)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "dataset `{}`: {images} image(s) and {videos} video(s) in {} rows read from their headers{}; the row with the most image / video tokens sets the estimate",
+            "dataset `{}`: {images} image(s) and {videos} video(s){audios} in {} rows read from their headers{}; the row with the most image / video / audio tokens sets the estimate",
             attr.name,
             rows.len(),
             if scan.unreadable.is_empty() {
@@ -479,16 +505,36 @@ fn print_table(e: &Estimate, plan: &Plan, arch: &lorafit_core::ModelArch) {
         } else {
             String::new()
         };
-        out!(
-            "vision       tower {} parameters ({}), projector {} ({}); {} image(s) per sample = {} tokens{videos} of cutoff_len, {} tower patches",
-            v.tower_params,
-            state(v.tower_trained),
-            v.projector_params,
-            state(v.projector_trained),
-            v.images_per_sample,
-            v.image_tokens_per_sample,
-            v.tower_patches_per_sample
-        );
+        let audios = if v.audios_per_sample > 0 {
+            format!(
+                " + {} audio(s) = {} tokens",
+                v.audios_per_sample, v.audio_tokens_per_sample
+            )
+        } else {
+            String::new()
+        };
+        if v.takes_images {
+            out!(
+                "vision       tower {} parameters ({}), projector {} ({}); {} image(s) per sample = {} tokens{videos}{audios} of cutoff_len, {} tower patches",
+                v.tower_params,
+                state(v.tower_trained),
+                v.projector_params,
+                state(v.projector_trained),
+                v.images_per_sample,
+                v.image_tokens_per_sample,
+                v.tower_patches_per_sample
+            );
+        } else {
+            out!(
+                "audio        encoder {} parameters ({}), projector {} ({}); {} audio(s) per sample = {} tokens of cutoff_len",
+                v.tower_params,
+                state(v.tower_trained),
+                v.projector_params,
+                state(v.projector_trained),
+                v.audios_per_sample,
+                v.audio_tokens_per_sample
+            );
+        }
     }
     let method = plan.describe();
     out!(

@@ -1264,6 +1264,89 @@ fn a_multimodal_datasets_images_and_videos_are_read_from_their_headers() {
 }
 
 #[test]
+fn an_audio_datasets_audios_are_read_from_their_headers() {
+    // LLaMA-Factory's mllm_audio_demo shape (sharegpt messages with `<audio>` and an `audios`
+    // column) with real files (scripts/make_audio_fixtures.py): the row with the most audio
+    // tokens counts.
+    let d = scratch("mllm-audio");
+    let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lorafit-data/tests/fixtures/audio");
+    std::fs::create_dir_all(d.join("data/sounds")).expect("data dir");
+    for f in ["stereo44k.flac", "vbr16k.mp3", "speech.opus"] {
+        std::fs::copy(audio.join(f), d.join("data/sounds").join(f)).expect("copy");
+    }
+    std::fs::write(
+        d.join("data/dataset_info.json"),
+        r#"{"mllm_audio_demo": {"file_name": "mllm_audio_demo.json", "formatting": "sharegpt",
+            "columns": {"messages": "messages", "audios": "audios"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}"#,
+    )
+    .expect("dataset_info");
+    let turn = |q: &str| {
+        format!(
+            r#"[{{"role": "user", "content": "{q}What's that sound?"}}, {{"role": "assistant", "content": "Glass."}}]"#
+        )
+    };
+    std::fs::write(
+        d.join("data/mllm_audio_demo.json"),
+        format!(
+            r#"[{{"messages": {}, "audios": ["sounds/stereo44k.flac"]}},
+               {{"messages": {}, "audios": ["sounds/vbr16k.mp3", "sounds/speech.opus"]}},
+               {{"messages": {}, "audios": ["sounds/missing.wav"]}}]"#,
+            turn("<audio>"),
+            turn("<audio><audio>"),
+            turn("<audio>")
+        ),
+    )
+    .expect("rows");
+    let cfg = d.join("audio.yaml");
+    std::fs::write(
+        &cfg,
+        "model_name_or_path: Qwen/Qwen2-Audio-7B-Instruct\nstage: sft\nfinetuning_type: lora\ndataset: mllm_audio_demo\ntemplate: qwen2_audio\nbf16: true\ncutoff_len: 1024\n",
+    )
+    .expect("config");
+    let out = lorafit(&["estimate", cfg.to_str().expect("utf-8"), "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("3 audio(s) in 3 rows") && err.contains("missing.wav"),
+        "{err}"
+    );
+    // Row 2 wins: the 2.6 s MP3 (65 pads) and the 1.25 s Opus file (48 kHz → 20 000 samples at
+    // 16 kHz: 31 pads), each between <|audio_bos|> and <|audio_eos|> (LLaMA-Factory's plugin on
+    // the same files: tests/fixtures/audio_tokens.json).
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let vis = &v["vision"];
+    assert_eq!(
+        (
+            vis["audios_per_sample"].as_u64(),
+            vis["audio_tokens_per_sample"].as_u64(),
+            vis["images_per_sample"].as_u64()
+        ),
+        (Some(2), Some(65 + 31 + 4), Some(0)),
+        "{vis}"
+    );
+    // The human-readable line names the audio encoder.
+    let out = lorafit(&["estimate", cfg.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("audio        encoder 636968960 parameters (frozen)")
+            && text.contains("2 audio(s) per sample = 100 tokens"),
+        "{text}"
+    );
+    // The same dataset on a model without an audio encoder is LLaMA-Factory's error.
+    std::fs::write(
+        &cfg,
+        "model_name_or_path: Qwen/Qwen2.5-VL-7B-Instruct\nstage: sft\nfinetuning_type: lora\ndataset: mllm_audio_demo\nbf16: true\n",
+    )
+    .expect("config");
+    fails_with(
+        &["estimate", cfg.to_str().expect("utf-8")],
+        "the dataset has up to 2 audio(s) per sample, but this model has no audio encoder",
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn a_multimodal_dataset_means_one_image_per_sample() {
     // LLaMA-Factory's mllm_demo shape: sharegpt messages with an `images` column.
     let d = scratch("mllm");

@@ -83,6 +83,13 @@ pub struct VisionSummary {
     pub video_frames: u64,
     /// Patches the tower processes per sample (images and videos).
     pub tower_patches_per_sample: u64,
+    /// Whether the tower takes images (Qwen2-Audio's does not).
+    pub takes_images: bool,
+    /// Whether the model has an audio encoder (Qwen2-Audio, Gemma 4 E2B / E4B).
+    pub has_audio: bool,
+    pub audios_per_sample: u64,
+    /// Language-model tokens the audios of one sample take (inside cutoff_len).
+    pub audio_tokens_per_sample: u64,
 }
 
 /// Parse `7B`, `1.5b`, `500M` or a plain integer as a parameter count.
@@ -178,15 +185,37 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             ));
         }
     }
+    let audio = arch.vision.as_ref().and_then(|v| v.audio);
+    let audio_only = arch
+        .vision
+        .as_ref()
+        .is_some_and(|v| v.kind == crate::arch::vision::VisionKind::Qwen2Audio);
     if arch.vision.is_some()
         && plan.vision.images_per_sample == 0
         && plan.vision.videos_per_sample == 0
+        && plan.vision.audios_per_sample == 0
         && plan.vision.dataset.is_none()
         && plan.train
     {
-        warnings.push(
-            "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample / videos_per_sample, or name a dataset with an images or videos column)".into(),
-        );
+        warnings.push(if audio_only {
+            "this model has an audio encoder; audios_per_sample 0: text-only samples (set audios_per_sample, or name a dataset with an audios column)".into()
+        } else {
+            "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample / videos_per_sample, or name a dataset with an images or videos column)".into()
+        });
+    }
+    let media_now = memory::media_tokens(arch, plan);
+    if media_now.audios > 0 {
+        if plan.vision.dataset.is_none() {
+            warnings.push(format!(
+                "audios: each is assumed {} s long (set audio_seconds, or name a dataset whose audio files lorafit can read); the encoder pads every audio to 30 s",
+                plan.vision.audio_seconds
+            ));
+        }
+        if audio.is_some_and(|a| a.kind == crate::arch::vision::AudioKind::Gemma4) {
+            warnings.push(
+                "Gemma 4 audio: LLaMA-Factory's gemma4 plugin (ff6d4d1) counts the audio file's path instead of its samples, so it inserts no audio tokens and the model's token check fails; lorafit counts the tokens transformers' Gemma4Processor inserts".into(),
+            );
+        }
     }
     if arch.moe.is_some() && plan.is_lora() && plan.lora_target.iter().any(|t| t == "all") {
         warnings.push(
@@ -216,6 +245,10 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             video_tokens_per_sample: m.video_tokens,
             video_frames: m.video_frames,
             tower_patches_per_sample: m.patches,
+            takes_images: v.kind != crate::arch::vision::VisionKind::Qwen2Audio,
+            has_audio: v.audio.is_some(),
+            audios_per_sample: m.audios,
+            audio_tokens_per_sample: m.audio_tokens,
         }
     });
     let (tflops, bandwidth) = match gpu {

@@ -15,6 +15,7 @@
 
 use serde::Serialize;
 
+use crate::arch::media::AudioTokens;
 use crate::arch::{LayerKind, Linear, Mixer, ModelArch};
 use crate::error::Error;
 use crate::plan::{Attention, Method, Optimizer, Plan, Precision, QuantMethod, Stage};
@@ -636,6 +637,47 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
             v.kind
         )));
     }
+    let dataset_audios = plan
+        .vision
+        .dataset
+        .as_ref()
+        .and_then(|rows| rows.iter().map(|r| r.audios.len() as u64).max());
+    let audios = dataset_audios.unwrap_or(plan.vision.audios_per_sample);
+    let audio = arch.vision.as_ref().and_then(|v| v.audio.as_ref());
+    let given = || match dataset_audios {
+        Some(n) => format!("the dataset has up to {n} audio(s) per sample"),
+        None => format!("audios_per_sample {}", plan.vision.audios_per_sample),
+    };
+    if audios > 0 && audio.is_none() {
+        return Err(Error::Conflict(format!(
+            "{}, but this model has no audio encoder (LLaMA-Factory: \"This model does not support audio input\"); lorafit models Qwen2-Audio's and Gemma 4 E2B / E4B's",
+            given()
+        )));
+    }
+    if let Some(v) = &arch.vision
+        && v.kind == crate::arch::vision::VisionKind::Qwen2Audio
+    {
+        let images = plan.vision.dataset.as_ref().map_or(
+            plan.vision.images_per_sample + plan.vision.videos_per_sample,
+            |rows| {
+                rows.iter()
+                    .map(|r| (r.images.len() + r.videos.len()) as u64)
+                    .max()
+                    .unwrap_or(0)
+            },
+        );
+        if images > 0 {
+            return Err(Error::Conflict(
+                "Qwen2-Audio takes audio only: images and videos need a vision-language model (LLaMA-Factory: \"This model does not support image input\")".into(),
+            ));
+        }
+        if audios > 0 && plan.vision.audio_rate != 16000 {
+            return Err(Error::Conflict(format!(
+                "audio_sampling_rate {}: Qwen2-Audio's Whisper feature extractor takes 16000 Hz only (it raises on any other rate)",
+                plan.vision.audio_rate
+            )));
+        }
+    }
     let media = media_tokens(arch, plan);
     if media.tokens() > plan.cutoff_len && plan.train {
         let mut parts = Vec::new();
@@ -656,13 +698,19 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
                 plan.vision.video.maxlen
             ));
         }
+        if media.audios > 0 {
+            parts.push(format!(
+                "{} audio(s) per sample = {} tokens",
+                media.audios, media.audio_tokens
+            ));
+        }
         let total = if parts.len() > 1 {
             format!(" ({} tokens together)", media.tokens())
         } else {
             String::new()
         };
         return Err(Error::Conflict(format!(
-            "{}{total}, more than cutoff_len {}: LLaMA-Factory would cut image / video tokens off; raise cutoff_len or lower the pixel / frame limits",
+            "{}{total}, more than cutoff_len {}: LLaMA-Factory would cut image / video / audio tokens off; raise cutoff_len or lower the pixel / frame limits",
             parts.join(" and "),
             plan.cutoff_len
         )));
@@ -698,7 +746,7 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// The images' and videos' share of one training sequence.
+/// The images', videos' and audios' share of one training sequence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaShare {
     pub images: u64,
@@ -709,12 +757,22 @@ pub struct MediaShare {
     pub video_frames: u64,
     /// Patches the vision tower processes for the sequence.
     pub patches: u64,
+    pub audios: u64,
+    pub audio_tokens: u64,
+    /// Positions the audio encoder processes for the sequence.
+    pub audio_positions: u64,
 }
 
 impl MediaShare {
-    /// Image + video tokens in the sequence (inside cutoff_len).
+    /// Image + video + audio tokens in the sequence (inside cutoff_len).
     pub fn tokens(&self) -> u64 {
-        self.image_tokens + self.video_tokens
+        self.image_tokens + self.video_tokens + self.audio_tokens
+    }
+
+    fn add_audio(&mut self, t: AudioTokens, n: u64) {
+        self.audios += n;
+        self.audio_tokens += t.tokens() * n;
+        self.audio_positions += t.positions * n;
     }
 }
 
@@ -746,6 +804,11 @@ pub fn media_tokens(arch: &ModelArch, plan: &Plan) -> MediaShare {
         m.video_frames = t.frames;
         m.patches += t.grid.patches() * vp.videos_per_sample;
     }
+    if vp.audios_per_sample > 0
+        && let Some(t) = v.audio_tokens(None, vp.audio_seconds, vp.audio_rate)
+    {
+        m.add_audio(t, vp.audios_per_sample);
+    }
     m
 }
 
@@ -759,7 +822,7 @@ pub fn keep_largest_media_row(arch: &ModelArch, plan: &mut Plan) {
     plan.vision.dataset = Some(largest.into_iter().collect());
 }
 
-/// The row with the most image + video tokens (then tower patches).
+/// The row with the most image + video + audio tokens (then tower patches).
 fn largest_row<'a>(
     v: &crate::arch::Vision,
     vp: &crate::plan::VisionPlan,
@@ -767,7 +830,9 @@ fn largest_row<'a>(
 ) -> Option<&'a crate::arch::media::SampleMedia> {
     rows.iter().max_by_key(|row| {
         let m = row_media(v, vp, row);
-        (m.tokens(), m.patches)
+        // Then the most audios, so that a model without an audio encoder keeps a row that has
+        // them and says so.
+        (m.tokens(), m.patches + m.audio_positions, row.audios.len())
     })
 }
 
@@ -795,6 +860,11 @@ fn row_media(
             m.video_frames = m.video_frames.max(t.frames);
         }
     }
+    for file in &row.audios {
+        if let Some(t) = v.audio_tokens(Some(file), vp.audio_seconds, vp.audio_rate) {
+            m.add_audio(t, 1);
+        }
+    }
     m
 }
 
@@ -813,17 +883,30 @@ fn vision_activations(
     if plan.vision.freeze_tower || plan.method == Method::Freeze {
         return (0.0, 0.0, 0.0);
     }
-    let patches = media_tokens(arch, plan).patches as f64 * b;
+    let m = media_tokens(arch, plan);
+    let patches = m.patches as f64 * b;
     let per_layer = patches
         * scale
         * (ACT_PER_HIDDEN * v.hidden_size as f64
             + ACT_PER_INTERMEDIATE * v.intermediate_size as f64);
     let depth = v.depth as f64;
-    (
+    // An audio encoder's blocks save the same per position as a vision block.
+    let (mut all, mut inputs, mut one) = (
         depth * per_layer,
         depth * patches * v.hidden_size as f64 * cb,
         per_layer,
-    )
+    );
+    if let Some(a) = &v.audio {
+        let positions = m.audio_positions as f64 * b;
+        let per = positions
+            * scale
+            * (ACT_PER_HIDDEN * a.hidden_size as f64
+                + ACT_PER_INTERMEDIATE * a.intermediate_size as f64);
+        all += a.depth as f64 * per;
+        inputs += a.depth as f64 * positions * a.hidden_size as f64 * cb;
+        one = one.max(per);
+    }
+    (all, inputs, one)
 }
 
 /// Liger's fused linear cross-entropy: tokens per chunk (`next_power_of_2(⌈BT / ⌈V / H⌉⌉)`).

@@ -434,6 +434,12 @@ pub struct VisionPlan {
     /// Length of a video when no file says it (lorafit's key `video_seconds`).
     pub video_seconds: f64,
     pub video: VideoKeys,
+    /// Audios per training sample (lorafit's key; 0 = none).
+    pub audios_per_sample: u64,
+    /// Length of an audio when no file says it (lorafit's key `audio_seconds`).
+    pub audio_seconds: f64,
+    /// `audio_sampling_rate`: LLaMA-Factory resamples every audio to it (16000).
+    pub audio_rate: u64,
     /// The dataset's rows' media, when `lorafit estimate` read the files' headers: the row with
     /// the most image + video tokens sets the estimate, instead of the `*_per_sample` keys.
     #[serde(skip)]
@@ -453,6 +459,9 @@ impl Default for VisionPlan {
             videos_per_sample: 0,
             video_seconds: 10.0,
             video: VideoKeys::default(),
+            audios_per_sample: 0,
+            audio_seconds: 10.0,
+            audio_rate: 16000,
             dataset: None,
             keys_given: Vec::new(),
         }
@@ -697,6 +706,9 @@ impl Plan {
                 fps: s.float("video_fps").unwrap_or(d.video.fps),
                 maxlen: positive("video_maxlen", d.video.maxlen),
             },
+            audios_per_sample: s.int("audios_per_sample").unwrap_or(0).max(0) as u64,
+            audio_seconds: s.float("audio_seconds").unwrap_or(d.audio_seconds),
+            audio_rate: positive("audio_sampling_rate", d.audio_rate),
             dataset: None,
             keys_given: [
                 "freeze_vision_tower",
@@ -712,6 +724,9 @@ impl Plan {
                 "video_min_pixels",
                 "video_fps",
                 "video_maxlen",
+                "audios_per_sample",
+                "audio_seconds",
+                "audio_sampling_rate",
             ]
             .into_iter()
             .filter(|k| s.get(k).is_some())

@@ -525,6 +525,18 @@ const KEYS: &[KeyDef] = &[
         help: "length of each video in seconds when lorafit cannot read the files (default 10)",
     },
     KeyDef {
+        name: "audios_per_sample",
+        kind: Kind::Int(0, 256),
+        origin: LO,
+        help: "audios per training sample for a model with an audio encoder (Qwen2-Audio, Gemma 4 E2B / E4B; default: 1 when the dataset has audios, else 0)",
+    },
+    KeyDef {
+        name: "audio_seconds",
+        kind: Kind::Float(0.01, 86400.0),
+        origin: LO,
+        help: "length of each audio in seconds when lorafit cannot read the files (default 10)",
+    },
+    KeyDef {
         name: "accelerate_config",
         kind: Kind::Str,
         origin: LO,

@@ -165,8 +165,13 @@ pub fn step_time(
     } else {
         passes
     };
+    // An audio encoder (inside the tower's parameters) runs over its own positions instead.
+    let audio_positions = crate::memory::media_tokens(arch, plan).audio_positions as f64;
     let vision = arch.vision.as_ref().map_or(0.0, |v| {
-        2.0 * v.tower_params as f64 * patches / plan.cutoff_len.max(1) as f64 * tower_passes
+        let audio = v.audio.map_or(0, |a| a.params) as f64;
+        2.0 * ((v.tower_params as f64 - audio) * patches + audio * audio_positions)
+            / plan.cutoff_len.max(1) as f64
+            * tower_passes
     });
     let cross = cross_attention_flops_per_token(arch, patches as u64, plan.cutoff_len);
     let flops_per_token = (fwd + cross) * passes + vision;

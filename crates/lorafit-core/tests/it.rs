@@ -7,6 +7,9 @@ use lorafit_core::estimate::{self, ModelSource};
 use lorafit_core::plan::{Settings, Val, Zero};
 use lorafit_core::{catalog, export, validation};
 
+#[path = "it/audio.rs"]
+mod audio;
+
 fn settings(yaml: &str) -> Settings {
     Settings::from_yaml(yaml).expect("test YAML parses")
 }

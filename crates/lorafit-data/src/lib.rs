@@ -8,6 +8,7 @@
 //! One direction only: `load` → `process` → `template` → `tools` / `tokenizer`; nothing here
 //! knows about models or tensors.
 
+pub mod audio;
 pub mod convert;
 pub mod error;
 pub mod example;

@@ -1,6 +1,7 @@
-//! The images and videos a multimodal dataset names, read from their file headers only: image
-//! sizes (PNG, JPEG, GIF, BMP, WebP) and what PyAV tells LLaMA-Factory about a video (size,
-//! duration, frame count, average frame rate) for MP4 / MOV (ISO base media) and AVI files.
+//! The images, videos and audios a multimodal dataset names, read from their file headers only:
+//! image sizes (PNG, JPEG, GIF, BMP, WebP), what PyAV tells LLaMA-Factory about a video (size,
+//! duration, frame count, average frame rate) for MP4 / MOV (ISO base media) and AVI files, and
+//! an audio's decoded length and rate ([`crate::audio`]).
 //! Nothing is decoded; a file that cannot be read is reported, never fatal.
 //!
 //! Paths resolve as LLaMA-Factory's converter does: `media_dir` (default `dataset_dir`) joined
@@ -10,6 +11,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+pub use crate::audio::{AudioHeader, probe_audio, probe_audio_of};
 use crate::info::DatasetAttr;
 use crate::json::Json;
 
@@ -36,6 +38,7 @@ pub struct RowMedia {
     /// (width, height) of each image.
     pub images: Vec<(u64, u64)>,
     pub videos: Vec<Video>,
+    pub audios: Vec<AudioHeader>,
 }
 
 /// A dataset's media: one entry per row, and the files that could not be read.
@@ -380,6 +383,7 @@ pub fn scan(attr: &DatasetAttr, media_dir: &Path, max_rows: usize) -> crate::Res
     let mut scan = MediaScan::default();
     let mut seen_image = std::collections::HashMap::<PathBuf, Option<(u64, u64)>>::new();
     let mut seen_video = std::collections::HashMap::<PathBuf, Option<VideoHeader>>::new();
+    let mut seen_audio = std::collections::HashMap::<PathBuf, Option<AudioHeader>>::new();
     for row in rows.iter().take(max_rows) {
         let mut m = RowMedia::default();
         if let Some(col) = attr.columns.images.as_ref().and_then(|c| row.get(c)) {
@@ -439,6 +443,27 @@ pub fn scan(attr: &DatasetAttr, media_dir: &Path, max_rows: usize) -> crate::Res
                         }
                     }
                     _ => {}
+                }
+            }
+        }
+        if let Some(col) = attr.columns.audios.as_ref().and_then(|c| row.get(c)) {
+            for v in paths(col) {
+                let Json::Str(p) = v else {
+                    continue;
+                };
+                let path = resolve(media_dir, p);
+                let h =
+                    seen_audio
+                        .entry(path.clone())
+                        .or_insert_with(|| match probe_audio(&path) {
+                            Ok(h) => Some(h),
+                            Err(e) => {
+                                bad(&path, e, &mut scan);
+                                None
+                            }
+                        });
+                if let Some(h) = h {
+                    m.audios.push(*h);
                 }
             }
         }

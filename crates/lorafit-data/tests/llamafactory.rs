@@ -421,6 +421,52 @@ fn media_headers_say_what_pyav_and_pillow_say() {
     std::fs::remove_dir_all(&scratch).ok();
 }
 
+/// Every file `scripts/make_audio_fixtures.py` wrote: the samples per channel and rate FFmpeg's
+/// decoders give (what torchaudio hands LLaMA-Factory), read from the headers alone.
+#[test]
+fn audio_headers_say_what_ffmpeg_decodes() {
+    use lorafit_data::media::probe_audio;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audio");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../lorafit-core/tests/fixtures/audio_tokens.json"),
+        )
+        .expect("fixture"),
+    )
+    .expect("fixture");
+    let files = expected["files"].as_array().expect("fixture");
+    assert_eq!(files.len(), 12);
+    for want in files {
+        let name = want["file"].as_str().expect("fixture");
+        let got = probe_audio(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (got.samples, got.rate, got.channels),
+            (
+                want["samples"].as_u64().expect("fixture"),
+                want["rate"].as_u64().expect("fixture"),
+                want["channels"].as_u64().expect("fixture")
+            ),
+            "{name}"
+        );
+    }
+    // Cut short or not audio: an error, never a panic.
+    let scratch = std::env::temp_dir().join(format!("lorafit-audio-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("fixture");
+    for name in ["mono16k.wav", "mono16k.flac", "cbr44k.mp3", "speech.opus"] {
+        let bytes = std::fs::read(dir.join(name)).expect("fixture");
+        for cut in [3, 11, 30] {
+            let p = scratch.join(format!("cut{cut}-{name}"));
+            std::fs::write(&p, &bytes[..cut]).expect("fixture");
+            assert!(probe_audio(&p).is_err(), "{name} cut at {cut}");
+        }
+    }
+    let p = scratch.join("notes.wav");
+    std::fs::write(&p, "just text").expect("fixture");
+    assert!(probe_audio(&p).expect_err("text").contains("not a WAV"));
+    std::fs::remove_dir_all(&scratch).ok();
+}
+
 #[test]
 fn a_multimodal_dataset_is_scanned_row_by_row_from_media_dir() {
     use lorafit_data::info::{DatasetAttr, read_info};
@@ -431,9 +477,11 @@ fn a_multimodal_dataset_is_scanned_row_by_row_from_media_dir() {
     for f in ["a.png", "a.jpg", "clip.avi", "moov_at_end.mp4"] {
         std::fs::copy(media_dir().join(f), media.join(f)).expect("fixture");
     }
+    let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audio/cbr48k.mp3");
+    std::fs::copy(audio, media.join("a.mp3")).expect("fixture");
     std::fs::write(
         scratch.join("dataset_info.json"),
-        r#"{"mm": {"file_name": "mm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images", "videos": "videos"}}}"#,
+        r#"{"mm": {"file_name": "mm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images", "videos": "videos", "audios": "audios"}}}"#,
     )
     .expect("fixture");
     std::fs::write(
@@ -442,7 +490,7 @@ fn a_multimodal_dataset_is_scanned_row_by_row_from_media_dir() {
  {"messages": [{"from": "human", "value": "<image><video>"}, {"from": "gpt", "value": "ok"}], "images": ["media/a.png"], "videos": ["media/clip.avi"]},
  {"messages": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "ok"}], "videos": [["media/a.jpg", "media/a.png", "media/a.jpg"]]},
  {"messages": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "ok"}], "images": "media/missing.png"},
- {"messages": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "ok"}], "videos": ["media/moov_at_end.mp4"]}
+ {"messages": [{"from": "human", "value": "<video><audio><audio>"}, {"from": "gpt", "value": "ok"}], "videos": ["media/moov_at_end.mp4"], "audios": ["media/a.mp3", "media/a.mp3"]}
 ]"#,
     )
     .expect("fixture");
@@ -468,5 +516,11 @@ fn a_multimodal_dataset_is_scanned_row_by_row_from_media_dir() {
         s.unreadable
     );
     assert!(matches!(s.rows[3].videos[..], [Video::File(h)] if h.frames == 20));
+    assert_eq!(s.rows[3].audios.len(), 2);
+    assert_eq!(
+        (s.rows[3].audios[0].samples, s.rows[3].audios[0].rate),
+        (38400, 48000)
+    );
+    assert!(s.rows[..3].iter().all(|r| r.audios.is_empty()));
     std::fs::remove_dir_all(&scratch).ok();
 }

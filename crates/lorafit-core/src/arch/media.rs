@@ -136,6 +136,7 @@ pub struct SampleMedia {
     /// (width, height) of each image.
     pub images: Vec<(u64, u64)>,
     pub videos: Vec<VideoFile>,
+    pub audios: Vec<AudioFile>,
 }
 
 impl VideoFile {
@@ -717,6 +718,106 @@ pub fn gemma4_image(
         text: String::new(),
         text_tokens: 2,
         frames: 1,
+    }
+}
+
+/// One audio as its file's header says: samples per channel as FFmpeg decodes them (what
+/// `torchaudio.load` gives LLaMA-Factory) and their rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AudioFile {
+    pub samples: u64,
+    pub rate: u64,
+}
+
+impl AudioFile {
+    /// The audio lorafit assumes without a file: `seconds` long at `rate`.
+    pub fn assumed(seconds: f64, rate: u64) -> AudioFile {
+        AudioFile {
+            samples: (seconds * rate as f64).round().max(0.0) as u64,
+            rate,
+        }
+    }
+
+    /// Samples after LLaMA-Factory's `_regularize_audios` resamples to `to` Hz
+    /// (`torchaudio.functional.resample`: ⌈samples · to / rate⌉, the rates reduced by their gcd).
+    pub fn resampled(&self, to: u64) -> u64 {
+        if self.rate == to || self.rate == 0 || to == 0 {
+            return self.samples;
+        }
+        let g = gcd(self.rate, to);
+        let (from, to) = ((self.rate / g) as u128, (to / g) as u128);
+        (self.samples as u128 * to)
+            .div_ceil(from)
+            .min(u64::MAX as u128) as u64
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// One audio's share of a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioTokens {
+    /// Audio pad tokens in the language model's sequence.
+    pub pads: u64,
+    /// The special tokens around them (`<|audio_bos|>` … `<|audio_eos|>`, `<boa>` … `<eoa>`).
+    pub text_tokens: u64,
+    /// Positions the audio encoder runs over (its input is padded to 30 s whatever the length).
+    pub positions: u64,
+}
+
+impl AudioTokens {
+    pub fn tokens(&self) -> u64 {
+        self.pads + self.text_tokens
+    }
+}
+
+/// 30 s at 16 kHz: Whisper's window, and Gemma 4's feature extractor's `max_length`.
+const AUDIO_WINDOW: u64 = 480_000;
+/// The mel hop at 16 kHz (10 ms).
+const MEL_HOP: u64 = 160;
+
+/// Qwen2-Audio through LLaMA-Factory's `qwen2_audio` plugin: Whisper's feature extractor pads or
+/// cuts the 16 kHz waveform to 30 s and marks ⌈samples / 160⌉ mel frames valid; the encoder's
+/// stride-2 convolution halves them and its pooling halves them again: `(frames − 1) // 2 + 1`,
+/// then `(that − 2) // 2 + 1` `<|AUDIO|>` tokens between `<|audio_bos|>` and `<|audio_eos|>`.
+/// The encoder itself runs over all `max_source_positions` (1500) positions.
+pub fn qwen2_audio_tokens(samples_16k: u64, positions: u64) -> AudioTokens {
+    let frames = samples_16k.min(AUDIO_WINDOW).div_ceil(MEL_HOP);
+    let conv = if frames == 0 { 0 } else { (frames - 1) / 2 + 1 };
+    AudioTokens {
+        pads: if conv < 2 { 0 } else { (conv - 2) / 2 + 1 },
+        text_tokens: 2,
+        positions,
+    }
+}
+
+/// Gemma 4 (transformers' `Gemma4Processor._compute_audio_num_tokens`): 20 ms mel frames every
+/// 10 ms after 160 samples of left padding, two stride-2 convolutions, at most `max_tokens`
+/// (`audio_seq_length`, 750) tokens between `<boa>` and `<eoa>`. The conformer runs over the
+/// feature extractor's 30 s of padded frames after subsampling: `max_tokens` positions.
+pub fn gemma4_audio_tokens(samples_16k: u64, max_tokens: u64) -> AudioTokens {
+    let (frame, pad_left) = (2 * MEL_HOP, MEL_HOP);
+    let padded = samples_16k + pad_left;
+    let mel = if padded < frame + 1 {
+        0
+    } else {
+        (padded - (frame + 1)) / MEL_HOP + 1
+    };
+    let mut t = mel;
+    if t > 0 {
+        for _ in 0..2 {
+            t = (t + 2 - 3) / 2 + 1;
+        }
+    }
+    AudioTokens {
+        pads: t.min(max_tokens),
+        text_tokens: 2,
+        positions: max_tokens,
     }
 }
 

@@ -8,7 +8,7 @@
 //! vision tower in `vision_config` ([`vision`]).
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::Error;
 
@@ -407,7 +407,47 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma4_text",
     "ministral3",
     "glm4v_moe",
+    "qwen2_audio",
 ];
+
+/// Qwen2-Audio's config.json leaves most of its `text_config` to transformers' `Qwen2Config`
+/// defaults (4096 wide, 32 layers of 32 heads, 22016 MLP, 151936 tokens): the config with them
+/// filled in, or `None` when nothing is missing.
+fn qwen2_audio_text_defaults(top: &Map<String, Value>) -> Option<Value> {
+    let mut text = match top.get("text_config") {
+        Some(Value::Object(t)) => t.clone(),
+        None => Map::new(),
+        Some(_) => return None,
+    };
+    let mut changed = false;
+    for (k, v) in [
+        ("model_type", Value::from("qwen2")),
+        ("hidden_size", Value::from(4096)),
+        ("num_hidden_layers", Value::from(32)),
+        ("num_attention_heads", Value::from(32)),
+        ("intermediate_size", Value::from(22016)),
+        ("vocab_size", Value::from(151936)),
+    ] {
+        if !text.contains_key(k) {
+            text.insert(k.into(), v);
+            changed = true;
+        }
+    }
+    // `num_key_value_heads` defaults to 32 as well, which is `num_attention_heads`' default.
+    if !text.contains_key("num_key_value_heads") {
+        let heads = text
+            .get("num_attention_heads")
+            .cloned()
+            .unwrap_or(Value::from(32));
+        text.insert("num_key_value_heads".into(), heads);
+        changed = true;
+    }
+    changed.then(|| {
+        let mut top = top.clone();
+        top.insert("text_config".into(), Value::Object(text));
+        Value::Object(top)
+    })
+}
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
 fn normalise_text_type(t: &str) -> &str {
@@ -627,6 +667,11 @@ impl ModelArch {
             .get("model_type")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if top_type == "qwen2_audio"
+            && let Some(filled) = qwen2_audio_text_defaults(top)
+        {
+            return Self::from_config_value(&filled);
+        }
         // Multimodal wrappers (gemma3, llava-style, Qwen-VL) keep the language model in `text_config`.
         // PaliGemma's top level also carries a `hidden_size` that is not the language model's.
         let obj = match top.get("text_config") {

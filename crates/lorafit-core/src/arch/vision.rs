@@ -1,5 +1,6 @@
-//! Vision towers of vision-language models (`vision_config` in a multimodal config.json): their
-//! parameters, the linears LoRA can wrap in them, and how many tokens an image becomes.
+//! Vision towers of vision-language models (`vision_config` in a multimodal config.json) and
+//! audio encoders (`audio_config`): their parameters, the linears LoRA can wrap in them, and how
+//! many tokens an image, a video or an audio becomes.
 //!
 //! Shapes follow transformers 5.8's modules; `tests/arch_reference.rs` checks every catalog
 //! tower's count against transformers itself.
@@ -7,7 +8,10 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::media::{self, ImageKeys, MediaTokens, QwenProcessor, VideoFile, VideoKeys, isqrt};
+use super::media::{
+    self, AudioFile, AudioTokens, ImageKeys, MediaTokens, QwenProcessor, VideoFile, VideoKeys,
+    isqrt,
+};
 use super::{Linear, get_bool, get_f64, get_u64, req_u64};
 use crate::error::Error;
 
@@ -58,6 +62,34 @@ pub enum VisionKind {
     /// the image enters the language model through cross-attention layers, not as tokens (one
     /// `<|image|>` token per image).
     Mllama,
+    /// Qwen2-Audio: no image tower; a Whisper-style audio encoder ([`AudioEncoder`]) and a
+    /// linear projector (`multi_modal_projector`), which LLaMA-Factory freezes and trains as a
+    /// vision tower and projector.
+    Qwen2Audio,
+}
+
+/// The audio encoders lorafit counts audio tokens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioKind {
+    /// Qwen2-Audio's Whisper encoder ([`media::qwen2_audio_tokens`]).
+    Qwen2Audio,
+    /// Gemma 4 E2B / E4B's conformer ([`media::gemma4_audio_tokens`]).
+    Gemma4,
+}
+
+/// An audio encoder: what its tokens and (when trained) activations depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AudioEncoder {
+    pub kind: AudioKind,
+    pub hidden_size: u64,
+    pub intermediate_size: u64,
+    pub depth: u64,
+    /// Positions the encoder runs over per audio (Whisper: `max_source_positions`; Gemma 4:
+    /// `audio_seq_length`), which also caps the tokens.
+    pub positions: u64,
+    /// The encoder's parameters (part of the tower's), for its FLOPs.
+    pub params: u64,
 }
 
 /// A vision tower and its projector into the language model.
@@ -99,6 +131,9 @@ pub struct Vision {
     /// `image_newline`): LLaMA-Factory's freeze keys do not name them, so they train with the
     /// language model.
     pub wrapper_params: u64,
+    /// The audio encoder, for models that take audio (Qwen2-Audio, Gemma 4 E2B / E4B); its
+    /// parameters are in `tower_params` / `projector_params`.
+    pub audio: Option<AudioEncoder>,
 }
 
 fn lin(name: &'static str, i: u64, o: u64, bias: bool, layers: u64) -> Linear {
@@ -176,6 +211,68 @@ fn gemma4_audio(
         linears,
         lin("embedding_projection", out, text_hidden, false, 1),
     ))
+}
+
+/// Gemma 4's processor's `audio_seq_length` (the hub repos' processor_config.json and
+/// transformers' default): at most 750 tokens an audio, the conformer's positions for 30 s.
+const GEMMA4_AUDIO_TOKENS: u64 = 750;
+
+fn u_a(a: &Map<String, Value>, k: &str, d: u64) -> Result<u64, Error> {
+    get_u64(a, k)
+        .map(|x| x.unwrap_or(d))
+        .map_err(|e| Error::ModelConfig(format!("audio_config: {e}").replace("model config: ", "")))
+}
+
+/// Qwen2-Audio (`qwen2_audio`): `audio_config` is a Whisper encoder (transformers'
+/// `Qwen2AudioEncoder`: two convolutions over the mel bins, a frozen position table of
+/// `max_source_positions`, pre-norm blocks with biased q / v / out and an unbiased k, a final
+/// LayerNorm) and `multi_modal_projector.linear` into the text width; transformers' defaults
+/// where the config is silent (1280 wide, 32 layers, 20 heads, 5120 MLP, 128 mel bins).
+fn qwen2_audio(top: &Map<String, Value>, text_hidden: u64) -> Result<Vision, Error> {
+    let empty = Map::new();
+    let a = match top.get("audio_config") {
+        Some(Value::Object(a)) => a,
+        None => &empty,
+        Some(_) => {
+            return Err(Error::ModelConfig(
+                "`audio_config` must be an object".into(),
+            ));
+        }
+    };
+    let d = u_a(a, "d_model", 1280)?;
+    let layers = u_a(a, "encoder_layers", 32)?;
+    let ffn = u_a(a, "encoder_ffn_dim", 5120)?;
+    let mel = u_a(a, "num_mel_bins", 128)?;
+    let positions = u_a(a, "max_source_positions", 1500)?;
+    let block = vec![
+        lin("q_proj", d, d, true, layers),
+        lin("k_proj", d, d, false, layers),
+        lin("v_proj", d, d, true, layers),
+        lin("out_proj", d, d, true, layers),
+        lin("fc1", d, ffn, true, layers),
+        lin("fc2", ffn, d, true, layers),
+    ];
+    // Two LayerNorms a block and the final one; conv1 (mel → d) and conv2 (d → d), kernel 3,
+    // biased; the position table.
+    let other = layers * 4 * d + 2 * d + (3 * mel * d + d) + (3 * d * d + d) + positions * d;
+    let tower = sum(&block) + other;
+    let proj = vec![lin("linear", d, text_hidden, true, 1)];
+    Ok(Vision {
+        num_heads: u_a(a, "encoder_attention_heads", 20)?,
+        tower_params: tower,
+        projector_params: sum(&proj),
+        block_linears: block,
+        projector_linears: proj,
+        audio: Some(AudioEncoder {
+            kind: AudioKind::Qwen2Audio,
+            hidden_size: d,
+            intermediate_size: ffn,
+            depth: layers,
+            positions,
+            params: tower,
+        }),
+        ..Vision::blank(VisionKind::Qwen2Audio)
+    })
 }
 
 /// A square size given as a number or as `[height, width]` (InternViT's `image_size` /
@@ -262,6 +359,7 @@ impl Vision {
             max_edge: 0,
             max_tokens: 0,
             wrapper_params: 0,
+            audio: None,
         }
     }
 
@@ -296,6 +394,7 @@ impl Vision {
             "internvl" => VisionKind::InternVit,
             "mllama" => VisionKind::Mllama,
             "gemma4" => VisionKind::Gemma4,
+            "qwen2_audio" => return qwen2_audio(top, text_hidden).map(Some),
             _ => return Ok(None),
         };
         let Some(Value::Object(v)) = top.get("vision_config") else {
@@ -753,6 +852,7 @@ impl Vision {
                     + 2 * u("position_embedding_size", 10240)? * h;
                 // E2B / E4B's audio tower and its `embed_audio`: LLaMA-Factory freezes and trains
                 // them with the vision tower and projector (they are under its vision keys).
+                let mut audio = None;
                 if let Some(Value::Object(a)) = top.get("audio_config") {
                     let (a_tower, a_linears, a_proj) =
                         gemma4_audio(a, text_hidden).map_err(|e| {
@@ -760,6 +860,14 @@ impl Vision {
                                 format!("audio_config: {e}").replace("model config: ", ""),
                             )
                         })?;
+                    audio = Some(AudioEncoder {
+                        kind: AudioKind::Gemma4,
+                        hidden_size: u_a(a, "hidden_size", 1024)?,
+                        intermediate_size: 4 * u_a(a, "hidden_size", 1024)?,
+                        depth: u_a(a, "num_hidden_layers", 12)?,
+                        positions: GEMMA4_AUDIO_TOKENS,
+                        params: a_tower + sum(&a_linears),
+                    });
                     tower += a_tower;
                     block.extend(a_linears);
                     proj.push(a_proj);
@@ -772,6 +880,7 @@ impl Vision {
                     patch_size: p,
                     merge: pool,
                     max_tokens: u("default_output_length", 280)?,
+                    audio,
                     tower_params: sum(&block) + tower,
                     projector_params: sum(&proj),
                     block_linears: block,
@@ -839,6 +948,8 @@ impl Vision {
                     ..Vision::blank(kind)
                 }
             }
+            // Parsed from `audio_config` above.
+            VisionKind::Qwen2Audio => return qwen2_audio(top, text_hidden).map(Some),
         };
         Ok(Some(vision))
     }
@@ -939,5 +1050,25 @@ impl Vision {
         QwenProcessor::of(self.kind)
             .filter(QwenProcessor::has_video)
             .map(|p| p.video(file, keys))
+    }
+
+    /// One audio's tokens and encoder positions: `file` as the dataset's audio header gives it,
+    /// else `seconds` long; resampled to `rate` (`audio_sampling_rate`) first, as
+    /// LLaMA-Factory does. `None` for models without an audio encoder.
+    pub fn audio_tokens(
+        &self,
+        file: Option<&AudioFile>,
+        seconds: f64,
+        rate: u64,
+    ) -> Option<AudioTokens> {
+        let a = self.audio.as_ref()?;
+        let samples = file
+            .copied()
+            .unwrap_or_else(|| AudioFile::assumed(seconds, rate))
+            .resampled(rate);
+        Some(match a.kind {
+            AudioKind::Qwen2Audio => media::qwen2_audio_tokens(samples, a.positions),
+            AudioKind::Gemma4 => media::gemma4_audio_tokens(samples, a.positions),
+        })
     }
 }
