@@ -821,7 +821,8 @@ fn catalog_variants_share_their_base_and_quantized_repos_carry_their_storage() {
     for m in all {
         let a = m.arch().unwrap_or_else(|e| panic!("{}: {e}", m.id));
         let lower = m.id.to_ascii_lowercase();
-        let quantized = ["awq", "gptq", "bnb-4bit", "fp8", "aqlm"]
+        // 01.AI names its AWQ / GPTQ repos `-4bits` / `-8bits`.
+        let quantized = ["awq", "gptq", "bnb-4bit", "fp8", "aqlm", "-4bits", "-8bits"]
             .iter()
             .any(|q| lower.contains(q));
         // DeepSeek-V3 / R1 and Kimi K2 are published in FP8 under plain names.
@@ -1131,6 +1132,26 @@ fn new_architectures_match_their_model_cards() {
         // Llama 3.2 Vision 11B 10.7 B, 90B 88.6 B.
         ("meta-llama/Llama-3.2-11B-Vision", 10.7e9),
         ("meta-llama/Llama-3.2-90B-Vision-Instruct", 88.6e9),
+        // The Hub's counts for LLaMA (1) 7B / 13B / 30B / 65B (6.74 / 13.0 / 32.5 / 65.3 B),
+        // SmolLM and SmolLM2 135M / 360M / 1.7B (135 M / 362 M / 1.71 B), SOLAR 10.7B,
+        // Codestral 22B (22.2 B), Ministral 8B 2410 (8.02 B), Breeze 7B (7.49 B: Mistral 7B with
+        // 61,952 tokens), OpenChat 3.5 (7.24 B), Yi-Coder 1.5B / 9B (1.48 / 8.83 B) and
+        // MedGemma 27B text (27.0 B: Gemma 3 27B's language model alone).
+        ("huggyllama/llama-7b", 6.74e9),
+        ("huggyllama/llama-13b", 13.0e9),
+        ("huggyllama/llama-30b", 32.5e9),
+        ("huggyllama/llama-65b", 65.3e9),
+        ("HuggingFaceTB/SmolLM-135M", 135e6),
+        ("HuggingFaceTB/SmolLM2-360M-Instruct", 362e6),
+        ("HuggingFaceTB/SmolLM2-1.7B", 1.71e9),
+        ("upstage/SOLAR-10.7B-Instruct-v1.0", 10.7e9),
+        ("mistralai/Codestral-22B-v0.1", 22.2e9),
+        ("mistralai/Ministral-8B-Instruct-2410", 8.02e9),
+        ("MediaTek-Research/Breeze-7B-Instruct-v1_0", 7.49e9),
+        ("openchat/openchat-3.5-0106", 7.24e9),
+        ("01-ai/Yi-Coder-1.5B-Chat", 1.48e9),
+        ("01-ai/Yi-Coder-9B", 8.83e9),
+        ("google/medgemma-27b-text-it", 27.0e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
