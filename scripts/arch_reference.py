@@ -84,14 +84,16 @@ def main() -> None:
         projector, vision, conflict = COMPOSITE.get(model_type, ([], [], []))
         frozen = projector + vision
         vis = sum(p.numel() for n, p in model.named_parameters() if any(k in n for k in frozen))
-        # Routed experts: fused 3-D tensors [E, ...] under `.experts.`; a token uses k of E.
+        # Routed experts: fused 3-D tensors [E, ...] under `.experts.` (Granite MoE:
+        # `block_sparse_moe.input_linear` / `output_linear`); a token uses k of E.
         text = model.config.get_text_config()
         e = getattr(text, "num_experts", None) or getattr(text, "n_routed_experts", None) or getattr(text, "num_local_experts", None)
         k = getattr(text, "num_experts_per_tok", None) or getattr(text, "top_k_experts", None)
         inactive = 0
         if e and k:
             for n, p in model.named_parameters():
-                if ".experts." in n and p.dim() >= 2 and p.shape[0] == e:
+                routed = ".experts." in n or ".input_linear." in n or ".output_linear." in n
+                if routed and p.dim() >= 2 and p.shape[0] == e:
                     inactive += p.numel() * (e - k) // e
         # LLaMA-Factory's `all`.
         forbidden = {"lm_head"} | set(projector) | set(vision)

@@ -1152,6 +1152,16 @@ fn new_architectures_match_their_model_cards() {
         ("01-ai/Yi-Coder-1.5B-Chat", 1.48e9),
         ("01-ai/Yi-Coder-9B", 8.83e9),
         ("google/medgemma-27b-text-it", 27.0e9),
+        // New architectures: OLMo (1) 1B / 7B (1.18 / 6.89 B; LayerNorms without parameters),
+        // Command R / R+ and Aya 23 8B (35.0 / 104 / 8.03 B; one LayerNorm a layer, R+'s
+        // per-head q / k norms), Granite 3 MoE 1B-A400M / 3B-A800M (1.33 / 3.3 B).
+        ("allenai/OLMo-1B-hf", 1.18e9),
+        ("allenai/OLMo-7B-hf", 6.89e9),
+        ("CohereForAI/c4ai-command-r-v01", 35.0e9),
+        ("CohereForAI/c4ai-command-r-plus", 104e9),
+        ("CohereForAI/aya-23-8B", 8.03e9),
+        ("ibm-granite/granite-3.0-1b-a400m-instruct", 1.33e9),
+        ("ibm-granite/granite-3.1-3b-a800m-instruct", 3.3e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;

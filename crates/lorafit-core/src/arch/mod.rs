@@ -221,6 +221,8 @@ pub struct ModelArch {
     pub gated_mlp: bool,
     /// The norms are LayerNorms with a bias (starcoder2), not RMSNorms: twice the parameters.
     pub norm_bias: bool,
+    /// Whether the norms have parameters at all (OLMo (1)'s LayerNorms have none).
+    pub norm_params: bool,
     /// Attention sinks: one learned logit per head and layer (gpt-oss).
     pub attention_sinks: bool,
     /// `q_proj` also produces a sigmoid output gate (qwen3_next, qwen3_5): twice as wide.
@@ -408,6 +410,9 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "ministral3",
     "glm4v_moe",
     "qwen2_audio",
+    "olmo",
+    "cohere",
+    "granitemoe",
 ];
 
 /// Qwen2-Audio's config.json leaves most of its `text_config` to transformers' `Qwen2Config`
@@ -757,7 +762,7 @@ impl ModelArch {
             .or_else(|| get_bool(top, "tie_word_embeddings"))
             .unwrap_or(matches!(
                 mt,
-                "gemma" | "gemma2" | "gemma3_text" | "gemma4_text" | "starcoder2"
+                "gemma" | "gemma2" | "gemma3_text" | "gemma4_text" | "starcoder2" | "cohere"
             ));
         // ERNIE 4.5's `use_bias` puts a bias on every attention and MLP projection.
         let ernie_bias = get_bool(obj, "use_bias").unwrap_or(false);
@@ -808,6 +813,17 @@ impl ModelArch {
                 experts("num_experts_per_tok")?,
                 intermediate_size,
             )),
+            // Granite 3 MoE: every layer routed; the router is an `nn.Linear` (`router.layer`)
+            // that `lora_target: all` wraps; the experts are two 3-D tensors
+            // (`input_linear`, `output_linear`); `intermediate_size` is one expert's width.
+            "granitemoe" => Some(Moe {
+                router_targetable: true,
+                ..plain(
+                    experts("num_local_experts")?,
+                    experts("num_experts_per_tok")?,
+                    intermediate_size,
+                )
+            }),
             "qwen2_moe" | "qwen3_next" | "qwen3_5_moe" => Some(Moe {
                 shared_intermediate_size: get_u64(obj, "shared_expert_intermediate_size")?
                     .unwrap_or(0),
@@ -949,13 +965,18 @@ impl ModelArch {
                     | "qwen3_5_moe"
                     | "hunyuan_v1_dense"
                     | "minimax_m2"
-            ) || (mt == "glm4_moe" && get_bool(obj, "use_qk_norm").unwrap_or(false)),
-            qk_norm_full: matches!(mt, "olmo2" | "minimax_m2"),
-            norms_per_layer: if matches!(mt, "gemma2" | "gemma3_text" | "gemma4_text" | "glm4") {
-                4
-            } else {
-                2
+            ) || (matches!(mt, "glm4_moe" | "cohere")
+                && get_bool(obj, "use_qk_norm").unwrap_or(false)),
+            // Command R+'s q / k LayerNorms hold a weight per head and dimension.
+            qk_norm_full: matches!(mt, "olmo2" | "minimax_m2" | "cohere"),
+            norms_per_layer: match mt {
+                "gemma2" | "gemma3_text" | "gemma4_text" | "glm4" => 4,
+                // Cohere runs attention and the MLP in parallel after one LayerNorm.
+                "cohere" => 1,
+                _ => 2,
             },
+            // OLMo (1)'s LayerNorms have neither weight nor bias.
+            norm_params: mt != "olmo",
             fused_projections: mt == "phi3",
             fused_gate_up: matches!(mt, "phi3" | "glm4"),
             // transformers 5.8: o_proj carries `attention_bias` in these families, `mlp_bias`
@@ -965,8 +986,9 @@ impl ModelArch {
                 "seed_oss" => get_bool(obj, "attention_out_bias").unwrap_or(false),
                 "starcoder2" => starcoder_bias,
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
-                "llama" | "qwen3" | "qwen3_moe" | "granite" | "olmo2" | "gemma" | "gemma2"
-                | "gemma3_text" | "gemma4_text" | "hunyuan_v1_dense" => qkv_bias,
+                "llama" | "qwen3" | "qwen3_moe" | "granite" | "granitemoe" | "olmo" | "olmo2"
+                | "cohere" | "gemma" | "gemma2" | "gemma3_text" | "gemma4_text"
+                | "hunyuan_v1_dense" => qkv_bias,
                 _ => false,
             },
             mlp_bias: match mt {
@@ -1160,6 +1182,7 @@ impl ModelArch {
                 let router = match self.model_type.as_str() {
                     "gpt_oss" | "llama4" => "router",
                     "gemma4_text" => "proj",
+                    "granitemoe" => "layer",
                     _ => "gate",
                 };
                 v.push(Linear {
@@ -1328,7 +1351,9 @@ impl ModelArch {
 
     /// Parameters of one norm over the hidden size (a LayerNorm's bias doubles them).
     pub fn norm_width(&self) -> u64 {
-        if self.norm_bias {
+        if !self.norm_params {
+            0
+        } else if self.norm_bias {
             2 * self.hidden_size
         } else {
             self.hidden_size
@@ -1503,6 +1528,7 @@ impl ModelArch {
             mlp_bias: false,
             gated_mlp: true,
             norm_bias: false,
+            norm_params: true,
             attention_sinks: false,
             attn_output_gate: false,
             moe: None,
