@@ -1,6 +1,9 @@
 //! The catalogs in `data/` are kept pretty-printed for review; the crate embeds them with the
 //! whitespace outside strings removed (the web page carries them in its wasm, whose gzipped size
-//! has a budget).
+//! has a budget). For wasm the embedded copies also leave out what nothing on the page reads:
+//! the config keys the parser ignores (`architectures`, `torch_dtype`, token ids, …; the CLI's
+//! `random-model` writes them, so native builds keep them) and the LLaMA-Factory keys'
+//! declaring class and default (the page checks a key's type and choices only).
 
 use std::path::Path;
 
@@ -27,12 +30,75 @@ fn minify(json: &str) -> String {
     out
 }
 
+/// Config keys no part of lorafit-core reads.
+const UNREAD_CONFIG_KEYS: [&str; 12] = [
+    "architectures",
+    "torch_dtype",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "transformers_version",
+    "initializer_range",
+    "image_token_id",
+    "video_token_id",
+    "image_token_index",
+    "video_token_index",
+    "audio_token_index",
+];
+
+fn strip_config(v: &mut serde_json::Value) {
+    if let serde_json::Value::Object(m) = v {
+        for k in UNREAD_CONFIG_KEYS {
+            m.remove(k);
+        }
+        for sub in m.values_mut() {
+            if sub.is_object() {
+                strip_config(sub);
+            }
+        }
+    }
+}
+
+/// The wasm copy of a data file: what the page never reads left out.
+fn for_wasm(name: &str, text: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(text).expect("data file is JSON");
+    match name {
+        "models.json" => {
+            if let Some(serde_json::Value::Array(models)) = v.get_mut("models") {
+                for m in models {
+                    if let Some(c) = m.get_mut("config") {
+                        strip_config(c);
+                    }
+                }
+            }
+        }
+        "llamafactory_keys.json" => {
+            for list in ["keys", "v1_keys"] {
+                if let Some(serde_json::Value::Array(keys)) = v.get_mut(list) {
+                    for k in keys.iter_mut().filter_map(|k| k.as_object_mut()) {
+                        k.remove("group");
+                        k.remove("default");
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    serde_json::to_string(&v).expect("JSON")
+}
+
 fn main() {
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let wasm = std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "wasm32");
     for name in ["models.json", "gpus.json", "llamafactory_keys.json"] {
         let src = Path::new("data").join(name);
         println!("cargo::rerun-if-changed={}", src.display());
         let text = std::fs::read_to_string(&src).expect("data file");
-        std::fs::write(Path::new(&out).join(name), minify(&text)).expect("write OUT_DIR");
+        let embedded = if wasm {
+            for_wasm(name, &text)
+        } else {
+            minify(&text)
+        };
+        std::fs::write(Path::new(&out).join(name), embedded).expect("write OUT_DIR");
     }
 }

@@ -401,15 +401,26 @@ fn web() -> Result<std::path::PathBuf> {
     setup()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = root();
-    run(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "-p",
-        "lorafit-web",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--profile",
-        "web",
-    ]))?;
+    // The page's budget is 300 KB gzipped: `-Zlocation-detail=none` drops the file / line / column
+    // strings of every panic location (the page panics nowhere it can recover from, and
+    // `panic = "abort"` prints none of them), 4 KB gzipped. A -Z flag on the stable toolchain
+    // needs RUSTC_BOOTSTRAP, as the fuzz targets do.
+    run(Command::new(&cargo)
+        .current_dir(&root)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+            "-Zlocation-detail=none",
+        )
+        .args([
+            "build",
+            "-p",
+            "lorafit-web",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            "web",
+        ]))?;
     let wasm = root.join("target/wasm32-unknown-unknown/web/lorafit_web.wasm");
     let dist = root.join("dist");
     let _ = std::fs::remove_dir_all(&dist);
@@ -426,6 +437,7 @@ fn web() -> Result<std::path::PathBuf> {
         run(Command::new(&wasm_opt)
             .args([
                 "-Oz",
+                "--converge",
                 "--enable-bulk-memory",
                 "--enable-nontrapping-float-to-int",
                 "--enable-sign-ext",
@@ -927,10 +939,32 @@ fn lighthouse(url: &str) -> Result<String> {
 /// End-to-end in a real browser: the page built by `web()`, served on loopback, rendered by
 /// headless Chromium; its `data-bytes` must equal lorafit-core's estimate for the same keys, a
 /// hostile link must show warnings and inject nothing, and the zh default follows the browser.
+/// The page's gzipped download (wasm + js + html, `gzip -9`), in bytes.
+fn page_gzipped_bytes(dist: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    for f in ["lorafit_web_bg.wasm", "lorafit_web.js", "index.html"] {
+        let out = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(dist.join(f))
+            .output()?;
+        total += out.stdout.len() as u64;
+    }
+    Ok(total)
+}
+
+/// The page's size budget (issue: "page size stays ≤ 300 KB gzipped").
+const PAGE_BUDGET_BYTES: u64 = 300_000;
+
 fn e2e() -> Result<()> {
     setup_browser()?;
     let _ = setup_web();
     let dist = web()?;
+    let page_bytes = page_gzipped_bytes(&dist)?;
+    println!(
+        "e2e: the page is {:.1} KB gzipped (budget {} KB)",
+        page_bytes as f64 / 1000.0,
+        PAGE_BUDGET_BYTES / 1000
+    );
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || serve_on(listener, dist));
@@ -974,6 +1008,9 @@ fn e2e() -> Result<()> {
         "model_name_or_path=deepseek-ai%2FDeepSeek-V2-Lite&finetuning_type=full&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=2048",
     ];
     let mut failures = Vec::new();
+    if page_bytes > PAGE_BUDGET_BYTES {
+        failures.push("page size over budget");
+    }
     for q in configs {
         let dom = chromium_dom(&format!("{base}?{q}"), &profile)?;
         let page: Option<u64> = attr_after(&dom, "data-testid=\"peak-per-gpu\"", "data-bytes")

@@ -14,7 +14,9 @@ use crate::plan::Val;
 #[derive(Debug, Clone, Deserialize)]
 pub struct LfKey {
     pub name: String,
-    /// The dataclass that declares it (`FinetuningArguments`, `transformers … Seq2SeqTrainingArguments`, …).
+    /// The dataclass that declares it (`FinetuningArguments`, `transformers … Seq2SeqTrainingArguments`, …;
+    /// empty in the web page's copy).
+    #[serde(default)]
     pub group: String,
     /// bool, int, float, str, enum or any.
     #[serde(rename = "type")]
@@ -22,7 +24,7 @@ pub struct LfKey {
     /// The allowed values of an enum.
     #[serde(default)]
     pub choices: Vec<String>,
-    /// The default as declared (null where none or not a literal).
+    /// The default as declared (null where none or not a literal; and in the web page's copy).
     #[serde(default)]
     pub default: serde_json::Value,
 }
