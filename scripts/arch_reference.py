@@ -50,6 +50,7 @@ COMPOSITE = {
     "qwen3_5": (["model.visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen3_5_moe": (["model.visual.merger"], ["visual.pos_embed", "visual.patch_embed", "visual.blocks"], ["patch_embed"]),
     "qwen2_audio": (["multi_modal_projector"], ["audio_tower"], []),
+    "qwen2_5_omni_thinker": (["visual.merger", "audio_tower.proj"], ["visual.patch_embed", "visual.blocks", "audio_tower"], ["patch_embed"]),
 }
 
 
@@ -63,6 +64,10 @@ def build(config: dict):
     cls = AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
     if model_type == "qwen2_audio":  # LLaMA-Factory loads it through AutoModelForSeq2SeqLM
         cls = transformers.AutoModelForSeq2SeqLM
+    if model_type == "qwen2_5_omni":  # LLaMA-Factory trains `model.thinker`
+        thinker = transformers.Qwen2_5OmniThinkerConfig(**config["thinker_config"])
+        with torch.device("meta"):
+            return transformers.Qwen2_5OmniThinkerForConditionalGeneration._from_config(thinker), "qwen2_5_omni_thinker"
     with torch.device("meta"):
         return cls.from_config(conf), model_type
 

@@ -11,7 +11,8 @@
    gives torchaudio.load PyAV's decoder).
 2. Runs LLaMA-Factory's own `qwen2_audio` plugin (transformers' WhisperFeatureExtractor as
    Qwen2-Audio ships it: 128 mel bins, 30 s) on each file and on silent waveforms of chosen
-   lengths, and counts the `<|AUDIO|>` tokens and the text around them; and Gemma 4's
+   lengths, and counts the `<|AUDIO|>` tokens and the text around them; the same with the
+   `qwen2_omni` plugin (Qwen2.5-Omni: a 300 s window); and Gemma 4's
    `Gemma4Processor._compute_audio_num_tokens` (audio_seq_length 750) on the same waveforms.
    Writes crates/lorafit-core/tests/fixtures/audio_tokens.json.
 
@@ -52,10 +53,12 @@ FILES = [
     ("speech.opus", "libopus", "ogg", 48000, 1, 1.25, {"b": "12k"}),
 ]
 # Silent waveforms at 16 kHz: around the mel hop (160), Gemma 4's conv strides (640 samples a
-# token), Qwen2-Audio's pooling (640) and Whisper's 30 s window (480 000).
+# token), Qwen2-Audio's pooling (640), Whisper's 30 s window (480 000) and Qwen2.5-Omni's 300 s
+# (4 800 000).
 LENGTHS = sorted(
     {1, 159, 160, 161, 320, 479, 480, 481, 639, 640, 641, 1000, 1599, 1600, 1601, 16000, 16001,
-     46421, 93680, 159999, 160000, 479840, 479999, 480000, 480001, 800000, 960000}
+     46421, 93680, 159999, 160000, 479840, 479999, 480000, 480001, 800000, 960000,
+     4_799_999, 4_800_000, 4_800_161, 6_400_000}
 )
 
 
@@ -139,6 +142,22 @@ def main():
     def gemma4(wave):
         return Gemma4Processor._compute_audio_num_tokens(gemma, wave, 16000)
 
+    # Qwen2.5-Omni: LLaMA-Factory's `qwen2_omni` plugin with the feature extractor the hub repo
+    # ships (WhisperFeatureExtractor, 128 mel bins, a 300 s window).
+    omni = types.SimpleNamespace(
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, chunk_length=300),
+        image_processor=types.SimpleNamespace(merge_size=2),
+        audio_sampling_rate=16000,
+    )
+    omni_plugin = get_mm_plugin(
+        "qwen2_omni", image_token="<|IMAGE|>", video_token="<|VIDEO|>", audio_token="<|AUDIO|>"
+    )
+
+    def qwen2_omni(wave):
+        msgs = [{"role": "user", "content": "<audio>hi"}]
+        text = omni_plugin.process_messages(msgs, [], [], [wave], omni)[0]["content"]
+        return text.count("<|AUDIO|>"), text.replace("<|AUDIO|>", "").replace("hi", "")
+
     os.makedirs(OUT_FILES, exist_ok=True)
     files = []
     for name, codec, fmt, rate, ch, sec, opts in FILES:
@@ -157,15 +176,24 @@ def main():
             "qwen2_audio_pads": q["pads"],
             "qwen2_audio_text": q["text"],
             "gemma4_tokens": gemma4(resampled),
+            "qwen2_omni_pads": qwen2_omni(resampled)[0],
         })
         print(files[-1])
     lengths = []
     for n in LENGTHS:
         wave = np.zeros(n, dtype=np.float32)
         q = qwen2_audio(wave)
-        lengths.append({"samples_16k": n, "qwen2_audio_pads": q["pads"], "gemma4_tokens": gemma4(wave)})
+        o_pads, o_text = qwen2_omni(wave)
+        assert o_text == "<|audio_start|><|audio_end|>", o_text
+        lengths.append({
+            "samples_16k": n,
+            "qwen2_audio_pads": q["pads"],
+            "gemma4_tokens": gemma4(wave),
+            "qwen2_omni_pads": o_pads,
+        })
     out = {
         "source": "LLaMA-Factory ff6d4d1 qwen2_audio plugin + transformers 5.8 WhisperFeatureExtractor(feature_size=128); "
+        "qwen2_omni plugin + WhisperFeatureExtractor(feature_size=128, chunk_length=300); "
         "Gemma4Processor._compute_audio_num_tokens(audio_seq_length=750); FFmpeg (PyAV 18.1) decoding, torchaudio 2.11 resample",
         "files": files,
         "lengths": lengths,

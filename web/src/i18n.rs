@@ -68,8 +68,8 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
         "frames" => ("frames", "帧"),
         "audios" => ("audios", "段音频"),
         "audios_help" => (
-            "Audios per training sample (Qwen2-Audio, Gemma 4 E2B / E4B); each is padded or cut to 30 s for the encoder, its tokens are part of cutoff_len (lorafit key)",
-            "每个训练样本的音频数（Qwen2-Audio、Gemma 4 E2B / E4B）；编码器把每段音频补齐或截断到 30 秒，音频 token 计入 cutoff_len（lorafit 参数）",
+            "Audios per training sample (Qwen2-Audio, Qwen2.5-Omni, Gemma 4 E2B / E4B); each is cut to 30 s (Qwen2.5-Omni: 300 s), its tokens are part of cutoff_len (lorafit key)",
+            "每个训练样本的音频数（Qwen2-Audio、Qwen2.5-Omni、Gemma 4 E2B / E4B）；每段音频截断到 30 秒（Qwen2.5-Omni 为 300 秒），音频 token 计入 cutoff_len（lorafit 参数）",
         ),
         "audio_seconds_help" => (
             "Length of each audio in seconds (lorafit key; the CLI reads it from the dataset's files)",

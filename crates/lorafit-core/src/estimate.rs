@@ -206,8 +206,14 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
     let media_now = memory::media_tokens(arch, plan);
     if media_now.audios > 0 {
         if plan.vision.dataset.is_none() {
+            let window =
+                if audio.is_some_and(|a| a.kind == crate::arch::vision::AudioKind::Qwen25Omni) {
+                    "the processor cuts audios at 300 s"
+                } else {
+                    "the encoder pads or cuts every audio to 30 s"
+                };
             warnings.push(format!(
-                "audios: each is assumed {} s long (set audio_seconds, or name a dataset whose audio files lorafit can read); the encoder pads every audio to 30 s",
+                "audios: each is assumed {} s long (set audio_seconds, or name a dataset whose audio files lorafit can read); {window}",
                 plan.vision.audio_seconds
             ));
         }

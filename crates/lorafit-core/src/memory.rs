@@ -650,7 +650,7 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
     };
     if audios > 0 && audio.is_none() {
         return Err(Error::Conflict(format!(
-            "{}, but this model has no audio encoder (LLaMA-Factory: \"This model does not support audio input\"); lorafit models Qwen2-Audio's and Gemma 4 E2B / E4B's",
+            "{}, but this model has no audio encoder (LLaMA-Factory: \"This model does not support audio input\"); lorafit models Qwen2-Audio's, Qwen2.5-Omni's and Gemma 4 E2B / E4B's",
             given()
         )));
     }
@@ -671,12 +671,15 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
                 "Qwen2-Audio takes audio only: images and videos need a vision-language model (LLaMA-Factory: \"This model does not support image input\")".into(),
             ));
         }
-        if audios > 0 && plan.vision.audio_rate != 16000 {
-            return Err(Error::Conflict(format!(
-                "audio_sampling_rate {}: Qwen2-Audio's Whisper feature extractor takes 16000 Hz only (it raises on any other rate)",
-                plan.vision.audio_rate
-            )));
-        }
+    }
+    if audios > 0
+        && plan.vision.audio_rate != 16000
+        && audio.is_some_and(|a| a.kind != crate::arch::vision::AudioKind::Gemma4)
+    {
+        return Err(Error::Conflict(format!(
+            "audio_sampling_rate {}: Qwen2-Audio's and Qwen2.5-Omni's Whisper feature extractor takes 16000 Hz only (it raises on any other rate)",
+            plan.vision.audio_rate
+        )));
     }
     let media = media_tokens(arch, plan);
     if media.tokens() > plan.cutoff_len && plan.train {

@@ -676,6 +676,12 @@ impl Plan {
                     .into(),
             );
         }
+        if flag("use_audio_in_video") {
+            notes.push(
+                "use_audio_in_video: a video's sound interleaved with its frames is not modelled (count it with audios_per_sample)"
+                    .into(),
+            );
+        }
         if flag("fp8") {
             notes.push("fp8: FP8 matmuls are not modelled (memory and time as bf16)".into());
         }

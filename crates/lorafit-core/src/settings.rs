@@ -528,7 +528,7 @@ const KEYS: &[KeyDef] = &[
         name: "audios_per_sample",
         kind: Kind::Int(0, 256),
         origin: LO,
-        help: "audios per training sample for a model with an audio encoder (Qwen2-Audio, Gemma 4 E2B / E4B; default: 1 when the dataset has audios, else 0)",
+        help: "audios per training sample for a model with an audio encoder (Qwen2-Audio, Qwen2.5-Omni, Gemma 4 E2B / E4B; default: 1 when the dataset has audios, else 0)",
     },
     KeyDef {
         name: "audio_seconds",

@@ -46,17 +46,19 @@ impl QwenProcessor {
     /// The processor of a tower kind; `None` for towers without a Qwen-style processor.
     pub fn of(kind: VisionKind) -> Option<QwenProcessor> {
         match kind {
-            VisionKind::Qwen2Vl | VisionKind::Qwen25Vl => Some(QwenProcessor {
-                patch: 14,
-                merge: 2,
-                temporal: 2,
-                image_min: 3136,
-                image_max: 12_845_056,
-                video_min: 3136,
-                video_max: 12_845_056,
-                qwen3: false,
-                glm: false,
-            }),
+            VisionKind::Qwen2Vl | VisionKind::Qwen25Vl | VisionKind::Qwen25Omni => {
+                Some(QwenProcessor {
+                    patch: 14,
+                    merge: 2,
+                    temporal: 2,
+                    image_min: 3136,
+                    image_max: 12_845_056,
+                    video_min: 3136,
+                    video_max: 12_845_056,
+                    qwen3: false,
+                    glm: false,
+                })
+            }
             VisionKind::Qwen3Vl => Some(QwenProcessor {
                 patch: 16,
                 merge: 2,
@@ -793,6 +795,20 @@ pub fn qwen2_audio_tokens(samples_16k: u64, positions: u64) -> AudioTokens {
         pads: if conv < 2 { 0 } else { (conv - 2) / 2 + 1 },
         text_tokens: 2,
         positions,
+    }
+}
+
+/// Qwen2.5-Omni through LLaMA-Factory's `qwen2_omni` plugin: Qwen2-Audio's arithmetic over a
+/// 300 s window (the hub repo's WhisperFeatureExtractor: `chunk_length` 300), between
+/// `<|audio_start|>` and `<|audio_end|>`. The encoder runs over the valid frames only (in
+/// 100-frame windows): `(frames − 1) // 2 + 1` positions.
+pub fn qwen2_omni_audio_tokens(samples_16k: u64) -> AudioTokens {
+    let frames = samples_16k.min(10 * AUDIO_WINDOW).div_ceil(MEL_HOP);
+    let conv = if frames == 0 { 0 } else { (frames - 1) / 2 + 1 };
+    AudioTokens {
+        pads: if conv < 2 { 0 } else { (conv - 2) / 2 + 1 },
+        text_tokens: 2,
+        positions: conv,
     }
 }
 

@@ -413,6 +413,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "olmo",
     "cohere",
     "granitemoe",
+    "qwen2_5_omni",
+    "qwen2_5_omni_thinker",
 ];
 
 /// Qwen2-Audio's config.json leaves most of its `text_config` to transformers' `Qwen2Config`
@@ -461,7 +463,12 @@ fn normalise_text_type(t: &str) -> &str {
         "gemma4" => "gemma4_text",
         // Ministral 3's text model is Mistral's (YaRN rope in `rope_parameters`).
         "ministral3" => "mistral",
-        "qwen2_vl_text" | "qwen2_5_vl_text" | "qwen2_vl" | "qwen2_5_vl" => "qwen2",
+        "qwen2_vl_text"
+        | "qwen2_5_vl_text"
+        | "qwen2_vl"
+        | "qwen2_5_vl"
+        | "qwen2_5_omni_text"
+        | "qwen2_5_omni_thinker" => "qwen2",
         "qwen3_vl_text" | "qwen3_vl" => "qwen3",
         "qwen3_vl_moe_text" | "qwen3_vl_moe" => "qwen3_moe",
         "qwen3_5_text" => "qwen3_5",
@@ -676,6 +683,21 @@ impl ModelArch {
             && let Some(filled) = qwen2_audio_text_defaults(top)
         {
             return Self::from_config_value(&filled);
+        }
+        // Qwen2.5-Omni: LLaMA-Factory trains the thinker (`model.thinker`); the talker and the
+        // vocoder are dropped after loading.
+        if top_type == "qwen2_5_omni" {
+            let Some(Value::Object(thinker)) = top.get("thinker_config") else {
+                return Err(Error::ModelConfig(
+                    "model_type `qwen2_5_omni` needs a `thinker_config` block".into(),
+                ));
+            };
+            let mut thinker = thinker.clone();
+            thinker.insert("model_type".into(), Value::from("qwen2_5_omni_thinker"));
+            if let Some(q) = top.get("quantization_config") {
+                thinker.insert("quantization_config".into(), q.clone());
+            }
+            return Self::from_config_value(&Value::Object(thinker));
         }
         // Multimodal wrappers (gemma3, llava-style, Qwen-VL) keep the language model in `text_config`.
         // PaliGemma's top level also carries a `hidden_size` that is not the language model's.

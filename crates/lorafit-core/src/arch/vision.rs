@@ -62,6 +62,10 @@ pub enum VisionKind {
     /// the image enters the language model through cross-attention layers, not as tokens (one
     /// `<|image|>` token per image).
     Mllama,
+    /// Qwen2.5-Omni's thinker: Qwen2.5-VL's tower (its processor, 14-px patches, 2×2 merge)
+    /// beside an audio encoder ([`AudioKind::Qwen25Omni`]); LLaMA-Factory freezes both with the
+    /// vision keys and counts the merger and the audio `proj` as projectors.
+    Qwen25Omni,
     /// Qwen2-Audio: no image tower; a Whisper-style audio encoder ([`AudioEncoder`]) and a
     /// linear projector (`multi_modal_projector`), which LLaMA-Factory freezes and trains as a
     /// vision tower and projector.
@@ -76,6 +80,9 @@ pub enum AudioKind {
     Qwen2Audio,
     /// Gemma 4 E2B / E4B's conformer ([`media::gemma4_audio_tokens`]).
     Gemma4,
+    /// Qwen2.5-Omni's Whisper-style encoder over a 300 s window, valid frames only
+    /// ([`media::qwen2_omni_audio_tokens`]).
+    Qwen25Omni,
 }
 
 /// An audio encoder: what its tokens and (when trained) activations depend on.
@@ -221,6 +228,67 @@ fn u_a(a: &Map<String, Value>, k: &str, d: u64) -> Result<u64, Error> {
     get_u64(a, k)
         .map(|x| x.unwrap_or(d))
         .map_err(|e| Error::ModelConfig(format!("audio_config: {e}").replace("model config: ", "")))
+}
+
+/// Qwen2.5-Omni's audio encoder (`audio_config` of the thinker; transformers'
+/// `Qwen2_5OmniAudioEncoder`): Whisper's blocks and convolutions without a learned position
+/// table (sinusoids), a final LayerNorm, a 2-row bos / eos table and `proj` into `output_dim`.
+/// Returns (the encoder without `proj`, its block linears, `proj`).
+fn omni_audio(
+    a: &Map<String, Value>,
+    text_hidden: u64,
+) -> Result<(u64, Vec<Linear>, Linear, AudioEncoder), Error> {
+    let d = u_a(a, "d_model", 1280)?;
+    let layers = u_a(a, "encoder_layers", 32)?;
+    let ffn = u_a(a, "encoder_ffn_dim", 5120)?;
+    let mel = u_a(a, "num_mel_bins", 128)?;
+    let out = u_a(a, "output_dim", text_hidden)?;
+    let block = vec![
+        lin("q_proj", d, d, true, layers),
+        lin("k_proj", d, d, false, layers),
+        lin("v_proj", d, d, true, layers),
+        lin("out_proj", d, d, true, layers),
+        lin("fc1", d, ffn, true, layers),
+        lin("fc2", ffn, d, true, layers),
+    ];
+    let other = layers * 4 * d + 2 * d + (3 * mel * d + d) + (3 * d * d + d) + 2 * out;
+    let proj = lin("proj", d, out, true, 1);
+    let encoder = AudioEncoder {
+        kind: AudioKind::Qwen25Omni,
+        hidden_size: d,
+        intermediate_size: ffn,
+        depth: layers,
+        // At most 300 s: 30 000 mel frames, halved by the stride-2 convolution.
+        positions: 15_000,
+        params: sum(&block) + other + proj.total_params(),
+    };
+    Ok((sum(&block) + other, block, proj, encoder))
+}
+
+impl Vision {
+    /// Qwen2.5-Omni's thinker: its audio encoder beside the vision tower.
+    fn with_omni_audio(
+        mut self,
+        top: &Map<String, Value>,
+        kind: VisionKind,
+        text_hidden: u64,
+    ) -> Result<Vision, Error> {
+        if kind != VisionKind::Qwen25Omni {
+            return Ok(self);
+        }
+        let empty = Map::new();
+        let a = match top.get("audio_config") {
+            Some(Value::Object(a)) => a,
+            _ => &empty,
+        };
+        let (encoder, linears, proj, audio) = omni_audio(a, text_hidden)?;
+        self.tower_params += encoder;
+        self.block_linears.extend(linears);
+        self.projector_params += proj.total_params();
+        self.projector_linears.push(proj);
+        self.audio = Some(audio);
+        Ok(self)
+    }
 }
 
 /// Qwen2-Audio (`qwen2_audio`): `audio_config` is a Whisper encoder (transformers'
@@ -395,6 +463,7 @@ impl Vision {
             "mllama" => VisionKind::Mllama,
             "gemma4" => VisionKind::Gemma4,
             "qwen2_audio" => return qwen2_audio(top, text_hidden).map(Some),
+            "qwen2_5_omni_thinker" => VisionKind::Qwen25Omni,
             _ => return Ok(None),
         };
         let Some(Value::Object(v)) = top.get("vision_config") else {
@@ -442,7 +511,7 @@ impl Vision {
                     ..Vision::blank(kind)
                 }
             }
-            VisionKind::Qwen25Vl => {
+            VisionKind::Qwen25Vl | VisionKind::Qwen25Omni => {
                 let (h, i, depth) = (r("hidden_size")?, r("intermediate_size")?, u("depth", 32)?);
                 let (p, m, tp) = (
                     u("patch_size", 14)?,
@@ -474,6 +543,7 @@ impl Vision {
                     projector_linears: proj,
                     ..Vision::blank(kind)
                 }
+                .with_omni_audio(top, kind, text_hidden)?
             }
             VisionKind::Qwen3Vl => {
                 let (h, i, depth) = (r("hidden_size")?, r("intermediate_size")?, u("depth", 27)?);
@@ -1069,6 +1139,7 @@ impl Vision {
         Some(match a.kind {
             AudioKind::Qwen2Audio => media::qwen2_audio_tokens(samples, a.positions),
             AudioKind::Gemma4 => media::gemma4_audio_tokens(samples, a.positions),
+            AudioKind::Qwen25Omni => media::qwen2_omni_audio_tokens(samples),
         })
     }
 }

@@ -21,6 +21,7 @@ fn audio_tokens_equal_llamafactory_and_transformers() {
     let fx = fixture();
     let qwen = tower("Qwen/Qwen2-Audio-7B");
     let gemma = tower("google/gemma-4-E4B-it");
+    let omni = tower("Qwen/Qwen2.5-Omni-7B");
     assert_eq!(
         qwen.audio.map(|a| (a.kind, a.positions)),
         Some((AudioKind::Qwen2Audio, 1500))
@@ -29,11 +30,19 @@ fn audio_tokens_equal_llamafactory_and_transformers() {
         gemma.audio.map(|a| (a.kind, a.positions)),
         Some((AudioKind::Gemma4, 750))
     );
-    // Waveforms of chosen lengths at 16 kHz: around the hop, the strides and the 30 s window.
+    // Waveforms of chosen lengths at 16 kHz: around the hop, the strides and the 30 s and
+    // 300 s windows.
     let lengths = fx["lengths"].as_array().expect("lengths");
-    assert_eq!(lengths.len(), 27);
+    assert_eq!(lengths.len(), 31);
     for c in lengths {
         let s = n(c, "samples_16k");
+        // Qwen2.5-Omni: the same arithmetic over 300 s; its encoder runs over the valid frames.
+        let o = media::qwen2_omni_audio_tokens(s);
+        assert_eq!(o.pads, n(c, "qwen2_omni_pads"), "{s}");
+        assert!(
+            o.positions >= 2 * o.pads && o.positions <= 15_000,
+            "{s}: {o:?}"
+        );
         assert_eq!(
             media::qwen2_audio_tokens(s, 1500).pads,
             n(c, "qwen2_audio_pads"),
@@ -58,6 +67,8 @@ fn audio_tokens_equal_llamafactory_and_transformers() {
         assert_eq!(q.pads, n(c, "qwen2_audio_pads"), "{name}");
         assert_eq!(c["qwen2_audio_text"], "<|audio_bos|><|audio_eos|>");
         assert_eq!(q.text_tokens, 2);
+        let o = omni.audio_tokens(Some(&file), 0.0, 16000).expect("audio");
+        assert_eq!(o.pads, n(c, "qwen2_omni_pads"), "{name}");
         let g = gemma.audio_tokens(Some(&file), 0.0, 16000).expect("audio");
         assert_eq!(g.pads, n(c, "gemma4_tokens"), "{name}");
     }
@@ -155,4 +166,43 @@ fn audios_take_their_tokens_and_wrong_inputs_are_errors() {
         "{:?}",
         g.warnings
     );
+}
+
+#[test]
+fn qwen2_5_omni_trains_its_thinker_with_images_and_long_audio() {
+    // LLaMA-Factory trains `model.thinker`: Qwen2.5-7B's language model, Qwen2.5-VL-7B's tower
+    // and a Whisper-style encoder with its own projection (8,931,813,888 as transformers 5.8
+    // builds the thinker; the catalog test checks it against transformers).
+    let a = lorafit_core::catalog::find_model("Qwen/Qwen2.5-Omni-7B")
+        .expect("catalog")
+        .arch()
+        .expect("arch");
+    assert_eq!(a.total_params(), 8_931_813_888);
+    assert_eq!(a.model_type, "qwen2");
+    let vl = tower("Qwen/Qwen2.5-VL-7B-Instruct");
+    let omni = a.vision.as_ref().expect("tower");
+    // Images go through Qwen2.5-VL's processor: the same tokens for the same image.
+    let keys = lorafit_core::arch::media::ImageKeys::default();
+    assert_eq!(
+        omni.sized_image_tokens(1280, 720, &keys),
+        vl.sized_image_tokens(1280, 720, &keys)
+    );
+    let base = "model_name_or_path: Qwen/Qwen2.5-Omni-7B\nfinetuning_type: lora\ncutoff_len: 16384\nimages_per_sample: 1\n";
+    // A 120 s audio: 12 000 mel frames → 6000 encoder positions → 3000 pads + start / end (a
+    // 30 s window would have cut it to 750).
+    let e = est(&format!("{base}audios_per_sample: 1\naudio_seconds: 120\n"));
+    let v = e.vision.as_ref().expect("vision");
+    assert_eq!(v.audio_tokens_per_sample, 3002);
+    assert!(v.takes_images && v.image_tokens_per_sample > 0);
+    // The encoder's FLOPs follow the audio's length (it runs over valid frames only).
+    let short = est(&format!("{base}audios_per_sample: 1\naudio_seconds: 30\n"));
+    assert!(e.flops_per_token > short.flops_per_token);
+    // Pre-quantized thinkers are QLoRA-like.
+    let awq = est("model_name_or_path: Qwen/Qwen2.5-Omni-7B-AWQ\nfinetuning_type: lora\n");
+    let dense = est("model_name_or_path: Qwen/Qwen2.5-Omni-7B\nfinetuning_type: lora\n");
+    assert!(awq.breakdown.weights < dense.breakdown.weights);
+    // A config without its thinker is a clear error.
+    let e = lorafit_core::arch::ModelArch::from_config_json(r#"{"model_type": "qwen2_5_omni"}"#)
+        .expect_err("no thinker");
+    assert!(e.to_string().contains("thinker_config"), "{e}");
 }
