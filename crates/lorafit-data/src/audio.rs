@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::bytes::{be32, le16, le32, read_up_to};
+
 /// What an audio file's headers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioHeader {
@@ -27,32 +29,8 @@ impl AudioHeader {
     }
 }
 
-fn le16(b: &[u8]) -> u64 {
-    u16::from_le_bytes([b[0], b[1]]) as u64
-}
-fn le32(b: &[u8]) -> u64 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64
-}
-fn be32(b: &[u8]) -> u64 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64
-}
-
 fn io(e: std::io::Error) -> String {
     e.to_string()
-}
-
-/// Fill `buf` as far as the reader goes; the bytes read.
-fn read_up_to<R: Read>(f: &mut R, buf: &mut [u8]) -> Result<usize, String> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
-    Ok(n)
 }
 
 /// An audio file's length and rate from its headers.

@@ -9,6 +9,7 @@
 //! knows about models or tensors.
 
 pub mod audio;
+mod bytes;
 pub mod convert;
 pub mod error;
 pub mod example;

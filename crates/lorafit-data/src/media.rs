@@ -12,6 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub use crate::audio::{AudioHeader, probe_audio, probe_audio_of};
+use crate::bytes::{be16, be32, be64, le16, le32, read_up_to};
 use crate::info::DatasetAttr;
 use crate::json::Json;
 
@@ -47,22 +48,6 @@ pub struct MediaScan {
     pub rows: Vec<RowMedia>,
     /// (path, why) of media that were skipped.
     pub unreadable: Vec<(String, String)>,
-}
-
-fn be16(b: &[u8]) -> u64 {
-    u16::from_be_bytes([b[0], b[1]]) as u64
-}
-fn be32(b: &[u8]) -> u64 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64
-}
-fn be64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8]))
-}
-fn le16(b: &[u8]) -> u64 {
-    u16::from_le_bytes([b[0], b[1]]) as u64
-}
-fn le32(b: &[u8]) -> u64 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64
 }
 
 /// An image's (width, height) from its header.
@@ -118,18 +103,6 @@ pub fn image_size_of<R: Read>(f: &mut R) -> Result<(u64, u64), String> {
         return jpeg_size(f, b);
     }
     Err("not a PNG, JPEG, GIF, BMP or WebP image".into())
-}
-
-fn read_up_to<R: Read>(f: &mut R, buf: &mut [u8]) -> Result<usize, String> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(n)
 }
 
 /// JPEG: walk the markers to the first start-of-frame (SOF0–SOF15 but DHT, JPG, DAC).

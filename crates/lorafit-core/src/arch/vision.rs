@@ -230,6 +230,42 @@ fn u_a(a: &Map<String, Value>, k: &str, d: u64) -> Result<u64, Error> {
         .map_err(|e| Error::ModelConfig(format!("audio_config: {e}").replace("model config: ", "")))
 }
 
+/// The Whisper encoder both Qwen audio models build on (transformers' defaults where
+/// `audio_config` is silent: 1280 wide, 32 layers, 5120 MLP, 128 mel bins).
+struct WhisperEncoder {
+    width: u64,
+    layers: u64,
+    ffn: u64,
+    /// Each block's linears: biased q / v / out, an unbiased k, the MLP.
+    block: Vec<Linear>,
+    /// Two LayerNorms a block and a final one; conv1 (mel → d) and conv2 (d → d), kernel 3,
+    /// biased.
+    other: u64,
+}
+
+impl WhisperEncoder {
+    fn parse(a: &Map<String, Value>) -> Result<WhisperEncoder, Error> {
+        let d = u_a(a, "d_model", 1280)?;
+        let layers = u_a(a, "encoder_layers", 32)?;
+        let ffn = u_a(a, "encoder_ffn_dim", 5120)?;
+        let mel = u_a(a, "num_mel_bins", 128)?;
+        Ok(WhisperEncoder {
+            width: d,
+            layers,
+            ffn,
+            block: vec![
+                lin("q_proj", d, d, true, layers),
+                lin("k_proj", d, d, false, layers),
+                lin("v_proj", d, d, true, layers),
+                lin("out_proj", d, d, true, layers),
+                lin("fc1", d, ffn, true, layers),
+                lin("fc2", ffn, d, true, layers),
+            ],
+            other: layers * 4 * d + 2 * d + (3 * mel * d + d) + (3 * d * d + d),
+        })
+    }
+}
+
 /// Qwen2.5-Omni's audio encoder (`audio_config` of the thinker; transformers'
 /// `Qwen2_5OmniAudioEncoder`): Whisper's blocks and convolutions without a learned position
 /// table (sinusoids), a final LayerNorm, a 2-row bos / eos table and `proj` into `output_dim`.
@@ -238,20 +274,11 @@ fn omni_audio(
     a: &Map<String, Value>,
     text_hidden: u64,
 ) -> Result<(u64, Vec<Linear>, Linear, AudioEncoder), Error> {
-    let d = u_a(a, "d_model", 1280)?;
-    let layers = u_a(a, "encoder_layers", 32)?;
-    let ffn = u_a(a, "encoder_ffn_dim", 5120)?;
-    let mel = u_a(a, "num_mel_bins", 128)?;
+    let w = WhisperEncoder::parse(a)?;
+    let (d, layers, ffn) = (w.width, w.layers, w.ffn);
     let out = u_a(a, "output_dim", text_hidden)?;
-    let block = vec![
-        lin("q_proj", d, d, true, layers),
-        lin("k_proj", d, d, false, layers),
-        lin("v_proj", d, d, true, layers),
-        lin("out_proj", d, d, true, layers),
-        lin("fc1", d, ffn, true, layers),
-        lin("fc2", ffn, d, true, layers),
-    ];
-    let other = layers * 4 * d + 2 * d + (3 * mel * d + d) + (3 * d * d + d) + 2 * out;
+    let block = w.block;
+    let other = w.other + 2 * out;
     let proj = lin("proj", d, out, true, 1);
     let encoder = AudioEncoder {
         kind: AudioKind::Qwen25Omni,
@@ -307,22 +334,12 @@ fn qwen2_audio(top: &Map<String, Value>, text_hidden: u64) -> Result<Vision, Err
             ));
         }
     };
-    let d = u_a(a, "d_model", 1280)?;
-    let layers = u_a(a, "encoder_layers", 32)?;
-    let ffn = u_a(a, "encoder_ffn_dim", 5120)?;
-    let mel = u_a(a, "num_mel_bins", 128)?;
+    let w = WhisperEncoder::parse(a)?;
+    let (d, layers, ffn) = (w.width, w.layers, w.ffn);
     let positions = u_a(a, "max_source_positions", 1500)?;
-    let block = vec![
-        lin("q_proj", d, d, true, layers),
-        lin("k_proj", d, d, false, layers),
-        lin("v_proj", d, d, true, layers),
-        lin("out_proj", d, d, true, layers),
-        lin("fc1", d, ffn, true, layers),
-        lin("fc2", ffn, d, true, layers),
-    ];
-    // Two LayerNorms a block and the final one; conv1 (mel → d) and conv2 (d → d), kernel 3,
-    // biased; the position table.
-    let other = layers * 4 * d + 2 * d + (3 * mel * d + d) + (3 * d * d + d) + positions * d;
+    let block = w.block;
+    // And the learned position table.
+    let other = w.other + positions * d;
     let tower = sum(&block) + other;
     let proj = vec![lin("linear", d, text_hidden, true, 1)];
     Ok(Vision {
