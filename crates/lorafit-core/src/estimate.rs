@@ -203,6 +203,20 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             "this model has a vision tower; images_per_sample 0: text-only samples (set images_per_sample / videos_per_sample, or name a dataset with an images or videos column)".into()
         });
     }
+    let saved = memory::modules_to_save_params(arch, plan)?;
+    if saved > 0 {
+        warnings.push(format!(
+            "{}: PEFT trains whole fp32 copies of them beside the adapter (modules_to_save: {:.0} M parameters, {:.1} GiB with their gradients and AdamW states){}",
+            plan.modules_to_save.join(", "),
+            saved as f64 / 1e6,
+            saved as f64 * 16.0 / (1u64 << 30) as f64,
+            if plan.modules_to_save == ["embed_tokens", "lm_head"] {
+                " — LLaMA-Factory adds them when the vocabulary is resized (resize_vocab, add_tokens, add_special_tokens)"
+            } else {
+                ""
+            }
+        ));
+    }
     let media_now = memory::media_tokens(arch, plan);
     if media_now.audios > 0 {
         if plan.vision.dataset.is_none() {

@@ -374,6 +374,21 @@ fn is_mixer_linear(name: &str) -> bool {
 
 /// Parameters `freeze_extra_modules` adds (modules outside the decoder layers).
 fn freeze_extra_params(arch: &ModelArch, modules: &[String]) -> Result<(f64, bool), Error> {
+    extra_params(arch, modules, "freeze_extra_modules")
+}
+
+/// LoRA / OFT: parameters of the whole modules PEFT trains beside the adapter
+/// (`modules_to_save`; 0 for other methods).
+pub fn modules_to_save_params(arch: &ModelArch, plan: &Plan) -> Result<u64, Error> {
+    if !plan.is_adapter() || plan.modules_to_save.is_empty() {
+        return Ok(0);
+    }
+    Ok(extra_params(arch, &plan.modules_to_save, "additional_target")?.0 as u64)
+}
+
+/// Parameters of modules outside the decoder layers named in `key` (a tied lm_head counts the
+/// embedding's), and whether the embedding is among them.
+fn extra_params(arch: &ModelArch, modules: &[String], key: &str) -> Result<(f64, bool), Error> {
     let mut total = 0.0;
     let mut embedding = false;
     for m in modules {
@@ -392,11 +407,7 @@ fn freeze_extra_params(arch: &ModelArch, modules: &[String]) -> Result<(f64, boo
             }
             "norm" | "final_layernorm" => arch.hidden_size as f64,
             other => {
-                return Err(Error::bad(
-                    "freeze_extra_modules",
-                    other,
-                    "embed_tokens, lm_head or norm",
-                ));
+                return Err(Error::bad(key, other, "embed_tokens, lm_head or norm"));
             }
         };
     }
@@ -473,10 +484,18 @@ fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
                     r * l.in_features.max(l.out_features) as f64
                 }
             };
-            let params = adapter_params(arch, plan)? as f64 + vision;
+            // PEFT's `modules_to_save`: a trainable copy of each (a tied head gets its own), in
+            // fp32 beside the frozen original.
+            let (saved, _) = extra_params(arch, &plan.modules_to_save, "additional_target")?;
+            let saved_largest = if saved > 0.0 {
+                arch.embedding_params() as f64
+            } else {
+                0.0
+            };
+            let params = adapter_params(arch, plan)? as f64 + vision + saved;
             Trainable {
                 params,
-                largest: mods.iter().map(largest).fold(0.0, f64::max),
+                largest: mods.iter().map(largest).fold(saved_largest, f64::max),
                 factored: mods
                     .iter()
                     .map(|l| {

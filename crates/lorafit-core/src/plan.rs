@@ -366,6 +366,11 @@ pub struct Plan {
     pub freeze_trainable_modules: Vec<String>,
     /// Modules outside the layers trained too (`embed_tokens`, `lm_head`, `norm`).
     pub freeze_extra_modules: Vec<String>,
+    /// LoRA / OFT: modules PEFT trains whole beside the adapter (`modules_to_save`): LLaMA-Factory's
+    /// `additional_target`, or `embed_tokens` and `lm_head` when the vocabulary is resized
+    /// (`resize_vocab`, or tokens added by `add_tokens` / `add_special_tokens` /
+    /// `new_special_tokens_config`).
+    pub modules_to_save: Vec<String>,
     pub lora_rank: u64,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
@@ -782,6 +787,21 @@ impl Plan {
             freeze_trainable_layers: s.int("freeze_trainable_layers").unwrap_or(2),
             freeze_trainable_modules: list(s, "freeze_trainable_modules", "all"),
             freeze_extra_modules: list(s, "freeze_extra_modules", ""),
+            modules_to_save: if s.get("additional_target").is_some() {
+                list(s, "additional_target", "")
+            } else if flag("resize_vocab")
+                || [
+                    "add_tokens",
+                    "add_special_tokens",
+                    "new_special_tokens_config",
+                ]
+                .iter()
+                .any(|k| s.str(k).is_some_and(|v| !v.trim().is_empty()))
+            {
+                vec!["embed_tokens".into(), "lm_head".into()]
+            } else {
+                Vec::new()
+            },
             lora_rank,
             lora_alpha: s.float("lora_alpha").unwrap_or(2.0 * lora_rank as f64),
             lora_dropout: s.float("lora_dropout").unwrap_or(0.0),

@@ -9,6 +9,8 @@ use lorafit_core::{catalog, export, validation};
 
 #[path = "it/audio.rs"]
 mod audio;
+#[path = "it/vocab.rs"]
+mod vocab;
 
 fn settings(yaml: &str) -> Settings {
     Settings::from_yaml(yaml).expect("test YAML parses")
