@@ -443,6 +443,15 @@ fn train_rejects_bad_configs() {
             "quantization_bit: 4\nquantization_method: hqq",
             "quantization_method: bnb",
         ),
+        (
+            "add_special_tokens: <|tool|>",
+            "keeps the checkpoint's vocabulary and tokenizer",
+        ),
+        (
+            "additional_target: embed_tokens",
+            "PEFT's modules_to_save is not implemented",
+        ),
+        ("resize_vocab: true", "modules_to_save"),
     ] {
         std::fs::write(&cfg, format!("model_name_or_path: examples/tiny/model\ndataset: arith\ndataset_dir: examples/tiny/data\n{key}\n")).expect("write");
         fails_with(&["train", cfg.to_str().expect("utf8")], needle);

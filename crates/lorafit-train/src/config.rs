@@ -246,6 +246,26 @@ impl TrainArgs {
                 "lorafit train initialises LoRA as PEFT's default (kaiming A, zero B)",
             ),
             ("use_llama_pro", "lorafit train runs LoRA"),
+            (
+                "resize_vocab",
+                "lorafit train keeps the checkpoint's vocabulary and trains the adapter only (no modules_to_save)",
+            ),
+            (
+                "additional_target",
+                "lorafit train trains the adapter only (PEFT's modules_to_save is not implemented)",
+            ),
+            (
+                "add_tokens",
+                "lorafit train keeps the checkpoint's vocabulary and tokenizer",
+            ),
+            (
+                "add_special_tokens",
+                "lorafit train keeps the checkpoint's vocabulary and tokenizer",
+            ),
+            (
+                "new_special_tokens_config",
+                "lorafit train keeps the checkpoint's vocabulary and tokenizer",
+            ),
         ] {
             if let Some(v) = s.get(key)
                 && !matches!(v, Val::Bool(false))
