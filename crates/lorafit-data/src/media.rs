@@ -350,94 +350,86 @@ fn bad(p: &Path, why: String, scan: &mut MediaScan) {
     }
 }
 
+/// Each file's header, read once however many rows name it (`None`: unreadable, reported once).
+struct Seen<T>(std::collections::HashMap<PathBuf, Option<T>>);
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Seen(std::collections::HashMap::new())
+    }
+}
+
+impl<T: Copy> Seen<T> {
+    fn probe(
+        &mut self,
+        path: PathBuf,
+        read: impl FnOnce(&Path) -> Result<T, String>,
+        scan: &mut MediaScan,
+    ) -> Option<T> {
+        if let Some(known) = self.0.get(&path) {
+            return *known;
+        }
+        let got = match read(&path) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                bad(&path, e, scan);
+                None
+            }
+        };
+        self.0.insert(path, got);
+        got
+    }
+}
+
 /// The media of every row of a dataset (at most `max_rows` rows; a file read once per path).
 pub fn scan(attr: &DatasetAttr, media_dir: &Path, max_rows: usize) -> crate::Result<MediaScan> {
     let rows = attr.rows()?;
     let mut scan = MediaScan::default();
-    let mut seen_image = std::collections::HashMap::<PathBuf, Option<(u64, u64)>>::new();
-    let mut seen_video = std::collections::HashMap::<PathBuf, Option<VideoHeader>>::new();
-    let mut seen_audio = std::collections::HashMap::<PathBuf, Option<AudioHeader>>::new();
+    let mut seen_image = Seen::default();
+    let mut seen_video = Seen::default();
+    let mut seen_audio = Seen::default();
     for row in rows.iter().take(max_rows) {
         let mut m = RowMedia::default();
-        if let Some(col) = attr.columns.images.as_ref().and_then(|c| row.get(c)) {
-            for v in paths(col) {
-                let Json::Str(p) = v else {
-                    continue;
-                };
-                let path = resolve(media_dir, p);
-                let size =
-                    seen_image
-                        .entry(path.clone())
-                        .or_insert_with(|| match image_size(&path) {
-                            Ok(s) => Some(s),
-                            Err(e) => {
-                                bad(&path, e, &mut scan);
-                                None
-                            }
-                        });
-                if let Some(s) = size {
-                    m.images.push(*s);
-                }
+        let column = |c: &Option<String>| c.as_ref().and_then(|c| row.get(c)).map(paths);
+        for v in column(&attr.columns.images).into_iter().flatten() {
+            if let Json::Str(p) = v
+                && let Some(s) = seen_image.probe(resolve(media_dir, p), image_size, &mut scan)
+            {
+                m.images.push(s);
             }
         }
-        if let Some(col) = attr.columns.videos.as_ref().and_then(|c| row.get(c)) {
-            for v in paths(col) {
-                match v {
-                    Json::Str(p) => {
-                        let path = resolve(media_dir, p);
-                        let h =
-                            seen_video.entry(path.clone()).or_insert_with(|| {
-                                match probe_video(&path) {
-                                    Ok(h) => Some(h),
-                                    Err(e) => {
-                                        bad(&path, e, &mut scan);
-                                        None
-                                    }
-                                }
-                            });
-                        if let Some(h) = h {
-                            m.videos.push(Video::File(*h));
-                        }
+        for v in column(&attr.columns.videos).into_iter().flatten() {
+            match v {
+                Json::Str(p) => {
+                    if let Some(h) = seen_video.probe(resolve(media_dir, p), probe_video, &mut scan)
+                    {
+                        m.videos.push(Video::File(h));
                     }
-                    Json::Array(frames) => {
-                        let first = frames.iter().find_map(|x| match x {
-                            Json::Str(p) => Some(resolve(media_dir, p)),
-                            _ => None,
-                        });
-                        let size = first.as_ref().map(|p| (p, image_size(p)));
-                        match size {
-                            Some((_, Ok((width, height)))) => m.videos.push(Video::Frames {
-                                count: frames.len() as u64,
-                                width,
-                                height,
-                            }),
-                            Some((p, Err(e))) => bad(p, e, &mut scan),
-                            None => {}
-                        }
-                    }
-                    _ => {}
                 }
+                Json::Array(frames) => {
+                    let first = frames.iter().find_map(|x| match x {
+                        Json::Str(p) => Some(resolve(media_dir, p)),
+                        _ => None,
+                    });
+                    let size = first.as_ref().map(|p| (p, image_size(p)));
+                    match size {
+                        Some((_, Ok((width, height)))) => m.videos.push(Video::Frames {
+                            count: frames.len() as u64,
+                            width,
+                            height,
+                        }),
+                        Some((p, Err(e))) => bad(p, e, &mut scan),
+                        None => {}
+                    }
+                }
+                _ => {}
             }
         }
-        if let Some(col) = attr.columns.audios.as_ref().and_then(|c| row.get(c)) {
-            for v in paths(col) {
-                let Json::Str(p) = v else {
-                    continue;
-                };
-                let path = resolve(media_dir, p);
-                let h =
-                    seen_audio
-                        .entry(path.clone())
-                        .or_insert_with(|| match probe_audio(&path) {
-                            Ok(h) => Some(h),
-                            Err(e) => {
-                                bad(&path, e, &mut scan);
-                                None
-                            }
-                        });
-                if let Some(h) = h {
-                    m.audios.push(*h);
-                }
+        for v in column(&attr.columns.audios).into_iter().flatten() {
+            if let Json::Str(p) = v
+                && let Some(h) = seen_audio.probe(resolve(media_dir, p), probe_audio, &mut scan)
+            {
+                m.audios.push(h);
             }
         }
         scan.rows.push(m);
