@@ -172,7 +172,7 @@ pub fn app() -> Html {
     let has_audio = vision.as_ref().is_some_and(|v| v.audio.is_some());
     let tower = vision.map(|v| v.kind);
     let has_vision = tower.is_some() || matches!(&result, Ok(e) if e.vision.is_some());
-    let takes_images = tower != Some(lorafit_core::arch::VisionKind::Qwen2Audio);
+    let takes_images = tower.is_none_or(lorafit_core::arch::VisionKind::takes_images);
     let internvl = tower == Some(lorafit_core::arch::VisionKind::InternVit);
     let has_video = tower.is_some_and(lorafit_core::arch::VisionKind::has_video);
     // Families, each pointing at its first catalog id: picking one sets the model.

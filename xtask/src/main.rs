@@ -798,13 +798,7 @@ fn bench_web() -> Result<()> {
     setup_browser()?;
     let _ = setup_web();
     let dist = web()?;
-    let gz = |f: &str| -> Result<u64> {
-        let out = Command::new("gzip")
-            .args(["-9", "-c"])
-            .arg(dist.join(f))
-            .output()?;
-        Ok(out.stdout.len() as u64)
-    };
+    let gz = |f: &str| gzipped_bytes(&dist, f);
     let (wasm_gz, js_gz, html_gz) = (
         gz("lorafit_web_bg.wasm")?,
         gz("lorafit_web.js")?,
@@ -939,17 +933,21 @@ fn lighthouse(url: &str) -> Result<String> {
 /// End-to-end in a real browser: the page built by `web()`, served on loopback, rendered by
 /// headless Chromium; its `data-bytes` must equal lorafit-core's estimate for the same keys, a
 /// hostile link must show warnings and inject nothing, and the zh default follows the browser.
-/// The page's gzipped download (wasm + js + html, `gzip -9`), in bytes.
+/// Bytes of a built page file after `gzip -9`.
+fn gzipped_bytes(dist: &std::path::Path, file: &str) -> Result<u64> {
+    let out = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(dist.join(file))
+        .output()?;
+    Ok(out.stdout.len() as u64)
+}
+
+/// The page's gzipped download (wasm + js + html), in bytes.
 fn page_gzipped_bytes(dist: &std::path::Path) -> Result<u64> {
-    let mut total = 0;
-    for f in ["lorafit_web_bg.wasm", "lorafit_web.js", "index.html"] {
-        let out = Command::new("gzip")
-            .args(["-9", "-c"])
-            .arg(dist.join(f))
-            .output()?;
-        total += out.stdout.len() as u64;
-    }
-    Ok(total)
+    ["lorafit_web_bg.wasm", "lorafit_web.js", "index.html"]
+        .iter()
+        .map(|f| gzipped_bytes(dist, f))
+        .sum()
 }
 
 /// The page's size budget (issue: "page size stays ≤ 300 KB gzipped").

@@ -186,10 +186,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
         }
     }
     let audio = arch.vision.as_ref().and_then(|v| v.audio);
-    let audio_only = arch
-        .vision
-        .as_ref()
-        .is_some_and(|v| v.kind == crate::arch::vision::VisionKind::Qwen2Audio);
+    let audio_only = arch.vision.as_ref().is_some_and(|v| !v.kind.takes_images());
     if arch.vision.is_some()
         && plan.vision.images_per_sample == 0
         && plan.vision.videos_per_sample == 0
@@ -217,8 +214,8 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             }
         ));
     }
-    let media_now = memory::media_tokens(arch, plan);
-    if media_now.audios > 0 {
+    let media = memory::media_tokens(arch, plan);
+    if media.audios > 0 {
         if plan.vision.dataset.is_none() {
             let window =
                 if audio.is_some_and(|a| a.kind == crate::arch::vision::AudioKind::Qwen25Omni) {
@@ -249,7 +246,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
         ));
     }
     let vision = arch.vision.as_ref().map(|v| {
-        let m = memory::media_tokens(arch, plan);
+        let m = &media;
         VisionSummary {
             tower_params: v.tower_params,
             projector_params: v.projector_params,
@@ -265,7 +262,7 @@ pub fn estimate(arch: &ModelArch, source: ModelSource, plan: &Plan) -> Result<Es
             video_tokens_per_sample: m.video_tokens,
             video_frames: m.video_frames,
             tower_patches_per_sample: m.patches,
-            takes_images: v.kind != crate::arch::vision::VisionKind::Qwen2Audio,
+            takes_images: v.kind.takes_images(),
             has_audio: v.audio.is_some(),
             audios_per_sample: m.audios,
             audio_tokens_per_sample: m.audio_tokens,

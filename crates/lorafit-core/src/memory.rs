@@ -485,13 +485,9 @@ fn trainable(arch: &ModelArch, plan: &Plan) -> Result<Trainable, Error> {
                 }
             };
             // PEFT's `modules_to_save`: a trainable copy of each (a tied head gets its own), in
-            // fp32 beside the frozen original.
-            let (saved, _) = extra_params(arch, &plan.modules_to_save, "additional_target")?;
-            let saved_largest = if saved > 0.0 {
-                arch.embedding_params() as f64
-            } else {
-                0.0
-            };
+            // fp32 beside the frozen original; the largest is at most one vocabulary table.
+            let saved = modules_to_save_params(arch, plan)? as f64;
+            let saved_largest = saved.min(arch.embedding_params() as f64);
             let params = adapter_params(arch, plan)? as f64 + vision + saved;
             Trainable {
                 params,
@@ -674,7 +670,7 @@ fn check_plan(arch: &ModelArch, plan: &Plan) -> Result<(), Error> {
         )));
     }
     if let Some(v) = &arch.vision
-        && v.kind == crate::arch::vision::VisionKind::Qwen2Audio
+        && !v.kind.takes_images()
     {
         let images = plan.vision.dataset.as_ref().map_or(
             plan.vision.images_per_sample + plan.vision.videos_per_sample,

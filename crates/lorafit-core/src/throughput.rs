@@ -159,14 +159,14 @@ pub fn step_time(
         _ => passes,
     };
     // A vision tower runs forward on every image / video patch (and backward when it trains).
-    let patches = crate::memory::media_tokens(arch, plan).patches as f64;
+    let media = crate::memory::media_tokens(arch, plan);
+    let (patches, audio_positions) = (media.patches as f64, media.audio_positions as f64);
     let tower_passes = if plan.vision.freeze_tower || plan.method == Method::Freeze {
         1.0
     } else {
         passes
     };
     // An audio encoder (inside the tower's parameters) runs over its own positions instead.
-    let audio_positions = crate::memory::media_tokens(arch, plan).audio_positions as f64;
     let vision = arch.vision.as_ref().map_or(0.0, |v| {
         let audio = v.audio.map_or(0, |a| a.params) as f64;
         2.0 * ((v.tower_params as f64 - audio) * patches + audio * audio_positions)

@@ -789,12 +789,21 @@ const MEL_HOP: u64 = 160;
 /// then `(that − 2) // 2 + 1` `<|AUDIO|>` tokens between `<|audio_bos|>` and `<|audio_eos|>`.
 /// The encoder itself runs over all `max_source_positions` (1500) positions.
 pub fn qwen2_audio_tokens(samples_16k: u64, positions: u64) -> AudioTokens {
-    let frames = samples_16k.min(AUDIO_WINDOW).div_ceil(MEL_HOP);
+    AudioTokens {
+        positions,
+        ..whisper_tokens(samples_16k, AUDIO_WINDOW)
+    }
+}
+
+/// The Qwen audio plugins' arithmetic on a Whisper feature extractor's `window` samples: the
+/// pads, and the stride-2 convolution's output over the valid frames as the positions.
+fn whisper_tokens(samples_16k: u64, window: u64) -> AudioTokens {
+    let frames = samples_16k.min(window).div_ceil(MEL_HOP);
     let conv = if frames == 0 { 0 } else { (frames - 1) / 2 + 1 };
     AudioTokens {
         pads: if conv < 2 { 0 } else { (conv - 2) / 2 + 1 },
         text_tokens: 2,
-        positions,
+        positions: conv,
     }
 }
 
@@ -803,13 +812,7 @@ pub fn qwen2_audio_tokens(samples_16k: u64, positions: u64) -> AudioTokens {
 /// `<|audio_start|>` and `<|audio_end|>`. The encoder runs over the valid frames only (in
 /// 100-frame windows): `(frames − 1) // 2 + 1` positions.
 pub fn qwen2_omni_audio_tokens(samples_16k: u64) -> AudioTokens {
-    let frames = samples_16k.min(10 * AUDIO_WINDOW).div_ceil(MEL_HOP);
-    let conv = if frames == 0 { 0 } else { (frames - 1) / 2 + 1 };
-    AudioTokens {
-        pads: if conv < 2 { 0 } else { (conv - 2) / 2 + 1 },
-        text_tokens: 2,
-        positions: conv,
-    }
+    whisper_tokens(samples_16k, 10 * AUDIO_WINDOW)
 }
 
 /// Gemma 4 (transformers' `Gemma4Processor._compute_audio_num_tokens`): 20 ms mel frames every

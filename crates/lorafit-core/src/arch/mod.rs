@@ -418,7 +418,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
 ];
 
 /// Qwen2-Audio's config.json leaves most of its `text_config` to transformers' `Qwen2Config`
-/// defaults (4096 wide, 32 layers of 32 heads, 22016 MLP, 151936 tokens): the config with them
+/// defaults (4096 wide, 32 layers of 32 heads and 32 kv heads, 22016 MLP, 151936 tokens): the config with them
 /// filled in, or `None` when nothing is missing.
 fn qwen2_audio_text_defaults(top: &Map<String, Value>) -> Option<Value> {
     let mut text = match top.get("text_config") {
@@ -434,20 +434,13 @@ fn qwen2_audio_text_defaults(top: &Map<String, Value>) -> Option<Value> {
         ("num_attention_heads", Value::from(32)),
         ("intermediate_size", Value::from(22016)),
         ("vocab_size", Value::from(151936)),
+        // 32 whatever `num_attention_heads` says (transformers 5.8's `Qwen2Config`).
+        ("num_key_value_heads", Value::from(32)),
     ] {
         if !text.contains_key(k) {
             text.insert(k.into(), v);
             changed = true;
         }
-    }
-    // `num_key_value_heads` defaults to 32 as well, which is `num_attention_heads`' default.
-    if !text.contains_key("num_key_value_heads") {
-        let heads = text
-            .get("num_attention_heads")
-            .cloned()
-            .unwrap_or(Value::from(32));
-        text.insert("num_key_value_heads".into(), heads);
-        changed = true;
     }
     changed.then(|| {
         let mut top = top.clone();

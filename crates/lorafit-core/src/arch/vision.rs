@@ -179,8 +179,8 @@ fn sum(ls: &[Linear]) -> u64 {
 fn gemma4_audio(
     a: &Map<String, Value>,
     text_hidden: u64,
-) -> Result<(u64, Vec<Linear>, Linear), Error> {
-    let u = |k: &str, d: u64| get_u64(a, k).map(|x| x.unwrap_or(d));
+) -> Result<(u64, Vec<Linear>, Linear, AudioEncoder), Error> {
+    let u = |k: &str, d: u64| u_a(a, k, d);
     let (h, depth, heads) = (
         u("hidden_size", 1024)?,
         u("num_hidden_layers", 12)?,
@@ -213,10 +213,19 @@ fn gemma4_audio(
     // kernel and two norms, three more norms, the attention's per-dimension scale; the
     // subsampler's 3×3 convolutions (no bias) and their LayerNorms (no bias).
     let other = depth * (4 * h + h * kernel + 2 * h + 3 * h + hd) + 9 * c0 + c0 + 9 * c0 * c1 + c1;
+    let encoder = AudioEncoder {
+        kind: AudioKind::Gemma4,
+        hidden_size: h,
+        intermediate_size: 4 * h,
+        depth,
+        positions: GEMMA4_AUDIO_TOKENS,
+        params: other + sum(&linears),
+    };
     Ok((
         other,
         linears,
         lin("embedding_projection", out, text_hidden, false, 1),
+        encoder,
     ))
 }
 
@@ -297,12 +306,8 @@ impl Vision {
     fn with_omni_audio(
         mut self,
         top: &Map<String, Value>,
-        kind: VisionKind,
         text_hidden: u64,
     ) -> Result<Vision, Error> {
-        if kind != VisionKind::Qwen25Omni {
-            return Ok(self);
-        }
         let empty = Map::new();
         let a = match top.get("audio_config") {
             Some(Value::Object(a)) => a,
@@ -413,6 +418,11 @@ fn pinpoints(top: &Map<String, Value>) -> Result<Vec<(u64, u64)>, Error> {
 }
 
 impl VisionKind {
+    /// Whether the model takes images (Qwen2-Audio is audio only).
+    pub fn takes_images(self) -> bool {
+        self != VisionKind::Qwen2Audio
+    }
+
     /// Whether lorafit models this tower's video path (the Qwen-VL family's, InternVL's and
     /// LLaVA-NeXT-Video's).
     pub fn has_video(self) -> bool {
@@ -479,14 +489,20 @@ impl Vision {
             "internvl" => VisionKind::InternVit,
             "mllama" => VisionKind::Mllama,
             "gemma4" => VisionKind::Gemma4,
-            "qwen2_audio" => return qwen2_audio(top, text_hidden).map(Some),
+            "qwen2_audio" => VisionKind::Qwen2Audio,
             "qwen2_5_omni_thinker" => VisionKind::Qwen25Omni,
             _ => return Ok(None),
         };
-        let Some(Value::Object(v)) = top.get("vision_config") else {
-            return Err(Error::ModelConfig(format!(
-                "model_type `{top_type}` needs a `vision_config` block"
-            )));
+        // Qwen2-Audio has no image tower: only its `audio_config`.
+        let empty = Map::new();
+        let v = match top.get("vision_config") {
+            Some(Value::Object(v)) => v,
+            _ if kind == VisionKind::Qwen2Audio => &empty,
+            _ => {
+                return Err(Error::ModelConfig(format!(
+                    "model_type `{top_type}` needs a `vision_config` block"
+                )));
+            }
         };
         let ctx = |e: Error| {
             Error::ModelConfig(format!("vision_config: {e}").replace("model config: ", ""))
@@ -547,7 +563,7 @@ impl Vision {
                     lin("mlp.0", h * m * m, h * m * m, true, 1),
                     lin("mlp.2", h * m * m, out, true, 1),
                 ];
-                Vision {
+                let mut vision = Vision {
                     hidden_size: h,
                     intermediate_size: i,
                     depth,
@@ -559,8 +575,11 @@ impl Vision {
                     block_linears: block,
                     projector_linears: proj,
                     ..Vision::blank(kind)
+                };
+                if kind == VisionKind::Qwen25Omni {
+                    vision = vision.with_omni_audio(top, text_hidden)?;
                 }
-                .with_omni_audio(top, kind, text_hidden)?
+                vision
             }
             VisionKind::Qwen3Vl => {
                 let (h, i, depth) = (r("hidden_size")?, r("intermediate_size")?, u("depth", 27)?);
@@ -941,20 +960,8 @@ impl Vision {
                 // them with the vision tower and projector (they are under its vision keys).
                 let mut audio = None;
                 if let Some(Value::Object(a)) = top.get("audio_config") {
-                    let (a_tower, a_linears, a_proj) =
-                        gemma4_audio(a, text_hidden).map_err(|e| {
-                            Error::ModelConfig(
-                                format!("audio_config: {e}").replace("model config: ", ""),
-                            )
-                        })?;
-                    audio = Some(AudioEncoder {
-                        kind: AudioKind::Gemma4,
-                        hidden_size: u_a(a, "hidden_size", 1024)?,
-                        intermediate_size: 4 * u_a(a, "hidden_size", 1024)?,
-                        depth: u_a(a, "num_hidden_layers", 12)?,
-                        positions: GEMMA4_AUDIO_TOKENS,
-                        params: a_tower + sum(&a_linears),
-                    });
+                    let (a_tower, a_linears, a_proj, encoder) = gemma4_audio(a, text_hidden)?;
+                    audio = Some(encoder);
                     tower += a_tower;
                     block.extend(a_linears);
                     proj.push(a_proj);
@@ -1035,8 +1042,7 @@ impl Vision {
                     ..Vision::blank(kind)
                 }
             }
-            // Parsed from `audio_config` above.
-            VisionKind::Qwen2Audio => return qwen2_audio(top, text_hidden).map(Some),
+            VisionKind::Qwen2Audio => qwen2_audio(top, text_hidden)?,
         };
         Ok(Some(vision))
     }
