@@ -1165,10 +1165,12 @@ fn example() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench-quant`: throughput of the 4-bit kernels (crates/lorafit-train/examples/
-/// bench_quant.rs) in release; prints the markdown table of docs/benchmarks.md.
+/// `cargo xtask bench-quant` / `bench-attention`: one of crates/lorafit-train/examples/ in
+/// release, which prints its markdown table of docs/benchmarks.md — the 4-bit kernels'
+/// throughput (bench_quant.rs), or attention's forward and backward, the `#[cube]` kernels
+/// against the tiled tensor ops on the same device (bench_attention.rs).
 /// `BENCH_BACKEND=vulkan` builds with `--features vulkan` (SPIR-V).
-fn bench_quant() -> Result<()> {
+fn bench_example(example: &str) -> Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.args([
         "run",
@@ -1176,7 +1178,7 @@ fn bench_quant() -> Result<()> {
         "-p",
         "lorafit-train",
         "--example",
-        "bench_quant",
+        example,
     ]);
     if std::env::var("BENCH_BACKEND").as_deref() == Ok("vulkan") {
         cmd.args(["--features", "vulkan"]);
@@ -1289,7 +1291,8 @@ fn main() -> Result<()> {
         Some("e2e") => e2e(),
         Some("bench-web") => bench_web(),
         Some("bench-train") => bench_train(),
-        Some("bench-quant") => bench_quant(),
+        Some("bench-quant") => bench_example("bench_quant"),
+        Some("bench-attention") => bench_example("bench_attention"),
         Some("example") => example(),
         Some("fuzz-smoke") => fuzz::smoke(),
         Some("test-vulkan") => {
@@ -1329,6 +1332,9 @@ fn main() -> Result<()> {
             );
             eprintln!(
                 "  bench-quant 4-bit dequant / fused dequant-matmul throughput (BENCH_BACKEND, BENCH_SHAPE, BENCH_M)"
+            );
+            eprintln!(
+                "  bench-attention attention forward / backward, #[cube] kernels vs tensor ops (BENCH_BACKEND, BENCH_SEQ, BENCH_HEADS, BENCH_HD)"
             );
             std::process::exit(2);
         }

@@ -495,6 +495,12 @@ const KEYS: &[KeyDef] = &[
         help: "lorafit train, 4-bit on wgpu: auto (time both on each shape, keep the faster), fused (never holds a dense weight) or dequantize (one layer's f32 weight at a time, then burn's matmul)",
     },
     KeyDef {
+        name: "attention_kernel",
+        kind: Kind::Enum(&["tensor_ops", "cube"]),
+        origin: LO,
+        help: "lorafit train attention on wgpu / CUDA: tensor_ops (tiles of burn ops, faster on lavapipe) or cube (one #[cube] kernel each way, no scores buffer)",
+    },
+    KeyDef {
         name: "dataset_tokens",
         kind: Kind::Int(0, 1 << 50),
         origin: LO,

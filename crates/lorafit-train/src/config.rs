@@ -138,6 +138,9 @@ pub struct TrainArgs {
     pub backend: Backend,
     /// `quant_kernel`: how 4-bit products run where shaders/'s kernels do (src/quant_tune.rs).
     pub quant_kernel: Q4Kernel,
+    /// `attention_kernel: cube`: attention through the `#[cube]` kernels on cubecl's runtimes
+    /// (fused_ops/attention_cube.rs); `tensor_ops` (the default): the tiled burn ops.
+    pub cube_attention: bool,
     pub gradient_checkpointing: bool,
     pub bf16: bool,
     /// How the decoder's linears are stored: 4-bit / int8 (`quantization_bit`), 16-bit (`bf16` /
@@ -516,6 +519,7 @@ impl TrainArgs {
                 .str("quant_kernel")
                 .and_then(Q4Kernel::parse)
                 .unwrap_or_default(),
+            cube_attention: s.str("attention_kernel") == Some("cube"),
             gradient_checkpointing: plan.gradient_checkpointing,
             bf16: s.bool("bf16", false) || s.bool("pure_bf16", false),
             quant,

@@ -328,6 +328,9 @@ pub struct Model {
     /// Picks how the 4-bit weights' products run (src/quant_tune.rs); the trainer sets its mode
     /// from `quant_kernel` and saves its choices with each checkpoint.
     pub q4_tuner: TunerId,
+    /// Attention through cubecl's `#[cube]` kernels where the backend has them
+    /// (`attention_kernel: cube`, set by the trainer); false: the tiled tensor ops (fused_ops/).
+    pub cube_attention: std::cell::Cell<bool>,
 }
 
 /// The keys and values (after RoPE, before GQA's repeat) `[1, kv_heads, len, head_dim]` of each
@@ -523,6 +526,7 @@ impl Model {
         }
         Ok(Model {
             q4_tuner,
+            cube_attention: Default::default(),
             embed: embed_host.map(|e| match &half_table {
                 Some((kind, table)) if h % 2 == 0 => {
                     Embedding::Half(HalfWeight::upload(&e.data, vocab, h, *kind, table))
@@ -714,6 +718,7 @@ impl Model {
                 tile,
                 window: self.config.windows.get(i).copied().unwrap_or(0),
                 packed,
+                cube: self.cube_attention.get(),
             };
             let attn = Tensor::<4>::from_dispatch(Dispatch::flash_attention(
                 q.into_dispatch(),
@@ -937,7 +942,7 @@ fn sliding_windows(
 
 /// The query / key tile of [`FusedOps::flash_attention`] for `b × heads`: the largest power of two
 /// up to 1024 whose scores `[b, heads, tile, tile]` (f32) stay within 64 MiB.
-fn attention_tile(b: usize, heads: usize) -> usize {
+pub fn attention_tile(b: usize, heads: usize) -> usize {
     let mut tile = 1024;
     while tile > 16 && b * heads * tile * tile * 4 > 64 << 20 {
         tile /= 2;

@@ -435,6 +435,7 @@ impl<'a> Trainer<'a> {
             Ok(a)
         };
         model.q4_tuner.set_mode(args.quant_kernel);
+        model.cube_attention.set(args.cube_attention);
         let (adapter, optimizer, saved) = match &resume_dir {
             Some(dir) => {
                 let adapter = with_head(

@@ -29,6 +29,9 @@ pub struct AttnOpts {
     pub window: usize,
     /// `segments` confine attention to each sub-sequence (neat_packing); false: ignored.
     pub packed: bool,
+    /// Run the backend's own kernels where it has them (cubecl's runtimes: attention_cube.rs,
+    /// `attention_kernel: cube`); false: these tiled tensor ops on every backend.
+    pub cube: bool,
 }
 
 impl AttnOpts {

@@ -10,14 +10,23 @@
 //!   backward recomputes each chunk's logits. The full `[tokens, vocab]` logits never exist.
 //!
 //! Both are written with burn's backend primitives, so every backend (ndarray, flex, wgpu, CUDA)
-//! runs the same tiles; the autodiff impl below gives them their own backward.
+//! runs the same tiles; the autodiff impl below gives them their own backward. With
+//! `AttnOpts::cube` (`attention_kernel: cube`), attention on cubecl's runtimes (wgpu's WGSL and
+//! SPIR-V compilers, CUDA) runs as three `#[cube]` kernels instead (`attention_cube.rs`, through
+//! [`AttentionKernels`]): one launch each for the forward, dQ and dK / dV, with no tile of scores
+//! in memory at all.
 
 #![allow(deprecated)] // burn-ndarray: deprecated upstream, still one of our backends
 
 mod attention;
+#[cfg(feature = "wgpu")]
+mod attention_cube;
 mod cross_entropy;
 
 pub use attention::AttnOpts;
+/// The tensor-op attention (every backend's default), for comparisons with a backend's own
+/// [`AttentionKernels`] (`examples/bench_attention.rs`).
+pub use attention::{backward as tiled_backward, forward as tiled_forward};
 use cross_entropy::Head16;
 
 use burn::backend::{
@@ -88,8 +97,39 @@ pub trait FusedOps: Backend {
 
 impl FusedOps for burn::backend::NdArray {}
 impl FusedOps for burn::backend::Flex {}
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[cfg(all(feature = "cuda", not(feature = "wgpu")))]
 impl FusedOps for burn::backend::Cube {}
+
+/// Attention's forward (with the log-sum-exp the backward needs) and backward on one backend:
+/// the tiled tensor ops of `attention.rs` by default; cubecl's runtimes run the `#[cube]`
+/// kernels of `attention_cube.rs` instead. The autodiff op calls these.
+pub trait AttentionKernels: Backend {
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        segments: &IntTensor<Self>,
+        opts: &AttnOpts,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention::forward::<Self>(q, k, v, segments, opts)
+    }
+
+    fn attention_backward(
+        qkv: [FloatTensor<Self>; 3],
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        segments: &IntTensor<Self>,
+        opts: &AttnOpts,
+    ) -> [FloatTensor<Self>; 3] {
+        attention::backward::<Self>(qkv, out, lse, dout, segments, opts)
+    }
+}
+
+impl AttentionKernels for burn::backend::NdArray {}
+impl AttentionKernels for burn::backend::Flex {}
+#[cfg(all(feature = "cuda", not(feature = "wgpu")))]
+impl AttentionKernels for burn::backend::Cube {}
 
 /// What attention's backward keeps: the inputs, the output and the log-sum-exp per row.
 #[derive(Debug, Clone)]
@@ -106,14 +146,14 @@ struct AttnState<B: Backend> {
 #[derive(Debug)]
 struct FlashBackward;
 
-impl<B: Backend> Backward<B, 3> for FlashBackward {
+impl<B: AttentionKernels> Backward<B, 3> for FlashBackward {
     type State = AttnState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let s = ops.state;
         let grad = grads.consume::<B>(&ops.node);
         let [dq, dk, dv] =
-            attention::backward::<B>([s.q, s.k, s.v], s.out, s.lse, grad, &s.segments, &s.opts);
+            B::attention_backward([s.q, s.k, s.v], s.out, s.lse, grad, &s.segments, &s.opts);
         for (parent, g) in ops.parents.into_iter().zip([dq, dk, dv]) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, g);
@@ -185,7 +225,7 @@ impl<B: Backend> Backward<B, 1> for LabelLogprobsBackward {
     }
 }
 
-impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+impl<B: FusedOps + AttentionKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn flash_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -201,7 +241,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         match prep {
             OpsKind::Tracked(prep) => {
                 let (out, lse) =
-                    attention::forward::<B>(q.clone(), k.clone(), v.clone(), &segments, &opts);
+                    B::attention_forward(q.clone(), k.clone(), v.clone(), &segments, &opts);
                 let state = AttnState {
                     q,
                     k,
@@ -214,7 +254,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(attention::forward::<B>(q, k, v, &segments, &opts).0)
+                prep.finish(B::attention_forward(q, k, v, &segments, &opts).0)
             }
         }
     }

@@ -25,6 +25,21 @@ fn devices() -> Vec<(&'static str, Device)> {
     v
 }
 
+/// Attention's paths: the tiled tensor ops on ndarray and wgpu, and wgpu's `#[cube]` kernels
+/// (`AttnOpts::cube`; the CPU backends have none).
+fn attention_paths() -> Vec<(&'static str, Device, bool)> {
+    let mut v = Vec::new();
+    for (name, device) in devices() {
+        if name == "wgpu" {
+            v.push(("wgpu tensor ops", device.clone(), false));
+            v.push(("wgpu cube kernels", device, true));
+        } else {
+            v.push((name, device, false));
+        }
+    }
+    v
+}
+
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
@@ -153,6 +168,46 @@ const CASES: &[Case] = &[
         window: 7,
         packed: true,
     },
+    // Longer than the `#[cube]` kernels' 64-row blocks and their shared-memory tiles (32 keys
+    // and 31 queries at head_dim 64, 16 and 15 at 128), ragged at both.
+    Case {
+        name: "three row blocks, window 70, GQA 4:2, head_dim 64",
+        b: 2,
+        heads: 4,
+        kv_heads: 2,
+        sq: 150,
+        sk: 150,
+        hd: 64,
+        tile: 32,
+        window: 70,
+        packed: false,
+    },
+    // Mesa 22.3's lavapipe ran blocks that saw ~500 keys at head_dim 64 without writing them
+    // (loops indexing a private array by a run-time index; the kernels unroll them now).
+    Case {
+        name: "nine row blocks, head_dim 64",
+        b: 1,
+        heads: 2,
+        kv_heads: 1,
+        sq: 520,
+        sk: 520,
+        hd: 64,
+        tile: 128,
+        window: 0,
+        packed: false,
+    },
+    Case {
+        name: "two row blocks, packed, head_dim 128",
+        b: 1,
+        heads: 2,
+        kv_heads: 1,
+        sq: 100,
+        sk: 100,
+        hd: 128,
+        tile: 64,
+        window: 0,
+        packed: true,
+    },
 ];
 
 /// Segment ids per row: a few sub-sequences, then padding (0).
@@ -171,13 +226,14 @@ fn segments_of(b: usize, sk: usize) -> Vec<Vec<i64>> {
 
 #[test]
 fn tiled_attention_equals_decomposed_attention_with_gradients() {
-    for (dev_name, device) in devices() {
+    for (dev_name, device, cube) in attention_paths() {
         for c in CASES {
             let o = AttnOpts {
                 scale: 1.0 / (c.hd as f32).sqrt(),
                 tile: c.tile,
                 window: c.window,
                 packed: c.packed,
+                cube,
             };
             let segs = segments_of(c.b, c.sk);
             let seg =
@@ -213,21 +269,28 @@ fn tiled_attention_equals_decomposed_attention_with_gradients() {
 /// `sk − sq + i`, forward only.
 #[test]
 fn tiled_attention_after_cached_keys() {
-    for (dev_name, device) in devices() {
-        let (b, nh, nkv, sq, sk, hd) = (1, 4, 2, 5, 23, 8);
-        let o = AttnOpts {
-            scale: 0.35,
-            tile: 4,
-            window: 0,
-            packed: false,
-        };
-        let q = tensor([b, nh, sq, hd], 3, &device);
-        let k = tensor([b, nkv, sk, hd], 4, &device);
-        let v = tensor([b, nkv, sk, hd], 5, &device);
-        let seg = Tensor::<2, Int>::ones([b, sk], &device);
-        let want = decomposed(q.clone(), k.clone(), v.clone(), &[vec![1; sk]], &o);
-        let d = max_diff(&host(want), &host(fused(q, k, v, seg, o)));
-        assert!(d < 2e-6, "{dev_name}: differs by {d}");
+    for (dev_name, device, cube) in attention_paths() {
+        // A few queries, and more queries than one 64-row block after more keys than one tile.
+        for (b, nh, nkv, sq, sk, hd) in [
+            (1, 4, 2, 5, 23, 8),
+            (1, 2, 1, 70, 200, 32),
+            (1, 1, 1, 300, 600, 128),
+        ] {
+            let o = AttnOpts {
+                scale: 0.35,
+                tile: 4,
+                window: 0,
+                packed: false,
+                cube,
+            };
+            let q = tensor([b, nh, sq, hd], 3, &device);
+            let k = tensor([b, nkv, sk, hd], 4, &device);
+            let v = tensor([b, nkv, sk, hd], 5, &device);
+            let seg = Tensor::<2, Int>::ones([b, sk], &device);
+            let want = decomposed(q.clone(), k.clone(), v.clone(), &[vec![1; sk]], &o);
+            let d = max_diff(&host(want), &host(fused(q, k, v, seg, o)));
+            assert!(d < 2e-6, "{dev_name} {sq} after {sk}: differs by {d}");
+        }
     }
 }
 

@@ -261,6 +261,18 @@ fn qwen2_and_qwen3_match_peft_on_wgpu() {
     }
 }
 
+/// `attention_kernel: cube`: the trainer's attention through the `#[cube]` kernels
+/// (fused_ops/attention_cube.rs) keeps PEFT's losses and adapter.
+#[test]
+fn cube_attention_kernels_match_peft_on_wgpu() {
+    if wgpu_available() {
+        let cube = [("attention_kernel", Val::Str("cube".into()))];
+        for name in ["llama_cosine_clip_ga", "qwen3_constant"] {
+            check_parity_with(name, Backend::Wgpu, &cube, 1e-4, 1e-4, 1e-4);
+        }
+    }
+}
+
 fn losses(s: &Summary) -> Vec<f64> {
     s.steps.iter().map(|x| x.loss).collect()
 }

@@ -31,7 +31,8 @@ fn fused_attention_and_loss_keep_memory_linear_in_length_on_wgpu() {
     let mut kept = Vec::new();
     for s in [128usize, 256, 512, 1024] {
         let mut row = Vec::new();
-        for fused in [false, true] {
+        // Decomposed, tiled tensor ops, `#[cube]` kernels.
+        for variant in 0..3 {
             let base = in_use();
             let mk = |seed: f32| {
                 Tensor::<4>::from_data(
@@ -51,9 +52,10 @@ fn fused_attention_and_loss_keep_memory_linear_in_length_on_wgpu() {
                 tile: 64,
                 window: 0,
                 packed: false,
+                cube: variant == 2,
             };
             let inputs = in_use() - base;
-            let out = if fused {
+            let out = if variant > 0 {
                 let seg = Tensor::<2, Int>::ones([1, s], &device);
                 Tensor::<4>::from_dispatch(Dispatch::flash_attention(
                     q.clone().into_dispatch(),
@@ -79,9 +81,10 @@ fn fused_attention_and_loss_keep_memory_linear_in_length_on_wgpu() {
             row.push(graph);
         }
         eprintln!(
-            "attention s = {s}: kept for backward {:.0} KiB decomposed, {:.0} KiB tiled",
+            "attention s = {s}: kept for backward {:.0} KiB decomposed, {:.0} KiB tiled, {:.0} KiB cube kernels",
             row[0] / 1024.0,
-            row[1] / 1024.0
+            row[1] / 1024.0,
+            row[2] / 1024.0
         );
         kept.push(row);
     }
@@ -91,10 +94,20 @@ fn fused_attention_and_loss_keep_memory_linear_in_length_on_wgpu() {
         "decomposed grew only {:.1}× from 256 to 1024",
         growth(0)
     );
+    for (i, what) in [(1, "tiled"), (2, "cube kernels")] {
+        assert!(
+            growth(i) < 5.0,
+            "{what} grew {:.1}× from 256 to 1024",
+            growth(i)
+        );
+    }
+    // Both keep the inputs, the output and the log-sum-exp (the kernels' inputs without the
+    // tensor ops' reshaped copies of the query).
     assert!(
-        growth(1) < 5.0,
-        "tiled grew {:.1}× from 256 to 1024",
-        growth(1)
+        kept[3][2] <= kept[3][1],
+        "at 1024 cube kernels {} vs tiled {}",
+        kept[3][2],
+        kept[3][1]
     );
     assert!(
         kept[3][1] * 8.0 < kept[3][0],
