@@ -21,9 +21,12 @@ out=${OUT:-/tmp/lorafit-gpu}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" || true
 L=${LORAFIT_BIN:-.bin/lorafit}
-# lorafit builds to run, "backend:binary": the WGSL build, and the SPIR-V one when it was carried.
-stacks="$backend:$L"
-[ -x "${LORAFIT_VULKAN_BIN:-.bin/lorafit-vulkan}" ] && stacks="$stacks vulkan:${LORAFIT_VULKAN_BIN:-.bin/lorafit-vulkan}"
+# lorafit runs, "backend:attention_kernel:binary": the WGSL build with the tensor-op attention, the
+# same with the #[cube] attention kernels (CUBE_ATTENTION=0 leaves it out), and the SPIR-V build
+# when it was carried.
+stacks="$backend:tensor_ops:$L"
+[ "${CUBE_ATTENTION:-1}" = 1 ] && stacks="$stacks $backend:cube:$L"
+[ -x "${LORAFIT_VULKAN_BIN:-.bin/lorafit-vulkan}" ] && stacks="$stacks vulkan:tensor_ops:${LORAFIT_VULKAN_BIN:-.bin/lorafit-vulkan}"
 n_stacks=$(wc -w <<< "$stacks")
 steps=10
 # Each run is cut off here, so the whole script stays under 8 minutes: 3 specs × (lorafit builds + torch).
@@ -49,7 +52,8 @@ for _ in range(64):
 PY
   quant=""; [ "$bits" != 0 ] && quant="quantization_bit: $bits"
   for stack in $stacks; do
-  be=${stack%%:*}; bin=${stack#*:}; tag=$run; [ "$be" != "$backend" ] && tag=$run-$be
+  be=${stack%%:*}; rest=${stack#*:}; attn=${rest%%:*}; bin=${rest#*:}
+  tag=$run; [ "$be" != "$backend" ] && tag=$tag-$be; [ "$attn" != tensor_ops ] && tag=$tag-$attn
   cat > /tmp/$tag.yaml <<YAML
 model_name_or_path: $dir
 finetuning_type: lora
@@ -67,6 +71,7 @@ save_steps: 100000
 shuffle: false
 disable_gradient_checkpointing: true
 backend: $be
+attention_kernel: $attn
 output_dir: /tmp/out-$tag
 $quant
 YAML
