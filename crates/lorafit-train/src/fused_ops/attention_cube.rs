@@ -70,15 +70,46 @@ fn visible(dims: &Dims, segments: &[i32], seg_base: usize, pos: usize, key: usiz
     seen
 }
 
-/// The keys `[first, end)` any query of the cube's block at positions `[p0, p_end)` can see.
+/// Where a forward / dQ unit's query row is (cube `(x, y, z)` = (query block, head, batch row),
+/// unit x = the row in the block), and the keys `[first, end)` any row of its block can see.
+#[derive(CubeType)]
+struct QueryRow {
+    /// The row exists (the last block may be ragged).
+    valid: bool,
+    /// Its position among the keys (`sk − sq + i`).
+    pos: usize,
+    /// Its index into `[b, heads, sq]`.
+    row: usize,
+    /// Where its KV head's keys start in `[b, kv_heads, sk, hd]`, and its segment ids in `[b, sk]`.
+    kv_base: usize,
+    seg_base: usize,
+    first: usize,
+    end: usize,
+}
+
 #[cube]
-fn key_range(dims: &Dims, p0: usize, p_end: usize) -> (usize, usize) {
+fn query_row(dims: &Dims, #[comptime] hd: usize) -> QueryRow {
+    let (sq, sk) = (dims.sq as usize, dims.sk as usize);
+    let (b, h) = (CUBE_POS_Z as usize, CUBE_POS_Y as usize);
+    let heads_kv = dims.heads as usize / dims.group as usize;
+    let off = sk - sq;
+    let i = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
+    // The block's first position, and the window's reach below it.
+    let p0 = off + CUBE_POS_X as usize * ROWS;
     let window = dims.window as usize;
     let mut first = 0usize;
     if window > 0 && p0 + 1 > window {
         first = p0 + 1 - window;
     }
-    (first, p_end)
+    QueryRow {
+        valid: i < sq,
+        pos: off + i,
+        row: (b * dims.heads as usize + h) * sq + i,
+        kv_base: (b * heads_kv + h / dims.group as usize) * sk * hd,
+        seg_base: b * sk,
+        first,
+        end: (p0 + ROWS).min(sk),
+    }
 }
 
 /// Stage keys `[kt, kt + tile)` (those below `end`) of one KV head's K and V in shared memory.
@@ -107,7 +138,7 @@ fn stage_keys(
     }
 }
 
-/// Cube `(x, y, z)` = (query block, head, batch row); unit x = the query row in the block.
+/// The output and log-sum-exp of each query row ([`QueryRow`]'s layout).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel(
@@ -121,17 +152,15 @@ fn forward_kernel(
     #[comptime] hd: usize,
     #[comptime] tile: usize,
 ) {
-    let (sq, sk) = (dims.sq as usize, dims.sk as usize);
-    let (b, h) = (CUBE_POS_Z as usize, CUBE_POS_Y as usize);
-    let kvh = h / dims.group as usize;
-    let heads_kv = dims.heads as usize / dims.group as usize;
-    let off = sk - sq;
-    let i = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
-    let valid = i < sq;
-    let pos = off + i;
-    let row = (b * dims.heads as usize + h) * sq + i;
-    let kv_base = (b * heads_kv + kvh) * sk * hd;
-    let seg_base = b * sk;
+    let QueryRow {
+        valid,
+        pos,
+        row,
+        kv_base,
+        seg_base,
+        first,
+        end,
+    } = query_row(&dims, hd);
 
     let mut qr = Array::<f32>::new(hd);
     let mut acc = Array::<f32>::new(hd);
@@ -148,8 +177,6 @@ fn forward_kernel(
 
     let mut ks = Shared::<[f32]>::new_slice(tile * hd);
     let mut vs = Shared::<[f32]>::new_slice(tile * hd);
-    let p0 = off + CUBE_POS_X as usize * ROWS;
-    let (first, end) = key_range(&dims, p0, (p0 + ROWS).min(sk));
     let mut kt = first;
     while kt < end {
         stage_keys(k, v, &mut ks, &mut vs, kv_base, kt, end, hd, tile);
@@ -189,7 +216,7 @@ fn forward_kernel(
     }
 }
 
-/// dQ (and `D` per row for [`dkdv_kernel`]); the forward's layout.
+/// dQ (and `D` per row for [`dkdv_kernel`]); [`QueryRow`]'s layout.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn dq_kernel(
@@ -206,17 +233,15 @@ fn dq_kernel(
     #[comptime] hd: usize,
     #[comptime] tile: usize,
 ) {
-    let (sq, sk) = (dims.sq as usize, dims.sk as usize);
-    let (b, h) = (CUBE_POS_Z as usize, CUBE_POS_Y as usize);
-    let kvh = h / dims.group as usize;
-    let heads_kv = dims.heads as usize / dims.group as usize;
-    let off = sk - sq;
-    let i = CUBE_POS_X as usize * ROWS + UNIT_POS_X as usize;
-    let valid = i < sq;
-    let pos = off + i;
-    let row = (b * dims.heads as usize + h) * sq + i;
-    let kv_base = (b * heads_kv + kvh) * sk * hd;
-    let seg_base = b * sk;
+    let QueryRow {
+        valid,
+        pos,
+        row,
+        kv_base,
+        seg_base,
+        first,
+        end,
+    } = query_row(&dims, hd);
 
     let mut qr = Array::<f32>::new(hd);
     let mut dor = Array::<f32>::new(hd);
@@ -241,8 +266,6 @@ fn dq_kernel(
 
     let mut ks = Shared::<[f32]>::new_slice(tile * hd);
     let mut vs = Shared::<[f32]>::new_slice(tile * hd);
-    let p0 = off + CUBE_POS_X as usize * ROWS;
-    let (first, end) = key_range(&dims, p0, (p0 + ROWS).min(sk));
     let mut kt = first;
     while kt < end {
         stage_keys(k, v, &mut ks, &mut vs, kv_base, kt, end, hd, tile);
