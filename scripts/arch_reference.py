@@ -54,7 +54,45 @@ COMPOSITE = {
 }
 
 
+def internlm2(config: dict):
+    """InternLM2 is remote code (modeling_internlm2.py on the Hub, not in transformers): a Llama with
+    its own module names and q / k / v fused. Built here as transformers' Llama of the same shape
+    with the modules replaced by InternLM2's: attention.wqkv / wo, feed_forward.w1 / w3 / w2, the
+    head `output` (which LLaMA-Factory's find_all_linear_modules forbids for internlm2)."""
+    bias = config.get("bias", True)
+    conf = transformers.LlamaConfig(
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        num_hidden_layers=config["num_hidden_layers"],
+        num_attention_heads=config["num_attention_heads"],
+        num_key_value_heads=config["num_key_value_heads"],
+        vocab_size=config["vocab_size"],
+        tie_word_embeddings=config.get("tie_word_embeddings", False),
+        attention_bias=bias,
+    )
+    nn = torch.nn
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(conf)
+        h, hd = conf.hidden_size, conf.hidden_size // conf.num_attention_heads
+        qkv = (conf.num_attention_heads + 2 * conf.num_key_value_heads) * hd
+        for layer in model.model.layers:
+            attn = nn.Module()
+            attn.wqkv = nn.Linear(h, qkv, bias=bias)
+            attn.wo = nn.Linear(conf.num_attention_heads * hd, h, bias=bias)
+            ff = nn.Module()
+            ff.w1 = layer.mlp.gate_proj
+            ff.w3 = layer.mlp.up_proj
+            ff.w2 = layer.mlp.down_proj
+            del layer.self_attn, layer.mlp
+            layer.attention, layer.feed_forward = attn, ff
+        model.output = model.lm_head
+        del model.lm_head
+    return model, "internlm2"
+
+
 def build(config: dict):
+    if config["model_type"] == "internlm2":
+        return internlm2(config)
     cfg = dict(config)
     model_type = cfg.pop("model_type")
     for k in ("architectures", "torch_dtype", "quantization_config"):
@@ -102,6 +140,8 @@ def main() -> None:
                     inactive += p.numel() * (e - k) // e
         # LLaMA-Factory's `all`.
         forbidden = {"lm_head"} | set(projector) | set(vision)
+        if model_type == "internlm2":
+            forbidden.add("output")
         names = set()
         for n, mod in model.named_modules():
             if any(f in n for f in forbidden):

@@ -1164,6 +1164,9 @@ fn new_architectures_match_their_model_cards() {
         ("CohereForAI/aya-23-8B", 8.03e9),
         ("ibm-granite/granite-3.0-1b-a400m-instruct", 1.33e9),
         ("ibm-granite/granite-3.1-3b-a800m-instruct", 3.3e9),
+        // InternLM 2.5 (remote code: Llama's shape, wqkv fused): the Hub's 1.89 / 19.9 B.
+        ("internlm/internlm2_5-1_8b", 1.89e9),
+        ("internlm/internlm2_5-20b", 19.86e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
@@ -1175,6 +1178,12 @@ fn new_architectures_match_their_model_cards() {
         );
     }
     let arch = |id: &str| catalog::find_model(id).expect(id).arch().expect("arch");
+    // InternLM 2.5 7B: a parameter report of the loaded weights (7,737,708,544 of which the two
+    // 92544-row tables 758,120,448), exactly; `all` is InternLM2's own module names.
+    let il = arch("internlm/internlm2_5-7b-chat");
+    assert_eq!(il.total_params(), 7_737_708_544);
+    assert_eq!(il.embedding_params() * 2, 758_120_448);
+    assert_eq!(il.all_lora_targets(), ["wqkv", "wo", "w1", "w3", "w2"]);
     // Qwen3.5-9B's safetensors index says 19,306,216,416 bytes of bf16 = 9,653,108,208
     // parameters, with a multi-token-prediction layer transformers does not build: one gated
     // attention layer + MLP (58,720,768 + 150,994,944 + norms) and its 8192 → 4096 fc.

@@ -413,6 +413,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "olmo",
     "cohere",
     "granitemoe",
+    "internlm2",
     "qwen2_5_omni",
     "qwen2_5_omni_thinker",
 ];
@@ -789,6 +790,9 @@ impl ModelArch {
             "starcoder2" => starcoder_bias,
             "glm4" | "glm4_moe" => get_bool(obj, "attention_bias").unwrap_or(true),
             "ernie4_5" | "ernie4_5_moe" => ernie_bias,
+            // InternLM2's remote config: `bias` (default on; the released checkpoints say false)
+            // on wqkv and wo.
+            "internlm2" => get_bool(obj, "bias").unwrap_or(true),
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
         };
         let moe_int = || req_u64(obj, "moe_intermediate_size");
@@ -992,7 +996,7 @@ impl ModelArch {
             },
             // OLMo (1)'s LayerNorms have neither weight nor bias.
             norm_params: mt != "olmo",
-            fused_projections: mt == "phi3",
+            fused_projections: matches!(mt, "phi3" | "internlm2"),
             fused_gate_up: matches!(mt, "phi3" | "glm4"),
             // transformers 5.8: o_proj carries `attention_bias` in these families, `mlp_bias`
             // reaches the MLP in llama, granite and seed_oss.
@@ -1003,7 +1007,7 @@ impl ModelArch {
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
                 "llama" | "qwen3" | "qwen3_moe" | "granite" | "granitemoe" | "olmo" | "olmo2"
                 | "cohere" | "gemma" | "gemma2" | "gemma3_text" | "gemma4_text"
-                | "hunyuan_v1_dense" => qkv_bias,
+                | "hunyuan_v1_dense" | "internlm2" => qkv_bias,
                 _ => false,
             },
             mlp_bias: match mt {
@@ -1225,6 +1229,20 @@ impl ModelArch {
         if let Some(p) = &self.per_layer_input {
             v.push(lin("per_layer_input_gate", h, p.width, false, 1));
             v.push(lin("per_layer_projection", p.width, h, false, 1));
+        }
+        // InternLM2 (remote code) names them after its own modules: attention.wqkv / wo,
+        // feed_forward.w1 (gate) / w3 (up) / w2 (down).
+        if self.model_type == "internlm2" {
+            for l in &mut v {
+                l.name = match l.name {
+                    "qkv_proj" => "wqkv",
+                    "o_proj" => "wo",
+                    "gate_proj" => "w1",
+                    "up_proj" => "w3",
+                    "down_proj" => "w2",
+                    other => other,
+                };
+            }
         }
         v
     }
