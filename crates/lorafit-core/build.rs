@@ -30,21 +30,9 @@ fn minify(json: &str) -> String {
     out
 }
 
-/// Config keys no part of lorafit-core reads.
-const UNREAD_CONFIG_KEYS: [&str; 12] = [
-    "architectures",
-    "torch_dtype",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "transformers_version",
-    "initializer_range",
-    "image_token_id",
-    "video_token_id",
-    "image_token_index",
-    "video_token_index",
-    "audio_token_index",
-];
+// `UNREAD_CONFIG_KEYS`: shared with the crate, whose tests check that leaving them out changes
+// no catalog model's parse.
+include!("src/unread_keys.rs");
 
 fn strip_config(v: &mut serde_json::Value) {
     if let serde_json::Value::Object(m) = v {
@@ -90,6 +78,7 @@ fn for_wasm(name: &str, text: &str) -> String {
 fn main() {
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let wasm = std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "wasm32");
+    println!("cargo::rerun-if-changed=src/unread_keys.rs");
     for name in ["models.json", "gpus.json", "llamafactory_keys.json"] {
         let src = Path::new("data").join(name);
         println!("cargo::rerun-if-changed={}", src.display());

@@ -19,6 +19,8 @@ pub mod memory;
 pub mod plan;
 pub mod settings;
 pub mod throughput;
+#[doc(hidden)]
+pub mod unread_keys;
 pub mod v1;
 pub mod validation;
 

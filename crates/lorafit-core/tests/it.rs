@@ -1067,6 +1067,36 @@ fn every_catalog_block_counts_as_transformers_builds_it() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// The web page's catalog leaves out the config keys lorafit-core never reads (build.rs): every
+/// block parses to the same model without them.
+#[test]
+fn the_config_keys_the_page_leaves_out_are_never_read() {
+    fn strip(v: &mut serde_json::Value) {
+        if let serde_json::Value::Object(m) = v {
+            for k in lorafit_core::unread_keys::UNREAD_CONFIG_KEYS {
+                m.remove(k);
+            }
+            m.values_mut().for_each(strip);
+        }
+    }
+    let mut stripped_any = 0;
+    for m in catalog::models().iter().filter(|m| m.variant_of.is_none()) {
+        let mut c = m.config.clone();
+        strip(&mut c);
+        stripped_any += usize::from(c != m.config);
+        assert_eq!(
+            ModelArch::from_config_value(&c).expect(&m.id),
+            m.arch().expect(&m.id),
+            "{}",
+            m.id
+        );
+    }
+    assert!(
+        stripped_any > 150,
+        "only {stripped_any} blocks had such keys"
+    );
+}
+
 #[test]
 fn new_architectures_match_their_model_cards() {
     // (id, published total, tolerance): DeepSeek-V3 671 B, V2 236 B, V2-Lite 15.7 B; Qwen3-Next
@@ -1184,6 +1214,40 @@ fn new_architectures_match_their_model_cards() {
     assert_eq!(il.total_params(), 7_737_708_544);
     assert_eq!(il.embedding_params() * 2, 758_120_448);
     assert_eq!(il.all_lora_targets(), ["wqkv", "wo", "w1", "w3", "w2"]);
+    // BLOOM's model cards count 559,214,592 / 3,002,557,440 / 7,069,016,064 parameters (biased
+    // LayerNorms, the embedding's own LayerNorm, a tied head); Falcon and BLOOM name their
+    // modules query_key_value / dense / dense_h_to_4h / dense_4h_to_h.
+    for (id, published) in [
+        ("bigscience/bloomz-560m", 559_214_592),
+        ("bigscience/bloom-3b", 3_002_557_440),
+        ("bigscience/bloomz-7b1-mt", 7_069_016_064),
+    ] {
+        assert_eq!(arch(id).total_params(), published, "{id}");
+    }
+    let falcon = arch("tiiuae/falcon-7b-instruct");
+    assert_eq!(
+        falcon.all_lora_targets(),
+        ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    );
+    // The older spellings transformers still maps (`n_embed`, `n_layer`, `n_head`), Falcon
+    // without multi-query (a KV head per head), `ffn_hidden_size`, and what is missing named.
+    let old = ModelArch::from_config_json(
+        r#"{"model_type": "falcon", "n_embed": 64, "n_layer": 2, "n_head": 4,
+            "multi_query": false, "parallel_attn": false, "ffn_hidden_size": 96,
+            "vocab_size": 100}"#,
+    )
+    .expect("falcon");
+    assert_eq!(
+        (old.hidden_size, old.num_layers, old.num_key_value_heads),
+        (64, 2, 4)
+    );
+    assert_eq!((old.intermediate_size, old.norms_per_layer), (96, 2));
+    let e = ModelArch::from_config_json(r#"{"model_type": "bloom", "n_layer": 2, "n_head": 4}"#)
+        .expect_err("no width");
+    assert!(e.to_string().contains("hidden_size"), "{e}");
+    // Falcon-7B's multi-query attention: one KV head; 40B / 180B's new decoder: 8.
+    assert_eq!(falcon.num_key_value_heads, 1);
+    assert_eq!(arch("tiiuae/falcon-180b-chat").num_key_value_heads, 8);
     // Qwen3.5-9B's safetensors index says 19,306,216,416 bytes of bf16 = 9,653,108,208
     // parameters, with a multi-token-prediction layer transformers does not build: one gated
     // attention layer + MLP (58,720,768 + 150,994,944 + norms) and its 8192 → 4096 fc.

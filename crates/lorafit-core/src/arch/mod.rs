@@ -414,6 +414,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "cohere",
     "granitemoe",
     "internlm2",
+    "falcon",
+    "bloom",
     "qwen2_5_omni",
     "qwen2_5_omni_thinker",
 ];
@@ -448,6 +450,50 @@ fn qwen2_audio_text_defaults(top: &Map<String, Value>) -> Option<Value> {
         top.insert("text_config".into(), Value::Object(text));
         Value::Object(top)
     })
+}
+
+/// Falcon's and BLOOM's configs in the names every other model uses: `n_embed` / `n_layer` /
+/// `n_head` (both accept them, as transformers' `attribute_map` does), Falcon's KV heads (a
+/// `new_decoder_architecture` config's `num_kv_heads`, else one with `multi_query` — its default
+/// — else one per head) and MLP width (`ffn_hidden_size`, default 4 × hidden; BLOOM's is 4 ×
+/// hidden), tied heads by default. `None` once the config has them.
+fn falcon_bloom_canonical(top: &Map<String, Value>, falcon: bool) -> Option<Value> {
+    if top.contains_key("intermediate_size") {
+        return None;
+    }
+    let mut c = top.clone();
+    for (canonical, old) in [
+        ("hidden_size", "n_embed"),
+        ("num_hidden_layers", "n_layer"),
+        ("num_attention_heads", "n_head"),
+    ] {
+        if !c.contains_key(canonical)
+            && let Some(v) = top.get(old)
+        {
+            c.insert(canonical.into(), v.clone());
+        }
+    }
+    let h = c.get("hidden_size").and_then(Value::as_u64)?;
+    let heads = c.get("num_attention_heads").and_then(Value::as_u64)?;
+    let flag = |k: &str, default: bool| top.get(k).and_then(Value::as_bool).unwrap_or(default);
+    let (kv, ffn) = if falcon {
+        let kv = if flag("new_decoder_architecture", false) {
+            top.get("num_kv_heads")
+                .and_then(Value::as_u64)
+                .unwrap_or(heads)
+        } else if flag("multi_query", true) {
+            1
+        } else {
+            heads
+        };
+        let ffn = top.get("ffn_hidden_size").and_then(Value::as_u64);
+        (kv, ffn.unwrap_or(4 * h))
+    } else {
+        (heads, 4 * h)
+    };
+    c.insert("num_key_value_heads".into(), Value::from(kv));
+    c.insert("intermediate_size".into(), Value::from(ffn));
+    Some(Value::Object(c))
 }
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -678,6 +724,11 @@ impl ModelArch {
         {
             return Self::from_config_value(&filled);
         }
+        if matches!(top_type, "falcon" | "bloom")
+            && let Some(canonical) = falcon_bloom_canonical(top, top_type == "falcon")
+        {
+            return Self::from_config_value(&canonical);
+        }
         // Qwen2.5-Omni: LLaMA-Factory trains the thinker (`model.thinker`); the talker and the
         // vocoder are dropped after loading.
         if top_type == "qwen2_5_omni" {
@@ -778,8 +829,21 @@ impl ModelArch {
             .or_else(|| get_bool(top, "tie_word_embeddings"))
             .unwrap_or(matches!(
                 mt,
-                "gemma" | "gemma2" | "gemma3_text" | "gemma4_text" | "starcoder2" | "cohere"
+                "gemma"
+                    | "gemma2"
+                    | "gemma3_text"
+                    | "gemma4_text"
+                    | "starcoder2"
+                    | "cohere"
+                    | "falcon"
+                    | "bloom"
             ));
+        // Falcon's `bias` (off in the released models) on every projection; BLOOM's are all biased.
+        let falcon_bias = match mt {
+            "bloom" => true,
+            "falcon" => get_bool(obj, "bias").unwrap_or(false),
+            _ => false,
+        };
         // ERNIE 4.5's `use_bias` puts a bias on every attention and MLP projection.
         let ernie_bias = get_bool(obj, "use_bias").unwrap_or(false);
         // StarCoder 2's `use_bias` (default on) puts a bias on every projection.
@@ -793,6 +857,7 @@ impl ModelArch {
             // InternLM2's remote config: `bias` (default on; the released checkpoints say false)
             // on wqkv and wo.
             "internlm2" => get_bool(obj, "bias").unwrap_or(true),
+            "falcon" | "bloom" => falcon_bias,
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
         };
         let moe_int = || req_u64(obj, "moe_intermediate_size");
@@ -992,11 +1057,21 @@ impl ModelArch {
                 "gemma2" | "gemma3_text" | "gemma4_text" | "glm4" => 4,
                 // Cohere runs attention and the MLP in parallel after one LayerNorm.
                 "cohere" => 1,
+                // Falcon's parallel blocks: one LayerNorm (7B; 11B's `num_ln_in_parallel_attn`),
+                // or ln_attn + ln_mlp (the new decoder architecture: 40B, 180B).
+                "falcon" if get_bool(obj, "parallel_attn").unwrap_or(true) => {
+                    let new = get_bool(obj, "new_decoder_architecture").unwrap_or(false);
+                    match get_u64(obj, "num_ln_in_parallel_attn")? {
+                        Some(2) => 2,
+                        None if new => 2,
+                        _ => 1,
+                    }
+                }
                 _ => 2,
             },
             // OLMo (1)'s LayerNorms have neither weight nor bias.
             norm_params: mt != "olmo",
-            fused_projections: matches!(mt, "phi3" | "internlm2"),
+            fused_projections: matches!(mt, "phi3" | "internlm2" | "falcon" | "bloom"),
             fused_gate_up: matches!(mt, "phi3" | "glm4"),
             // transformers 5.8: o_proj carries `attention_bias` in these families, `mlp_bias`
             // reaches the MLP in llama, granite and seed_oss.
@@ -1008,16 +1083,18 @@ impl ModelArch {
                 "llama" | "qwen3" | "qwen3_moe" | "granite" | "granitemoe" | "olmo" | "olmo2"
                 | "cohere" | "gemma" | "gemma2" | "gemma3_text" | "gemma4_text"
                 | "hunyuan_v1_dense" | "internlm2" => qkv_bias,
+                "falcon" | "bloom" => falcon_bias,
                 _ => false,
             },
             mlp_bias: match mt {
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
                 "llama" | "granite" | "seed_oss" => get_bool(obj, "mlp_bias").unwrap_or(false),
                 "starcoder2" => starcoder_bias,
+                "falcon" | "bloom" => falcon_bias,
                 _ => false,
             },
-            gated_mlp: mt != "starcoder2",
-            norm_bias: mt == "starcoder2",
+            gated_mlp: !matches!(mt, "starcoder2" | "falcon" | "bloom"),
+            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom"),
             attention_sinks: mt == "gpt_oss",
             attn_output_gate: matches!(mt, "qwen3_next" | "qwen3_5" | "qwen3_5_moe"),
             model_type,
@@ -1161,8 +1238,8 @@ impl ModelArch {
                 v
             }
             _ if self.fused_projections => vec![
-                lin("qkv_proj", h, q + 2 * kv, false, 1),
-                lin("o_proj", q, h, false, 1),
+                lin("qkv_proj", h, q + 2 * kv, self.qkv_bias, 1),
+                lin("o_proj", q, h, self.o_bias, 1),
             ],
             // A KV-shared layer (Gemma 4 E2B / E4B) projects only queries and the output.
             _ if kind.kv_shared => vec![
@@ -1230,18 +1307,28 @@ impl ModelArch {
             v.push(lin("per_layer_input_gate", h, p.width, false, 1));
             v.push(lin("per_layer_projection", p.width, h, false, 1));
         }
-        // InternLM2 (remote code) names them after its own modules: attention.wqkv / wo,
-        // feed_forward.w1 (gate) / w3 (up) / w2 (down).
-        if self.model_type == "internlm2" {
-            for l in &mut v {
-                l.name = match l.name {
-                    "qkv_proj" => "wqkv",
-                    "o_proj" => "wo",
-                    "gate_proj" => "w1",
-                    "up_proj" => "w3",
-                    "down_proj" => "w2",
-                    other => other,
-                };
+        // Families that name the modules their own way: InternLM2 (remote code) attention.wqkv /
+        // wo, feed_forward.w1 (gate) / w3 (up) / w2 (down); Falcon and BLOOM
+        // self_attention.query_key_value / dense, mlp.dense_h_to_4h / dense_4h_to_h.
+        let rename: &[(&str, &'static str)] = match self.model_type.as_str() {
+            "internlm2" => &[
+                ("qkv_proj", "wqkv"),
+                ("o_proj", "wo"),
+                ("gate_proj", "w1"),
+                ("up_proj", "w3"),
+                ("down_proj", "w2"),
+            ],
+            "falcon" | "bloom" => &[
+                ("qkv_proj", "query_key_value"),
+                ("o_proj", "dense"),
+                ("c_fc", "dense_h_to_4h"),
+                ("c_proj", "dense_4h_to_h"),
+            ],
+            _ => &[],
+        };
+        for l in &mut v {
+            if let Some((_, new)) = rename.iter().find(|(old, _)| *old == l.name) {
+                l.name = new;
             }
         }
         v
@@ -1455,6 +1542,8 @@ impl ModelArch {
             + self.embedding_params()
             + self.lm_head_params()
             + self.norm_width()
+            // BLOOM's word_embeddings_layernorm.
+            + if self.model_type == "bloom" { self.norm_width() } else { 0 }
             + self.vision.as_ref().map_or(0, |v| v.wrapper_params)
     }
 
