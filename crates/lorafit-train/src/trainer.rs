@@ -182,6 +182,8 @@ fn fingerprint(args: &TrainArgs, num_examples: usize, total: u64) -> Value {
         "train_on_prompt": args.data.masking.train_on_prompt,
         "mask_history": args.data.masking.mask_history,
         "dpo": args.dpo.is_some(),
+        // The two attention paths sum in different orders (`attention_kernel`).
+        "attention_kernel_cube": args.cube_attention,
     })
 }
 

@@ -492,7 +492,13 @@ fn check_resume(name: &str, total_steps: u64) {
     let mut state: Value =
         serde_json::from_str(&std::fs::read_to_string(&old).expect("state")).expect("json");
     let fp = state["fingerprint"].as_object_mut().expect("fingerprint");
-    for k in ["packing", "neat_packing", "train_on_prompt", "mask_history"] {
+    for k in [
+        "packing",
+        "neat_packing",
+        "train_on_prompt",
+        "mask_history",
+        "attention_kernel_cube",
+    ] {
         assert!(fp.remove(k).is_some(), "{k} in the fingerprint");
     }
     std::fs::write(&old, serde_json::to_string(&state).expect("json")).expect("write");
@@ -512,6 +518,13 @@ fn check_resume(name: &str, total_steps: u64) {
         err.to_string().contains("per_device_train_batch_size"),
         "{err}"
     );
+    // So is one from the other attention path (its sums differ in the last bits).
+    let mut args5 = args.clone();
+    args5.resume = lorafit_train::config::Resume::Dir(dir.join("checkpoint-5"));
+    args5.cube_attention = true;
+    let err = Trainer::new(args5, &model, data::load_dataset(&args).expect("data"))
+        .expect_err("other attention path");
+    assert!(err.to_string().contains("attention_kernel"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&full_dir);
 }
