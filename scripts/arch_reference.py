@@ -90,9 +90,49 @@ def internlm2(config: dict):
     return model, "internlm2"
 
 
+def chatglm(config: dict):
+    """ChatGLM3 / GLM-4-9B are remote code (modeling_chatglm.py on the Hub): per layer RMSNorms,
+    self_attention.query_key_value (q / k / v fused, `add_qkv_bias`) and dense, mlp.dense_h_to_4h
+    (gate and up fused, 2 x ffn_hidden_size wide) and dense_4h_to_h, no bias on either
+    (`add_bias_linear`); a final norm, the embedding and an untied `output_layer` (forbidden to
+    LLaMA-Factory's find_all_linear_modules for chatglm). Built as transformers' Llama of that shape
+    with ChatGLM's modules swapped in."""
+    kv = config["multi_query_group_num"] if config.get("multi_query_attention") else config["num_attention_heads"]
+    hd, ffn = config["kv_channels"], config["ffn_hidden_size"]
+    qkv_bias, bias = config.get("add_qkv_bias", False), config.get("add_bias_linear", False)
+    conf = transformers.LlamaConfig(
+        hidden_size=config["hidden_size"],
+        intermediate_size=ffn,
+        num_hidden_layers=config["num_layers"],
+        num_attention_heads=config["num_attention_heads"],
+        num_key_value_heads=kv,
+        head_dim=hd,
+        vocab_size=config["padded_vocab_size"],
+        tie_word_embeddings=False,
+    )
+    nn = torch.nn
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(conf)
+        h, q = conf.hidden_size, conf.num_attention_heads * hd
+        for layer in model.model.layers:
+            attn = nn.Module()
+            attn.query_key_value = nn.Linear(h, q + 2 * kv * hd, bias=qkv_bias)
+            attn.dense = nn.Linear(q, h, bias=bias)
+            mlp = nn.Module()
+            mlp.dense_h_to_4h = nn.Linear(h, 2 * ffn, bias=bias)
+            mlp.dense_4h_to_h = nn.Linear(ffn, h, bias=bias)
+            del layer.self_attn, layer.mlp
+            layer.self_attention, layer.mlp = attn, mlp
+        model.output_layer = model.lm_head
+        del model.lm_head
+    return model, "chatglm"
+
+
 def build(config: dict):
     if config["model_type"] == "internlm2":
         return internlm2(config)
+    if config["model_type"] == "chatglm":
+        return chatglm(config)
     cfg = dict(config)
     model_type = cfg.pop("model_type")
     for k in ("architectures", "torch_dtype", "quantization_config"):
@@ -142,6 +182,8 @@ def main() -> None:
         forbidden = {"lm_head"} | set(projector) | set(vision)
         if model_type == "internlm2":
             forbidden.add("output")
+        if model_type == "chatglm":
+            forbidden.add("output_layer")
         names = set()
         for n, mod in model.named_modules():
             if any(f in n for f in forbidden):

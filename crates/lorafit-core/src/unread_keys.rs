@@ -1,7 +1,7 @@
 /// config.json keys no part of lorafit-core reads: the web page's copy of the catalog leaves
 /// them out (build.rs; native builds keep them, since `lorafit random-model` writes them).
 /// `tests/it.rs` parses every catalog block with and without them and requires the same result.
-pub const UNREAD_CONFIG_KEYS: [&str; 33] = [
+pub const UNREAD_CONFIG_KEYS: [&str; 36] = [
     "architectures",
     "torch_dtype",
     "bos_token_id",
@@ -35,4 +35,7 @@ pub const UNREAD_CONFIG_KEYS: [&str; 33] = [
     "vision_use_head",
     "boi_token_id",
     "eoi_token_id",
+    "rope_ratio",
+    "original_rope",
+    "post_layer_norm",
 ];

@@ -1197,6 +1197,11 @@ fn new_architectures_match_their_model_cards() {
         // InternLM 2.5 (remote code: Llama's shape, wqkv fused): the Hub's 1.89 / 19.9 B.
         ("internlm/internlm2_5-1_8b", 1.89e9),
         ("internlm/internlm2_5-20b", 19.86e9),
+        // ChatGLM (remote code): the Hub's 6.24 B (ChatGLM3-6B), 9.4 B (GLM-4-9B-Chat) and
+        // 9.48 B (GLM-4-9B-Chat-1M, four KV groups).
+        ("zai-org/chatglm3-6b", 6.24e9),
+        ("zai-org/glm-4-9b-chat", 9.40e9),
+        ("zai-org/glm-4-9b-chat-1m", 9.48e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
@@ -1245,6 +1250,38 @@ fn new_architectures_match_their_model_cards() {
     let e = ModelArch::from_config_json(r#"{"model_type": "bloom", "n_layer": 2, "n_head": 4}"#)
         .expect_err("no width");
     assert!(e.to_string().contains("hidden_size"), "{e}");
+    // ChatGLM's own spellings (`num_layers`, `ffn_hidden_size`, `padded_vocab_size`,
+    // `kv_channels`, `multi_query_group_num` only under `multi_query_attention`) and module
+    // names (gate and up fused in dense_h_to_4h; `output_layer` is never a target).
+    let glm = arch("zai-org/glm-4-9b");
+    assert_eq!(
+        (
+            glm.num_layers,
+            glm.intermediate_size,
+            glm.vocab_size,
+            glm.head_dim
+        ),
+        (40, 13696, 151552, 128)
+    );
+    assert_eq!(glm.num_key_value_heads, 2);
+    assert_eq!(
+        glm.all_lora_targets(),
+        ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    );
+    let mha = ModelArch::from_config_json(
+        r#"{"model_type": "chatglm", "hidden_size": 64, "num_layers": 2,
+            "num_attention_heads": 4, "multi_query_group_num": 2, "kv_channels": 16,
+            "ffn_hidden_size": 96, "padded_vocab_size": 100}"#,
+    )
+    .expect("chatglm without multi-query");
+    assert_eq!((mha.num_key_value_heads, mha.qkv_bias), (4, false));
+    let e = ModelArch::from_config_json(
+        r#"{"model_type": "chatglm", "hidden_size": 64, "num_layers": 2,
+            "num_attention_heads": 4, "multi_query_attention": true, "kv_channels": 16,
+            "ffn_hidden_size": 96, "padded_vocab_size": 100}"#,
+    )
+    .expect_err("no group count");
+    assert!(e.to_string().contains("multi_query_group_num"), "{e}");
     // Falcon-7B's multi-query attention: one KV head; 40B / 180B's new decoder: 8.
     assert_eq!(falcon.num_key_value_heads, 1);
     assert_eq!(arch("tiiuae/falcon-180b-chat").num_key_value_heads, 8);

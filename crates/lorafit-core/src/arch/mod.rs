@@ -416,6 +416,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "internlm2",
     "falcon",
     "bloom",
+    "chatglm",
     "qwen2_5_omni",
     "qwen2_5_omni_thinker",
 ];
@@ -494,6 +495,42 @@ fn falcon_bloom_canonical(top: &Map<String, Value>, falcon: bool) -> Option<Valu
     c.insert("num_key_value_heads".into(), Value::from(kv));
     c.insert("intermediate_size".into(), Value::from(ffn));
     Some(Value::Object(c))
+}
+
+/// ChatGLM's remote config (ChatGLM3, GLM-4-9B) in the names every other model uses:
+/// `num_layers`, `ffn_hidden_size`, `padded_vocab_size`, `kv_channels` (the head width), KV
+/// heads from `multi_query_group_num` when `multi_query_attention` is on (else one per head),
+/// `seq_length` as the longest position; `add_qkv_bias` and `add_bias_linear` as the biases
+/// (both off by the config class's defaults). `None` once the config has them.
+fn chatglm_canonical(top: &Map<String, Value>) -> Result<Option<Value>, Error> {
+    if top.contains_key("intermediate_size") {
+        return Ok(None);
+    }
+    let mut c = top.clone();
+    for (canonical, old) in [
+        ("num_hidden_layers", "num_layers"),
+        ("intermediate_size", "ffn_hidden_size"),
+        ("vocab_size", "padded_vocab_size"),
+        ("head_dim", "kv_channels"),
+        ("max_position_embeddings", "seq_length"),
+    ] {
+        if let Some(v) = top.get(old) {
+            c.insert(canonical.into(), v.clone());
+        }
+    }
+    let flag = |k: &str| top.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if flag("multi_query_attention") {
+        let groups = get_u64(top, "multi_query_group_num")?.ok_or_else(|| {
+            Error::ModelConfig(
+                "chatglm: `multi_query_attention` is on but `multi_query_group_num` is missing"
+                    .into(),
+            )
+        })?;
+        c.insert("num_key_value_heads".into(), Value::from(groups));
+    }
+    c.insert("attention_bias".into(), Value::from(flag("add_qkv_bias")));
+    c.insert("mlp_bias".into(), Value::from(flag("add_bias_linear")));
+    Ok(Some(Value::Object(c)))
 }
 
 /// The language model's type under a wrapper's text type (`qwen2_5_vl_text` → `qwen2`).
@@ -726,6 +763,11 @@ impl ModelArch {
         }
         if matches!(top_type, "falcon" | "bloom")
             && let Some(canonical) = falcon_bloom_canonical(top, top_type == "falcon")
+        {
+            return Self::from_config_value(&canonical);
+        }
+        if top_type == "chatglm"
+            && let Some(canonical) = chatglm_canonical(top)?
         {
             return Self::from_config_value(&canonical);
         }
@@ -1071,8 +1113,8 @@ impl ModelArch {
             },
             // OLMo (1)'s LayerNorms have neither weight nor bias.
             norm_params: mt != "olmo",
-            fused_projections: matches!(mt, "phi3" | "internlm2" | "falcon" | "bloom"),
-            fused_gate_up: matches!(mt, "phi3" | "glm4"),
+            fused_projections: matches!(mt, "phi3" | "internlm2" | "falcon" | "bloom" | "chatglm"),
+            fused_gate_up: matches!(mt, "phi3" | "glm4" | "chatglm"),
             // transformers 5.8: o_proj carries `attention_bias` in these families, `mlp_bias`
             // reaches the MLP in llama, granite and seed_oss.
             o_bias: match mt {
@@ -1084,17 +1126,23 @@ impl ModelArch {
                 | "cohere" | "gemma" | "gemma2" | "gemma3_text" | "gemma4_text"
                 | "hunyuan_v1_dense" | "internlm2" => qkv_bias,
                 "falcon" | "bloom" => falcon_bias,
+                // ChatGLM's `add_bias_linear` (read as `mlp_bias`) is on `dense` too.
+                "chatglm" => get_bool(obj, "mlp_bias").unwrap_or(false),
                 _ => false,
             },
             mlp_bias: match mt {
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
-                "llama" | "granite" | "seed_oss" => get_bool(obj, "mlp_bias").unwrap_or(false),
+                "llama" | "granite" | "seed_oss" | "chatglm" => {
+                    get_bool(obj, "mlp_bias").unwrap_or(false)
+                }
                 "starcoder2" => starcoder_bias,
                 "falcon" | "bloom" => falcon_bias,
                 _ => false,
             },
             gated_mlp: !matches!(mt, "starcoder2" | "falcon" | "bloom"),
-            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom"),
+            // ChatGLM's LayerNorms (`rmsnorm: false`, no released model) have a bias.
+            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom")
+                || (mt == "chatglm" && get_bool(obj, "rmsnorm") == Some(false)),
             attention_sinks: mt == "gpt_oss",
             attn_output_gate: matches!(mt, "qwen3_next" | "qwen3_5" | "qwen3_5_moe"),
             model_type,
@@ -1308,7 +1356,7 @@ impl ModelArch {
             v.push(lin("per_layer_projection", p.width, h, false, 1));
         }
         // Families that name the modules their own way: InternLM2 (remote code) attention.wqkv /
-        // wo, feed_forward.w1 (gate) / w3 (up) / w2 (down); Falcon and BLOOM
+        // wo, feed_forward.w1 (gate) / w3 (up) / w2 (down); Falcon, BLOOM and ChatGLM
         // self_attention.query_key_value / dense, mlp.dense_h_to_4h / dense_4h_to_h.
         let rename: &[(&str, &'static str)] = match self.model_type.as_str() {
             "internlm2" => &[
@@ -1323,6 +1371,13 @@ impl ModelArch {
                 ("o_proj", "dense"),
                 ("c_fc", "dense_h_to_4h"),
                 ("c_proj", "dense_4h_to_h"),
+            ],
+            // ChatGLM (remote code): the same names, the gated MLP's gate and up fused.
+            "chatglm" => &[
+                ("qkv_proj", "query_key_value"),
+                ("o_proj", "dense"),
+                ("gate_up_proj", "dense_h_to_4h"),
+                ("down_proj", "dense_4h_to_h"),
             ],
             _ => &[],
         };
