@@ -20,6 +20,11 @@ use crate::arch::{LayerKind, Linear, Mixer, ModelArch};
 use crate::error::Error;
 use crate::plan::{Attention, Method, Optimizer, Plan, Precision, QuantMethod, Stage};
 
+/// DeepSpeed's `zero_optimization.sub_group_size` default, which LLaMA-Factory's ZeRO-3 configs
+/// also set (1e9 elements): the ZeRO-3 optimizer steps on one sub-group's fp32 gradients at a time.
+/// Not read from a user's JSON.
+pub const DS_SUB_GROUP_SIZE: f64 = 1e9;
+
 /// Bytes per token per layer of saved activations, in units of the hidden size (bf16 compute).
 /// Calibrated on the no-checkpointing LoRA points.
 pub const ACT_PER_HIDDEN: f64 = 26.0;
@@ -1064,7 +1069,18 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
         states = states - full_state * covered + projected;
     }
     let mut opt_temp = if ds {
-        0.0
+        // DeepSpeed's ZeRO optimizers step on an fp32 copy of the rank's gradient partition,
+        // converted from a flattened 16-bit copy (both alive while it converts): stage 1 / 2 a
+        // param group's partition at a time (stage_1_and_2.py `step`; the decay group holds
+        // nearly every weight), stage 3 one sub-group of at most `sub_group_size` elements
+        // (stage3.py `_prepare_fp32_grad_for_sub_group`). Stage 0 keeps the bf16 optimizer's
+        // own buffers, and an offloaded optimizer steps on the host (both below).
+        let part = opt_params / n_gpu;
+        match stage {
+            1 | 2 => (tb + 4.0) * part * n_gpu,
+            3 => (tb + 4.0) * part.min(DS_SUB_GROUP_SIZE) * n_gpu,
+            _ => 0.0,
+        }
     } else {
         match plan.optimizer {
             // torch's foreach AdamW: one more full-precision tensor per parameter it updates
