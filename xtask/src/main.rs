@@ -381,13 +381,56 @@ fn published_report() -> Result<String> {
     Ok(out)
 }
 
+fn published_vl_report() -> Result<String> {
+    use lorafit_core::validation;
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\n## Published vision-language peaks (not used for fitting; the test `published_vision_language_peaks_within_25_percent` asserts ≤ 25 %)\n"
+    )?;
+    writeln!(
+        out,
+        "ms-swift's example scripts print torch's `max_memory_reserved` per GPU (its `memory(GiB)` log field,"
+    )?;
+    writeln!(
+        out,
+        "`get_max_reserved_memory`); here each is in LLaMA-Factory's keys against lorafit's torch-reserved figure."
+    )?;
+    writeln!(
+        out,
+        "The scripts do not give sample lengths or image sizes: the `assumed` column says what was taken.\n"
+    )?;
+    writeln!(
+        out,
+        "| id | GPUs | published (GiB) | lorafit (GiB) | error | assumed | source |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    let points = validation::parse_published(validation::PUBLISHED_VL)?;
+    for p in &points {
+        let ours = p.estimate_reserved()? as f64 / (1u64 << 30) as f64;
+        writeln!(
+            out,
+            "| {} | {} | {} | {ours:.2} | {} | {} | {} |",
+            p.id,
+            p.gpus,
+            p.reserved_gib,
+            pct(p.error()?),
+            p.assumed,
+            p.source
+        )?;
+    }
+    Ok(out)
+}
+
 /// docs/validation.md: the generated comparison and published points, then the hand-written
 /// notes kept in docs/validation-notes.md (regenerating never drops them).
 fn validation_markdown() -> Result<String> {
     Ok(format!(
-        "{}{}\n{}",
+        "{}{}{}\n{}",
         validation_report()?,
         published_report()?,
+        published_vl_report()?,
         include_str!("../../docs/validation-notes.md")
     ))
 }

@@ -128,3 +128,55 @@ pub fn median_max(errors: impl IntoIterator<Item = f64>) -> (f64, f64) {
 
 /// The H100 points bundled with the crate.
 pub const MEASURED_H100: &str = include_str!("../data/validation/measured_h100.jsonl");
+
+/// Published per-GPU peaks of vision-language fine-tunes (ms-swift's examples): torch's
+/// `max_memory_reserved` in GiB as the source prints it, with the source's settings in
+/// LLaMA-Factory's keys and what had to be assumed about the data.
+pub const PUBLISHED_VL: &str = include_str!("../data/validation/published_vl.jsonl");
+
+/// One published peak.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishedPeak {
+    pub id: String,
+    pub source: String,
+    /// What the source does not say and the comparison assumes (sample lengths, image sizes).
+    pub assumed: String,
+    pub gpus: u64,
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// torch.cuda.max_memory_reserved() per GPU, GiB.
+    pub reserved_gib: f64,
+}
+
+impl PublishedPeak {
+    /// lorafit's torch-reserved peak per GPU (bytes) for the point's settings.
+    pub fn estimate_reserved(&self) -> Result<u64, Error> {
+        let mut s = Settings::default();
+        for (k, v) in &self.config {
+            if let Some(val) = json_to_val(v) {
+                s.set(k, val)?;
+            }
+        }
+        let plan = s.plan()?;
+        let (arch, source) = estimate::resolve_model(&plan, None)?;
+        Ok(estimate::estimate(&arch, source, &plan)?.torch_reserved_bytes)
+    }
+
+    /// estimate / published − 1.
+    pub fn error(&self) -> Result<f64, Error> {
+        Ok(self.estimate_reserved()? as f64 / (self.reserved_gib * GIB) - 1.0)
+    }
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Parse [`PUBLISHED_VL`]-shaped JSONL.
+pub fn parse_published(text: &str) -> Result<Vec<PublishedPeak>, Error> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::Syntax(format!("published line {}: {e}", n + 1)))
+        })
+        .collect()
+}

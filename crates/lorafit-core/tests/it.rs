@@ -758,6 +758,25 @@ fn published_longest_context_points_within_25_percent() {
 }
 
 #[test]
+fn published_vision_language_peaks_within_25_percent() {
+    // ms-swift's examples print torch's reserved peak per GPU; none was used for fitting. The
+    // sample lengths and image sizes they do not state are assumed (each point says what).
+    let points = validation::parse_published(validation::PUBLISHED_VL).expect("jsonl");
+    assert_eq!(points.len(), 4);
+    for p in &points {
+        let err = p.error().expect("estimate");
+        assert!(
+            err.abs() <= 0.25,
+            "{}: lorafit {:.2} GiB vs published {} GiB ({:+.1} %)",
+            p.id,
+            p.estimate_reserved().expect("estimate") as f64 / (1u64 << 30) as f64,
+            p.reserved_gib,
+            err * 100.0
+        );
+    }
+}
+
+#[test]
 fn every_llamafactory_key_is_accepted_with_a_value_of_its_type() {
     use lorafit_core::keys;
     assert!(keys::all().len() > 350, "{}", keys::all().len());
