@@ -128,9 +128,21 @@ def chatglm(config: dict):
     return model, "chatglm"
 
 
+def internlm3(config: dict):
+    """InternLM3 is remote code (modeling_internlm3.py on the Hub): Llama's modules and names, with
+    `qkv_bias` on q / k / v and o_proj and `bias` on the MLP — transformers' Llama with
+    `attention_bias` / `mlp_bias`."""
+    cfg = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "torch_dtype", "qkv_bias", "bias")}
+    conf = transformers.LlamaConfig(**cfg, attention_bias=config.get("qkv_bias", False), mlp_bias=config.get("bias", False))
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(conf), "internlm3"
+
+
 def build(config: dict):
     if config["model_type"] == "internlm2":
         return internlm2(config)
+    if config["model_type"] == "internlm3":
+        return internlm3(config)
     if config["model_type"] == "chatglm":
         return chatglm(config)
     cfg = dict(config)

@@ -1221,6 +1221,10 @@ fn new_architectures_match_their_model_cards() {
         ("zai-org/chatglm3-6b", 6.24e9),
         ("zai-org/glm-4-9b-chat", 9.40e9),
         ("zai-org/glm-4-9b-chat-1m", 9.48e9),
+        // Phi-3.5-MoE 41.9 B (6.6 B active, below; LayerNorms with biases, biased attention
+        // and head); InternLM3 8B (remote code, Llama's modules) 8.8 B.
+        ("microsoft/Phi-3.5-MoE-instruct", 41.9e9),
+        ("internlm/internlm3-8b-instruct", 8.80e9),
     ] {
         let a = catalog::find_model(id).expect(id).arch().expect("arch");
         let err = a.total_params() as f64 / published - 1.0;
@@ -1327,6 +1331,12 @@ fn new_architectures_match_their_model_cards() {
     assert!((lm_active / 22e9 - 1.0).abs() < 0.02, "{lm_active}");
     let x22 = arch("mistralai/Mixtral-8x22B-Instruct-v0.1");
     assert!((x22.active_params() as f64 / 39e9 - 1.0).abs() < 0.01);
+    let phimoe = arch("microsoft/Phi-3.5-MoE-instruct");
+    assert!((phimoe.active_params() as f64 / 6.6e9 - 1.0).abs() < 0.01);
+    assert_eq!(
+        phimoe.all_lora_targets(),
+        ["q_proj", "k_proj", "v_proj", "o_proj"]
+    );
     let q57 = arch("Qwen/Qwen2-57B-A14B");
     assert!((q57.active_params() as f64 / 14e9 - 1.0).abs() < 0.02);
     // Pixtral's 400 M vision encoder (the tower without LLaVA's projector).

@@ -225,6 +225,8 @@ pub struct ModelArch {
     pub norm_params: bool,
     /// Attention sinks: one learned logit per head and layer (gpt-oss).
     pub attention_sinks: bool,
+    /// A bias on the output head (Phi-3.5-MoE's `lm_head_bias`).
+    pub lm_head_bias: bool,
     /// `q_proj` also produces a sigmoid output gate (qwen3_next, qwen3_5): twice as wide.
     pub attn_output_gate: bool,
     pub moe: Option<Moe>,
@@ -417,6 +419,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "falcon",
     "bloom",
     "chatglm",
+    "phimoe",
     "qwen2_5_omni",
     "qwen2_5_omni_thinker",
 ];
@@ -538,8 +541,10 @@ fn normalise_text_type(t: &str) -> &str {
     match t {
         "gemma3" => "gemma3_text",
         "gemma4" => "gemma4_text",
-        // Ministral 3's text model is Mistral's (YaRN rope in `rope_parameters`).
+        // Ministral 3's text model is Mistral's (YaRN rope in `rope_parameters`); InternLM3
+        // (remote code) is Llama's, its biases read below.
         "ministral3" => "mistral",
+        "internlm3" => "llama",
         "qwen2_vl_text"
         | "qwen2_5_vl_text"
         | "qwen2_vl"
@@ -771,6 +776,15 @@ impl ModelArch {
         {
             return Self::from_config_value(&canonical);
         }
+        // InternLM3's remote code: `qkv_bias` on q / k / v and o_proj, `bias` on the MLP —
+        // Llama's `attention_bias` and `mlp_bias`.
+        if top_type == "internlm3" && !top.contains_key("attention_bias") {
+            let mut c = top.clone();
+            let flag = |k: &str| top.get(k).and_then(Value::as_bool).unwrap_or(false);
+            c.insert("attention_bias".into(), Value::from(flag("qkv_bias")));
+            c.insert("mlp_bias".into(), Value::from(flag("bias")));
+            return Self::from_config_value(&Value::Object(c));
+        }
         // Qwen2.5-Omni: LLaMA-Factory trains the thinker (`model.thinker`); the talker and the
         // vocoder are dropped after loading.
         if top_type == "qwen2_5_omni" {
@@ -914,7 +928,9 @@ impl ModelArch {
             router_bias: false,
         };
         let moe = match mt {
-            "mixtral" => Some(plain(
+            // Phi-3.5-MoE: Mixtral's layout; its router (`mlp.router`, an `nn.Linear` subclass
+            // LLaMA-Factory's name test does not see) has no bias.
+            "mixtral" | "phimoe" => Some(plain(
                 experts("num_local_experts")?,
                 experts("num_experts_per_tok")?,
                 intermediate_size,
@@ -1124,7 +1140,7 @@ impl ModelArch {
                 "ernie4_5" | "ernie4_5_moe" => ernie_bias,
                 "llama" | "qwen3" | "qwen3_moe" | "granite" | "granitemoe" | "olmo" | "olmo2"
                 | "cohere" | "gemma" | "gemma2" | "gemma3_text" | "gemma4_text"
-                | "hunyuan_v1_dense" | "internlm2" => qkv_bias,
+                | "hunyuan_v1_dense" | "internlm2" | "phimoe" => qkv_bias,
                 "falcon" | "bloom" => falcon_bias,
                 // ChatGLM's `add_bias_linear` (read as `mlp_bias`) is on `dense` too.
                 "chatglm" => get_bool(obj, "mlp_bias").unwrap_or(false),
@@ -1141,9 +1157,10 @@ impl ModelArch {
             },
             gated_mlp: !matches!(mt, "starcoder2" | "falcon" | "bloom"),
             // ChatGLM's LayerNorms (`rmsnorm: false`, no released model) have a bias.
-            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom")
+            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom" | "phimoe")
                 || (mt == "chatglm" && get_bool(obj, "rmsnorm") == Some(false)),
             attention_sinks: mt == "gpt_oss",
+            lm_head_bias: mt == "phimoe" && get_bool(obj, "lm_head_bias").unwrap_or(false),
             attn_output_gate: matches!(mt, "qwen3_next" | "qwen3_5" | "qwen3_5_moe"),
             model_type,
             hidden_size,
@@ -1324,7 +1341,7 @@ impl ModelArch {
             Some(m) if kind.moe => {
                 let (e, i) = (m.num_experts, m.expert_intermediate_size);
                 let router = match self.model_type.as_str() {
-                    "gpt_oss" | "llama4" => "router",
+                    "gpt_oss" | "llama4" | "phimoe" => "router",
                     "gemma4_text" => "proj",
                     "granitemoe" => "layer",
                     _ => "gate",
@@ -1599,6 +1616,7 @@ impl ModelArch {
             + self.norm_width()
             // BLOOM's word_embeddings_layernorm.
             + if self.model_type == "bloom" { self.norm_width() } else { 0 }
+            + if self.lm_head_bias { self.vocab_size } else { 0 }
             + self.vision.as_ref().map_or(0, |v| v.wrapper_params)
     }
 
@@ -1707,6 +1725,7 @@ impl ModelArch {
             norm_bias: false,
             norm_params: true,
             attention_sinks: false,
+            lm_head_bias: false,
             attn_output_gate: false,
             moe: None,
             mla: None,
