@@ -165,14 +165,28 @@ fn target_modules(
     key: &str,
 ) -> Result<Vec<crate::arch::Linear>, Error> {
     let all = arch.layer_linears();
+    let conv1d = arch.conv1d_projections();
     if targets.iter().any(|t| t == "all") {
+        if conv1d {
+            // LLaMA-Factory's find_all_linear_modules returns nothing and PEFT refuses an empty
+            // target list.
+            return Err(Error::bad(
+                key,
+                "all",
+                format!(
+                    "module names: `{}`'s projections are Conv1D layers, which `all` does not find; name them: {}",
+                    arch.model_type,
+                    conv1d_names(&all).join(", ")
+                ),
+            ));
+        }
         return Ok(all.into_iter().filter(|l| l.targetable).collect());
     }
     let mut out = Vec::new();
     for t in targets {
         let hits: Vec<Linear> = all
             .iter()
-            .filter(|l| l.targetable && l.name == t.as_str())
+            .filter(|l| (l.targetable || conv1d) && l.name == t.as_str())
             .cloned()
             .collect();
         match hits.is_empty() {
@@ -183,13 +197,29 @@ fn target_modules(
                     t,
                     format!(
                         "`all` or module names of this model: {}",
-                        arch.all_lora_targets().join(", ")
+                        if conv1d {
+                            conv1d_names(&all)
+                        } else {
+                            arch.all_lora_targets()
+                        }
+                        .join(", ")
                     ),
                 ));
             }
         }
     }
     Ok(out)
+}
+
+/// The distinct module names of `Conv1D` projections (GPT-2), which only named targets reach.
+fn conv1d_names(all: &[Linear]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for l in all {
+        if !names.contains(&l.name) {
+            names.push(l.name);
+        }
+    }
+    names
 }
 
 /// LoRA adapter parameters and the per-layer modules it wraps.

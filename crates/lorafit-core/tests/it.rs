@@ -1057,11 +1057,25 @@ fn every_catalog_block_counts_as_transformers_builds_it() {
         let r = &models[&m.id];
         let a = m.arch().expect("arch");
         let want = |k: &str| r[k].as_u64().expect("count");
-        let lora = est(&format!(
+        let yaml = format!(
             "model_name_or_path: {}\nfinetuning_type: lora\nlora_rank: 8\nlora_target: all\n",
             m.id
-        ))
-        .trainable_params;
+        );
+        // Where LLaMA-Factory's `all` finds no module (GPT-2's Conv1D), PEFT refuses: so must
+        // lorafit.
+        let lora = if want("lora_all_r8") == 0 {
+            let plan = settings(&yaml).plan().expect("plan");
+            let (arch, src) = estimate::resolve_model(&plan, None).expect("model");
+            match estimate::estimate(&arch, src, &plan) {
+                Err(e) => {
+                    assert!(e.to_string().contains("Conv1D"), "{}: {e}", m.id);
+                    0
+                }
+                Ok(e) => e.trainable_params,
+            }
+        } else {
+            est(&yaml).trainable_params
+        };
         for (what, got, expected) in [
             ("total", a.total_params(), want("total")),
             ("vision", a.vision_params(), want("vision")),
@@ -1221,6 +1235,8 @@ fn new_architectures_match_their_model_cards() {
         ("zai-org/chatglm3-6b", 6.24e9),
         ("zai-org/glm-4-9b-chat", 9.40e9),
         ("zai-org/glm-4-9b-chat-1m", 9.48e9),
+        // GPT-2's model cards: 124 M / 355 M / 774 M / 1.5 B (exact below).
+        ("openai-community/gpt2-medium", 354.8e6),
         // Phi-3.5-MoE 41.9 B (6.6 B active, below; LayerNorms with biases, biased attention
         // and head); InternLM3 8B (remote code, Llama's modules) 8.8 B.
         ("microsoft/Phi-3.5-MoE-instruct", 41.9e9),
@@ -1331,6 +1347,30 @@ fn new_architectures_match_their_model_cards() {
     assert!((lm_active / 22e9 - 1.0).abs() < 0.02, "{lm_active}");
     let x22 = arch("mistralai/Mixtral-8x22B-Instruct-v0.1");
     assert!((x22.active_params() as f64 / 39e9 - 1.0).abs() < 0.01);
+    // GPT-2 (learned positions, biased Conv1D projections, a tied head): 124,439,808 and
+    // 1,557,611,200 parameters; `all` finds none of its Conv1D layers (LLaMA-Factory's class-name
+    // test), named ones are wrapped as PEFT does, both c_proj (attention and MLP) by one name.
+    assert_eq!(arch("gpt2").total_params(), 124_439_808);
+    assert_eq!(
+        arch("openai-community/gpt2-xl").total_params(),
+        1_557_611_200
+    );
+    let e = settings("model_name_or_path: gpt2\nfinetuning_type: lora\nlora_target: all\n")
+        .plan()
+        .and_then(|p| {
+            let (a, src) = estimate::resolve_model(&p, None)?;
+            estimate::estimate(&a, src, &p)
+        })
+        .expect_err("all on Conv1D");
+    assert!(e.to_string().contains("c_attn, c_proj, c_fc"), "{e}");
+    let named = est(
+        "model_name_or_path: gpt2\nfinetuning_type: lora\nlora_rank: 8\nlora_target: c_attn,c_proj\n",
+    );
+    // c_attn 768 → 2304, attention c_proj 768 → 768, MLP c_proj 3072 → 768, 12 layers.
+    assert_eq!(
+        named.trainable_params,
+        12 * 8 * ((768 + 2304) + (768 + 768) + (3072 + 768))
+    );
     let phimoe = arch("microsoft/Phi-3.5-MoE-instruct");
     assert!((phimoe.active_params() as f64 / 6.6e9 - 1.0).abs() < 0.01);
     assert_eq!(

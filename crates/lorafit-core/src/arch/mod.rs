@@ -420,6 +420,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "bloom",
     "chatglm",
     "phimoe",
+    "gpt2",
     "qwen2_5_omni",
     "qwen2_5_omni_thinker",
 ];
@@ -497,6 +498,33 @@ fn falcon_bloom_canonical(top: &Map<String, Value>, falcon: bool) -> Option<Valu
     };
     c.insert("num_key_value_heads".into(), Value::from(kv));
     c.insert("intermediate_size".into(), Value::from(ffn));
+    Some(Value::Object(c))
+}
+
+/// GPT-2's config in the names every other model uses: `n_embd`, `n_layer`, `n_head`,
+/// `n_inner` (null: 4 × n_embd), `n_positions` (its learned position table's rows); a KV head per
+/// head. `None` once the config has them.
+fn gpt2_canonical(top: &Map<String, Value>) -> Option<Value> {
+    if top.contains_key("intermediate_size") {
+        return None;
+    }
+    let mut c = top.clone();
+    for (canonical, old) in [
+        ("hidden_size", "n_embd"),
+        ("num_hidden_layers", "n_layer"),
+        ("num_attention_heads", "n_head"),
+        ("max_position_embeddings", "n_positions"),
+    ] {
+        if let Some(v) = top.get(old) {
+            c.insert(canonical.into(), v.clone());
+        }
+    }
+    let h = c.get("hidden_size").and_then(Value::as_u64)?;
+    let inner = top.get("n_inner").and_then(Value::as_u64).unwrap_or(4 * h);
+    c.insert("intermediate_size".into(), Value::from(inner));
+    if !c.contains_key("max_position_embeddings") {
+        c.insert("max_position_embeddings".into(), Value::from(1024));
+    }
     Some(Value::Object(c))
 }
 
@@ -771,6 +799,11 @@ impl ModelArch {
         {
             return Self::from_config_value(&canonical);
         }
+        if top_type == "gpt2"
+            && let Some(canonical) = gpt2_canonical(top)
+        {
+            return Self::from_config_value(&canonical);
+        }
         if top_type == "chatglm"
             && let Some(canonical) = chatglm_canonical(top)?
         {
@@ -893,10 +926,11 @@ impl ModelArch {
                     | "cohere"
                     | "falcon"
                     | "bloom"
+                    | "gpt2"
             ));
         // Falcon's `bias` (off in the released models) on every projection; BLOOM's are all biased.
         let falcon_bias = match mt {
-            "bloom" => true,
+            "bloom" | "gpt2" => true,
             "falcon" => get_bool(obj, "bias").unwrap_or(false),
             _ => false,
         };
@@ -913,7 +947,7 @@ impl ModelArch {
             // InternLM2's remote config: `bias` (default on; the released checkpoints say false)
             // on wqkv and wo.
             "internlm2" => get_bool(obj, "bias").unwrap_or(true),
-            "falcon" | "bloom" => falcon_bias,
+            "falcon" | "bloom" | "gpt2" => falcon_bias,
             _ => get_bool(obj, "attention_bias").unwrap_or(false),
         };
         let moe_int = || req_u64(obj, "moe_intermediate_size");
@@ -1129,7 +1163,10 @@ impl ModelArch {
             },
             // OLMo (1)'s LayerNorms have neither weight nor bias.
             norm_params: mt != "olmo",
-            fused_projections: matches!(mt, "phi3" | "internlm2" | "falcon" | "bloom" | "chatglm"),
+            fused_projections: matches!(
+                mt,
+                "phi3" | "internlm2" | "falcon" | "bloom" | "chatglm" | "gpt2"
+            ),
             fused_gate_up: matches!(mt, "phi3" | "glm4" | "chatglm"),
             // transformers 5.8: o_proj carries `attention_bias` in these families, `mlp_bias`
             // reaches the MLP in llama, granite and seed_oss.
@@ -1141,7 +1178,7 @@ impl ModelArch {
                 "llama" | "qwen3" | "qwen3_moe" | "granite" | "granitemoe" | "olmo" | "olmo2"
                 | "cohere" | "gemma" | "gemma2" | "gemma3_text" | "gemma4_text"
                 | "hunyuan_v1_dense" | "internlm2" | "phimoe" => qkv_bias,
-                "falcon" | "bloom" => falcon_bias,
+                "falcon" | "bloom" | "gpt2" => falcon_bias,
                 // ChatGLM's `add_bias_linear` (read as `mlp_bias`) is on `dense` too.
                 "chatglm" => get_bool(obj, "mlp_bias").unwrap_or(false),
                 _ => false,
@@ -1152,12 +1189,12 @@ impl ModelArch {
                     get_bool(obj, "mlp_bias").unwrap_or(false)
                 }
                 "starcoder2" => starcoder_bias,
-                "falcon" | "bloom" => falcon_bias,
+                "falcon" | "bloom" | "gpt2" => falcon_bias,
                 _ => false,
             },
-            gated_mlp: !matches!(mt, "starcoder2" | "falcon" | "bloom"),
+            gated_mlp: !matches!(mt, "starcoder2" | "falcon" | "bloom" | "gpt2"),
             // ChatGLM's LayerNorms (`rmsnorm: false`, no released model) have a bias.
-            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom" | "phimoe")
+            norm_bias: matches!(mt, "starcoder2" | "falcon" | "bloom" | "phimoe" | "gpt2")
                 || (mt == "chatglm" && get_bool(obj, "rmsnorm") == Some(false)),
             attention_sinks: mt == "gpt_oss",
             lm_head_bias: mt == "phimoe" && get_bool(obj, "lm_head_bias").unwrap_or(false),
@@ -1389,6 +1426,8 @@ impl ModelArch {
                 ("c_fc", "dense_h_to_4h"),
                 ("c_proj", "dense_4h_to_h"),
             ],
+            // GPT-2: attn.c_attn / c_proj, mlp.c_fc / c_proj.
+            "gpt2" => &[("qkv_proj", "c_attn"), ("o_proj", "c_proj")],
             // ChatGLM (remote code): the same names, the gated MLP's gate and up fused.
             "chatglm" => &[
                 ("qkv_proj", "query_key_value"),
@@ -1402,8 +1441,19 @@ impl ModelArch {
             if let Some((_, new)) = rename.iter().find(|(old, _)| *old == l.name) {
                 l.name = new;
             }
+            // GPT-2's projections are `Conv1D`s: LLaMA-Factory's `all` (a class-name test for
+            // "Linear") finds none of them, though PEFT wraps them when named.
+            if self.conv1d_projections() {
+                l.targetable = false;
+            }
         }
         v
+    }
+
+    /// The projections are transformers' `Conv1D` (GPT-2): outside `lora_target: all`, wrapped by
+    /// PEFT when named.
+    pub fn conv1d_projections(&self) -> bool {
+        self.model_type == "gpt2"
     }
 
     /// The decoder's linear modules, each with the number of layers holding it (modules of
@@ -1617,6 +1667,12 @@ impl ModelArch {
             // BLOOM's word_embeddings_layernorm.
             + if self.model_type == "bloom" { self.norm_width() } else { 0 }
             + if self.lm_head_bias { self.vocab_size } else { 0 }
+            // GPT-2's learned position table.
+            + if self.model_type == "gpt2" {
+                self.max_position_embeddings.unwrap_or(1024) * self.hidden_size
+            } else {
+                0
+            }
             + self.vision.as_ref().map_or(0, |v| v.wrapper_params)
     }
 
