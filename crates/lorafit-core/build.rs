@@ -3,7 +3,8 @@
 //! has a budget). For wasm the embedded copies also leave out what nothing on the page reads:
 //! the config keys the parser ignores (`architectures`, `torch_dtype`, token ids, …; the CLI's
 //! `random-model` writes them, so native builds keep them) and the LLaMA-Factory keys'
-//! declaring class and default (the page checks a key's type and choices only).
+//! declaring class and default (the page checks a key's type and choices only; an empty
+//! `choices` is left out too, as the field's default).
 
 use std::path::Path;
 
@@ -66,6 +67,13 @@ fn for_wasm(name: &str, text: &str) -> String {
                     for k in keys.iter_mut().filter_map(|k| k.as_object_mut()) {
                         k.remove("group");
                         k.remove("default");
+                        // An empty list is the field's default.
+                        if k.get("choices")
+                            .and_then(|c| c.as_array())
+                            .is_some_and(|c| c.is_empty())
+                        {
+                            k.remove("choices");
+                        }
                     }
                 }
             }
