@@ -1047,6 +1047,10 @@ fn e2e() -> Result<()> {
         "model_name_or_path=google%2Fgemma-4-E2B-it&finetuning_type=lora&quantization_bit=4&audios_per_sample=1&audio_seconds=45&images_per_sample=1&bf16=true&per_device_train_batch_size=1&cutoff_len=2048&gpu=RTX-4090",
         "model_name_or_path=Qwen%2FQwen3-Next-80B-A3B-Instruct&finetuning_type=lora&bf16=true&quantization_bit=4&per_device_train_batch_size=1&cutoff_len=4096&gpu=H100-SXM",
         "model_name_or_path=deepseek-ai%2FDeepSeek-V2-Lite&finetuning_type=full&bf16=true&num_gpus=8&deepspeed=ds_z3_config.json&per_device_train_batch_size=1&cutoff_len=2048",
+        // Remote-code and older architectures read from their own config names.
+        "model_name_or_path=zai-org%2Fglm-4-9b-chat&finetuning_type=lora&bf16=true&per_device_train_batch_size=2&cutoff_len=4096",
+        "model_name_or_path=microsoft%2FPhi-3.5-MoE-instruct&finetuning_type=lora&quantization_bit=4&bf16=true&per_device_train_batch_size=1&cutoff_len=2048&gpu=A100-80GB",
+        "model_name_or_path=openai-community%2Fgpt2-xl&finetuning_type=lora&lora_target=c_attn%2Cc_proj&bf16=true&per_device_train_batch_size=8&cutoff_len=1024",
     ];
     let mut failures = Vec::new();
     if page_bytes > PAGE_BUDGET_BYTES {
@@ -1173,16 +1177,37 @@ fn e2e() -> Result<()> {
 
 /// The debug `lorafit` binary. `cargo test --workspace` has just built it (with the workspace's
 /// unified features); `cargo run -p lorafit-cli` would resolve features differently and rebuild
-/// burn and wgpu from scratch, so it is only built here when missing.
+/// burn and wgpu from scratch, so it is only built here when missing or stale.
 fn debug_lorafit() -> Result<std::path::PathBuf> {
     let bin = root().join("target/debug/lorafit");
-    if !bin.is_file() {
+    // Also rebuilt when older than a source or data file of the crates: a stale binary (say,
+    // from before a catalog change) would disagree with the page it is compared with.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if built.is_none_or(|t| newest_mtime(&root().join("crates")) > Some(t)) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run(Command::new(cargo)
             .current_dir(root())
             .args(["build", "-p", "lorafit-cli"]))?;
     }
     Ok(bin)
+}
+
+/// The latest modification time of the files under `dir` (`target` folders skipped).
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// A release `lorafit` for the bundled example and the training benchmark.
