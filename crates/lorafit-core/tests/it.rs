@@ -664,6 +664,11 @@ mod props {
         st.set("lora_rank", Val::Int(r as i64)).expect("r");
         st.set("disable_gradient_checkpointing", Val::Bool(!gc))
             .expect("gc");
+        // GPT-2's Conv1D projections are outside `all`: name them.
+        if model.contains("gpt2") {
+            st.set("lora_target", Val::Str("c_attn,c_proj,c_fc".into()))
+                .expect("targets");
+        }
         st.plan().expect("plan")
     }
 
@@ -672,15 +677,51 @@ mod props {
         estimate::memory(&a, p).expect("memory").peak_reserved_bytes
     }
 
+    /// Every catalog block and method, once each: the peak grows with batch, length and rank
+    /// and never falls when checkpointing is turned off (the sampled tests below reach only
+    /// some blocks per run).
+    #[test]
+    fn every_catalog_block_grows_with_batch_length_and_rank() {
+        let mut checked = 0;
+        for m in catalog::models().iter().filter(|m| m.variant_of.is_none()) {
+            for method in 0..4u8 {
+                let p = plan_for(&m.id, method, 2, 1024, 8, true);
+                let (a, _) = estimate::resolve_model(&p, None).expect("model");
+                if estimate::memory(&a, &p).is_err() {
+                    continue;
+                }
+                let base = peak(&m.id, &p);
+                for (what, q) in [
+                    ("batch", plan_for(&m.id, method, 3, 1024, 8, true)),
+                    ("length", plan_for(&m.id, method, 2, 1536, 8, true)),
+                    ("rank", plan_for(&m.id, method, 2, 1024, 16, true)),
+                    (
+                        "no checkpointing",
+                        plan_for(&m.id, method, 2, 1024, 8, false),
+                    ),
+                ] {
+                    let v = peak(&m.id, &q);
+                    assert!(v >= base, "{} method {method}: {what} {v} < {base}", m.id);
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 600, "{checked}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
         #[test]
-        fn monotone_in_batch_length_and_rank(idx in 0usize..52, method in 0u8..4, b in 1u64..64, s in 1u64..16384,
+        fn monotone_in_batch_length_and_rank(idx in 0usize..10_000, method in 0u8..4, b in 1u64..64, s in 1u64..16384,
                                               r in 1u64..128, gc: bool) {
             let models: Vec<_> = catalog::models().iter().filter(|m| m.variant_of.is_none()).collect();
             let m = &models[idx % models.len()].id;
             let p = plan_for(m, method, b, s, r, gc);
+            // Methods a block refuses (full or freeze on a pre-quantized checkpoint, 4-bit on
+            // one already quantized) are skipped; the rest must grow with batch, length, rank.
+            let (a, _) = estimate::resolve_model(&p, None).expect("model");
+            prop_assume!(estimate::memory(&a, &p).is_ok());
             let base = peak(m, &p);
             prop_assert!(peak(m, &plan_for(m, method, b + 1, s, r, gc)) >= base);
             prop_assert!(peak(m, &plan_for(m, method, b, s + 64, r, gc)) >= base);
@@ -704,7 +745,7 @@ mod props {
         }
 
         #[test]
-        fn no_overflow_nan_or_panic_across_the_input_range(idx in 0usize..52, method in 0u8..4,
+        fn no_overflow_nan_or_panic_across_the_input_range(idx in 0usize..10_000, method in 0u8..4,
                 b in 1u64..=65536, s in 1u64..=10_000_000, r in 1u64..=8192, gc: bool, n in 1i64..=4096, ga in 1i64..=65536) {
             let models: Vec<_> = catalog::models().iter().filter(|m| m.variant_of.is_none()).collect();
             let m = &models[idx % models.len()].id;
