@@ -129,10 +129,10 @@ pub fn median_max(errors: impl IntoIterator<Item = f64>) -> (f64, f64) {
 /// The H100 points bundled with the crate.
 pub const MEASURED_H100: &str = include_str!("../data/validation/measured_h100.jsonl");
 
-/// Published per-GPU peaks of vision-language fine-tunes (ms-swift's examples): torch's
+/// Published per-GPU peaks of vision-language and MoE fine-tunes (ms-swift's examples): torch's
 /// `max_memory_reserved` in GiB as the source prints it, with the source's settings in
 /// LLaMA-Factory's keys and what had to be assumed about the data.
-pub const PUBLISHED_VL: &str = include_str!("../data/validation/published_vl.jsonl");
+pub const PUBLISHED_PEAKS: &str = include_str!("../data/validation/published_peaks.jsonl");
 
 /// One published peak.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +142,10 @@ pub struct PublishedPeak {
     /// What the source does not say and the comparison assumes (sample lengths, image sizes).
     pub assumed: String,
     pub gpus: u64,
+    /// The model was split over the GPUs by layers (transformers' `device_map`): together they
+    /// hold what one GPU would, so lorafit's one-GPU peak is compared with the sum.
+    #[serde(default)]
+    pub model_parallel: bool,
     pub config: serde_json::Map<String, serde_json::Value>,
     /// torch.cuda.max_memory_reserved() per GPU, GiB.
     pub reserved_gib: f64,
@@ -161,15 +165,26 @@ impl PublishedPeak {
         Ok(estimate::estimate(&arch, source, &plan)?.torch_reserved_bytes)
     }
 
+    /// The published figure this point compares with, bytes: per GPU, or summed over the GPUs
+    /// of a model-parallel run.
+    pub fn published_bytes(&self) -> f64 {
+        let n = if self.model_parallel {
+            self.gpus as f64
+        } else {
+            1.0
+        };
+        self.reserved_gib * GIB * n
+    }
+
     /// estimate / published − 1.
     pub fn error(&self) -> Result<f64, Error> {
-        Ok(self.estimate_reserved()? as f64 / (self.reserved_gib * GIB) - 1.0)
+        Ok(self.estimate_reserved()? as f64 / self.published_bytes() - 1.0)
     }
 }
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-/// Parse [`PUBLISHED_VL`]-shaped JSONL.
+/// Parse [`PUBLISHED_PEAKS`]-shaped JSONL.
 pub fn parse_published(text: &str) -> Result<Vec<PublishedPeak>, Error> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
