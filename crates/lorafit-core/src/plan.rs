@@ -682,8 +682,11 @@ impl Plan {
             );
         }
         if flag("use_audio_in_video") {
+            // LLaMA-Factory's Qwen2OmniPlugin interleaves each video's frames with the audio
+            // entry after it, two-second chunks at a time, between one vision_bos / audio_bos
+            // and audio_eos / vision_eos: the same tokens as without it, in another order.
             notes.push(
-                "use_audio_in_video: a video's sound interleaved with its frames is not modelled (count it with audios_per_sample)"
+                "use_audio_in_video: interleaves each video with the audio entry that follows it (the same tokens in another order, so the estimate is unchanged); the sound must be in the dataset's audios, one per video (audios_per_sample without a dataset)"
                     .into(),
             );
         }

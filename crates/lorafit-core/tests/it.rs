@@ -2214,3 +2214,24 @@ fn image_and_video_tokens_equal_llamafactory_on_real_files() {
     }
     assert_eq!(checked, (70, 96));
 }
+
+/// LLaMA-Factory's Qwen2OmniPlugin interleaves each video with the audio entry after it under
+/// `use_audio_in_video`: the same tokens in another order, so the peak is the same and a note
+/// says why.
+#[test]
+fn audio_in_video_reorders_tokens_without_adding_any() {
+    let base = "model_name_or_path: Qwen/Qwen2.5-Omni-7B\nfinetuning_type: lora\nbf16: true\nvideos_per_sample: 1\naudios_per_sample: 1\nvideo_seconds: 20\naudio_seconds: 20\ncutoff_len: 4096\nper_device_train_batch_size: 1\n";
+    let plain = est(base);
+    let interleaved = est(&format!("{base}use_audio_in_video: true\n"));
+    assert_eq!(interleaved.peak_reserved_bytes, plain.peak_reserved_bytes);
+    let plan = settings(&format!("{base}use_audio_in_video: true\n"))
+        .plan()
+        .expect("plan");
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("use_audio_in_video") && n.contains("same tokens")),
+        "{:?}",
+        plan.notes
+    );
+}
