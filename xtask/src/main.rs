@@ -1242,21 +1242,23 @@ fn example() -> Result<()> {
 /// release, which prints its markdown table of docs/benchmarks.md — the 4-bit kernels'
 /// throughput (bench_quant.rs), or attention's forward and backward, the `#[cube]` kernels
 /// against the tiled tensor ops on the same device (bench_attention.rs).
-/// `BENCH_BACKEND=vulkan` builds with `--features vulkan` (SPIR-V).
+/// `BENCH_BACKEND=vulkan` builds with `--features vulkan` (SPIR-V) into target/vulkan and runs on
+/// Debian sid's lavapipe, as `test-vulkan` does (xtask/src/vulkan.rs).
 fn bench_example(example: &str) -> Result<()> {
-    let mut cmd = Command::new("cargo");
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "lorafit-train",
-        "--example",
-        example,
-    ]);
     if std::env::var("BENCH_BACKEND").as_deref() == Ok("vulkan") {
-        cmd.args(["--features", "vulkan"]);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        return vulkan::example(&cargo, example);
     }
-    run(cmd.current_dir(root()))
+    run(Command::new("cargo")
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "lorafit-train",
+            "--example",
+            example,
+        ])
+        .current_dir(root()))
 }
 
 /// `cargo xtask bench-train`: training tokens/s on the CPU for a 15.7M-parameter llama, lorafit

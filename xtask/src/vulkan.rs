@@ -110,6 +110,62 @@ fn mesa_version() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The executables a `cargo … --message-format=json` build produced, `test` ones or not.
+fn executables(stdout: &[u8], test: bool) -> Vec<PathBuf> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["profile"]["test"] == test)
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .collect()
+}
+
+/// `exe` on sid's lavapipe: through sid's `ld-linux` with its libraries, the ICD pointed at its
+/// `libvulkan_lvp.so`.
+fn on_sid(exe: &Path, icd: &Path) -> Command {
+    let sysroot = mesa_dir().join("root");
+    let mut cmd = Command::new(sysroot.join("usr/lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(sysroot.join("usr/lib/x86_64-linux-gnu"))
+        .arg(exe)
+        .env("VK_ICD_FILENAMES", icd);
+    cmd
+}
+
+/// One of lorafit-train's examples (a benchmark) built in release with `--features vulkan` and run
+/// on sid's lavapipe; the `BENCH_*` variables pass through.
+pub fn example(cargo: &str, name: &str) -> Result<()> {
+    let icd = sid_lavapipe()?;
+    eprintln!(
+        "xtask: {name} on the SPIR-V runtime, Debian sid's lavapipe (Mesa {})",
+        mesa_version()
+    );
+    let built = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "lorafit-train",
+            "--example",
+            name,
+            "--features",
+            "vulkan",
+            "--message-format=json",
+        ])
+        .env("CARGO_TARGET_DIR", root().join("target/vulkan"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cargo build --example --features vulkan")?;
+    if !built.status.success() {
+        bail!("building the {name} example with --features vulkan failed");
+    }
+    let Some(exe) = executables(&built.stdout, false).pop() else {
+        bail!("no executable came out of the {name} build");
+    };
+    run(on_sid(&exe, &icd).current_dir(root()))
+}
+
 /// Build lorafit-train's tests with `--features vulkan` (its own target directory, so the default
 /// build is not invalidated) and run every test binary on sid's lavapipe.
 pub fn tests(cargo: &str) -> Result<()> {
@@ -137,25 +193,13 @@ pub fn tests(cargo: &str) -> Result<()> {
     if !built.status.success() {
         bail!("building lorafit-train's tests with --features vulkan failed");
     }
-    let executables: Vec<PathBuf> = String::from_utf8_lossy(&built.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["profile"]["test"] == true)
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .collect();
+    let executables = executables(&built.stdout, true);
     if executables.is_empty() {
         bail!("no test binaries came out of the --features vulkan build");
     }
-    let sysroot = mesa_dir().join("root");
-    let loader = sysroot.join("usr/lib64/ld-linux-x86-64.so.2");
-    let libs = sysroot.join("usr/lib/x86_64-linux-gnu");
     for exe in executables {
-        run(Command::new(&loader)
+        run(on_sid(&exe, &icd)
             .current_dir(root().join("crates/lorafit-train"))
-            .arg("--library-path")
-            .arg(&libs)
-            .arg(&exe)
-            .env("VK_ICD_FILENAMES", &icd)
             .env("LORAFIT_EXPECT_COOPERATIVE_MATRIX", "1"))?;
     }
     Ok(())
