@@ -65,16 +65,21 @@ impl Compared {
     }
 }
 
-/// Parse a JSONL file of points.
-pub fn parse_points(text: &str) -> Result<Vec<Point>, Error> {
+/// The non-empty lines of a JSONL file, each a `T`; errors name `what` and the line.
+fn parse_jsonl<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<Vec<T>, Error> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(n, l)| {
             serde_json::from_str(l)
-                .map_err(|e| Error::Syntax(format!("validation line {}: {e}", n + 1)))
+                .map_err(|e| Error::Syntax(format!("{what} line {}: {e}", n + 1)))
         })
         .collect()
+}
+
+/// Parse a JSONL file of points.
+pub fn parse_points(text: &str) -> Result<Vec<Point>, Error> {
+    parse_jsonl(text, "validation")
 }
 
 fn json_to_val(v: &serde_json::Value) -> Option<Val> {
@@ -186,12 +191,5 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// Parse [`PUBLISHED_PEAKS`]-shaped JSONL.
 pub fn parse_published(text: &str) -> Result<Vec<PublishedPeak>, Error> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(n, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| Error::Syntax(format!("published line {}: {e}", n + 1)))
-        })
-        .collect()
+    parse_jsonl(text, "published")
 }

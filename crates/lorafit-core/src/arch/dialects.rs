@@ -21,6 +21,19 @@ pub(super) fn canonical(top_type: &str, top: &Map<String, Value>) -> Result<Opti
     })
 }
 
+/// `top` with each `(canonical, old)` key copied under its canonical name where that is absent.
+fn renamed(top: &Map<String, Value>, pairs: &[(&str, &str)]) -> Map<String, Value> {
+    let mut c = top.clone();
+    for (canonical, old) in pairs {
+        if !c.contains_key(*canonical)
+            && let Some(v) = top.get(*old)
+        {
+            c.insert((*canonical).into(), v.clone());
+        }
+    }
+    c
+}
+
 /// InternLM3's remote code: `qkv_bias` on q / k / v and o_proj, `bias` on the MLP — Llama's
 /// `attention_bias` and `mlp_bias`.
 fn internlm3_biases(top: &Map<String, Value>) -> Option<Value> {
@@ -91,18 +104,14 @@ fn falcon_bloom_canonical(top: &Map<String, Value>, falcon: bool) -> Option<Valu
     if top.contains_key("intermediate_size") {
         return None;
     }
-    let mut c = top.clone();
-    for (canonical, old) in [
-        ("hidden_size", "n_embed"),
-        ("num_hidden_layers", "n_layer"),
-        ("num_attention_heads", "n_head"),
-    ] {
-        if !c.contains_key(canonical)
-            && let Some(v) = top.get(old)
-        {
-            c.insert(canonical.into(), v.clone());
-        }
-    }
+    let mut c = renamed(
+        top,
+        &[
+            ("hidden_size", "n_embed"),
+            ("num_hidden_layers", "n_layer"),
+            ("num_attention_heads", "n_head"),
+        ],
+    );
     let h = c.get("hidden_size").and_then(Value::as_u64)?;
     let heads = c.get("num_attention_heads").and_then(Value::as_u64)?;
     let flag = |k: &str, default: bool| top.get(k).and_then(Value::as_bool).unwrap_or(default);
@@ -133,17 +142,15 @@ fn gpt2_canonical(top: &Map<String, Value>) -> Option<Value> {
     if top.contains_key("intermediate_size") {
         return None;
     }
-    let mut c = top.clone();
-    for (canonical, old) in [
-        ("hidden_size", "n_embd"),
-        ("num_hidden_layers", "n_layer"),
-        ("num_attention_heads", "n_head"),
-        ("max_position_embeddings", "n_positions"),
-    ] {
-        if let Some(v) = top.get(old) {
-            c.insert(canonical.into(), v.clone());
-        }
-    }
+    let mut c = renamed(
+        top,
+        &[
+            ("hidden_size", "n_embd"),
+            ("num_hidden_layers", "n_layer"),
+            ("num_attention_heads", "n_head"),
+            ("max_position_embeddings", "n_positions"),
+        ],
+    );
     let h = c.get("hidden_size").and_then(Value::as_u64)?;
     let inner = top.get("n_inner").and_then(Value::as_u64).unwrap_or(4 * h);
     c.insert("intermediate_size".into(), Value::from(inner));
@@ -162,18 +169,16 @@ fn chatglm_canonical(top: &Map<String, Value>) -> Result<Option<Value>, Error> {
     if top.contains_key("intermediate_size") {
         return Ok(None);
     }
-    let mut c = top.clone();
-    for (canonical, old) in [
-        ("num_hidden_layers", "num_layers"),
-        ("intermediate_size", "ffn_hidden_size"),
-        ("vocab_size", "padded_vocab_size"),
-        ("head_dim", "kv_channels"),
-        ("max_position_embeddings", "seq_length"),
-    ] {
-        if let Some(v) = top.get(old) {
-            c.insert(canonical.into(), v.clone());
-        }
-    }
+    let mut c = renamed(
+        top,
+        &[
+            ("num_hidden_layers", "num_layers"),
+            ("intermediate_size", "ffn_hidden_size"),
+            ("vocab_size", "padded_vocab_size"),
+            ("head_dim", "kv_channels"),
+            ("max_position_embeddings", "seq_length"),
+        ],
+    );
     let flag = |k: &str| top.get(k).and_then(Value::as_bool).unwrap_or(false);
     if flag("multi_query_attention") {
         let groups = get_u64(top, "multi_query_group_num")?.ok_or_else(|| {
