@@ -207,11 +207,18 @@ fn model_index() -> &'static std::collections::HashMap<String, usize> {
                 map.entry(norm(name)).or_insert(i);
             }
         }
+        // The repo name alone (`Qwen2.5-7B-Instruct` for `Qwen/Qwen2.5-7B-Instruct`), where no
+        // id or alias claims it: the first entry with that name wins.
+        for (i, m) in models().iter().enumerate() {
+            if let Some((_, name)) = m.id.rsplit_once('/') {
+                map.entry(norm(name)).or_insert(i);
+            }
+        }
         map
     })
 }
 
-/// Find a catalog model by HF id or alias (case-insensitive).
+/// Find a catalog model by HF id, alias or the id's repo name alone (case-insensitive).
 pub fn find_model(id: &str) -> Result<&'static CatalogModel, Error> {
     model_index()
         .get(&norm(id))

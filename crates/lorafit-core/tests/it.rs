@@ -111,6 +111,35 @@ fn parameter_counts_match_torch_on_the_gpu_runs() {
     check_params("meta-llama/Llama-3.2-3B", 3_212_749_824);
 }
 
+/// The repo name alone finds a model (what a user types after `llamafactory-cli` examples drop
+/// the org), unless an id or alias claims it; every catalog entry is reachable that way or by id.
+#[test]
+fn repo_names_alone_find_their_model() {
+    for (name, id) in [
+        ("Llama-3.1-70B", "meta-llama/Llama-3.1-70B"),
+        ("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct"),
+        ("glm-4-9b-chat", "zai-org/glm-4-9b-chat"),
+        ("Phi-3.5-MoE-instruct", "microsoft/Phi-3.5-MoE-instruct"),
+        // An explicit alias wins over a repo name.
+        ("gpt2", "openai-community/gpt2"),
+    ] {
+        assert_eq!(catalog::find_model(name).expect(name).id, id, "{name}");
+    }
+    for m in catalog::models() {
+        let tail = m.id.rsplit('/').next().expect("tail");
+        let found = catalog::find_model(tail).expect(tail);
+        // Where two orgs publish the same repo name, the first entry answers; it must at least
+        // have the same architecture.
+        assert_eq!(
+            found.arch().expect("arch").total_params(),
+            m.arch().expect("arch").total_params(),
+            "{} vs {}",
+            found.id,
+            m.id
+        );
+    }
+}
+
 #[test]
 fn catalog_is_complete_and_parses() {
     let models = catalog::models();
