@@ -423,6 +423,7 @@ pub fn gpu_options(arch: &ModelArch, plan: &Plan) -> Vec<GpuOption> {
                     offload_param: false,
                     deepspeed: true,
                     fsdp: false,
+                    sub_group_size: None,
                 };
             }
             let Ok(m) = memory::estimate(arch, &p) else {

@@ -99,6 +99,9 @@ pub fn to_deepspeed_json(zero: &Zero) -> String {
         zo["stage3_param_persistence_threshold"] = serde_json::json!(1e6);
         zo["stage3_gather_16bit_weights_on_model_save"] = serde_json::json!(true);
     }
+    if let Some(n) = zero.sub_group_size {
+        zo["sub_group_size"] = serde_json::json!(n);
+    }
     if zero.offload_optimizer {
         zo["offload_optimizer"] = serde_json::json!({"device": "cpu", "pin_memory": true});
     }

@@ -22,7 +22,7 @@ use crate::plan::{Attention, Method, Optimizer, Plan, Precision, QuantMethod, St
 
 /// DeepSpeed's `zero_optimization.sub_group_size` default, which LLaMA-Factory's ZeRO-3 configs
 /// also set (1e9 elements): the ZeRO-3 optimizer steps on one sub-group's fp32 gradients at a time.
-/// Not read from a user's JSON.
+/// A DeepSpeed JSON's own value replaces it (`Zero::sub_group_size`).
 pub const DS_SUB_GROUP_SIZE: f64 = 1e9;
 
 /// Bytes per token per layer of saved activations, in units of the hidden size (bf16 compute).
@@ -1108,7 +1108,13 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
         let part = opt_params / n_gpu;
         match stage {
             1 | 2 => (tb + 4.0) * part * n_gpu,
-            3 => (tb + 4.0) * part.min(DS_SUB_GROUP_SIZE) * n_gpu,
+            3 => {
+                let sub = plan
+                    .zero
+                    .sub_group_size
+                    .map_or(DS_SUB_GROUP_SIZE, |n| n as f64);
+                (tb + 4.0) * part.min(sub) * n_gpu
+            }
             _ => 0.0,
         }
     } else {

@@ -194,6 +194,10 @@ pub struct Zero {
     pub deepspeed: bool,
     /// PyTorch FSDP / FSDP2 (fp32 sharded parameters, no DeepSpeed bookkeeping).
     pub fsdp: bool,
+    /// DeepSpeed's `zero_optimization.sub_group_size` where a JSON sets it to something other
+    /// than its default (1e9 elements, also LLaMA-Factory's configs): the ZeRO-3 optimizer step
+    /// converts one such slice of gradients to fp32 at a time. `None`: the default.
+    pub sub_group_size: Option<u64>,
 }
 
 impl Zero {
@@ -212,6 +216,7 @@ impl Zero {
             offload_param: offload && stage == 3,
             deepspeed: true,
             fsdp: false,
+            sub_group_size: None,
         })
     }
 
@@ -240,12 +245,29 @@ impl Zero {
                 .unwrap_or("none")
                 != "none"
         };
+        // A number, or `1e9` as JSON's float; the default is kept as `None`.
+        let sub_group_size = match zo.and_then(|z| z.get("sub_group_size")) {
+            None => None,
+            Some(v) => match v.as_f64() {
+                Some(n) if n >= 1.0 && n.is_finite() => {
+                    Some(n as u64).filter(|&n| n != 1_000_000_000)
+                }
+                _ => {
+                    return Err(Error::bad(
+                        "deepspeed.zero_optimization.sub_group_size",
+                        v,
+                        "a positive number of elements",
+                    ));
+                }
+            },
+        };
         Ok(Zero {
             stage,
             offload_optimizer: dev("offload_optimizer"),
             offload_param: dev("offload_param"),
             deepspeed: true,
             fsdp: false,
+            sub_group_size,
         })
     }
 }
@@ -275,6 +297,7 @@ impl Zero {
             offload_param: offload,
             deepspeed: false,
             fsdp: true,
+            sub_group_size: None,
         })
     }
 
@@ -310,6 +333,7 @@ impl Zero {
                     offload_param: dev("offload_param_device"),
                     deepspeed: true,
                     fsdp: false,
+                    sub_group_size: None,
                 };
                 return Ok(Some((zero, gpus)));
             }
@@ -348,6 +372,7 @@ impl Zero {
                 offload_param: offload,
                 deepspeed: false,
                 fsdp: true,
+                sub_group_size: None,
             },
             gpus,
         )))
