@@ -311,7 +311,6 @@ fn validation_report() -> Result<String> {
 fn published_report() -> Result<String> {
     use std::fmt::Write;
     let mut out = String::new();
-    use lorafit_core::plan::{Settings, Val};
     writeln!(
         out,
         "\n## Published points (not used for fitting; the test `published_longest_context_points_within_25_percent` asserts ≤ 25 %)\n"
@@ -332,16 +331,10 @@ fn published_report() -> Result<String> {
             .lines()
     {
         let v: serde_json::Value = serde_json::from_str(line)?;
-        let mut s = Settings::default();
-        for (k, val) in v["config"].as_object().context("config")? {
-            let val = match val {
-                serde_json::Value::Bool(b) => Val::Bool(*b),
-                serde_json::Value::Number(n) => Val::Int(n.as_i64().context("int")?),
-                other => Val::Str(other.as_str().context("str")?.to_string()),
-            };
-            s.set(k, val)?;
-        }
-        let plan = s.plan()?;
+        let plan = lorafit_core::validation::settings_from_config(
+            v["config"].as_object().context("config")?,
+        )?
+        .plan()?;
         let (arch, _) = lorafit_core::estimate::resolve_model(&plan, None)?;
         let budget = (v["vram_gb"].as_f64().context("vram")? * 1e9) as u64;
         let ours = lorafit_core::estimate::longest_cutoff(&arch, &plan, budget).unwrap_or(0);
@@ -412,7 +405,8 @@ fn published_peaks_report() -> Result<String> {
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     let points = validation::parse_published(validation::PUBLISHED_PEAKS)?;
     for p in &points {
-        let ours = p.estimate_reserved()? as f64 / (1u64 << 30) as f64;
+        let estimate = p.estimate_reserved()?;
+        let ours = estimate as f64 / (1u64 << 30) as f64;
         let published = p.published_bytes() / (1u64 << 30) as f64;
         writeln!(
             out,
@@ -420,7 +414,7 @@ fn published_peaks_report() -> Result<String> {
             p.id,
             p.gpus,
             if p.model_parallel { " (sum)" } else { "" },
-            pct(p.error()?),
+            pct(p.error(estimate)),
             p.assumed,
             p.source
         )?;

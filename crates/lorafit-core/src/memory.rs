@@ -20,11 +20,6 @@ use crate::arch::{LayerKind, Linear, Mixer, ModelArch};
 use crate::error::Error;
 use crate::plan::{Attention, Method, Optimizer, Plan, Precision, QuantMethod, Stage};
 
-/// DeepSpeed's `zero_optimization.sub_group_size` default, which LLaMA-Factory's ZeRO-3 configs
-/// also set (1e9 elements): the ZeRO-3 optimizer steps on one sub-group's fp32 gradients at a time.
-/// A DeepSpeed JSON's own value replaces it (`Zero::sub_group_size`).
-pub const DS_SUB_GROUP_SIZE: f64 = 1e9;
-
 /// Bytes per token per layer of saved activations, in units of the hidden size (bf16 compute).
 /// Calibrated on the no-checkpointing LoRA points.
 pub const ACT_PER_HIDDEN: f64 = 26.0;
@@ -165,28 +160,28 @@ fn target_modules(
     key: &str,
 ) -> Result<Vec<crate::arch::Linear>, Error> {
     let all = arch.layer_linears();
-    let conv1d = arch.conv1d_projections();
     if targets.iter().any(|t| t == "all") {
-        if conv1d {
+        let found: Vec<Linear> = all.iter().filter(|l| l.in_all).cloned().collect();
+        if found.is_empty() {
             // LLaMA-Factory's find_all_linear_modules returns nothing and PEFT refuses an empty
-            // target list.
+            // target list (GPT-2: its projections are Conv1D, not nn.Linear).
             return Err(Error::bad(
                 key,
                 "all",
                 format!(
-                    "module names: `{}`'s projections are Conv1D layers, which `all` does not find; name them: {}",
+                    "module names: `all` finds no nn.Linear in `{}`; name them: {}",
                     arch.model_type,
-                    conv1d_names(&all).join(", ")
+                    named_targets(&all).join(", ")
                 ),
             ));
         }
-        return Ok(all.into_iter().filter(|l| l.targetable).collect());
+        return Ok(found);
     }
     let mut out = Vec::new();
     for t in targets {
         let hits: Vec<Linear> = all
             .iter()
-            .filter(|l| (l.targetable || conv1d) && l.name == t.as_str())
+            .filter(|l| l.targetable && l.name == t.as_str())
             .cloned()
             .collect();
         match hits.is_empty() {
@@ -197,12 +192,7 @@ fn target_modules(
                     t,
                     format!(
                         "`all` or module names of this model: {}",
-                        if conv1d {
-                            conv1d_names(&all)
-                        } else {
-                            arch.all_lora_targets()
-                        }
-                        .join(", ")
+                        named_targets(&all).join(", ")
                     ),
                 ));
             }
@@ -211,10 +201,10 @@ fn target_modules(
     Ok(out)
 }
 
-/// The distinct module names of `Conv1D` projections (GPT-2), which only named targets reach.
-fn conv1d_names(all: &[Linear]) -> Vec<&'static str> {
+/// The distinct names `lora_target` may give: the modules PEFT wraps when named.
+fn named_targets(all: &[Linear]) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
-    for l in all {
+    for l in all.iter().filter(|l| l.targetable) {
         if !names.contains(&l.name) {
             names.push(l.name);
         }
@@ -1105,16 +1095,10 @@ pub fn estimate(arch: &ModelArch, plan: &Plan) -> Result<Memory, Error> {
         // nearly every weight), stage 3 one sub-group of at most `sub_group_size` elements
         // (stage3.py `_prepare_fp32_grad_for_sub_group`). Stage 0 keeps the bf16 optimizer's
         // own buffers, and an offloaded optimizer steps on the host (both below).
-        let part = opt_params / n_gpu;
+        // A total over the ranks, as the other branch's: divided by the GPUs below.
         match stage {
-            1 | 2 => (tb + 4.0) * part * n_gpu,
-            3 => {
-                let sub = plan
-                    .zero
-                    .sub_group_size
-                    .map_or(DS_SUB_GROUP_SIZE, |n| n as f64);
-                (tb + 4.0) * part.min(sub) * n_gpu
-            }
+            1 | 2 => (tb + 4.0) * opt_params,
+            3 => (tb + 4.0) * opt_params.min(plan.zero.sub_group_elements() * n_gpu),
             _ => 0.0,
         }
     } else {

@@ -250,7 +250,7 @@ impl Zero {
             None => None,
             Some(v) => match v.as_f64() {
                 Some(n) if n >= 1.0 && n.is_finite() => {
-                    Some(n as u64).filter(|&n| n != 1_000_000_000)
+                    Some(n as u64).filter(|&n| n != Zero::DEFAULT_SUB_GROUP_SIZE)
                 }
                 _ => {
                     return Err(Error::bad(
@@ -273,6 +273,14 @@ impl Zero {
 }
 
 impl Zero {
+    /// DeepSpeed's `sub_group_size` default, which LLaMA-Factory's ZeRO-3 configs also set.
+    pub const DEFAULT_SUB_GROUP_SIZE: u64 = 1_000_000_000;
+
+    /// The elements of one ZeRO-3 sub-group (the slice the optimizer step converts to fp32).
+    pub fn sub_group_elements(&self) -> f64 {
+        self.sub_group_size.unwrap_or(Self::DEFAULT_SUB_GROUP_SIZE) as f64
+    }
+
     /// Whether parameters, gradients or states are sharded by anything.
     pub fn sharded(&self) -> bool {
         self.deepspeed || self.fsdp

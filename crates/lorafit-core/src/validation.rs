@@ -91,14 +91,22 @@ fn json_to_val(v: &serde_json::Value) -> Option<Val> {
     })
 }
 
-/// Estimate one point (its GPU: an H100).
-pub fn compare(p: &Point) -> Result<Compared, Error> {
+/// A point's `config` object (LLaMA-Factory keys and JSON values) as settings.
+pub fn settings_from_config(
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Settings, Error> {
     let mut s = Settings::default();
-    for (k, v) in &p.config {
+    for (k, v) in config {
         if let Some(val) = json_to_val(v) {
             s.set(k, val)?;
         }
     }
+    Ok(s)
+}
+
+/// Estimate one point (its GPU: an H100).
+pub fn compare(p: &Point) -> Result<Compared, Error> {
+    let mut s = settings_from_config(&p.config)?;
     s.set("gpu", Val::Str("H100-SXM".into()))?;
     let plan = s.plan()?;
     let (arch, source) = estimate::resolve_model(&plan, None)?;
@@ -159,13 +167,7 @@ pub struct PublishedPeak {
 impl PublishedPeak {
     /// lorafit's torch-reserved peak per GPU (bytes) for the point's settings.
     pub fn estimate_reserved(&self) -> Result<u64, Error> {
-        let mut s = Settings::default();
-        for (k, v) in &self.config {
-            if let Some(val) = json_to_val(v) {
-                s.set(k, val)?;
-            }
-        }
-        let plan = s.plan()?;
+        let plan = settings_from_config(&self.config)?.plan()?;
         let (arch, source) = estimate::resolve_model(&plan, None)?;
         Ok(estimate::estimate(&arch, source, &plan)?.torch_reserved_bytes)
     }
@@ -181,9 +183,9 @@ impl PublishedPeak {
         self.reserved_gib * GIB * n
     }
 
-    /// estimate / published − 1.
-    pub fn error(&self) -> Result<f64, Error> {
-        Ok(self.estimate_reserved()? as f64 / self.published_bytes() - 1.0)
+    /// `estimate` (bytes, from [`Self::estimate_reserved`]) / published − 1.
+    pub fn error(&self, estimate: u64) -> f64 {
+        estimate as f64 / self.published_bytes() - 1.0
     }
 }
 

@@ -156,9 +156,12 @@ pub struct Linear {
     pub bias: bool,
     /// How many copies per layer (experts).
     pub count: u64,
-    /// An `nn.Linear` PEFT can wrap (`lora_target: all` takes it); MoE routers and fused
-    /// 3-D expert tensors are not.
+    /// A module PEFT wraps when `lora_target` names it; MoE routers and fused 3-D expert
+    /// tensors are not.
     pub targetable: bool,
+    /// Found by `lora_target: all`: LLaMA-Factory's `find_all_linear_modules` takes modules whose
+    /// class name says `Linear`, so GPT-2's `Conv1D`s are targetable but not found.
+    pub in_all: bool,
     /// How many decoder layers hold this module.
     pub layers: u64,
 }
@@ -1092,10 +1095,12 @@ impl ModelArch {
             bias,
             count,
             targetable: true,
+            in_all: true,
             layers: 1,
         };
         let fixed = |name, in_features, out_features, bias, count| Linear {
             targetable: false,
+            in_all: false,
             ..lin(name, in_features, out_features, bias, count)
         };
         let mut v = match (kind.mixer, &self.mla, &self.linear_attention) {
@@ -1207,6 +1212,7 @@ impl ModelArch {
                 };
                 v.push(Linear {
                     targetable: m.router_targetable,
+                    in_all: m.router_targetable,
                     ..lin(router, h, e, m.router_bias, 1)
                 });
                 // Fused 3-D expert tensors (gpt-oss adds their biases).
@@ -1265,17 +1271,11 @@ impl ModelArch {
             }
             // GPT-2's projections are `Conv1D`s: LLaMA-Factory's `all` (a class-name test for
             // "Linear") finds none of them, though PEFT wraps them when named.
-            if self.conv1d_projections() {
-                l.targetable = false;
+            if self.model_type == "gpt2" {
+                l.in_all = false;
             }
         }
         v
-    }
-
-    /// The projections are transformers' `Conv1D` (GPT-2): outside `lora_target: all`, wrapped by
-    /// PEFT when named.
-    pub fn conv1d_projections(&self) -> bool {
-        self.model_type == "gpt2"
     }
 
     /// The decoder's linear modules, each with the number of layers holding it (modules of
@@ -1307,7 +1307,7 @@ impl ModelArch {
     pub fn all_lora_targets(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Vec::new();
         for l in self.layer_linears() {
-            if l.targetable && !names.contains(&l.name) {
+            if l.in_all && !names.contains(&l.name) {
                 names.push(l.name);
             }
         }
@@ -1456,6 +1456,7 @@ impl ModelArch {
                 bias: false,
                 count: 1,
                 targetable: true,
+                in_all: true,
                 layers: 1,
             }],
             None => Vec::new(),

@@ -151,6 +151,7 @@ fn lin(name: &'static str, i: u64, o: u64, bias: bool, layers: u64) -> Linear {
         bias,
         count: 1,
         targetable: true,
+        in_all: true,
         layers,
     }
 }
